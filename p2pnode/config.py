@@ -1,0 +1,452 @@
+"""Node configuration: one schema, four sources, one precedence.
+
+Every setting has a dotted key (``dht.replication``), a type, a default, a check and a line of
+documentation, all in :data:`SCHEMA`. Values come from, highest first: command-line flags,
+``P2PNODE_<KEY>`` environment variables (dots become underscores: ``P2PNODE_DHT_REPLICATION``),
+``config.toml`` in the data dir, then the defaults. A bad value anywhere raises
+:class:`ConfigError` whose message is one line naming the key, the source and the reason. The
+commented ``config.toml`` that ``p2pnode init`` writes is generated from the same schema, so the
+file and the code cannot disagree.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import multiaddr
+
+DEFAULT_DATA_DIR = Path("~/.p2pnode")
+CONFIG_FILE = "config.toml"
+KEY_FILE = "identity.key"
+SOCKET_FILE = "p2pnode.sock"
+DB_FILE = "node.db"
+ENV_PREFIX = "P2PNODE_"
+
+
+class ConfigError(Exception):
+    """A configuration value is missing, malformed or out of range (one line, names the key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    key: str
+    kind: type  # int, float, str, bool or list (of str)
+    default: Any
+    doc: str
+    check: Callable[[Any], str | None] | None = None  # returns a reason when the value is bad
+    optional: bool = False  # None (or "" / 0 from env and flags) means "off"
+
+
+def _range(lo: float, hi: float) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        return None if lo <= v <= hi else f"must be between {lo:g} and {hi:g}"
+
+    return check
+
+
+def _multiaddrs(v: list[str]) -> str | None:
+    for a in v:
+        try:
+            multiaddr.Multiaddr(a)
+        except Exception as exc:
+            return f"{a!r} is not a multiaddr ({exc})"
+    return None
+
+
+def _bootstrap(v: list[str]) -> str | None:
+    reason = _multiaddrs(v)
+    if reason:
+        return reason
+    for a in v:
+        if "/p2p/" not in a:
+            return f"{a!r} has no /p2p/<peer id> part"
+    return None
+
+
+def _log_level(v: str) -> str | None:
+    levels = ("debug", "info", "warning", "error")
+    return None if v.lower() in levels else f"must be one of {', '.join(levels)}"
+
+
+SCHEMA: tuple[Setting, ...] = (
+    Setting(
+        "listen",
+        list,
+        ["/ip4/127.0.0.1/tcp/4001"],
+        "Multiaddrs the libp2p host listens on. Loopback by default: use /ip4/0.0.0.0/tcp/4001 "
+        "to accept peers from other machines. Port 0 picks a free port.",
+        _multiaddrs,
+    ),
+    Setting(
+        "bootstrap",
+        list,
+        [],
+        "Peers to join at start, as full multiaddrs with /p2p/<peer id>. Retried with backoff.",
+        _bootstrap,
+    ),
+    Setting(
+        "psk_file",
+        str,
+        None,
+        "File holding a 64-hex-character pre-shared key: only peers with the same key can connect.",
+        optional=True,
+    ),
+    Setting(
+        "metrics_port",
+        int,
+        None,
+        "Serve Prometheus metrics on http://127.0.0.1:<port>/metrics (unset: off).",
+        _range(1, 65535),
+        optional=True,
+    ),
+    Setting("log_level", str, "info", "debug, info, warning or error.", _log_level),
+    Setting(
+        "shutdown_timeout",
+        float,
+        4.0,
+        "Seconds allowed for a clean shutdown after SIGINT/SIGTERM.",
+        _range(0.1, 60),
+    ),
+    Setting(
+        "dht.bucket_size",
+        int,
+        20,
+        "k: peers per Kademlia bucket (routing table).",
+        _range(2, 64),
+    ),
+    Setting(
+        "dht.alpha",
+        int,
+        3,
+        "alpha: requests in flight per lookup step.",
+        _range(1, 32),
+    ),
+    Setting(
+        "dht.replication",
+        int,
+        5,
+        "How many of the closest peers store each record (the owner keeps a copy too).",
+        _range(1, 20),
+    ),
+    Setting(
+        "dht.record_ttl",
+        float,
+        86400.0,
+        "Seconds a stored record lives unless its owner republishes it.",
+        _range(10, 7 * 86400),
+    ),
+    Setting(
+        "dht.republish_interval",
+        float,
+        3600.0,
+        "Seconds between an owner's republications of its records (keep well under record_ttl).",
+        _range(1, 86400),
+    ),
+    Setting(
+        "dht.refresh_interval",
+        float,
+        600.0,
+        "Seconds between routing-table refreshes.",
+        _range(1, 86400),
+    ),
+    Setting(
+        "dht.max_value_size",
+        int,
+        65536,
+        "Largest record value accepted, in bytes.",
+        _range(1, 1 << 20),
+    ),
+    Setting(
+        "network.connect_timeout",
+        float,
+        5.0,
+        "Seconds to wait for one outbound connection.",
+        _range(0.1, 120),
+    ),
+    Setting(
+        "network.request_timeout",
+        float,
+        5.0,
+        "Seconds to wait for a peer's reply to one RPC.",
+        _range(0.1, 120),
+    ),
+    Setting(
+        "network.bootstrap_max_backoff",
+        float,
+        30.0,
+        "Longest pause between bootstrap retries, in seconds (backoff doubles up to this).",
+        _range(0.1, 3600),
+    ),
+    Setting(
+        "network.max_inflight_per_peer",
+        int,
+        64,
+        "RPCs served at once for one peer; more wait in line rather than being dropped.",
+        _range(1, 4096),
+    ),
+    Setting(
+        "ipc.max_frame",
+        int,
+        16 << 20,
+        "Largest IPC frame accepted from a client, in bytes.",
+        _range(1024, 1 << 30),
+    ),
+    Setting(
+        "ipc.max_clients",
+        int,
+        256,
+        "IPC connections served at once; more wait to be accepted.",
+        _range(1, 65536),
+    ),
+)
+
+_BY_KEY = {s.key: s for s in SCHEMA}
+
+
+@dataclass(frozen=True, slots=True)
+class DhtConfig:
+    bucket_size: int
+    alpha: int
+    replication: int
+    record_ttl: float
+    republish_interval: float
+    refresh_interval: float
+    max_value_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkConfig:
+    connect_timeout: float
+    request_timeout: float
+    bootstrap_max_backoff: float
+    max_inflight_per_peer: int
+
+
+@dataclass(frozen=True, slots=True)
+class IpcConfig:
+    max_frame: int
+    max_clients: int
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    data_dir: Path
+    listen: tuple[str, ...]
+    bootstrap: tuple[str, ...]
+    psk_file: Path | None
+    metrics_port: int | None
+    log_level: str
+    shutdown_timeout: float
+    dht: DhtConfig
+    network: NetworkConfig
+    ipc: IpcConfig
+
+    @property
+    def key_path(self) -> Path:
+        return self.data_dir / KEY_FILE
+
+    @property
+    def socket_path(self) -> Path:
+        return self.data_dir / SOCKET_FILE
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / DB_FILE
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / CONFIG_FILE
+
+    def read_psk(self) -> str | None:
+        """The private-network key as 64 hex characters, or None when no psk_file is set."""
+        if self.psk_file is None:
+            return None
+        try:
+            text = self.psk_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"psk_file: cannot read {self.psk_file}: {exc.strerror}") from None
+        # Accept the go-ipfs swarm.key layout too: the key is its last non-empty line.
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        key = lines[-1] if lines else ""
+        try:
+            raw = bytes.fromhex(key)
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            raise ConfigError(
+                f"psk_file: {self.psk_file} must hold 64 hexadecimal characters (32 bytes)"
+            )
+        return key.lower()
+
+
+def resolve_data_dir(flag: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:
+    """Data dir precedence: --data-dir, then P2PNODE_DATA_DIR, then ~/.p2pnode."""
+    raw = flag if flag is not None else env.get(ENV_PREFIX + "DATA_DIR") or DEFAULT_DATA_DIR
+    return Path(raw).expanduser().absolute()
+
+
+def _env_name(key: str) -> str:
+    return ENV_PREFIX + key.replace(".", "_").upper()
+
+
+def _coerce(setting: Setting, raw: Any, source: str) -> Any:
+    """Turn a raw value from one source into the setting's type, or raise ConfigError."""
+    where = f"{setting.key} (from {source})"
+    from_text = isinstance(raw, str) and setting.kind is not str
+    if setting.optional and (raw is None or raw == "" or (from_text and raw.lower() == "off")):
+        return None
+    try:
+        if setting.kind is list:
+            if isinstance(raw, str):
+                value: Any = [p.strip() for p in raw.split(",") if p.strip()]
+            elif isinstance(raw, list | tuple) and all(isinstance(p, str) for p in raw):
+                value = list(raw)
+            else:
+                raise TypeError("must be a list of strings")
+        elif setting.kind is bool:
+            if isinstance(raw, bool):
+                value = raw
+            elif isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on"):
+                value = True
+            elif isinstance(raw, str) and raw.lower() in ("0", "false", "no", "off"):
+                value = False
+            else:
+                raise TypeError("must be true or false")
+        elif setting.kind is int:
+            if isinstance(raw, bool) or not isinstance(raw, int | str):
+                raise TypeError("must be an integer")
+            value = int(raw)
+        elif setting.kind is float:
+            if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+                raise TypeError("must be a number")
+            value = float(raw)
+            if value != value:
+                raise TypeError("must be a number, not NaN")
+        else:
+            if not isinstance(raw, str):
+                raise TypeError("must be a string")
+            value = raw
+    except (TypeError, ValueError) as exc:
+        reason = str(exc) if isinstance(exc, TypeError) else f"must be {setting.kind.__name__}"
+        raise ConfigError(f"config key {where}: {reason}, got {raw!r}") from None
+    if setting.check is not None:
+        reason = setting.check(value)
+        if reason:
+            raise ConfigError(f"config key {where}: {reason}, got {raw!r}")
+    return value
+
+
+def _flatten_toml(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for name, value in tree.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            flat.update(_flatten_toml(value, key + "."))
+        else:
+            flat[key] = value
+    return flat
+
+
+def load_config(
+    data_dir: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the effective config: ``overrides`` (flags) > env > config.toml > defaults.
+
+    ``overrides`` maps dotted keys to values; a None value means "not given on the command line".
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {s.key: s.default for s in SCHEMA}
+    path = data_dir / CONFIG_FILE
+    if path.exists():
+        try:
+            tree = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        for key, raw in _flatten_toml(tree).items():
+            setting = _BY_KEY.get(key)
+            if setting is None:
+                raise ConfigError(f"config key {key} (from {path}): unknown setting")
+            values[key] = _coerce(setting, raw, str(path))
+    for setting in SCHEMA:
+        name = _env_name(setting.key)
+        if name in env:
+            values[setting.key] = _coerce(setting, env[name], f"${name}")
+    for key, raw in (overrides or {}).items():
+        if raw is None:
+            continue
+        setting = _BY_KEY.get(key)
+        if setting is None:
+            raise ConfigError(f"config key {key}: unknown setting")
+        values[key] = _coerce(setting, raw, "command line")
+
+    psk = values["psk_file"]
+    psk_path = None
+    if psk is not None:
+        psk_path = Path(psk).expanduser()
+        if not psk_path.is_absolute():
+            psk_path = (data_dir / psk_path).absolute()
+    cfg = Config(
+        data_dir=data_dir,
+        listen=tuple(values["listen"]),
+        bootstrap=tuple(values["bootstrap"]),
+        psk_file=psk_path,
+        metrics_port=values["metrics_port"],
+        log_level=values["log_level"].lower(),
+        shutdown_timeout=values["shutdown_timeout"],
+        dht=DhtConfig(**{k[4:]: v for k, v in values.items() if k.startswith("dht.")}),
+        network=NetworkConfig(**{k[8:]: v for k, v in values.items() if k.startswith("network.")}),
+        ipc=IpcConfig(**{k[4:]: v for k, v in values.items() if k.startswith("ipc.")}),
+    )
+    if not cfg.listen:
+        raise ConfigError("config key listen: at least one listen multiaddr is needed")
+    if cfg.dht.republish_interval >= cfg.dht.record_ttl:
+        raise ConfigError(
+            "config key dht.republish_interval: must be shorter than dht.record_ttl "
+            f"({cfg.dht.republish_interval:g} >= {cfg.dht.record_ttl:g}), or records expire"
+        )
+    return cfg
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(f'"{v}"' for v in value) + "]"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+def render_config_template(values: Mapping[str, Any] | None = None) -> str:
+    """A commented config.toml listing every setting; ``values`` are written uncommented."""
+    values = dict(values or {})
+    lines = [
+        "# p2pnode configuration.",
+        "# Precedence: command-line flags > P2PNODE_<KEY> environment variables > this file >",
+        "# defaults. Commented lines show the defaults; remove the '#' to change one.",
+        "",
+    ]
+    section = ""
+    for s in SCHEMA:
+        sec, _, name = s.key.rpartition(".")
+        if sec != section:
+            lines += ["", f"[{sec}]"]
+            section = sec
+        lines.append(f"# {s.doc}  (env: {_env_name(s.key)})")
+        if s.key in values:
+            lines.append(f"{name} = {_toml_value(values[s.key])}")
+        elif s.default is None:
+            lines.append(f"# {name} = <unset>")
+        else:
+            lines.append(f"# {name} = {_toml_value(s.default)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,30 @@
+"""Schema migrations, applied in order; ``PRAGMA user_version`` records the last one applied.
+
+Append new steps, never edit an old one: a node's database may be at any earlier version.
+"""
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: peers we have met, records we hold (owned ones are republished), provider records.
+    """
+    CREATE TABLE peers (
+        peer_id   TEXT PRIMARY KEY,
+        addrs     BLOB NOT NULL,          -- CBOR list of multiaddr strings
+        last_seen REAL NOT NULL
+    );
+    CREATE TABLE records (
+        key        TEXT PRIMARY KEY,
+        record     BLOB NOT NULL,         -- the signed record exactly as received
+        expires_at REAL NOT NULL,         -- unix time; the record is dropped after it
+        owned      INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX records_expiry ON records (expires_at);
+    CREATE TABLE providers (
+        key        TEXT NOT NULL,
+        peer_id    TEXT NOT NULL,
+        addrs      BLOB NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (key, peer_id)
+    );
+    CREATE INDEX providers_expiry ON providers (expires_at);
+    """,
+)

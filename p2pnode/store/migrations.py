@@ -14,7 +14,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE records (
         key        TEXT PRIMARY KEY,
         record     BLOB NOT NULL,         -- the signed record exactly as received
-        expires_at REAL NOT NULL,         -- unix time; the record is dropped after it
+        expires_at REAL NOT NULL,         -- unix time, the record is dropped after it
         owned      INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX records_expiry ON records (expires_at);

@@ -1,0 +1,270 @@
+"""The ``p2pnode`` command line: people's door to a daemon, over the IPC client.
+
+Every failure a person can cause or meet (no daemon, missing key, bad multiaddr, bad config)
+prints one line on stderr and exits non-zero; tracebacks are for bugs only. ``--json`` prints
+machine-readable results on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from p2pnode import __version__
+from p2pnode.config import ConfigError, load_config, render_config_template, resolve_data_dir
+from p2pnode.identity import IdentityError, create_identity, peer_id_of
+from p2pnode.ipc.client import Client
+from p2pnode.ipc.errors import IpcError
+from p2pnode.store import StoreError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A one-line message for stderr."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print results as JSON")
+
+    p = argparse.ArgumentParser(prog="p2pnode", description="Peer-to-peer training daemon")
+    p.add_argument("--version", action="version", version=f"p2pnode {__version__}")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--data-dir", help="node data dir (default $P2PNODE_DATA_DIR or ~/.p2pnode)")
+    where.add_argument("--socket", help="IPC socket path (default <data dir>/p2pnode.sock)")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    init = sub.add_parser("init", parents=[common], help="create the data dir, key and config")
+    init.add_argument("--listen", action="append", help="listen multiaddr to write in config.toml")
+    init.add_argument(
+        "--bootstrap", action="append", help="bootstrap multiaddr to write in config.toml"
+    )
+
+    d = sub.add_parser("daemon", help="run the daemon in the foreground")
+    d.add_argument("--listen", action="append", help="listen multiaddr (repeatable)")
+    d.add_argument("--bootstrap", action="append", help="bootstrap peer multiaddr (repeatable)")
+    d.add_argument("--psk-file", help="private network key file (64 hex characters)")
+    d.add_argument("--metrics-port", type=int, help="serve /metrics on 127.0.0.1:PORT")
+    d.add_argument("--log-level", help="debug, info, warning or error")
+    d.add_argument("--init", action="store_true", help="initialise the data dir if needed")
+
+    sub.add_parser("status", parents=[common], help="show the daemon's identity and state")
+    sub.add_parser("peers", parents=[common], help="list connected peers")
+    c = sub.add_parser("connect", parents=[common], help="connect to a peer")
+    c.add_argument("multiaddr")
+
+    dht = sub.add_parser("dht", help="DHT records and providers")
+    dsub = dht.add_subparsers(dest="dht_command", required=True, metavar="ACTION")
+    put = dsub.add_parser("put", parents=[common], help="store KEY=VALUE in the DHT")
+    put.add_argument("key")
+    src = put.add_mutually_exclusive_group(required=True)
+    src.add_argument("value", nargs="?")
+    src.add_argument("-f", "--file", help="read the value from FILE ('-' for stdin)")
+    get = dsub.add_parser("get", parents=[common], help="read KEY from the DHT")
+    get.add_argument("key")
+    get.add_argument("-o", "--output", help="write the value to FILE")
+    prov = dsub.add_parser("provide", parents=[common], help="announce that we hold KEY")
+    prov.add_argument("key")
+    fp = dsub.add_parser("find-providers", parents=[common], help="who holds KEY")
+    fp.add_argument("key")
+    fpeer = dsub.add_parser("find-peer", parents=[common], help="addresses of a peer")
+    fpeer.add_argument("peer_id")
+
+    sw = sub.add_parser("swarm", help="run N local daemons on 127.0.0.1")
+    sw.add_argument("--nodes", type=int, default=5)
+    sw.add_argument("--dir", required=True, help="parent dir of node-1 ... node-N")
+    sw.add_argument("--metrics-base-port", type=int, help="node i serves metrics on BASE+i")
+    return p
+
+
+def _print(args: argparse.Namespace, result: Any, human: str) -> None:
+    if args.json:
+        print(json.dumps(result, indent=2, default=_json_default))
+    else:
+        print(human)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return {"hex": value.hex()}
+    raise TypeError(type(value).__name__)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    data_dir = resolve_data_dir(args.data_dir, os.environ)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    cfg_path = data_dir / "config.toml"
+    key_path = data_dir / "identity.key"
+    created = []
+    if not key_path.exists():
+        create_identity(key_path)
+        created.append("identity.key")
+    if not cfg_path.exists():
+        values: dict[str, Any] = {}
+        if args.listen:
+            values["listen"] = args.listen
+        if args.bootstrap:
+            values["bootstrap"] = args.bootstrap
+        cfg_path.write_text(render_config_template(values))
+        created.append("config.toml")
+    load_config(data_dir)  # report a bad existing config now, not at daemon start
+    from p2pnode.identity import load_identity_file
+
+    peer_id = peer_id_of(load_identity_file(key_path)).to_base58()
+    result = {"data_dir": str(data_dir), "peer_id": peer_id, "created": created}
+    what = ", ".join(created) if created else "nothing (already initialised)"
+    _print(args, result, f"{data_dir}: created {what}\npeer id {peer_id}")
+    return 0
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    data_dir = resolve_data_dir(args.data_dir, os.environ)
+    if args.init and not (data_dir / "identity.key").exists():
+        cmd_init(
+            argparse.Namespace(data_dir=str(data_dir), listen=None, bootstrap=None, json=False)
+        )
+    overrides = {
+        "listen": args.listen,
+        "bootstrap": args.bootstrap,
+        "psk_file": args.psk_file,
+        "metrics_port": args.metrics_port,
+        "log_level": args.log_level,
+    }
+    cfg = load_config(data_dir, overrides=overrides)
+    from p2pnode.daemon import DaemonStartError, run_daemon
+
+    try:
+        return run_daemon(cfg)
+    except DaemonStartError as exc:
+        raise CliError(f"daemon failed to start: {exc}") from None
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(socket_path=args.socket, data_dir=args.data_dir)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        s = c.status()
+    lines = [
+        f"peer id      {s['peer_id']}",
+        f"version      {s['version']}",
+        f"pid          {s['pid']}",
+        f"uptime       {s['uptime']:.1f} s",
+        f"peers        {s['connected_peers']} connected, {s['routing_table_size']} in routing table",
+        f"records      {s['records']}",
+        "addresses    " + "\n             ".join(s["addrs"]),
+    ]
+    _print(args, s, "\n".join(lines))
+    return 0
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        result = c.peers()
+    rows = [f"{p['peer_id']}  {' '.join(p['addrs'])}" for p in result["peers"]]
+    _print(args, result, "\n".join(rows) if rows else "(no peers connected)")
+    return 0
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        result = c.connect(args.multiaddr)
+    _print(args, result, f"connected to {result['peer_id']}")
+    return 0
+
+
+def _read_value(args: argparse.Namespace) -> bytes:
+    if args.file is None:
+        return args.value.encode()
+    if args.file == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(args.file).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {args.file}: {exc.strerror}") from None
+
+
+def cmd_dht(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        if args.dht_command == "put":
+            r = c.dht_put(args.key, _read_value(args))
+            _print(args, r, f"stored {r['key']} (seq {r['seq']}) on {r['replicas']} peers")
+        elif args.dht_command == "get":
+            r = c.dht_get(args.key)
+            if args.output:
+                Path(args.output).write_bytes(r["value"])
+                _print(args, {**r, "value": None, "output": args.output}, f"wrote {args.output}")
+            elif args.json:
+                _print(args, r, "")
+            else:
+                sys.stdout.buffer.write(r["value"])
+                if sys.stdout.isatty() or not r["value"].endswith(b"\n"):
+                    sys.stdout.buffer.write(b"\n")
+                sys.stdout.flush()
+        elif args.dht_command == "provide":
+            r = c.dht_provide(args.key)
+            _print(args, r, f"announced {r['key']} to {r['replicas']} peers")
+        elif args.dht_command == "find-providers":
+            r = c.dht_find_providers(args.key)
+            rows = [f"{p['peer_id']}  {' '.join(p['addrs'])}" for p in r["providers"]]
+            _print(args, r, "\n".join(rows) if rows else "(no providers found)")
+            if not rows:
+                return EXIT_ERROR
+        elif args.dht_command == "find-peer":
+            r = c.dht_find_peer(args.peer_id)
+            _print(args, r, "\n".join(r["addrs"]))
+    return 0
+
+
+def cmd_swarm(args: argparse.Namespace) -> int:
+    from p2pnode.swarm import SwarmError, run_swarm
+
+    try:
+        return run_swarm(
+            nodes=args.nodes, parent=Path(args.dir), metrics_base_port=args.metrics_base_port
+        )
+    except SwarmError as exc:
+        raise CliError(f"swarm: {exc}") from None
+
+
+COMMANDS = {
+    "init": cmd_init,
+    "daemon": cmd_daemon,
+    "status": cmd_status,
+    "peers": cmd_peers,
+    "connect": cmd_connect,
+    "dht": cmd_dht,
+    "swarm": cmd_swarm,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    # `--json` may come before or after the subcommand.
+    try:
+        return COMMANDS[args.command](args)
+    except (CliError, ConfigError, IdentityError, IpcError, StoreError) as exc:
+        print(f"p2pnode: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""``p2pnode daemon``: run a Node under trio until SIGINT or SIGTERM.
+
+Shutdown: the first signal cancels the node's nursery; cleanup (IPC socket removed, streams
+closed, SQLite closed) is bounded by ``shutdown_timeout``. If cleanup overruns, a watchdog
+thread ends the process so that a supervisor's stop never hangs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+
+import trio
+
+from p2pnode.config import Config, ConfigError
+from p2pnode.identity import IdentityError
+from p2pnode.store import StoreError
+from p2pnode.logs import configure
+from p2pnode.node import Node
+
+log = logging.getLogger(__name__)
+
+
+def _watchdog(seconds: float) -> None:
+    timer = threading.Timer(seconds, os._exit, args=(1,))
+    timer.daemon = True
+    timer.start()
+
+
+async def _main(cfg: Config) -> None:
+    node = Node(cfg)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+
+            async def stop_on_signal() -> None:
+                async for signum in signals:
+                    log.info("received %s; shutting down", signal.Signals(signum).name)
+                    _watchdog(cfg.shutdown_timeout)
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+
+
+class DaemonStartError(Exception):
+    """The daemon could not start (port in use, socket busy, bad key): one line for people."""
+
+
+def run_daemon(cfg: Config) -> int:
+    configure(cfg.log_level)
+    try:
+        trio.run(_main, cfg)
+    except BaseExceptionGroup as group:
+        # Start-up failures surface wrapped by nurseries; report the first plain one.
+        leaves = _leaves(group)
+        for exc in leaves:
+            if isinstance(exc, OSError | StoreError | IdentityError | ConfigError):
+                raise DaemonStartError(str(exc)) from group
+        raise
+    except (OSError, StoreError, IdentityError, ConfigError) as exc:
+        raise DaemonStartError(str(exc)) from exc
+    log.info("stopped")
+    return 0
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out

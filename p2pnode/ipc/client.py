@@ -1,0 +1,307 @@
+"""Python clients for the daemon's IPC socket: :class:`Client` (blocking) and
+:class:`AsyncClient` (trio).
+
+Both expose the same methods (``status()``, ``dht_put(key, value)``, ...), defined once in
+:class:`_Api` in terms of ``_call``: the blocking client returns results, the async one returns
+awaitables. Errors arrive as the typed exceptions of :mod:`p2pnode.ipc.errors`.
+
+The async client multiplexes: many tasks may call it at once, each reply is routed by id.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from p2pnode.config import SOCKET_FILE, resolve_data_dir
+from p2pnode.ipc.errors import DaemonNotRunning, InternalError, IpcError, error_from_wire
+from protocols.framing import FrameDecoder, FrameError, encode_frame
+
+DEFAULT_TIMEOUT = 60.0
+MAX_REPLY = 1 << 30
+
+
+def socket_path_for(
+    *,
+    socket_path: str | os.PathLike[str] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """--socket wins; else <data dir>/p2pnode.sock with the usual data-dir precedence."""
+    if socket_path is not None:
+        return Path(socket_path).expanduser()
+    return resolve_data_dir(data_dir, os.environ) / SOCKET_FILE
+
+
+def _result(frame: dict[str, Any]) -> Any:
+    error = frame.get("error")
+    if error is not None:
+        if not isinstance(error, dict):
+            raise InternalError(f"malformed error reply: {error!r}")
+        raise error_from_wire(error.get("code"), error.get("message"))
+    return frame.get("result")
+
+
+class _Api:
+    """Typed wrappers over the IPC methods; see docs/ipc.md for fields and errors."""
+
+    def _call(self, method: str, params: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def status(self) -> Any:
+        return self._call("status", {})
+
+    def peers(self) -> Any:
+        return self._call("peers", {})
+
+    def connect(self, addr: str) -> Any:
+        return self._call("connect", {"addr": addr})
+
+    def dht_put(self, key: str, value: bytes) -> Any:
+        return self._call("dht.put", {"key": key, "value": value})
+
+    def dht_get(self, key: str) -> Any:
+        return self._call("dht.get", {"key": key})
+
+    def dht_provide(self, key: str) -> Any:
+        return self._call("dht.provide", {"key": key})
+
+    def dht_find_providers(self, key: str, limit: int = 20) -> Any:
+        return self._call("dht.find_providers", {"key": key, "limit": limit})
+
+    def dht_find_peer(self, peer_id: str) -> Any:
+        return self._call("dht.find_peer", {"peer_id": peer_id})
+
+
+class Client(_Api):
+    """Blocking client; one request at a time per instance (thread-safe by a lock)."""
+
+    def __init__(
+        self,
+        *,
+        socket_path: str | os.PathLike[str] | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.path = socket_path_for(socket_path=socket_path, data_dir=data_dir)
+        self.timeout = timeout
+        self._sock = _connect_blocking(self.path, timeout)
+        self._decoder = FrameDecoder(MAX_REPLY)
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        with self._lock:
+            rid = next(self._ids)
+            self._send({"id": rid, "method": method, "params": params or {}})
+            while True:
+                frame = self._recv()
+                if frame.get("id") == rid or frame.get("id") is None:
+                    return _result(frame)
+
+    _call = call
+
+    def subscribe(self, topic: str) -> Iterator[dict[str, Any]]:
+        """Yield events of ``topic`` until the daemon goes away (use a dedicated Client)."""
+        with self._lock:
+            rid = next(self._ids)
+            self._send({"id": rid, "method": "subscribe", "params": {"topic": topic}})
+            self._sock.settimeout(None)  # events come when they come
+            while True:
+                frame = self._recv()
+                if frame.get("id") != rid:
+                    continue
+                if "event" in frame:
+                    yield frame["event"]
+                else:
+                    _result(frame)  # the acknowledgement, or an error
+
+    def _send(self, frame: dict[str, Any]) -> None:
+        try:
+            self._sock.sendall(encode_frame(frame))
+        except OSError as exc:
+            raise DaemonNotRunning(f"lost the daemon at {self.path}: {exc}") from None
+
+    def _recv(self) -> dict[str, Any]:
+        while True:
+            try:
+                frame = self._decoder.next_frame()
+            except FrameError as exc:
+                raise InternalError(f"malformed reply from the daemon: {exc}") from None
+            if frame is not None:
+                return frame
+            try:
+                data = self._sock.recv(1 << 16)
+            except TimeoutError:
+                raise IpcError(f"no reply from the daemon within {self.timeout:g} s") from None
+            except OSError as exc:
+                raise DaemonNotRunning(f"lost the daemon at {self.path}: {exc}") from None
+            if not data:
+                raise DaemonNotRunning(f"the daemon at {self.path} closed the connection")
+            self._decoder.receive_data(data)
+
+
+def _connect_blocking(path: Path, timeout: float) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(path))
+    except (FileNotFoundError, ConnectionRefusedError):
+        sock.close()
+        raise DaemonNotRunning(f"no daemon is running at {path}") from None
+    except OSError as exc:
+        sock.close()
+        raise DaemonNotRunning(f"cannot reach the daemon at {path}: {exc}") from None
+    return sock
+
+
+class AsyncClient(_Api):
+    """Trio client. Open with ``async with AsyncClient.open(...) as client:``."""
+
+    def __init__(self, stream: trio.SocketStream, path: Path, timeout: float) -> None:
+        self._stream = stream
+        self.path = path
+        self.timeout = timeout
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, trio.MemorySendChannel[dict[str, Any]]] = {}
+        self._send_lock = trio.Lock()
+        self._broken: IpcError | None = None
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        *,
+        socket_path: str | os.PathLike[str] | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> AsyncIterator[AsyncClient]:
+        path = socket_path_for(socket_path=socket_path, data_dir=data_dir)
+        try:
+            stream = await trio.open_unix_socket(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise DaemonNotRunning(f"no daemon is running at {path}") from None
+        except OSError as exc:
+            raise DaemonNotRunning(f"cannot reach the daemon at {path}: {exc}") from None
+        client = cls(stream, path, timeout)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client._read_loop)
+                try:
+                    yield client
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _read_loop(self) -> None:
+        decoder = FrameDecoder(MAX_REPLY)
+        try:
+            while True:
+                frame = decoder.next_frame()
+                if frame is None:
+                    data = await self._stream.receive_some(1 << 16)
+                    if not data:
+                        raise DaemonNotRunning(f"the daemon at {self.path} closed the connection")
+                    decoder.receive_data(data)
+                    continue
+                rid = frame.get("id")
+                channel = self._waiting.get(rid) if isinstance(rid, int) else None
+                if channel is not None:
+                    try:
+                        channel.send_nowait(frame)
+                    except (trio.WouldBlock, trio.BrokenResourceError):
+                        pass  # a subscriber that stopped reading loses events, not the client
+                elif rid is None and "error" in frame:
+                    self._broken = error_from_wire(
+                        frame["error"].get("code"), frame["error"].get("message")
+                    )
+        except (IpcError, FrameError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._broken = exc if isinstance(exc, IpcError) else DaemonNotRunning(str(exc))
+        finally:
+            for channel in self._waiting.values():
+                channel.close()
+
+    async def _send(self, frame: dict[str, Any]) -> None:
+        if self._broken is not None:
+            raise self._broken
+        async with self._send_lock:
+            try:
+                await self._stream.send_all(encode_frame(frame))
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise DaemonNotRunning(f"lost the daemon at {self.path}: {exc}") from None
+
+    async def call(
+        self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None
+    ) -> Any:
+        rid = next(self._ids)
+        send, receive = trio.open_memory_channel[dict[str, Any]](1)
+        self._waiting[rid] = send
+        try:
+            await self._send({"id": rid, "method": method, "params": params or {}})
+            with trio.fail_after(self.timeout if timeout is None else timeout):
+                try:
+                    frame = await receive.receive()
+                except trio.EndOfChannel:
+                    raise self._broken or DaemonNotRunning("connection closed") from None
+            return _result(frame)
+        except trio.TooSlowError:
+            raise IpcError(f"no reply to {method} within {self.timeout:g} s") from None
+        finally:
+            self._waiting.pop(rid, None)
+
+    async def _call(self, method: str, params: dict[str, Any]) -> Any:
+        return await self.call(method, params)
+
+    @asynccontextmanager
+    async def subscribe(self, topic: str) -> AsyncIterator[trio.MemoryReceiveChannel[Any]]:
+        """``async with client.subscribe("peers") as events: async for e in events: ...``"""
+        rid = next(self._ids)
+        send, receive = trio.open_memory_channel[dict[str, Any]](256)
+        self._waiting[rid] = send
+        out_send, out_receive = trio.open_memory_channel[Any](256)
+        try:
+            await self._send({"id": rid, "method": "subscribe", "params": {"topic": topic}})
+            with trio.fail_after(self.timeout):
+                _result(await receive.receive())
+
+            async def pump() -> None:
+                async with out_send:
+                    async for frame in receive:
+                        if "event" in frame:
+                            await out_send.send(frame["event"])
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pump)
+                try:
+                    yield out_receive
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._waiting.pop(rid, None)
+            if self._broken is None:
+                with trio.move_on_after(self.timeout):
+                    await self._send(
+                        {
+                            "id": next(self._ids),
+                            "method": "unsubscribe",
+                            "params": {"subscription": rid},
+                        }
+                    )

@@ -1,0 +1,1 @@
+"""The daemon's libp2p side: host construction, guarded handlers, RPC streams and the DHT."""

@@ -1,0 +1,118 @@
+"""Building the libp2p host with the field guide's unsafe defaults closed.
+
+* Noise is the only security transport: py-libp2p's default also accepts ``/plaintext/2.0.0``.
+* ``max_connections_per_peer=1``: the default waits 250 ms for a second "happy eyeballs" dial
+  on every connect; yamux multiplexes everything over one connection anyway.
+* The auto-connector's watermarks are lowered so a node does not dial every peer it has heard
+  of every 30 s.
+* Every stream handler goes through :func:`guarded`: an exception escaping a handler would
+  otherwise tear down the swarm and stop the whole daemon, which a remote peer must never be
+  able to cause.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from typing import Any
+
+import multiaddr
+from libp2p import new_host
+from libp2p.abc import IHost, INetStream
+from libp2p.crypto.keys import KeyPair
+from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
+from libp2p.network.config import ConnectionConfig
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+
+log = logging.getLogger(__name__)
+
+StreamHandler = Callable[[INetStream], Awaitable[None]]
+
+
+def build_host(key_pair: KeyPair, *, psk: str | None, dial_timeout: float) -> IHost:
+    host = new_host(
+        key_pair=key_pair,
+        sec_opt={NOISE_ID: NoiseTransport(key_pair, noise_privkey=x25519_key_pair().private_key)},
+        muxer_preference="YAMUX",
+        connection_config=ConnectionConfig(
+            max_connections_per_peer=1,
+            min_connections=0,
+            low_watermark=0,
+            dial_timeout=dial_timeout,
+        ),
+        psk=psk,
+    )
+    _disable_auto_connector(host)
+    return host
+
+
+def _disable_auto_connector(host: IHost) -> None:
+    """Kademlia decides whom we dial. py-libp2p's auto-connector aims for 150 connections and
+    re-dials every peer in the peerstore every 30 s, which turns any swarm into a full mesh."""
+    connector = getattr(host.get_network(), "auto_connector", None)
+    if connector is None:
+        return
+
+    async def idle(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    connector.run_background_task = idle
+    connector.maybe_connect = idle
+
+
+def guarded(name: str, handler: StreamHandler) -> StreamHandler:
+    """Wrap a stream handler so no exception from it can reach the swarm's nursery."""
+
+    async def wrapper(stream: INetStream) -> None:
+        try:
+            await handler(stream)
+        except Exception as exc:
+            peer = _remote_peer(stream)
+            log.warning("%s handler failed for peer %s: %r", name, peer, exc)
+            with suppress(Exception):
+                await stream.reset()
+
+    wrapper.__name__ = f"guarded_{name}"
+    return wrapper
+
+
+def guarded_validator(name: str, validator: Callable[..., bool]) -> Callable[..., bool]:
+    """Wrap a pubsub topic validator: it must return False on anything odd, never raise.
+
+    A validator that raises on a remote peer's message stops py-libp2p's Pubsub service and,
+    with it, the daemon.
+    """
+
+    def wrapper(*args: Any) -> bool:
+        try:
+            return bool(validator(*args))
+        except Exception as exc:
+            log.warning("%s validator rejected a message by raising %r", name, exc)
+            return False
+
+    return wrapper
+
+
+def set_guarded_handler(host: IHost, protocol: str, handler: StreamHandler) -> None:
+    host.set_stream_handler(protocol, guarded(protocol, handler))  # type: ignore[arg-type]
+
+
+def _remote_peer(stream: INetStream) -> str:
+    try:
+        return stream.muxed_conn.peer_id.to_base58()
+    except Exception:
+        return "?"
+
+
+def full_addrs(host: IHost) -> list[str]:
+    """Listen multiaddrs with /p2p/<peer id>, as another node would dial them."""
+    return [str(a) for a in host.get_addrs()]
+
+
+def parse_multiaddr(text: str) -> multiaddr.Multiaddr:
+    try:
+        return multiaddr.Multiaddr(text)
+    except Exception as exc:
+        raise ValueError(f"{text!r} is not a valid multiaddr: {exc}") from None

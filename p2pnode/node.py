@@ -1,0 +1,104 @@
+"""The composition root: one daemon, one trio nursery tree.
+
+Start-up order (each step ``await nursery.start``-ed, so a failure stops the start):
+store -> identity -> libp2p host listening -> DHT (handlers registered, bootstrap in the
+background) -> metrics endpoint -> IPC socket. ``task_status.started`` fires once the IPC
+socket accepts requests: that is what "ready" means to the CLI and to ``p2pnode swarm``.
+
+Cancellation: cancelling :meth:`Node.run` stops the IPC server first (socket removed), then
+the DHT tasks, then the host closes its connections, then the store is closed. py-libp2p's
+own services (KadDHT's maintenance loop) are not started: the DHT service drives refreshes
+itself, which also avoids the library's shutdown-order hazard.
+
+Errors: a bad config, an unreadable key or a port in use raise before ``started``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import multiaddr
+import trio
+
+from p2pnode.config import Config
+from p2pnode.events import EventBus
+from p2pnode.identity import load_identity_file, peer_id_of
+from p2pnode.ipc.methods import build_methods
+from p2pnode.ipc.server import IpcServer
+from p2pnode.metrics import NodeMetrics
+from p2pnode.network.dht import Dht
+from p2pnode.network.host import build_host
+from p2pnode.store import Store
+
+log = logging.getLogger(__name__)
+
+PEER_WATCH_INTERVAL = 0.5
+
+
+class Node:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.key_pair = load_identity_file(cfg.key_path)
+        self.peer_id = peer_id_of(self.key_pair).to_base58()
+        self.psk = cfg.read_psk()
+        self.events = EventBus()
+        self.started_at = time.monotonic()
+        self.metrics_port: int | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
+        store = Store(self.cfg.db_path)
+        try:
+            self.host = build_host(
+                self.key_pair, psk=self.psk, dial_timeout=self.cfg.network.connect_timeout
+            )
+            listen = [multiaddr.Multiaddr(a) for a in self.cfg.listen]
+            async with self.host.run(listen_addrs=listen):
+                self.metrics = NodeMetrics(
+                    connected_peers=lambda: len(self.host.get_connected_peers()),
+                    routing_table_size=lambda: self.dht.table_size(),
+                    records=lambda: self.dht.record_count(),
+                )
+                self.dht = Dht(
+                    self.host, self.key_pair, store, self.cfg, observe=self.metrics.observe_dht
+                )
+                self.dht.on_record = self._record_event
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self.dht.run)
+                    if self.cfg.metrics_port is not None:
+                        self.metrics_port = await nursery.start(
+                            self.metrics.serve, self.cfg.metrics_port
+                        )
+                    ipc = IpcServer(
+                        self.cfg.socket_path,
+                        build_methods(self),
+                        max_frame=self.cfg.ipc.max_frame,
+                        max_clients=self.cfg.ipc.max_clients,
+                    )
+                    ipc.on_request = self.metrics.observe_ipc
+                    await nursery.start(ipc.run)
+                    nursery.start_soon(self._watch_peers)
+                    log.info(
+                        "p2pnode %s ready: %s, IPC %s",
+                        self.peer_id,
+                        " ".join(str(a) for a in self.host.get_addrs()),
+                        self.cfg.socket_path,
+                    )
+                    task_status.started(self)
+        finally:
+            store.close()
+
+    def _record_event(self, key: str, seq: int, publisher: str) -> None:
+        self.events.publish("records", {"key": key, "seq": seq, "publisher": publisher})
+
+    async def _watch_peers(self) -> None:
+        """Turn connection changes into ``peers`` events (polled: cheap, and notifee-free)."""
+        known: set[str] = set()
+        while True:
+            now = {p.to_base58() for p in self.host.get_connected_peers()}
+            for p in sorted(now - known):
+                self.events.publish("peers", {"event": "connected", "peer_id": p})
+            for p in sorted(known - now):
+                self.events.publish("peers", {"event": "disconnected", "peer_id": p})
+            known = now
+            await trio.sleep(PEER_WATCH_INTERVAL)

@@ -100,7 +100,8 @@ class SSP:
         """May ``worker`` start its next round (clock + 1) without outrunning the bound?"""
         if worker not in clocks:
             raise KeyError(f"unknown worker {worker!r}")
-        return clocks[worker] + 1 - min(clocks.values()) <= self.staleness_bound + 1
+        # SSP's rule: a worker at clock c proceeds while c - min(clocks) <= s (s=0 is BSP).
+        return clocks[worker] - min(clocks.values()) <= self.staleness_bound
 
     def accepts(self, update_round: int, current_round: int) -> bool:
         """Is an update computed on the model of ``update_round`` still usable now?"""

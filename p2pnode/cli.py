@@ -163,7 +163,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"version      {s['version']}",
         f"pid          {s['pid']}",
         f"uptime       {s['uptime']:.1f} s",
-        f"peers        {s['connected_peers']} connected, {s['routing_table_size']} in routing table",
+        f"peers        {s['connected_peers']} connected, "
+        f"{s['routing_table_size']} in routing table",
         f"records      {s['records']}",
         "addresses    " + "\n             ".join(s["addrs"]),
     ]

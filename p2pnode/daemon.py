@@ -16,9 +16,9 @@ import trio
 
 from p2pnode.config import Config, ConfigError
 from p2pnode.identity import IdentityError
-from p2pnode.store import StoreError
 from p2pnode.logs import configure
 from p2pnode.node import Node
+from p2pnode.store import StoreError
 
 log = logging.getLogger(__name__)
 

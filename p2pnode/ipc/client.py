@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -225,10 +225,9 @@ class AsyncClient(_Api):
                 rid = frame.get("id")
                 channel = self._waiting.get(rid) if isinstance(rid, int) else None
                 if channel is not None:
-                    try:
+                    # A subscriber that stopped reading loses events, not the client.
+                    with suppress(trio.WouldBlock, trio.BrokenResourceError):
                         channel.send_nowait(frame)
-                    except (trio.WouldBlock, trio.BrokenResourceError):
-                        pass  # a subscriber that stopped reading loses events, not the client
                 elif rid is None and "error" in frame:
                     self._broken = error_from_wire(
                         frame["error"].get("code"), frame["error"].get("message")

@@ -20,6 +20,7 @@ us hold is bounded only by ``dht.max_value_size`` per record and the TTL, as in 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -438,12 +439,12 @@ class Dht:
             queried.update(batch)
             results: dict[ID, Response | None] = {}
 
-            async def one(peer: ID) -> None:
-                results[peer] = await self._ask(peer, Request(id=0, op=op, key=key))
+            async def one(peer: ID, into: dict[ID, Response | None]) -> None:
+                into[peer] = await self._ask(peer, Request(id=0, op=op, key=key))
 
             async with trio.open_nursery() as nursery:
                 for p in batch:
-                    nursery.start_soon(one, p)
+                    nursery.start_soon(one, p, results)
             found_value = False
             for peer in batch:
                 resp = results.get(peer)
@@ -604,10 +605,8 @@ class Dht:
                     for pid, addrs in resp.providers:
                         out.setdefault(pid, addrs)
                         if pid != self.local_b58:
-                            try:
+                            with contextlib.suppress(Exception):
                                 self._add_addrs(ID.from_base58(pid), addrs)
-                            except Exception:
-                                pass
             return list(out.items())[:limit]
         finally:
             self._observe("find_providers", time.perf_counter() - started, bool(out))

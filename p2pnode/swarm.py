@@ -63,8 +63,11 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def prepare(parent: Path, n: int) -> list[SwarmNode]:
-    """Create (or reuse) DIR/node-1..N; returns their identities and listen addresses."""
+def prepare(parent: Path, n: int, settings: dict[str, object] | None = None) -> list[SwarmNode]:
+    """Create (or reuse) DIR/node-1..N; returns their identities and listen addresses.
+
+    ``settings`` (dotted config keys) are written into each new node's config.toml.
+    """
     if not 1 <= n <= MAX_NODES:
         raise SwarmError(f"--nodes must be between 1 and {MAX_NODES}")
     parent.mkdir(parents=True, exist_ok=True)
@@ -79,7 +82,9 @@ def prepare(parent: Path, n: int) -> list[SwarmNode]:
             create_identity(d / "identity.key")
         if not (d / "config.toml").exists():
             (d / "config.toml").write_text(
-                render_config_template({"listen": [f"/ip4/127.0.0.1/tcp/{port}"]})
+                render_config_template(
+                    {**(settings or {}), "listen": [f"/ip4/127.0.0.1/tcp/{port}"]}
+                )
             )
         cfg = load_config(d, env={})
         listen = cfg.listen[0]

@@ -64,6 +64,9 @@ class _Api:
     def connect(self, addr: str) -> Any:
         return self._call("connect", {"addr": addr})
 
+    def disconnect(self, peer_id: str) -> Any:
+        return self._call("disconnect", {"peer_id": peer_id})
+
     def dht_put(self, key: str, value: bytes) -> Any:
         return self._call("dht.put", {"key": key, "value": value})
 

@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import trio
+from libp2p.peer.id import ID
 
 from p2pnode import __version__
 from p2pnode.events import TOPICS
@@ -18,7 +19,7 @@ from p2pnode.ipc.errors import InvalidParams, NetworkError, NotFound
 from p2pnode.ipc.server import Method, Session
 from p2pnode.network.dht import KV_PREFIX, DhtError
 from p2pnode.network.host import full_addrs
-from protocols.dht.errors import RecordInvalid
+from protocols.dht.errors import LocalProtocolError
 
 if TYPE_CHECKING:
     from p2pnode.node import Node
@@ -91,6 +92,17 @@ def build_methods(node: Node) -> dict[str, Method]:
             raise NetworkError(str(exc)) from None
         return {"peer_id": peer.to_base58()}
 
+    async def disconnect(params: dict[str, Any], session: Session, rid: int) -> Any:
+        peer_text = _param(params, "peer_id", str)
+        try:
+            peer = ID.from_base58(peer_text)
+        except Exception:
+            raise InvalidParams(f"{peer_text!r} is not a peer id") from None
+        was_connected = peer in host.get_connected_peers()
+        with trio.move_on_after(node.cfg.network.connect_timeout):
+            await host.disconnect(peer)
+        return {"peer_id": peer_text, "was_connected": was_connected}
+
     async def dht_put(params: dict[str, Any], session: Session, rid: int) -> Any:
         key = kv_key(_param(params, "key", str))
         value = _param(params, "value", (bytes, str))
@@ -98,7 +110,7 @@ def build_methods(node: Node) -> dict[str, Method]:
             value = value.encode()
         try:
             result = await dht.put(key, value)
-        except RecordInvalid as exc:
+        except LocalProtocolError as exc:
             raise InvalidParams(str(exc)) from None
         return {
             "key": result.key,
@@ -111,7 +123,7 @@ def build_methods(node: Node) -> dict[str, Method]:
         key = kv_key(_param(params, "key", str))
         try:
             record = await dht.get(key)
-        except RecordInvalid as exc:
+        except LocalProtocolError as exc:
             raise InvalidParams(str(exc)) from None
         if record is None:
             raise NotFound(f"no record for {key}")
@@ -132,7 +144,7 @@ def build_methods(node: Node) -> dict[str, Method]:
         key = _content_key(params)
         try:
             replicas = await dht.provide(key)
-        except RecordInvalid as exc:
+        except LocalProtocolError as exc:
             raise InvalidParams(str(exc)) from None
         return {"key": key, "replicas": replicas}
 
@@ -186,6 +198,7 @@ def build_methods(node: Node) -> dict[str, Method]:
         "status": status,
         "peers": peers,
         "connect": connect,
+        "disconnect": disconnect,
         "dht.put": dht_put,
         "dht.get": dht_get,
         "dht.provide": dht_provide,

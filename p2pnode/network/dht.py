@@ -346,6 +346,15 @@ class Dht:
         self.on_record(record.key, record.seq, record.publisher)
         return record
 
+    def _is_replica(self, key: str) -> bool:
+        """Whether we are among the ``replication`` closest peers to ``key`` that we know."""
+        want = self.cfg.dht.replication
+        closest = self.kad.routing_table.find_local_closest_peers(key.encode(), want)
+        if len(closest) < want:
+            return True
+        target = _distance_key(key)
+        return (_peer_point(self.local_id) ^ target) < (_peer_point(closest[-1]) ^ target)
+
     # -- RPC handler ---------------------------------------------------------------------------
 
     def _bad_peer(self, peer: ID, reason: str) -> None:
@@ -529,11 +538,13 @@ class Dht:
         try:
             self.validators.check_key(key)
             held = self._local(key)
-            if held is not None:
+            if held is not None and self._is_replica(key):
+                # A replica hears every store for its key: its copy is as new as any.
                 found = True
                 return held.record
             _, responses = await self._lookup(key, "find_value", stop_on_value=True)
-            candidates: list[Record] = []
+            # An owner outside the replica set may hold an old version: it only competes.
+            candidates: list[Record] = [held.record] if held is not None else []
             for resp in responses:
                 if resp.record is None:
                     continue

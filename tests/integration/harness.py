@@ -1,0 +1,70 @@
+"""Real daemons for integration tests: separate processes, real hosts on 127.0.0.1, real SQLite.
+
+Built on :mod:`p2pnode.swarm` so the tests exercise the same start-up path as
+``p2pnode swarm``. Every process started here is stopped by its pid when the block exits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from p2pnode import Client
+from p2pnode.swarm import SwarmNode, prepare, start, stop, wait_ready
+
+
+class LocalSwarm:
+    def __init__(self, parent: Path, n: int, settings: dict[str, object] | None = None) -> None:
+        self.nodes = prepare(parent, n, settings)
+
+    def client(self, i: int, timeout: float = 30) -> Client:
+        """Client of node i (1-based, as in the node names)."""
+        return Client(socket_path=self.nodes[i - 1].socket, timeout=timeout)
+
+    def node(self, i: int) -> SwarmNode:
+        return self.nodes[i - 1]
+
+    def start(self, which: list[int] | None = None, **kwargs: object) -> float:
+        chosen = [self.nodes[i - 1] for i in which] if which else self.nodes
+        start(chosen, **kwargs)  # type: ignore[arg-type]
+        return wait_ready(chosen, timeout=60)
+
+    def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
+        node = self.nodes[i - 1]
+        assert node.process is not None
+        os.kill(node.process.pid, sig)
+        node.process.wait(timeout=15)
+        node.process = None
+
+    def wait_connected(self, min_peers: int, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        for i in range(1, len(self.nodes) + 1):
+            if self.nodes[i - 1].process is None:
+                continue
+            while True:
+                with self.client(i) as c:
+                    if c.status()["routing_table_size"] >= min_peers:
+                        break
+                assert time.monotonic() < deadline, f"node-{i} has too few peers"
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        stop(self.nodes)
+
+
+@contextmanager
+def local_swarm(
+    parent: Path, n: int, settings: dict[str, object] | None = None, *, connected: bool = True
+) -> Iterator[LocalSwarm]:
+    swarm = LocalSwarm(parent, n, settings)
+    try:
+        swarm.start()
+        if connected and n > 1:
+            swarm.wait_connected(n - 1)
+        yield swarm
+    finally:
+        swarm.stop()

@@ -1,0 +1,224 @@
+"""Inputs to ``Replica.handle`` and the effects it returns, plus the durable state record.
+
+Inputs: ``MessageReceived``, ``ClientRequest``, ``TimerFired``, ``Restarted``. Effects are values
+for the caller to carry out *in order*: ``PersistState`` always comes first when present, and the
+caller must make it durable before it carries out anything after it (a replica must never
+forget a vote it may have sent). All are frozen, slotted, keyword-only dataclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from .errors import LocalProtocolError
+from .messages import (
+    Certificate,
+    CertifiedEntry,
+    Entry,
+    Message,
+    NewView,
+    PreparedProof,
+    PrePrepare,
+    Request,
+    StableCheckpoint,
+    ViewChange,
+)
+from .statemachine import TxResult
+
+__all__ = [
+    "Broadcast",
+    "CancelTimer",
+    "ClientRequest",
+    "Commit",
+    "DurableSlot",
+    "DurableState",
+    "Effect",
+    "Event",
+    "Evidence",
+    "MessageReceived",
+    "PersistState",
+    "Restarted",
+    "Send",
+    "SetTimer",
+    "StateInstalled",
+    "TimerFired",
+    "TimerKey",
+    "ViewEntered",
+]
+
+
+class TimerKey(Enum):
+    #: Periodic: broadcast ``Status`` and retransmit what is in flight.
+    STATUS = "status"
+    #: A request waits without progress: suspect the primary.
+    REQUEST = "request"
+    #: 2f+1 view changes are in but the new view has not come: try the next view.
+    VIEW_CHANGE = "view_change"
+
+
+# -- durable state ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DurableSlot:
+    """What one sequence number must remember across a crash."""
+
+    seq: int
+    #: The view of ``pre_prepare`` (accepted there: we sent a prepare, or proposed it).
+    view: int
+    pre_prepare: PrePrepare | None
+    #: The highest-view prepared proof, carried into view changes.
+    prepared: PreparedProof | None
+    #: We sent a commit vote in ``view``.
+    sent_commit: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DurableState:
+    """Everything a replica needs after ``kill -9`` to stay safe and catch up."""
+
+    view: int
+    in_view_change: bool
+    #: Our view change for ``view`` (resent after restart, never contradicted).
+    view_change: ViewChange | None
+    #: The new view that started ``view`` (forwarded to replicas that missed it).
+    new_view: NewView | None
+    stable: StableCheckpoint
+    slots: tuple[DurableSlot, ...]
+    #: Certified entries above the stable checkpoint (executed or waiting to execute).
+    certified: tuple[CertifiedEntry, ...]
+
+
+# -- inputs -----------------------------------------------------------------------------------
+
+
+class Event:
+    """Empty base of every input."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageReceived(Event):
+    """``msg`` arrived from the transport-authenticated peer ``sender``."""
+
+    sender: bytes
+    msg: Message
+
+    def __post_init__(self) -> None:
+        if type(self.sender) is not bytes or not isinstance(self.msg, Message):
+            raise LocalProtocolError("MessageReceived needs a sender id and a Message")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientRequest(Event):
+    """A signed request submitted on this node (the daemon's IPC): validated and broadcast."""
+
+    request: Request
+
+    def __post_init__(self) -> None:
+        if type(self.request) is not Request:
+            raise LocalProtocolError("ClientRequest needs a Request")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerFired(Event):
+    key: TimerKey
+    generation: int
+
+    def __post_init__(self) -> None:
+        if type(self.key) is not TimerKey or type(self.generation) is not int:
+            raise LocalProtocolError("TimerFired needs a TimerKey and an int generation")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Restarted(Event):
+    """Boot: ``durable`` is None on first start, else what the last ``PersistState`` carried."""
+
+    durable: DurableState | None
+
+    def __post_init__(self) -> None:
+        if self.durable is not None and type(self.durable) is not DurableState:
+            raise LocalProtocolError("Restarted needs a DurableState or None")
+
+
+# -- effects ----------------------------------------------------------------------------------
+
+
+class Effect:
+    """Empty base of every effect."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Send(Effect):
+    to: bytes
+    msg: Message
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Broadcast(Effect):
+    """Send ``msg`` to every other validator of the committee."""
+
+    msg: Message
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetTimer(Effect):
+    """Deliver ``TimerFired(key, generation)`` at ``at``; replaces any timer with that key."""
+
+    key: TimerKey
+    at: float
+    generation: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelTimer(Effect):
+    key: TimerKey
+    generation: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Commit(Effect):
+    """Entry ``seq`` is committed and executed (in order). May repeat after a restart with the
+    same value: the caller's log writer must be idempotent per seq."""
+
+    seq: int
+    entry: Entry
+    certificate: Certificate
+    results: tuple[TxResult, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateInstalled(Effect):
+    """State transfer jumped execution to stable checkpoint ``seq`` (entries up to it were not
+    executed here: fetch them with their certificates if the local log must be complete)."""
+
+    seq: int
+    state_digest: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PersistState(Effect):
+    """Make ``state`` durable before carrying out the effects after this one."""
+
+    state: DurableState
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Evidence(Effect):
+    """Two validly signed, conflicting messages from ``offender`` (see ``certificates``)."""
+
+    offender: bytes
+    first: Message
+    second: Message
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ViewEntered(Effect):
+    """The replica now runs ``view``, whose primary is ``primary``."""
+
+    view: int
+    primary: bytes

@@ -1,0 +1,109 @@
+"""Typed transactions of the replicated log, and their canonical CBOR encoding.
+
+A client request's ``op`` is the encoding of one transaction. The replica never decodes ops: only
+``statemachine.apply`` does, and an op that does not decode is committed and *rejected*
+deterministically (every replica rejects it the same way), never an exception.
+
+Training issues add job and round transactions here: give each a new tag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+
+from .errors import RemoteProtocolError
+from .messages import MAX_COMMITTEE, MAX_ID_BYTES, MAX_OP_BYTES
+
+__all__ = [
+    "MAX_KEY_BYTES",
+    "KvPut",
+    "Noop",
+    "SetCommittee",
+    "Transaction",
+    "decode_tx",
+    "encode_tx",
+]
+
+MAX_KEY_BYTES = 256
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Noop:
+    """Does nothing; a primary may use it to advance the log."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KvPut:
+    """Sets ``key`` to ``value`` in a small key/value map (for tests and simple parameters)."""
+
+    key: str
+    value: bytes
+
+    def __post_init__(self) -> None:
+        if type(self.key) is not str or not 0 < len(self.key.encode()) <= MAX_KEY_BYTES:
+            raise ValueError(f"key must be a str of 1..{MAX_KEY_BYTES} UTF-8 bytes")
+        if type(self.value) is not bytes or len(self.value) > MAX_OP_BYTES // 2:
+            raise ValueError("value must be bytes of bounded size")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetCommittee:
+    """Replaces the validator set for ``epoch`` (the current epoch + 1) from ``activate_seq`` on."""
+
+    epoch: int
+    validators: tuple[bytes, ...]
+    activate_seq: int
+
+    def __post_init__(self) -> None:
+        if type(self.epoch) is not int or self.epoch < 1:
+            raise ValueError("epoch must be an int >= 1")
+        if type(self.activate_seq) is not int or self.activate_seq < 1:
+            raise ValueError("activate_seq must be an int >= 1")
+        if type(self.validators) is not tuple or not 1 <= len(self.validators) <= MAX_COMMITTEE:
+            raise ValueError("validators must be a non-empty tuple")
+        for v in self.validators:
+            if type(v) is not bytes or not 0 < len(v) <= MAX_ID_BYTES:
+                raise ValueError("validator ids are non-empty bytes")
+        if len(set(self.validators)) != len(self.validators):
+            raise ValueError("validator ids must be distinct")
+
+
+Transaction = Noop | KvPut | SetCommittee
+
+
+def encode_tx(tx: Transaction) -> bytes:
+    if isinstance(tx, Noop):
+        body: list[Any] = [0]
+    elif isinstance(tx, KvPut):
+        body = [1, tx.key, tx.value]
+    elif isinstance(tx, SetCommittee):
+        body = [2, tx.epoch, list(tx.validators), tx.activate_seq]
+    else:
+        raise TypeError(f"not a transaction: {tx!r}")
+    return cbor2.dumps(body, canonical=True)
+
+
+def decode_tx(data: bytes) -> Transaction:
+    """Parse an op, or raise ``RemoteProtocolError`` (the client sent a bad transaction)."""
+    if type(data) is not bytes or len(data) > MAX_OP_BYTES:
+        raise RemoteProtocolError("op must be bytes of bounded size")
+    try:
+        obj = cbor2.loads(data, max_depth=4)
+        if cbor2.dumps(obj, canonical=True) != data:
+            # One value, one encoding: replicas must agree on what an op means.
+            raise ValueError("op is not canonical CBOR")
+        if type(obj) is not list or not obj or type(obj[0]) is not int:
+            raise ValueError("op must be [tag, ...]")
+        tag = obj[0]
+        if tag == 0 and len(obj) == 1:
+            return Noop()
+        if tag == 1 and len(obj) == 3:
+            return KvPut(key=obj[1], value=obj[2])
+        if tag == 2 and len(obj) == 4 and type(obj[2]) is list:
+            return SetCommittee(epoch=obj[1], validators=tuple(obj[2]), activate_seq=obj[3])
+        raise ValueError(f"unknown transaction {tag!r}")
+    except (cbor2.CBORError, ValueError, TypeError, RecursionError) as exc:
+        raise RemoteProtocolError(f"bad transaction: {exc}") from None

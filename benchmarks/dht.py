@@ -26,8 +26,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from p2pnode import AsyncClient  # noqa: E402
-from p2pnode.swarm import SwarmNode, prepare, start, stop, wait_ready  # noqa: E402
+from p2pnode import AsyncClient
+from p2pnode.swarm import SwarmNode, prepare, start, stop, wait_ready
 
 VALUE = os.urandom(1024)
 
@@ -130,7 +130,9 @@ async def workload(nodes: list[SwarmNode], n_ops: int, replication: int) -> dict
             limit = trio.Semaphore(32)
             t0 = time.perf_counter()
 
-            async def one(k: int, name: str, pub: int, op: str = op) -> None:
+            async def one(
+                k: int, name: str, pub: int, op=op, limit=limit, lat=lat, ok_box=ok_box
+            ) -> None:
                 async with limit:
                     if op == "put":
                         c = clients[(k + 1) % n]

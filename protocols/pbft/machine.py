@@ -724,12 +724,15 @@ class Replica:
             return
         if self.status is not ReplicaStatus.VIEW_CHANGE:
             return
-        vcs = [v for v in self._latest_vc.values() if v.new_view == self.view]
-        if len(vcs) < self.committee.quorum:
-            return
-        if not self._timer_armed[TimerKey.VIEW_CHANGE]:
+        # The paper starts the new-view timer at 2f+1 view changes for our view. We count those
+        # for our view *or later*: a replica that already moved further on (its view change for
+        # our view superseded, or forgotten in a crash) still says "the old primary is gone", and
+        # without this rule replicas split across two views wait for each other forever.
+        moved_on = sum(1 for v in self._latest_vc.values() if v.new_view >= self.view)
+        if moved_on >= self.committee.quorum and not self._timer_armed[TimerKey.VIEW_CHANGE]:
             self._set_timer(TimerKey.VIEW_CHANGE, self._vc_timeout())
-        if self.is_primary:
+        vcs = [v for v in self._latest_vc.values() if v.new_view == self.view]
+        if len(vcs) >= self.committee.quorum and self.is_primary:
             self._build_new_view(vcs)
 
     def _build_new_view(self, vcs: list[ViewChange]) -> None:

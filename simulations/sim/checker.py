@@ -1,0 +1,122 @@
+"""``PbftChecker``: safety from effects, liveness at the end (TigerBeetle's ``StateChecker``).
+
+Safety, checked on every effect of a correct replica:
+- one digest per sequence number across all correct replicas, ever;
+- each committed batch hashes to its digest, carries a valid 2f+1 certificate, and holds only
+  requests that a simulated client really submitted;
+- each replica commits in order (a repeat after restart must match; a jump needs a state install);
+- one state digest per checkpoint seq among correct replicas' checkpoint votes and installs;
+- a replica's view never goes back.
+
+Liveness (``pending``): every submitted request is committed at some seq that every correct
+replica has reached.
+"""
+
+from __future__ import annotations
+
+from protocols.pbft import (
+    Checkpoint,
+    Commit,
+    Committee,
+    Request,
+    StateInstalled,
+    Verifier,
+    ViewEntered,
+    batch_digest,
+    check_certified_entry,
+)
+from protocols.pbft.messages import CertifiedEntry
+
+__all__ = ["PbftChecker", "SafetyViolation"]
+
+
+class SafetyViolation(AssertionError):
+    """A correct replica did something PBFT promises it never does."""
+
+
+class PbftChecker:
+    def __init__(self, committee: Committee, verifier: Verifier, honest: list[bytes]) -> None:
+        self._committee = committee
+        self._verifier = verifier
+        self.honest = set(honest)
+        #: seq -> digest: the canonical history.
+        self.canonical: dict[int, bytes] = {}
+        self._checkpoints: dict[int, bytes] = {}
+        self._reached: dict[bytes, int] = dict.fromkeys(honest, 0)
+        self._views: dict[bytes, int] = dict.fromkeys(honest, 0)
+        self._submitted: set[Request] = set()
+        #: (client, request_id) -> seq of its first commit.
+        self.committed_at: dict[tuple[bytes, int], int] = {}
+        self.commits_seen = 0
+
+    def submitted(self, req: Request) -> None:
+        self._submitted.add(req)
+
+    def _fail(self, node: bytes, what: str) -> None:
+        raise SafetyViolation(f"replica {node[-4:].hex()}: {what}")
+
+    def on_commit(self, node: bytes, c: Commit) -> None:
+        if node not in self.honest:
+            return
+        self.commits_seen += 1
+        seq, digest = c.seq, c.entry.digest
+        known = self.canonical.get(seq)
+        if known is not None and known != digest:
+            self._fail(node, f"committed {digest[:4].hex()} at {seq}, others {known[:4].hex()}")
+        if known is None:
+            # First time anyone commits seq: check everything about the entry once.
+            if batch_digest(c.entry.batch) != digest:
+                self._fail(node, f"batch at {seq} does not match its digest")
+            ce = CertifiedEntry(entry=c.entry, certificate=c.certificate)
+            try:
+                check_certified_entry(self._committee, self._verifier, ce)
+            except Exception as exc:
+                self._fail(node, f"bad certificate at {seq}: {exc}")
+            for req in c.entry.batch:
+                if req not in self._submitted:
+                    self._fail(node, f"committed a request nobody submitted: {req!r}")
+                self.committed_at.setdefault((req.client, req.request_id), seq)
+            self.canonical[seq] = digest
+        last = self._reached[node]
+        if seq > last + 1:
+            self._fail(node, f"committed {seq} after {last}: out of order")
+        self._reached[node] = max(last, seq)
+
+    def on_install(self, node: bytes, s: StateInstalled) -> None:
+        if node not in self.honest:
+            return
+        self._check_state(node, s.seq, s.state_digest)
+        self._reached[node] = max(self._reached[node], s.seq)
+
+    def on_checkpoint_vote(self, node: bytes, cp: Checkpoint) -> None:
+        if node in self.honest:
+            self._check_state(node, cp.seq, cp.state_digest)
+
+    def _check_state(self, node: bytes, seq: int, digest: bytes) -> None:
+        known = self._checkpoints.setdefault(seq, digest)
+        if known != digest:
+            self._fail(node, f"state at {seq} differs from another correct replica's")
+
+    def on_view(self, node: bytes, v: ViewEntered) -> None:
+        if node not in self.honest:
+            return
+        if v.view < self._views[node]:
+            self._fail(node, f"view went back from {self._views[node]} to {v.view}")
+        self._views[node] = v.view
+
+    def on_restart(self, node: bytes, durable_view: int) -> None:
+        if node in self.honest and durable_view < self._views[node]:
+            self._fail(node, "restarted in an older view than it had entered")
+
+    def pending(self) -> list[str]:
+        """What liveness still waits for (empty once converged)."""
+        missing = []
+        low = min(self._reached.values(), default=0)
+        for req in self._submitted:
+            seq = self.committed_at.get((req.client, req.request_id))
+            if seq is None:
+                missing.append(f"request {req!r} not committed")
+            elif seq > low:
+                lagging = [n[-4:].hex() for n, r in self._reached.items() if r < seq]
+                missing.append(f"request at seq {seq} not reached by {lagging}")
+        return sorted(missing)

@@ -175,8 +175,8 @@ class FedAvg:
         if self.clip_norm is not None:
             norms = np.array([norm(row) for row in c.stack])
             factors = np.minimum(1.0, self.clip_norm / np.maximum(norms, 1e-300))
-        coef = (weights * factors)[:, None]
-        total = np.sum(c.stack.astype(np.float64) * coef, axis=0)
+        coef = weights * factors
+        total = _weighted_row_sum(c.stack, coef)
         clipped = [i for i, f in zip(c.ids, factors, strict=True) if f < 1.0]
         scores = {i: float(f) for i, f in zip(c.ids, factors, strict=True)}
         return _result(c, total, clipped, c.ids, scores)
@@ -235,6 +235,15 @@ class TrimmedMean:
         return _result(c, mean, flagged, c.ids, scores)
 
 
+def _weighted_row_sum(stack: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """``sum_i coef[i] * stack[i]`` in float64, adding rows in canonical order one at a time
+    (no ``(n, d)`` float64 temporary: at 8 x 10M that would be 640 MB)."""
+    total = np.zeros(stack.shape[1], dtype=np.float64)
+    for row, w in zip(stack, coef, strict=True):
+        total += row.astype(np.float64) * float(w)
+    return total
+
+
 def _pairwise_sq_distances(stack: np.ndarray) -> np.ndarray:
     n = stack.shape[0]
     d = np.zeros((n, n))
@@ -249,7 +258,8 @@ def krum_scores(stack: np.ndarray, f: int) -> np.ndarray:
     """Krum score of each row: the sum of squared distances to its ``n - f - 2`` nearest rows."""
     n = stack.shape[0]
     k = n - f - 2
-    if k < 1:
+    # n >= 2f+3 is Krum's condition for its guarantee; below it a rule would claim too much.
+    if f < 0 or n < 2 * f + 3:
         raise ValueError(f"Krum with f={f} needs n >= 2f+3 = {2 * f + 3}, got {n}")
     d = _pairwise_sq_distances(stack)
     scores = np.empty(n)
@@ -289,7 +299,10 @@ class MultiKrum:
         rank = np.argsort(scores, kind="stable")
         chosen = np.sort(rank[:m])
         worst = rank[n - self.f :] if self.f else np.array([], dtype=np.int64)
-        mean = np.sum(c.stack[chosen], axis=0, dtype=np.float64) / float(m)
+        if m == 1:
+            mean = c.stack[chosen[0]].copy()  # Krum returns its input bit for bit (even -0.0)
+        else:
+            mean = np.sum(c.stack[chosen], axis=0, dtype=np.float64) / float(m)
         return _result(
             c,
             mean,
@@ -333,18 +346,20 @@ class CenteredClip:
 
     def aggregate(self, updates: Sequence[ClientUpdate]) -> AggregationResult:
         c = canonicalize(updates)
-        x = c.stack.astype(np.float64)
-        v = np.median(x, axis=0)
+        v = np.median(c.stack, axis=0).astype(np.float64)
         tau = self.tau
         if tau is None:
-            tau = float(np.median([norm(row - v) for row in x]))
+            tau = float(np.median([norm(row.astype(np.float64) - v) for row in c.stack]))
         n = float(len(c.ids))
         if tau > 0:
             for _ in range(self.iterations):
-                diffs = x - v
-                norms = np.array([norm(dr) for dr in diffs])
-                factors = np.minimum(1.0, tau / np.maximum(norms, 1e-300))
-                v = v + np.sum(diffs * factors[:, None], axis=0) / n
+                # Row by row in canonical order: same sum as over a stacked array, without an
+                # (n, d) float64 temporary.
+                step = np.zeros_like(v)
+                for row in c.stack:
+                    diff = row.astype(np.float64) - v
+                    step += diff * min(1.0, tau / max(norm(diff), 1e-300))
+                v = v + step / n
         flagged, scores = _distance_outliers(c, v, self.outlier_factor)
         return _result(c, v, flagged, c.ids, scores)
 

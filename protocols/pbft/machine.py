@@ -165,7 +165,10 @@ class Replica:
         self._my_vc: ViewChange | None = None
         self._latest_vc: dict[bytes, ViewChange] = {}
         self._new_view: NewView | None = None
-        self._vc_failures = 0
+        #: Timeouts double with every view change since the last executed entry (the paper's
+        #: 2T, 4T, ...): a view whose primary is merely slow must get the time it needs, or
+        #: replicas change views faster than any primary can commit (a livelock).
+        self._backoff = 0
         self._timer_gen = dict.fromkeys(TimerKey, 0)
         self._timer_armed = dict.fromkeys(TimerKey, False)
         self._evidence_seen: dict[tuple[object, ...], None] = {}
@@ -429,7 +432,7 @@ class Replica:
     def _sync_request_timer(self) -> None:
         want = self.status is ReplicaStatus.NORMAL and bool(self._pending)
         if want and not self._timer_armed[TimerKey.REQUEST]:
-            self._set_timer(TimerKey.REQUEST, self.config.request_timeout)
+            self._set_timer(TimerKey.REQUEST, self._request_timeout())
         elif not want:
             self._cancel_timer(TimerKey.REQUEST)
 
@@ -567,9 +570,11 @@ class Replica:
                     del self._pending[req.client]
             if entry.seq % self.config.checkpoint_interval == 0:
                 self._make_checkpoint(entry.seq)
+        if progressed:
+            self._backoff = 0
         if progressed and self._timer_armed[TimerKey.REQUEST]:
             # Progress: the primary is alive; give the remaining requests a fresh timeout.
-            self._set_timer(TimerKey.REQUEST, self.config.request_timeout)
+            self._set_timer(TimerKey.REQUEST, self._request_timeout())
 
     # -- checkpoints ------------------------------------------------------------------------------
 
@@ -627,7 +632,11 @@ class Replica:
 
     def _vc_timeout(self) -> float:
         cfg = self.config
-        return min(cfg.view_change_timeout * 2**self._vc_failures, cfg.max_view_change_timeout)
+        return min(cfg.view_change_timeout * 2**self._backoff, cfg.max_view_change_timeout)
+
+    def _request_timeout(self) -> float:
+        cfg = self.config
+        return min(cfg.request_timeout * 2**self._backoff, cfg.max_view_change_timeout)
 
     def _on_timer(self, ev: TimerFired) -> None:
         if ev.generation != self._timer_gen[ev.key] or not self._timer_armed[ev.key]:
@@ -641,7 +650,6 @@ class Replica:
                 log.debug("request timeout in view %d: suspecting the primary", self.view)
                 self._start_view_change(self.view + 1)
         elif ev.key is TimerKey.VIEW_CHANGE and self.status is ReplicaStatus.VIEW_CHANGE:
-            self._vc_failures += 1
             self._start_view_change(self.view + 1)
 
     def _reset_slots_for_view(self) -> None:
@@ -665,6 +673,7 @@ class Replica:
             raise LocalProtocolError("views never go back")
         self.status = next_replica_status(self.status, ReplicaTrigger.START_VIEW_CHANGE)
         self.view = target
+        self._backoff = min(self._backoff + 1, 16)
         self._reset_slots_for_view()
         top = self.stable.seq + self.config.window
         prepared = tuple(
@@ -762,7 +771,6 @@ class Replica:
         self.view = nv.view
         self._new_view = nv
         self._view_low = low
-        self._vc_failures = 0
         self._my_vc = None
         for s in [s for s, v in self._latest_vc.items() if v.new_view <= self.view]:
             del self._latest_vc[s]

@@ -20,6 +20,7 @@ import time
 
 import multiaddr
 import trio
+from libp2p.peer.id import ID
 
 from p2pnode.config import Config
 from p2pnode.events import EventBus
@@ -92,12 +93,23 @@ class Node:
         self.events.publish("records", {"key": key, "seq": seq, "publisher": publisher})
 
     async def _watch_peers(self) -> None:
-        """Turn connection changes into ``peers`` events (polled: cheap, and notifee-free)."""
+        """Turn connection changes into ``peers`` events and remember peers' addresses.
+
+        Polled rather than hooked into py-libp2p's notifee: cheap at this interval, and the
+        addresses identify learned are only there a moment after the connection opens.
+        """
         known: set[str] = set()
+        remembered: dict[ID, tuple[str, ...]] = {}
         while True:
-            now = {p.to_base58() for p in self.host.get_connected_peers()}
+            connected = self.host.get_connected_peers()
+            now = {p.to_base58() for p in connected}
             for p in sorted(now - known):
                 self.events.publish("peers", {"event": "connected", "peer_id": p})
+            for peer in connected:
+                addrs = tuple(sorted(str(a) for a in self.host.get_peerstore().addrs(peer)))
+                if addrs and remembered.get(peer) != addrs:
+                    remembered[peer] = addrs
+                    await self.dht.learn_peer(peer)
             for p in sorted(known - now):
                 self.events.publish("peers", {"event": "disconnected", "peer_id": p})
             known = now

@@ -95,15 +95,23 @@ def prepare(parent: Path, n: int, settings: dict[str, object] | None = None) -> 
     return nodes
 
 
-def start(nodes: list[SwarmNode], *, metrics_base_port: int | None = None) -> None:
-    boot = nodes[0].addr
+def start(
+    nodes: list[SwarmNode],
+    *,
+    metrics_base_port: int | None = None,
+    bootstrap: SwarmNode | None = None,
+    extra_args: list[str] | None = None,
+) -> None:
+    """Spawn a daemon per node; each dials ``bootstrap`` (default: the first node)."""
+    boot = bootstrap or nodes[0]
     env = {k: v for k, v in os.environ.items() if not k.startswith("P2PNODE_")}
     for i, node in enumerate(nodes, start=1):
         cmd = [sys.executable, "-m", "p2pnode", "--data-dir", str(node.data_dir), "daemon"]
-        if node is not nodes[0]:
-            cmd += ["--bootstrap", boot]
+        if node is not boot:
+            cmd += ["--bootstrap", boot.addr]
         if metrics_base_port is not None:
             cmd += ["--metrics-port", str(metrics_base_port + i)]
+        cmd += extra_args or []
         log = open(node.data_dir / "daemon.log", "ab")  # noqa: SIM115 - handed to the child
         node.process = subprocess.Popen(
             cmd, stdout=log, stderr=log, env=env, start_new_session=True

@@ -121,19 +121,33 @@ class Client(_Api):
     _call = call
 
     def subscribe(self, topic: str) -> Iterator[dict[str, Any]]:
-        """Yield events of ``topic`` until the daemon goes away (use a dedicated Client)."""
-        with self._lock:
-            rid = next(self._ids)
+        """Subscribe now; iterate the result for events until the daemon goes away.
+
+        The connection is then dedicated to the subscription: use another Client for calls.
+        """
+        self._lock.acquire()  # held for the life of the subscription
+        rid = next(self._ids)
+        try:
             self._send({"id": rid, "method": "subscribe", "params": {"topic": topic}})
-            self._sock.settimeout(None)  # events come when they come
             while True:
                 frame = self._recv()
-                if frame.get("id") != rid:
-                    continue
-                if "event" in frame:
-                    yield frame["event"]
-                else:
+                if frame.get("id") in (rid, None) and "event" not in frame:
                     _result(frame)  # the acknowledgement, or an error
+                    break
+        except BaseException:
+            self._lock.release()
+            raise
+        self._sock.settimeout(None)  # events come when they come
+        return self._events(rid)
+
+    def _events(self, rid: int) -> Iterator[dict[str, Any]]:
+        try:
+            while True:
+                frame = self._recv()
+                if frame.get("id") == rid and "event" in frame:
+                    yield frame["event"]
+        finally:
+            self._lock.release()
 
     def _send(self, frame: dict[str, Any]) -> None:
         try:

@@ -205,6 +205,10 @@ class Dht:
         await self._learn_peer(info.peer_id, [str(a) for a in info.addrs])
         return info.peer_id
 
+    async def learn_peer(self, peer: ID) -> None:
+        """Put a connected peer in the routing table and remember its addresses on disk."""
+        await self._learn_peer(peer, [])
+
     async def _learn_peer(self, peer: ID, addrs: list[str]) -> None:
         if peer == self.local_id:
             return

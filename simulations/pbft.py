@@ -71,9 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds = _parse_range(args.seeds)
     else:
         p.error("give --seeds A..B or --seed S")
-    sizes: list[int | None] = (
-        [None] if args.n == "drawn" else [int(x) for x in args.n.split(",")]
-    )
+    sizes: list[int | None] = [None] if args.n == "drawn" else [int(x) for x in args.n.split(",")]
     started = time.monotonic()
     failures: list[tuple[RunResult, int | None]] = []
     by_n: Counter[int] = Counter()
@@ -89,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose or not res.ok:
             flag = "" if n is None else f" --n {n}"
             status = "ok" if res.ok else f"FAIL {res.kind}"
-            print(f"seed {res.seed}{flag}: {status}: {res.message} t={res.end_time:.1f} {res.stats}")
+            print(
+                f"seed {res.seed}{flag}: {status}: {res.message} t={res.end_time:.1f} {res.stats}"
+            )
             if args.verbose:
                 print(f"  config: {res.config.describe()}")
         if not res.ok:

@@ -152,9 +152,13 @@ class World:
         self.honest = [x for x in self.ids if x not in self.adversaries]
         self.checker = PbftChecker(self.committee, self.verifier, self.honest)
         # Per-node clock: local = global * rate + offset (drift and skew between replicas).
-        self._rate = {x: 1.0 + clock_rng.uniform(-cfg.clock_drift, cfg.clock_drift) for x in self.ids}
+        self._rate = {
+            x: 1.0 + clock_rng.uniform(-cfg.clock_drift, cfg.clock_drift) for x in self.ids
+        }
         self._offset = {x: clock_rng.uniform(0.0, 1000.0) for x in self.ids}
-        self.clients = [_Client(i, s, cfg.requests_per_client) for i, s in enumerate(client_signers)]
+        self.clients = [
+            _Client(i, s, cfg.requests_per_client) for i, s in enumerate(client_signers)
+        ]
         self._client_of = {s.node_id: c for s, c in zip(client_signers, self.clients, strict=True)}
 
         self.replicas: dict[bytes, Replica | None] = dict.fromkeys(self.ids)
@@ -415,7 +419,12 @@ class World:
         cfg, rng = self.cfg, self._net_rng
         if not self.healed:
             groups = self._groups
-            if groups is not None and src in groups and dst in groups and groups[src] != groups[dst]:
+            if (
+                groups is not None
+                and src in groups
+                and dst in groups
+                and groups[src] != groups[dst]
+            ):
                 self.stats["dropped"] += 1
                 return
             if rng.random() < cfg.drop_p:
@@ -460,7 +469,10 @@ class World:
 
     def _client_step(self, c: _Client) -> None:
         rng = self._client_rng
-        if c.current is not None and (c.current.client, c.current.request_id) in self.checker.committed_at:
+        if (
+            c.current is not None
+            and (c.current.client, c.current.request_id) in self.checker.committed_at
+        ):
             c.current = None
         if c.current is None:
             if c.next_id > c.total:

@@ -401,10 +401,7 @@ class World:
     # -- network ----------------------------------------------------------------------------------
 
     def _send(self, src: bytes, dests: list[bytes], msg: Message, adv: Adversary | None) -> None:
-        if adv is not None:
-            out = adv.rewrite(msg, dests)
-        else:
-            out = [(d, msg) for d in dests]
+        out = adv.rewrite(msg, dests) if adv is not None else [(d, msg) for d in dests]
         wire = self.cfg.wire
         encoded: dict[int, bytes] = {}
         for dst, payload in out:

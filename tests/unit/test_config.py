@@ -45,7 +45,8 @@ def test_data_dir_precedence(tmp_path: Path) -> None:
         (
             "file",
             "[dht]\nreplication = 99\n",
-            r"^config key dht.replication \(from .*config.toml\): must be between 1 and 20, got 99$",
+            r"^config key dht.replication \(from .*config.toml\): "
+            r"must be between 1 and 20, got 99$",
         ),
         ("file", '[dht]\nreplication = "five"\n', r"dht.replication .*must be int, got 'five'"),
         ("file", 'listen = ["not-an-addr"]\n', r"^config key listen .*not a multiaddr"),

@@ -32,7 +32,10 @@ class CliError(Exception):
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="print results as JSON")
+    # SUPPRESS: without it the subcommand's default would overwrite a global --json.
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print results as JSON"
+    )
 
     p = argparse.ArgumentParser(prog="p2pnode", description="Peer-to-peer training daemon")
     p.add_argument("--version", action="version", version=f"p2pnode {__version__}")

@@ -2,11 +2,12 @@
 
 The machine is STYLE.md §4's: ``initialize`` builds n = 3f+1 = 4 replicas; ``self.net`` holds
 messages in flight, so delivery order, loss and duplication are hypothesis's choice, and
-``settle`` delivers in order so that runs also get far (commits, checkpoints, view changes). Replica 0 (the first primary) is Byzantine: it may equivocate, and ``forge`` rewrites any
-message in flight into one with a wrong signer or signature. Correct replicas may crash and
-restart from their durable state. Invariants check safety only (liveness is the simulator's job):
-correct replicas never commit different digests at one seq, committed logs only grow, views never
-go back, and every committed request was submitted by the client.
+``settle`` delivers in order so that runs also get far (commits, checkpoints, view changes).
+Replica 0 (the first primary) is Byzantine: it may equivocate, and ``forge`` rewrites any message
+in flight into one with a wrong signer or signature. Correct replicas may crash and restart from
+their durable state. Invariants check safety only (liveness is the simulator's job): correct
+replicas never commit different digests at one seq, committed logs only grow, views never go
+back, and every committed request was submitted by the client.
 """
 
 from __future__ import annotations

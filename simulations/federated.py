@@ -306,7 +306,7 @@ def write_outputs(result: FederatedResult, out: Path) -> None:
     (out / "report.md").write_text(report_markdown(result), encoding="utf-8")
     series = [
         LineSeries(
-            f"federated ({result.config.rule})",
+            f"federated ({'nnm+' if result.config.mixing else ''}{result.config.rule})",
             [rec.accuracy for rec in result.rounds],
             (31, 119, 180),
         )

@@ -165,9 +165,9 @@ class Replica:
         self._my_vc: ViewChange | None = None
         self._latest_vc: dict[bytes, ViewChange] = {}
         self._new_view: NewView | None = None
-        #: Timeouts double with every view change since the last executed entry (the paper's
-        #: 2T, 4T, ...): a view whose primary is merely slow must get the time it needs, or
-        #: replicas change views faster than any primary can commit (a livelock).
+        #: Timeouts double with every view change (the paper's 2T, 4T, ...) and shrink one step
+        #: per stable checkpoint: a view whose primary is merely slow must get the time it
+        #: needs, or replicas change views faster than any primary can commit (a livelock).
         self._backoff = 0
         self._timer_gen = dict.fromkeys(TimerKey, 0)
         self._timer_armed = dict.fromkeys(TimerKey, False)
@@ -570,8 +570,6 @@ class Replica:
                     del self._pending[req.client]
             if entry.seq % self.config.checkpoint_interval == 0:
                 self._make_checkpoint(entry.seq)
-        if progressed:
-            self._backoff = 0
         if progressed and self._timer_armed[TimerKey.REQUEST]:
             # Progress: the primary is alive; give the remaining requests a fresh timeout.
             self._set_timer(TimerKey.REQUEST, self._request_timeout())
@@ -623,6 +621,10 @@ class Replica:
     def _set_stable(self, cp: StableCheckpoint) -> None:
         self.stable = cp
         self._dirty = True
+        # A whole checkpoint interval went by: let the timeouts shrink one step. Resetting them
+        # on every executed entry instead lets a slow network (latency > request_timeout) turn
+        # into one view change per entry, forever.
+        self._backoff = max(0, self._backoff - 1)
         seq = cp.seq
         for table in (self._slots, self._certified, self._my_checkpoints, self._cp_votes):
             for s in [s for s in table if s <= seq]:

@@ -6,7 +6,9 @@ Safety, checked on every effect of a correct replica:
   requests that a simulated client really submitted;
 - each replica commits in order (a repeat after restart must match; a jump needs a state install);
 - one state digest per checkpoint seq among correct replicas' checkpoint votes and installs;
-- a replica's view never goes back.
+- a replica's view never goes back;
+- a correct replica never signs two conflicting votes (pre-prepare, prepare, commit vote) for one
+  (view, seq), across crashes and restarts: what it persisted must be enough to stay consistent.
 
 Liveness (``pending``): every submitted request is committed at some seq that every correct
 replica has reached.
@@ -18,6 +20,10 @@ from protocols.pbft import (
     Checkpoint,
     Commit,
     Committee,
+    CommitVote,
+    Message,
+    Prepare,
+    PrePrepare,
     Request,
     StateInstalled,
     Verifier,
@@ -48,6 +54,7 @@ class PbftChecker:
         #: (client, request_id) -> seq of its first commit.
         self.committed_at: dict[tuple[bytes, int], int] = {}
         self.commits_seen = 0
+        self._votes: dict[tuple[type, int, int, bytes], bytes] = {}
 
     def submitted(self, req: Request) -> None:
         self._submitted.add(req)
@@ -81,6 +88,17 @@ class PbftChecker:
         if seq > last + 1:
             self._fail(node, f"committed {seq} after {last}: out of order")
         self._reached[node] = max(last, seq)
+
+    def on_sent(self, node: bytes, msg: Message) -> None:
+        """Every message a correct replica sends (its own, not ones it forwards)."""
+        if node not in self.honest or not isinstance(msg, PrePrepare | Prepare | CommitVote):
+            return
+        if msg.sender != node:
+            return
+        key = (type(msg), msg.view, msg.seq, node)
+        known = self._votes.setdefault(key, msg.digest)
+        if known != msg.digest:
+            self._fail(node, f"signed two different {type(msg).__name__}s for {msg.view}/{msg.seq}")
 
     def on_install(self, node: bytes, s: StateInstalled) -> None:
         if node not in self.honest:

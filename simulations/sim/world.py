@@ -363,8 +363,10 @@ class World:
                 msg = e.msg  # type: ignore[attr-defined]
                 if isinstance(msg, Checkpoint):
                     self.checker.on_checkpoint_vote(node, msg)
+                self.checker.on_sent(node, msg)
                 self._send(node, [x for x in self.ids if x != node], msg, adversary)
             elif t is Send:
+                self.checker.on_sent(node, e.msg)  # type: ignore[attr-defined]
                 self._send(node, [e.to], e.msg, adversary)  # type: ignore[attr-defined]
             elif t is SetTimer:
                 at = self._global(node, e.at)  # type: ignore[attr-defined]

@@ -7,7 +7,8 @@ Replica 0 (the first primary) is Byzantine: it may equivocate, and ``forge`` rew
 in flight into one with a wrong signer or signature. Correct replicas may crash and restart from
 their durable state. Invariants check safety only (liveness is the simulator's job): correct
 replicas never commit different digests at one seq, committed logs only grow, views never go
-back, and every committed request was submitted by the client.
+back, every committed request was submitted by the client, a correct replica never signs two
+different votes for one slot (even across restarts), and evidence never names a correct replica.
 """
 
 from __future__ import annotations
@@ -29,12 +30,15 @@ from protocols.pbft import (
     ClientRequest,
     Commit,
     Committee,
+    CommitVote,
     DurableState,
     Effect,
+    Evidence,
     Message,
     MessageReceived,
     PbftConfig,
     PersistState,
+    Prepare,
     PrePrepare,
     RemoteProtocolError,
     Replica,
@@ -86,6 +90,7 @@ class PbftMachine(RuleBasedStateMachine):
         self.views = [0] * N
         self.canonical: dict[int, bytes] = {}
         self.submitted: set[Request] = set()
+        self.votes: dict[tuple[type, int, int, int], bytes] = {}
         self.next_rid = 1
         #: Messages in flight. A plain list, not a Bundle: rules pick by index, and ``settle``
         #: drains it in order, which a Bundle cannot do.
@@ -107,6 +112,10 @@ class PbftMachine(RuleBasedStateMachine):
         effects: list[Effect] = self.replicas[i].handle(event, self.now)  # type: ignore[arg-type]
         out: list[InFlight] = []
         for e in effects:
+            if isinstance(e, Broadcast | Send) and i != BYZANTINE:
+                self._check_vote(i, e.msg)
+            if isinstance(e, Evidence):
+                assert e.offender == self.ids[BYZANTINE], "evidence against a correct replica"
             if isinstance(e, Broadcast):
                 out += [InFlight(i, j, e.msg) for j in range(N) if j != i]
             elif isinstance(e, Send):
@@ -123,6 +132,13 @@ class PbftMachine(RuleBasedStateMachine):
                 assert e.view >= self.views[i], "view went back"
                 self.views[i] = e.view
         return out
+
+    def _check_vote(self, i: int, msg: Message) -> None:
+        # A correct replica never signs two different votes for one slot, even across restarts.
+        if isinstance(msg, PrePrepare | Prepare | CommitVote) and msg.sender == self.ids[i]:
+            key = (type(msg), msg.view, msg.seq, i)
+            known = self.votes.setdefault(key, msg.digest)
+            assert known == msg.digest, f"replica {i} equivocated: {msg!r}"
 
     def _on_commit(self, i: int, c: Commit) -> None:
         if i == BYZANTINE:

@@ -27,6 +27,17 @@ def test_seed_slice_is_safe_and_live(n: int) -> None:
     )
 
 
+#: Seeds that once failed (liveness), with the committee size they failed on; each names a fix in
+#: docs/pbft.md (view-change timer counting later views, timeout backoff, restart after heal).
+REGRESSIONS = [(222, None), (253, None), (267, None), (775, None), (2349, None), (728, 7)]
+
+
+@pytest.mark.parametrize(("seed", "n"), REGRESSIONS)
+def test_seeds_that_once_failed(seed: int, n: int | None) -> None:
+    res = run_seed(seed, n)
+    assert res.ok, f"{res.kind}: {res.message}"
+
+
 def test_slice_covers_every_fault_kind() -> None:
     kinds = set()
     for s in CI_SEEDS:

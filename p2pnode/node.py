@@ -20,7 +20,9 @@ import time
 
 import multiaddr
 import trio
+from libp2p.abc import INetConn, INetStream, INetwork, INotifee
 from libp2p.peer.id import ID
+from multiaddr import Multiaddr
 
 from p2pnode.config import Config
 from p2pnode.events import EventBus
@@ -35,6 +37,36 @@ from p2pnode.store import Store
 log = logging.getLogger(__name__)
 
 PEER_WATCH_INTERVAL = 0.5
+
+
+class PeerEvents(INotifee):
+    """py-libp2p notifee turning connection changes into ``peers`` events, exactly (a poll
+    would miss a disconnect followed by a quick redial). Publishing never blocks."""
+
+    def __init__(self, events: EventBus) -> None:
+        self.events = events
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        self.events.publish("peers", {"event": "connected", "peer_id": _peer_of(conn)})
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self.events.publish("peers", {"event": "disconnected", "peer_id": _peer_of(conn)})
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        pass
+
+    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        pass
+
+
+def _peer_of(conn: INetConn) -> str:
+    return str(conn.muxed_conn.peer_id.to_base58())
 
 
 class Node:
@@ -78,7 +110,8 @@ class Node:
                     )
                     ipc.on_request = self.metrics.observe_ipc
                     await nursery.start(ipc.run)
-                    nursery.start_soon(self._watch_peers)
+                    self.host.get_network().register_notifee(PeerEvents(self.events))
+                    nursery.start_soon(self._remember_peers)
                     log.info(
                         "p2pnode %s ready: %s, IPC %s",
                         self.peer_id,
@@ -92,25 +125,17 @@ class Node:
     def _record_event(self, key: str, seq: int, publisher: str) -> None:
         self.events.publish("records", {"key": key, "seq": seq, "publisher": publisher})
 
-    async def _watch_peers(self) -> None:
-        """Turn connection changes into ``peers`` events and remember peers' addresses.
+    async def _remember_peers(self) -> None:
+        """Keep connected peers in the routing table and their addresses on disk.
 
-        Polled rather than hooked into py-libp2p's notifee: cheap at this interval, and the
-        addresses identify learned are only there a moment after the connection opens.
+        Polled: the addresses identify learns arrive a moment after a connection opens, and
+        a poll at this interval costs nothing measurable.
         """
-        known: set[str] = set()
         remembered: dict[ID, tuple[str, ...]] = {}
         while True:
-            connected = self.host.get_connected_peers()
-            now = {p.to_base58() for p in connected}
-            for p in sorted(now - known):
-                self.events.publish("peers", {"event": "connected", "peer_id": p})
-            for peer in connected:
-                addrs = tuple(sorted(str(a) for a in self.host.get_peerstore().addrs(peer)))
+            for peer in self.host.get_connected_peers():
+                addrs = tuple(sorted(str(a) for a in self.dht.known_addrs(peer)))
                 if addrs and remembered.get(peer) != addrs:
                     remembered[peer] = addrs
                     await self.dht.learn_peer(peer)
-            for p in sorted(known - now):
-                self.events.publish("peers", {"event": "disconnected", "peer_id": p})
-            known = now
             await trio.sleep(PEER_WATCH_INTERVAL)

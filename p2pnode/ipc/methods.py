@@ -74,10 +74,10 @@ def build_methods(node: Node) -> dict[str, Method]:
         }
 
     async def peers(params: dict[str, Any], session: Session, rid: int) -> Any:
-        store = host.get_peerstore()
         out = []
         for peer in sorted(host.get_connected_peers(), key=lambda p: p.to_base58()):
-            out.append({"peer_id": peer.to_base58(), "addrs": [str(a) for a in store.addrs(peer)]})
+            addrs = [str(a) for a in dht.known_addrs(peer)]
+            out.append({"peer_id": peer.to_base58(), "addrs": addrs})
         return {"peers": out}
 
     async def connect(params: dict[str, Any], session: Session, rid: int) -> Any:

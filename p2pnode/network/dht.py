@@ -218,9 +218,16 @@ class Dht:
             await self.kad.add_peer(peer, skip_server_mode_check=True)
         except Exception as exc:
             log.debug("routing table refused %s: %r", peer, exc)
-        stored = self.host.get_peerstore().addrs(peer)
+        stored = self.known_addrs(peer)
         if stored:
             self.store.remember_peer(peer.to_base58(), [str(a) for a in stored])
+
+    def known_addrs(self, peer: ID) -> list[multiaddr.Multiaddr]:
+        """The peerstore's addresses for ``peer``; py-libp2p raises for unknown peers."""
+        try:
+            return list(self.host.get_peerstore().addrs(peer))
+        except Exception:
+            return []
 
     def _add_addrs(self, peer: ID, addrs: list[str]) -> None:
         parsed = []
@@ -255,7 +262,6 @@ class Dht:
                 break  # every configured bootstrap peer answered; stale known peers may wait
             await trio.sleep(delay)
             delay = min(delay * 2, self.cfg.network.bootstrap_max_backoff)
-        await self._refresh()
 
     async def _try_bootstrap(self, addr: str, pending: dict[str, float]) -> None:
         try:
@@ -408,7 +414,7 @@ class Dht:
         for p in peers:
             if p == exclude:
                 continue
-            addrs = [str(a) for a in self.host.get_peerstore().addrs(p)][:8]
+            addrs = [str(a) for a in self.known_addrs(p)][:8]
             if addrs:
                 out.append((p.to_base58(), addrs))
         return tuple(out[: self.cfg.dht.replication])
@@ -636,12 +642,16 @@ class Dht:
                 raise DhtError(f"{peer_text!r} is not a peer id") from None
             if peer == self.local_id:
                 return PeerInfo(peer, self.host.get_transport_addrs())
-            addrs = self.host.get_peerstore().addrs(peer)
+            addrs = self.known_addrs(peer)
             if addrs and peer in self.host.get_connected_peers():
                 info = PeerInfo(peer, addrs)
                 return info
             with trio.move_on_after(self.cfg.network.request_timeout * 2):
-                info = await self.kad.find_peer(peer)
+                try:
+                    info = await self.kad.find_peer(peer)
+                except Exception as exc:  # the library raises for peers nobody knows
+                    log.debug("find_peer %s: %r", peer, exc)
+                    info = None
             return info
         finally:
             self._observe("find_peer", time.perf_counter() - started, info is not None)

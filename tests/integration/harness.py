@@ -47,7 +47,8 @@ class LocalSwarm:
                 continue
             while True:
                 with self.client(i) as c:
-                    if c.status()["routing_table_size"] >= min_peers:
+                    status = c.status()
+                    if status["bootstrapped"] and status["routing_table_size"] >= min_peers:
                         break
                 assert time.monotonic() < deadline, f"node-{i} has too few peers"
                 time.sleep(0.05)

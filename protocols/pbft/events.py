@@ -193,8 +193,10 @@ class Commit(Effect):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StateInstalled(Effect):
-    """State transfer jumped execution to stable checkpoint ``seq`` (entries up to it were not
-    executed here: fetch them with their certificates if the local log must be complete)."""
+    """Execution resumes from stable checkpoint ``seq``: after a state transfer, or on restart
+    from durable state (a crash between ``PersistState`` and the ``Commit`` effects after it can
+    lose Commits that the checkpoint covers). Entries up to ``seq`` that the caller's log lacks
+    must be fetched with their certificates if the local log must be complete."""
 
     seq: int
     state_digest: bytes

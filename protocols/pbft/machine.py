@@ -320,6 +320,12 @@ class Replica:
             raise LocalProtocolError(f"durable snapshot is corrupt: {exc}") from None
         self.view = d.view
         self.stable = d.stable
+        if self.stable.seq > 0:
+            # A crash between PersistState and the Commit effects after it can lose Commits of
+            # entries that the persisted checkpoint already covers: say where execution resumes,
+            # so the caller can fetch what its log lacks (with certificates) from any peer.
+            digest = state_digest(self.stable.snapshot)
+            self._effects.append(StateInstalled(seq=self.stable.seq, state_digest=digest))
         self._my_vc = d.view_change
         if d.view_change is not None:
             self._latest_vc[self.me] = d.view_change

@@ -29,7 +29,15 @@ def test_seed_slice_is_safe_and_live(n: int) -> None:
 
 #: Seeds that once failed (liveness), with the committee size they failed on; each names a fix in
 #: docs/pbft.md (view-change timer counting later views, timeout backoff, restart after heal).
-REGRESSIONS = [(222, None), (253, None), (267, None), (775, None), (2349, None), (728, 7)]
+REGRESSIONS = [
+    (222, None),
+    (253, None),
+    (267, None),
+    (775, None),
+    (2349, None),
+    (728, 7),
+    (1268, 4),
+]
 
 
 @pytest.mark.parametrize(("seed", "n"), REGRESSIONS)

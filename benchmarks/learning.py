@@ -35,14 +35,20 @@ COMPRESSIONS: list[tuple[str, str, float]] = [
     ("top-1% + EF", "topk", 0.01),
     ("random-1% + EF", "randk", 0.01),
 ]
+# (label, rule, mixing): the plain rules as their papers state them, then the robust rules as
+# ``make_rule`` builds them by default (nearest-neighbour mixing in front).
 RULES: list[tuple[str, str, bool]] = [
     ("fedavg", "fedavg", False),
-    ("median", "median", False),
-    ("trimmed_mean (f=2)", "trimmed_mean", False),
-    ("krum (f=2)", "krum", False),
-    ("multi_krum (f=2)", "multi_krum", False),
-    ("centered_clip", "centered_clip", False),
-    ("nnm + trimmed_mean (f=2)", "trimmed_mean", True),
+    ("median, plain", "median", False),
+    ("trimmed_mean (f=2), plain", "trimmed_mean", False),
+    ("krum (f=2), plain", "krum", False),
+    ("multi_krum (f=2), plain", "multi_krum", False),
+    ("centered_clip, plain", "centered_clip", False),
+    ("nnm + median (default)", "median", True),
+    ("nnm + trimmed_mean (f=2) (default)", "trimmed_mean", True),
+    ("nnm + krum (f=2) (default)", "krum", True),
+    ("nnm + multi_krum (f=2) (default)", "multi_krum", True),
+    ("nnm + centered_clip (default)", "centered_clip", True),
 ]
 
 

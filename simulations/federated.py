@@ -57,8 +57,9 @@ class FederatedConfig:
     #: Byzantine inputs the rule is configured for; None means max(1, attackers).
     byzantine: int | None = None
     clip_norm: float | None = None
-    #: nearest-neighbour mixing before the rule (see aggregation.NearestNeighborMixing).
-    mixing: bool = False
+    #: nearest-neighbour mixing before the rule (see aggregation.make_rule): None means the
+    #: library default, on for the robust rules and off for FedAvg.
+    mixing: bool | None = None
     compression: str = "none"
     ratio: float = 0.01
     error_feedback: bool | None = None  # None: on for the sparsifiers only
@@ -117,6 +118,8 @@ class FederatedResult:
     rounds: list[RoundRecord] = field(default_factory=list)
     centralized_curve: list[float] = field(default_factory=list)
     params_count: int = 0
+    #: the rule as built, e.g. ``nnm+trimmed_mean``
+    rule_name: str = ""
 
     @property
     def accuracy(self) -> float:
@@ -217,7 +220,7 @@ def run_federated(cfg: FederatedConfig, centralized: bool = True) -> FederatedRe
     client_rngs = {cid: np.random.default_rng([cfg.seed, 3, i]) for i, cid in enumerate(ids)}
     local_schedule = make_schedule(cfg.local_schedule, cfg.local_lr, cfg.rounds)
 
-    result = FederatedResult(cfg, attacker_ids, params_count=spec.size)
+    result = FederatedResult(cfg, attacker_ids, params_count=spec.size, rule_name=rule.name)
     for r in range(cfg.rounds):
         updates = []
         sizes = []
@@ -280,7 +283,8 @@ def report_markdown(result: FederatedResult) -> str:
         "",
         "Config: " + ", ".join(f"{k}={v}" for k, v in asdict(cfg).items()),
         "",
-        f"Parameters: {result.params_count}; attackers: {', '.join(result.attacker_ids) or '-'}",
+        f"Rule: {result.rule_name}; parameters: {result.params_count}; "
+        f"attackers: {', '.join(result.attacker_ids) or '-'}",
         "",
         "| round | accuracy | centralized | train loss | bytes/update | outliers flagged "
         "(attackers / honest) |",
@@ -306,7 +310,7 @@ def write_outputs(result: FederatedResult, out: Path) -> None:
     (out / "report.md").write_text(report_markdown(result), encoding="utf-8")
     series = [
         LineSeries(
-            f"federated ({'nnm+' if result.config.mixing else ''}{result.config.rule})",
+            f"federated ({result.rule_name})",
             [rec.accuracy for rec in result.rounds],
             (31, 119, 180),
         )
@@ -331,7 +335,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[FederatedConfig, Path, bool]
     p.add_argument("--rule", choices=RULE_NAMES, default=d.rule)
     p.add_argument("--byzantine", type=int, default=None, help="f the rule is set up for")
     p.add_argument("--clip-norm", type=float, default=None, help="FedAvg norm clipping")
-    p.add_argument("--mixing", action="store_true", help="nearest-neighbour mixing first")
+    p.add_argument(
+        "--mixing",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="nearest-neighbour mixing first (default: on for robust rules, off for fedavg)",
+    )
     p.add_argument("--compression", choices=COMPRESSION_KINDS, default=d.compression)
     p.add_argument("--ratio", type=float, default=d.ratio, help="fraction kept by topk/randk")
     p.add_argument("--no-error-feedback", action="store_true")

@@ -419,10 +419,24 @@ class NearestNeighborMixing:
         return _result(c, inner.aggregate, flagged, inner.contributors, scores)
 
 
-def make_rule(name: str, f: int = 1, mixing: bool = False, **kwargs: object) -> AggregationRule:
-    """A rule by name, ``f`` being the number of Byzantine inputs it must tolerate; ``mixing``
-    wraps it in :class:`NearestNeighborMixing`."""
+def make_rule(
+    name: str, f: int = 1, mixing: bool | None = None, **kwargs: object
+) -> AggregationRule:
+    """A rule by name, ``f`` being the number of Byzantine inputs it must tolerate.
+
+    ``mixing`` wraps the rule in :class:`NearestNeighborMixing` with the same ``f``. The default,
+    ``None``, means *on for every robust rule and off for FedAvg*: NNM is the default
+    pre-aggregation of the robust rules. Allouah et al. ("Fixing by Mixing", AISTATS 2023,
+    Theorem 1 and Section 5) show that coordinate-wise trimming, Krum and CenteredClip alone do
+    not reach the optimal error under heterogeneous (non-IID) honest data, and that NNM first
+    makes them do so; on our Dirichlet(0.5) digits the plain rules lose 2 to 16 points under two
+    x10 sign-flippers, with NNM they stay within 2 points of clean FedAvg (docs/learning.md).
+    FedAvg tolerates no Byzantine input either way, so it is left plain. Pass ``mixing=False``
+    for a rule as its paper states it.
+    """
     rule = _make_plain_rule(name, f, **kwargs)
+    if mixing is None:
+        mixing = name in ROBUST_RULE_NAMES
     return NearestNeighborMixing(rule, f) if mixing else rule
 
 
@@ -443,3 +457,5 @@ def _make_plain_rule(name: str, f: int, **kwargs: object) -> AggregationRule:
 
 
 RULE_NAMES = ("fedavg", "median", "trimmed_mean", "krum", "multi_krum", "centered_clip")
+#: The rules that tolerate Byzantine inputs: :func:`make_rule` puts NNM in front of these.
+ROBUST_RULE_NAMES = ("median", "trimmed_mean", "krum", "multi_krum", "centered_clip")

@@ -6,6 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pnode.training.aggregation import (
+    ROBUST_RULE_NAMES,
+    RULE_NAMES,
     CenteredClip,
     ClientUpdate,
     CoordinateMedian,
@@ -128,6 +130,30 @@ def test_rules_flag_the_attackers_as_outliers() -> None:
             assert res.outliers == ("x0", "x1"), (name, mixing, res.outliers)
             # And the aggregate stays with the honest: all coordinates near 1.
             assert np.all(np.abs(res.aggregate - 1.0) < 0.35), (name, mixing)
+
+
+def test_make_rule_puts_nnm_in_front_of_robust_rules_by_default() -> None:
+    for name in ROBUST_RULE_NAMES:
+        rule = make_rule(name, f=2)
+        assert isinstance(rule, NearestNeighborMixing) and rule.f == 2, name
+        assert rule.name == f"nnm+{name}"
+        assert make_rule(name, f=2, mixing=False).name == name
+    assert make_rule("fedavg").name == "fedavg"  # FedAvg tolerates nobody: left plain
+    assert make_rule("fedavg", mixing=True).name == "nnm+fedavg"  # unless asked
+    assert set(ROBUST_RULE_NAMES) == set(RULE_NAMES) - {"fedavg"}
+
+
+def test_default_trimmed_mean_is_nnm_then_trimmed_mean_by_hand() -> None:
+    # n=5, f=1. Squared distances from 0, 1, 2, 3, 100; each row's 4 nearest (itself included,
+    # ties to the lower index): 0,1,2 -> {0,1,2,3}; 3 -> {0,1,2,3}; 100 -> {1,2,3,100}.
+    # Mixed: 1.5, 1.5, 1.5, 1.5, 26.5; trimming 1 each side leaves 1.5, 1.5, 1.5 -> 1.5.
+    ups = [_u(f"c{i}", [v]) for i, v in enumerate([0.0, 1.0, 2.0, 3.0, 100.0])]
+    res = make_rule("trimmed_mean", f=1).aggregate(ups)
+    np.testing.assert_array_equal(res.aggregate, np.array([1.5], np.float32))
+    assert res.outliers == ("c4",)
+    # The plain rule keeps 1, 2, 3 -> 2.0.
+    plain = make_rule("trimmed_mean", f=1, mixing=False).aggregate(ups)
+    np.testing.assert_array_equal(plain.aggregate, np.array([2.0], np.float32))
 
 
 def test_max_byzantine_documents_tolerance() -> None:

@@ -73,7 +73,7 @@ def test_stochastic_quantization_is_unbiased_and_seeded() -> None:
 
 @given(v=vectors, ratio=st.sampled_from([0.01, 0.1, 0.5, 1.0]))
 def test_topk_keeps_the_largest_magnitudes(v: np.ndarray, ratio: float) -> None:
-    blob = Compressor("topk", ratio=ratio).encode(v, np.random.default_rng(0))
+    blob = Compressor("topk", ratio=ratio, values="float32").encode(v, np.random.default_rng(0))
     out = decode(blob)
     k = max(1, int(np.ceil(ratio * v.size)))
     kept = out != 0
@@ -84,12 +84,50 @@ def test_topk_keeps_the_largest_magnitudes(v: np.ndarray, ratio: float) -> None:
     sent = np.abs(out[kept])
     if dropped.size and sent.size:
         assert dropped.max() <= sent.min()
-    assert len(blob) == 16 + 16 + (2 + 4) * k  # uint16 indices below 65,536 coordinates
+    assert len(blob) == 16 + 16 + (2 + 4) * k  # one block: no counts, uint16 offsets
+    # The default stores the same coordinates' values as float16: 2 bytes each.
+    blob16 = Compressor("topk", ratio=ratio).encode(v, np.random.default_rng(0))
+    assert len(blob16) == 16 + 16 + (2 + 2) * k
+    out16 = decode(blob16)
+    assert np.all(np.abs(out16 - out) <= np.abs(out) * 2.0**-11 + 2.0**-24)
+    assert np.all(out16[~kept] == 0)
+
+
+def test_topk_blocks_hand_computed() -> None:
+    # 65,537 coordinates = two blocks (65,536 + 1). Keep 3: indices 5, 65,535 and 65,536.
+    v = np.zeros(65_537, np.float32)
+    v[[5, 65_535, 65_536]] = [3.0, -2.0, 1.5]
+    blob = Compressor("topk", ratio=3 / 65_537).encode(v, np.random.default_rng(0))
+    body = blob[32:]
+    assert np.frombuffer(body[:8], "<u4").tolist() == [2, 1]  # counts per block
+    assert np.frombuffer(body[8:14], "<u2").tolist() == [5, 65_535, 0]  # offsets in the block
+    assert np.frombuffer(body[14:], "<f2").tolist() == [3.0, -2.0, 1.5]
+    np.testing.assert_array_equal(decode(blob), v)
+
+
+@given(
+    size=st.integers(65_000, 300_000),
+    k=st.integers(1, 300),
+    seed=st.integers(0, 2**32),
+    f16=st.booleans(),
+)
+def test_topk_round_trips_across_blocks(size: int, k: int, seed: int, f16: bool) -> None:
+    rng = np.random.default_rng(seed)
+    v = np.zeros(size, np.float32)
+    idx = rng.choice(size, k, replace=False)
+    v[idx] = rng.uniform(1, 2, k).astype(np.float16).astype(np.float32)  # exact in float16
+    comp = Compressor("topk", ratio=k / size, values="float16" if f16 else "float32")
+    blob = comp.encode(v, rng)
+    kept = int(np.ceil(k / size * size))
+    nb = -(-size // 65_536)
+    assert len(blob) == 32 + 4 * nb * (nb > 1) + (2 + (2 if f16 else 4)) * kept
+    np.testing.assert_array_equal(decode(blob), v)
 
 
 def test_randk_sends_a_seed_not_indices() -> None:
-    v = np.arange(1, 1001, dtype=np.float32)
-    blob = Compressor("randk", ratio=0.05).encode(v, np.random.default_rng(3))
+    v = np.arange(1, 1001, dtype=np.float32)  # exact in float16 too
+    assert len(Compressor("randk", ratio=0.05).encode(v, np.random.default_rng(3))) == 32 + 2 * 50
+    blob = Compressor("randk", ratio=0.05, values="float32").encode(v, np.random.default_rng(3))
     assert len(blob) == 16 + 16 + 4 * 50
     out = decode(blob)
     idx = np.flatnonzero(out)
@@ -98,12 +136,16 @@ def test_randk_sends_a_seed_not_indices() -> None:
     np.testing.assert_array_equal(random_k_indices(1000, 50, 42), random_k_indices(1000, 50, 42))
 
 
-def test_top_one_percent_of_a_million_is_50x_smaller() -> None:
-    v = np.random.default_rng(0).normal(size=1_000_000).astype(np.float32)
-    dense = len(Compressor("none").encode(v, np.random.default_rng(0)))
+@pytest.mark.parametrize("size", [1_000_000, 10_000_000])
+def test_top_one_percent_is_over_50x_smaller_at_1m_and_10m(size: int) -> None:
+    v = np.random.default_rng(0).normal(size=size).astype(np.float32)
+    dense = 16 + 4 * size
     sparse = len(Compressor("topk", ratio=0.01).encode(v, np.random.default_rng(0)))
+    # 2-byte offsets + 2-byte values per kept coordinate, 4 bytes per 65,536-block, 32 header.
+    assert sparse == 32 + 4 * -(-size // 65_536) + 4 * (size // 100)
+    assert dense / sparse > 99.5
     rand = len(Compressor("randk", ratio=0.01).encode(v, np.random.default_rng(0)))
-    assert dense / sparse > 49.9 and dense / rand > 99.9
+    assert dense / rand > 199.5
 
 
 def test_decode_rejects_malformed_bytes() -> None:
@@ -126,10 +168,31 @@ def test_decode_rejects_malformed_bytes() -> None:
     broken[32:34], broken[34:36] = good[34:36], good[32:34]
     with pytest.raises(DecodeError, match="ascending"):
         decode(bytes(broken))
+    # Block counts must add up to k; offsets must stay inside their block.
+    big = Compressor("topk", ratio=0.01).encode(np.arange(70_000, dtype=np.float32), rng)
+    decode(big)
+    miscount = bytearray(big)
+    miscount[32:36] = (int.from_bytes(big[32:36], "little") + 1).to_bytes(4, "little")
+    with pytest.raises(DecodeError, match="counts"):
+        decode(bytes(miscount))
+    small_block = bytearray(good)
+    small_block[24:28] = (2).to_bytes(4, "little")  # block 2: 5 blocks, counts missing
+    with pytest.raises(DecodeError):
+        decode(bytes(small_block))
+    with pytest.raises(DecodeError, match="block"):
+        decode(good[:24] + (0).to_bytes(4, "little") + good[28:])
+    # The float16 flag is for sparsifiers only, and no other flag exists.
+    dense = Compressor("none").encode(np.ones(3, np.float32), rng)
+    with pytest.raises(DecodeError, match="dense"):
+        decode(dense[:5] + b"\x01" + dense[6:])
+    with pytest.raises(DecodeError, match="flags"):
+        decode(good[:5] + b"\x03" + good[6:])
     with pytest.raises(ValueError):
         Compressor("int8").encode(np.array([np.nan], np.float32), rng)
     with pytest.raises(ValueError):
         Compressor("zip")
+    with pytest.raises(ValueError):
+        Compressor("topk", values="int8")
 
 
 @given(v=vectors, kind=st.sampled_from(["topk", "randk", "int4"]), rounds=st.integers(1, 5))

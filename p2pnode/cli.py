@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,31 @@ def _parser() -> argparse.ArgumentParser:
     fp.add_argument("key")
     fpeer = dsub.add_parser("find-peer", parents=[common], help="addresses of a peer")
     fpeer.add_argument("peer_id")
+
+    blob = sub.add_parser("blob", help="content-addressed blobs")
+    bsub = blob.add_subparsers(dest="blob_command", required=True, metavar="ACTION")
+    bput = bsub.add_parser("put", parents=[common], help="store FILE ('-' for stdin)")
+    bput.add_argument("file")
+    bput.add_argument("--media-type", default="application/octet-stream")
+    bput.add_argument("--no-pin", action="store_true", help="let garbage collection remove it")
+    bget = bsub.add_parser("get", parents=[common], help="fetch KEY into FILE")
+    bget.add_argument("key")
+    bget.add_argument("-o", "--output", required=True, help="file to write ('-' for stdout)")
+    bstat = bsub.add_parser("stat", parents=[common], help="what this node knows of KEY")
+    bstat.add_argument("key")
+    for name in ("pin", "unpin"):
+        bp = bsub.add_parser(name, parents=[common], help=f"{name} KEY")
+        bp.add_argument("key")
+
+    ptr = sub.add_parser("ptr", help="named pointers to blobs")
+    psub = ptr.add_subparsers(dest="ptr_command", required=True, metavar="ACTION")
+    pset = psub.add_parser("set", parents=[common], help="point NAME at KEY")
+    pset.add_argument("name")
+    pset.add_argument("key")
+    pset.add_argument("--seq", type=int)
+    pget = psub.add_parser("get", parents=[common], help="read a pointer")
+    pget.add_argument("name")
+    pget.add_argument("--owner", help="owner peer id (default: this node)")
 
     sw = sub.add_parser("swarm", help="run N local daemons on 127.0.0.1")
     sw.add_argument("--nodes", type=int, default=5)
@@ -233,6 +259,109 @@ def cmd_dht(args: argparse.Namespace) -> int:
     return 0
 
 
+def _human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _fetch_with_progress(args: argparse.Namespace, key: str) -> dict[str, Any]:
+    """Fetch in one thread while another polls blob.stat to draw a progress bar."""
+    result: dict[str, Any] = {}
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            with _client(args) as c:
+                result.update(c.blob_fetch(key))
+        except BaseException as exc:
+            failure.append(exc)
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    show = sys.stderr.isatty() and not args.json
+    with _client(args) as poll:
+        while worker.is_alive():
+            worker.join(0.2)
+            if show:
+                try:
+                    s = poll.blob_stat(key)
+                except IpcError:
+                    continue  # the manifest has not arrived yet
+                done = s["local_chunks"] / max(1, s["chunks"])
+                bar = "#" * int(30 * done)
+                print(
+                    f"\r[{bar:<30}] {100 * done:5.1f}% of {_human_size(s['size'])}",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    if show:
+        print(file=sys.stderr)
+    if failure:
+        raise failure[0]
+    return result
+
+
+def cmd_blob(args: argparse.Namespace) -> int:
+    if args.blob_command == "put":
+        with _client(args) as c:
+            if args.file == "-":
+                stdin = iter(lambda: sys.stdin.buffer.read(1 << 20), b"")
+                r = c.blob_upload(stdin, media_type=args.media_type, pin=not args.no_pin)
+            else:
+                path = Path(args.file)
+                if not path.is_file():
+                    raise CliError(f"{args.file}: no such file")
+                r = c.blob_put(path=path, media_type=args.media_type, pin=not args.no_pin)
+        _print(args, r, r["key"])
+        return 0
+    if args.blob_command == "get":
+        stat = _fetch_with_progress(args, args.key)
+        with _client(args) as c:
+            if args.output == "-":
+                offset = 0
+                while offset < stat["size"]:
+                    data = c.blob_read(args.key, offset, 4 << 20)["data"]
+                    sys.stdout.buffer.write(data)
+                    offset += len(data)
+                sys.stdout.flush()
+                return 0
+            r = c.blob_get(args.key, path=args.output)
+        _print(args, r, f"wrote {_human_size(r['size'])} to {args.output}")
+        return 0
+    with _client(args) as c:
+        if args.blob_command == "stat":
+            r = c.blob_stat(args.key)
+        elif args.blob_command == "pin":
+            r = c.blob_pin(args.key)
+        else:
+            r = c.blob_unpin(args.key)
+    state = "complete" if r["complete"] else f"{r['local_chunks']}/{r['chunks']} chunks"
+    human = (
+        f"key         {r['key']}\n"
+        f"size        {_human_size(r['size'])} ({r['size']} bytes)\n"
+        f"chunks      {r['chunks']} ({state})\n"
+        f"pinned      {'yes' if r['pinned'] else 'no'}\n"
+        f"media type  {r['media_type']}"
+    )
+    _print(args, r, human)
+    return 0
+
+
+def cmd_ptr(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        if args.ptr_command == "set":
+            r = c.ptr_set(args.name, args.key, seq=args.seq)
+            _print(args, r, f"{r['pointer']} -> {r['key']} (seq {r['seq']})")
+        else:
+            r = c.ptr_get(args.name, owner=args.owner)
+            _print(args, r, r["key"])
+    return 0
+
+
 def cmd_swarm(args: argparse.Namespace) -> int:
     from p2pnode.swarm import SwarmError, run_swarm
 
@@ -252,6 +381,8 @@ COMMANDS = {
     "connect": cmd_connect,
     "dht": cmd_dht,
     "swarm": cmd_swarm,
+    "blob": cmd_blob,
+    "ptr": cmd_ptr,
 }
 
 

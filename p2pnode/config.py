@@ -190,6 +190,34 @@ SCHEMA: tuple[Setting, ...] = (
         _range(1, 4096),
     ),
     Setting(
+        "blobs.max_store_bytes",
+        int,
+        20 << 30,
+        "Unpinned blobs are garbage-collected, least recently used first, above this size.",
+        _range(1 << 20, 1 << 50),
+    ),
+    Setting(
+        "blobs.fetch_timeout",
+        float,
+        600.0,
+        "Seconds a blob fetch may take before it fails (chunks fetched so far are kept).",
+        _range(1, 86400),
+    ),
+    Setting(
+        "blobs.chunk_timeout",
+        float,
+        30.0,
+        "Seconds to wait for one chunk from one provider.",
+        _range(0.1, 600),
+    ),
+    Setting(
+        "blobs.window",
+        int,
+        8,
+        "Chunk requests in flight per provider during a fetch.",
+        _range(1, 64),
+    ),
+    Setting(
         "ipc.max_frame",
         int,
         16 << 20,
@@ -228,6 +256,14 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BlobsConfig:
+    max_store_bytes: int
+    fetch_timeout: float
+    chunk_timeout: float
+    window: int
+
+
+@dataclass(frozen=True, slots=True)
 class IpcConfig:
     max_frame: int
     max_clients: int
@@ -245,6 +281,7 @@ class Config:
     dht: DhtConfig
     network: NetworkConfig
     ipc: IpcConfig
+    blobs: BlobsConfig
 
     @property
     def key_path(self) -> Path:
@@ -406,6 +443,7 @@ def load_config(
         dht=DhtConfig(**{k[4:]: v for k, v in values.items() if k.startswith("dht.")}),
         network=NetworkConfig(**{k[8:]: v for k, v in values.items() if k.startswith("network.")}),
         ipc=IpcConfig(**{k[4:]: v for k, v in values.items() if k.startswith("ipc.")}),
+        blobs=BlobsConfig(**{k[6:]: v for k, v in values.items() if k.startswith("blobs.")}),
     )
     if not cfg.listen:
         raise ConfigError("config key listen: at least one listen multiaddr is needed")

@@ -24,6 +24,9 @@ from libp2p.abc import INetConn, INetStream, INetwork, INotifee
 from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 
+from p2pnode.blobs.ipc import build_blob_methods
+from p2pnode.blobs.service import BlobService
+from p2pnode.blobs.store import BlobStore
 from p2pnode.config import Config
 from p2pnode.events import EventBus
 from p2pnode.identity import load_identity_file, peer_id_of
@@ -33,6 +36,7 @@ from p2pnode.metrics import NodeMetrics
 from p2pnode.network.dht import Dht
 from p2pnode.network.host import build_host
 from p2pnode.store import Store
+from protocols.blobs.pointers import PointerValidator
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +100,19 @@ class Node:
                     self.host, self.key_pair, store, self.cfg, observe=self.metrics.observe_dht
                 )
                 self.dht.on_record = self._record_event
+                self.blob_store = BlobStore(store, self.cfg.data_dir / "blobs")
+                self.blobs = BlobService(self.host, self.dht, self.blob_store, self.cfg)
+                self.dht.validators.register("ptr", PointerValidator())
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.dht.run)
+                    await nursery.start(self.blobs.run)
                     if self.cfg.metrics_port is not None:
                         self.metrics_port = await nursery.start(
                             self.metrics.serve, self.cfg.metrics_port
                         )
                     ipc = IpcServer(
                         self.cfg.socket_path,
-                        build_methods(self),
+                        {**build_methods(self), **build_blob_methods(self)},
                         max_frame=self.cfg.ipc.max_frame,
                         max_clients=self.cfg.ipc.max_clients,
                     )

@@ -14,7 +14,7 @@ import itertools
 import os
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,58 @@ class _Api:
 
     def dht_find_peer(self, peer_id: str) -> Any:
         return self._call("dht.find_peer", {"peer_id": peer_id})
+
+    def blob_put(
+        self,
+        data: bytes | None = None,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        media_type: str = "application/octet-stream",
+        pin: bool = True,
+    ) -> Any:
+        """Store bytes (up to one frame) or a file the daemon can read; see blob_upload."""
+        params: dict[str, Any] = {"media_type": media_type, "pin": pin}
+        if data is not None:
+            params["data"] = data
+        if path is not None:
+            params["path"] = str(Path(path).absolute())
+        return self._call("blob.put", params)
+
+    def blob_fetch(self, key: str) -> Any:
+        return self._call("blob.fetch", {"key": key})
+
+    def blob_get(self, key: str, *, path: str | os.PathLike[str] | None = None) -> Any:
+        params: dict[str, Any] = {"key": key}
+        if path is not None:
+            params["path"] = str(Path(path).absolute())
+        return self._call("blob.get", params)
+
+    def blob_read(self, key: str, offset: int, length: int) -> Any:
+        return self._call("blob.read", {"key": key, "offset": offset, "length": length})
+
+    def blob_stat(self, key: str) -> Any:
+        return self._call("blob.stat", {"key": key})
+
+    def blob_pin(self, key: str) -> Any:
+        return self._call("blob.pin", {"key": key})
+
+    def blob_unpin(self, key: str) -> Any:
+        return self._call("blob.unpin", {"key": key})
+
+    def ptr_set(self, name: str, key: str, *, seq: int | None = None) -> Any:
+        params: dict[str, Any] = {"name": name, "key": key}
+        if seq is not None:
+            params["seq"] = seq
+        return self._call("ptr.set", params)
+
+    def ptr_get(self, name: str, *, owner: str | None = None) -> Any:
+        params: dict[str, Any] = {"name": name}
+        if owner is not None:
+            params["owner"] = owner
+        return self._call("ptr.get", params)
+
+
+PIECE = 4 << 20  # bytes per upload/read frame: well under the daemon's frame limit
 
 
 class Client(_Api):
@@ -149,6 +201,45 @@ class Client(_Api):
         finally:
             self._lock.release()
 
+    def blob_upload(
+        self,
+        pieces: Iterable[bytes | memoryview],
+        *,
+        media_type: str = "application/octet-stream",
+        meta: dict[str, Any] | None = None,
+        pin: bool = True,
+    ) -> Any:
+        """Stream a blob of any size to the daemon in frames of at most PIECE bytes."""
+        begin = {"media_type": media_type, "meta": meta or {}, "pin": pin}
+        upload = self.call("blob.upload.begin", begin)["upload"]
+        try:
+            for piece in _repiece(pieces):
+                self.call("blob.upload.write", {"upload": upload, "data": piece})
+        except BaseException:
+            with suppress(IpcError):
+                self.call("blob.upload.abort", {"upload": upload})
+            raise
+        return self.call("blob.upload.commit", {"upload": upload})
+
+    def put_tensors(self, tensors: Mapping[str, Any]) -> str:
+        """Store a state dict (names to numpy arrays); returns its blob key."""
+        from p2pnode.blobs import tensors as codec
+
+        result = self.blob_upload(
+            codec.encode_pieces(tensors), media_type=codec.MEDIA_TYPE, meta=codec.metadata(tensors)
+        )
+        return str(result["key"])
+
+    def get_tensors(self, key: str) -> dict[str, Any]:
+        """Fetch a state dict stored with put_tensors (from any provider in the swarm)."""
+        from p2pnode.blobs import tensors as codec
+
+        size = self.blob_fetch(key)["size"]
+        buf = bytearray()
+        while len(buf) < size:
+            buf += self.blob_read(key, len(buf), min(PIECE, size - len(buf)))["data"]
+        return codec.decode(buf)
+
     def _send(self, frame: dict[str, Any]) -> None:
         try:
             self._sock.sendall(encode_frame(frame))
@@ -172,6 +263,22 @@ class Client(_Api):
             if not data:
                 raise DaemonNotRunning(f"the daemon at {self.path} closed the connection")
             self._decoder.receive_data(data)
+
+
+def _repiece(pieces: Iterable[bytes | memoryview]) -> Iterator[bytes]:
+    """Regroup arbitrary pieces into frames of at most PIECE bytes."""
+    pending = bytearray()
+    for piece in pieces:
+        view = memoryview(piece).cast("B")
+        while view.nbytes:
+            take = min(PIECE - len(pending), view.nbytes)
+            pending += view[:take]
+            view = view[take:]
+            if len(pending) == PIECE:
+                yield bytes(pending)
+                pending.clear()
+    if pending:
+        yield bytes(pending)
 
 
 def _connect_blocking(path: Path, timeout: float) -> socket.socket:
@@ -285,6 +392,42 @@ class AsyncClient(_Api):
 
     async def _call(self, method: str, params: dict[str, Any]) -> Any:
         return await self.call(method, params)
+
+    async def blob_upload(
+        self,
+        pieces: Iterable[bytes | memoryview],
+        *,
+        media_type: str = "application/octet-stream",
+        meta: dict[str, Any] | None = None,
+        pin: bool = True,
+    ) -> Any:
+        begin = {"media_type": media_type, "meta": meta or {}, "pin": pin}
+        upload = (await self.call("blob.upload.begin", begin))["upload"]
+        try:
+            for piece in _repiece(pieces):
+                await self.call("blob.upload.write", {"upload": upload, "data": piece})
+        except BaseException:
+            with trio.CancelScope(shield=True), suppress(IpcError):
+                await self.call("blob.upload.abort", {"upload": upload})
+            raise
+        return await self.call("blob.upload.commit", {"upload": upload})
+
+    async def put_tensors(self, tensors: Mapping[str, Any]) -> str:
+        from p2pnode.blobs import tensors as codec
+
+        result = await self.blob_upload(
+            codec.encode_pieces(tensors), media_type=codec.MEDIA_TYPE, meta=codec.metadata(tensors)
+        )
+        return str(result["key"])
+
+    async def get_tensors(self, key: str) -> dict[str, Any]:
+        from p2pnode.blobs import tensors as codec
+
+        size = (await self.blob_fetch(key))["size"]
+        buf = bytearray()
+        while len(buf) < size:
+            buf += (await self.blob_read(key, len(buf), min(PIECE, size - len(buf))))["data"]
+        return codec.decode(buf)
 
     @asynccontextmanager
     async def subscribe(self, topic: str) -> AsyncIterator[trio.MemoryReceiveChannel[Any]]:

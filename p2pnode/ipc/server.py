@@ -48,6 +48,8 @@ class Session:
         self._lock = trio.Lock()
         self.subscriptions: dict[int, trio.CancelScope] = {}
         self.closed = False
+        # Per-connection resources (upload sessions...) released when the client goes.
+        self.on_close: list[Callable[[], None]] = []
 
     async def send(self, frame: dict[str, Any]) -> None:
         data = encode_frame(frame)
@@ -160,6 +162,11 @@ class IpcServer:
         finally:
             if session is not None:
                 session.closed = True
+                for release in session.on_close:
+                    try:
+                        release()
+                    except Exception:
+                        log.exception("IPC session cleanup failed")
             self._clients.release()
             with trio.CancelScope(shield=True):
                 await stream.aclose()

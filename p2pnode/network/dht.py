@@ -33,6 +33,7 @@ import multiaddr
 import trio
 from libp2p.abc import IHost
 from libp2p.crypto.keys import KeyPair
+from libp2p.kad_dht.common import PROTOCOL_ID as KAD_ID
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
@@ -40,6 +41,7 @@ from libp2p.records.utils import InvalidRecordType
 from libp2p.records.validator import Validator
 
 from p2pnode.config import Config
+from p2pnode.network.host import allow_redial, set_guarded_handler
 from p2pnode.network.rpc import RpcError, RpcService
 from p2pnode.network.signing import sign_record, verify
 from p2pnode.store import Store
@@ -174,10 +176,6 @@ class Dht:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.rpc.run)
             # Re-register KadDHT's handler guarded: one bad inbound kad stream must not stop us.
-            from libp2p.kad_dht.common import PROTOCOL_ID as KAD_ID
-
-            from p2pnode.network.host import set_guarded_handler
-
             set_guarded_handler(self.host, KAD_ID, self.kad.handle_stream)
             task_status.started(self)
             nursery.start_soon(self._bootstrap_loop)
@@ -193,6 +191,7 @@ class Dht:
             raise DhtError(f"bad multiaddr {addr!r}: {exc}") from None
         if info.peer_id == self.local_id:
             raise DhtError("refusing to connect to ourselves")
+        allow_redial(self.host, info.peer_id)  # an explicit dial is a deliberate retry
         try:
             with trio.fail_after(self.cfg.network.connect_timeout):
                 await self.host.connect(info)
@@ -271,8 +270,9 @@ class Dht:
             return
         pending.pop(addr, None)
         if not self.bootstrapped.is_set():
-            await self._refresh()
+            # Joined: say so now; filling the routing table is the refresh's business.
             self.bootstrapped.set()
+            await self._refresh()
             log.info("bootstrapped via %s; routing table has %d peers", addr, self.table_size())
 
     async def _refresh(self) -> None:
@@ -496,8 +496,12 @@ class Dht:
         self._last_seq[key] = seq
         return seq
 
-    async def put(self, key: str, value: bytes) -> PutResult:
-        """Sign, store locally as owner, and store at the closest peers."""
+    async def put(self, key: str, value: bytes, *, seq: int | None = None) -> PutResult:
+        """Sign, store locally as owner, and store at the closest peers.
+
+        ``seq`` defaults to the clock in milliseconds, bumped past any version held; an
+        explicit ``seq`` must be above the held version's.
+        """
         started = time.perf_counter()
         ok = False
         try:
@@ -507,11 +511,18 @@ class Dht:
                     f"value of {len(value)} bytes exceeds the limit of "
                     f"{self.cfg.dht.max_value_size} bytes"
                 )
+            if seq is not None:
+                held = self._held.get(key)
+                if held is not None and seq <= held.record.seq:
+                    raise LocalProtocolError(
+                        f"sequence {seq} is not above the held version's {held.record.seq}"
+                    )
+                self._last_seq[key] = seq
             record = sign_record(
                 self.key_pair,
                 key=key,
                 value=value,
-                seq=self._next_seq(key),
+                seq=self._next_seq(key) if seq is None else seq,
                 ttl=self.cfg.dht.record_ttl,
                 publisher=self.local_b58,
             )

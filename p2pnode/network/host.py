@@ -23,6 +23,7 @@ from libp2p.abc import IHost, INetStream
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
 from libp2p.network.config import ConnectionConfig
+from libp2p.peer.id import ID
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
@@ -93,6 +94,19 @@ def guarded_validator(name: str, validator: Callable[..., bool]) -> Callable[...
             return False
 
     return wrapper
+
+
+def allow_redial(host: IHost, peer: ID) -> None:
+    """Lift py-libp2p's 60 s block on dialing a peer whose addresses all failed once.
+
+    The swarm's negative cache refuses, silently, every dial to such a peer for a minute; a
+    peer that restarts within that minute could not be reached by an explicit connect or a
+    blob fetch. Callers with their own backoff clear it before a deliberate retry.
+    """
+    cache = getattr(host.get_network(), "_negative_peer_cache", None)
+    if cache is not None:
+        with suppress(Exception):
+            cache.evict(str(peer))
 
 
 def set_guarded_handler(host: IHost, protocol: str, handler: StreamHandler) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cbor2
@@ -60,6 +61,22 @@ class Store:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, for services that keep their own tables (blobs)."""
+        return self._db
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Several statements as one atomic change."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     @property
     def schema_version(self) -> int:

@@ -27,4 +27,27 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX providers_expiry ON providers (expires_at);
     """,
+    # 2: content-addressed blobs: chunk files on disk, manifests, which blob uses which chunk.
+    """
+    CREATE TABLE chunks (
+        hash BLOB PRIMARY KEY,            -- sha2-256 multihash of the chunk
+        size INTEGER NOT NULL
+    );
+    CREATE TABLE blobs (
+        key         TEXT PRIMARY KEY,     -- CIDv1 of the manifest
+        manifest    BLOB NOT NULL,
+        size        INTEGER NOT NULL,
+        complete    INTEGER NOT NULL,     -- every chunk is on disk
+        pinned      INTEGER NOT NULL,     -- never garbage-collected
+        last_access REAL NOT NULL
+    );
+    CREATE TABLE blob_chunks (
+        blob TEXT NOT NULL,
+        idx  INTEGER NOT NULL,
+        hash BLOB NOT NULL,
+        PRIMARY KEY (blob, idx)
+    );
+    CREATE INDEX blob_chunks_hash ON blob_chunks (hash);
+    CREATE INDEX blobs_lru ON blobs (pinned, last_access);
+    """,
 )

@@ -40,7 +40,7 @@ class LocalSwarm:
         node.process.wait(timeout=15)
         node.process = None
 
-    def wait_connected(self, min_peers: int, timeout: float = 20) -> None:
+    def wait_connected(self, min_peers: int, timeout: float = 40) -> None:
         deadline = time.monotonic() + timeout
         for i in range(1, len(self.nodes) + 1):
             if self.nodes[i - 1].process is None:

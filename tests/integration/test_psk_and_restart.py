@@ -41,7 +41,8 @@ def test_a_daemon_with_another_psk_cannot_connect_or_read(tmp_path: Path) -> Non
 
 
 def test_killed_daemon_keeps_its_id_and_its_records_come_back(tmp_path: Path) -> None:
-    s = LocalSwarm(tmp_path / "net", 2)
+    # A short backoff cap: the restarted nodes retry each other often while both come up.
+    s = LocalSwarm(tmp_path / "net", 2, {"network.bootstrap_max_backoff": 0.5})
     try:
         s.start()
         s.wait_connected(1)

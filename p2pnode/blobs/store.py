@@ -1,0 +1,303 @@
+"""The local blob store: chunk files under the data dir, indexed in SQLite.
+
+Chunks live at ``<data dir>/blobs/<aa>/<hash hex>``, written to a temporary name and renamed,
+so a chunk file is either whole or absent after a crash; its row is inserted only after the
+rename. A blob is a manifest row plus the list of its chunk hashes; it is *complete* when every
+chunk is on disk. Pinned blobs are kept; the others are removed least-recently-used first when
+the store grows past ``blobs.max_store_bytes``.
+
+Hashing and file I/O of chunks run in worker threads (hashlib and file writes release the
+GIL), so a transfer does not stall the daemon's event loop; SQLite stays on the trio thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from p2pnode.store import Store
+from protocols.blobs.cid import DIGEST_LEN, SHA2_256
+from protocols.blobs.manifest import CHUNK_SIZE, Manifest, decode_manifest
+
+log = logging.getLogger(__name__)
+
+
+class BlobStoreError(Exception):
+    """A blob or chunk is missing, or the store cannot be written."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlobStat:
+    key: str
+    size: int
+    chunks: int
+    local_chunks: int
+    complete: bool
+    pinned: bool
+    media_type: str
+    meta: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "size": self.size,
+            "chunks": self.chunks,
+            "local_chunks": self.local_chunks,
+            "complete": self.complete,
+            "pinned": self.pinned,
+            "media_type": self.media_type,
+            "meta": self.meta,
+        }
+
+
+def chunk_hash(data: bytes | memoryview) -> bytes:
+    return bytes([SHA2_256, DIGEST_LEN]) + hashlib.sha256(data).digest()
+
+
+class BlobStore:
+    def __init__(self, store: Store, root: Path) -> None:
+        self.db = store
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._have: dict[bytes, int] = dict(store.db.execute("SELECT hash, size FROM chunks"))
+        self.bytes_stored = sum(self._have.values())
+
+    # -- chunks --------------------------------------------------------------------------------
+
+    def has_chunk(self, mh: bytes) -> bool:
+        return mh in self._have
+
+    def chunk_path(self, mh: bytes) -> Path:
+        hexed = mh.hex()
+        return self.root / hexed[4:6] / hexed
+
+    def _write_file(self, mh: bytes, data: bytes | memoryview) -> None:
+        path = self.chunk_path(mh)
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(data)}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+
+    def _record_chunk(self, mh: bytes, size: int) -> None:
+        if mh in self._have:
+            return
+        self.db.db.execute("INSERT OR IGNORE INTO chunks (hash, size) VALUES (?, ?)", (mh, size))
+        self._have[mh] = size
+        self.bytes_stored += size
+
+    async def put_verified_chunk(self, expected: bytes, data: bytes) -> bool:
+        """Store a chunk received from a peer if it hashes to ``expected``; False if not."""
+        if expected in self._have:
+            return True
+
+        def work() -> bool:
+            if chunk_hash(data) != expected:
+                return False
+            self._write_file(expected, data)
+            return True
+
+        ok = await trio.to_thread.run_sync(work)
+        if ok:
+            self._record_chunk(expected, len(data))
+        return ok
+
+    async def read_chunk(self, mh: bytes) -> bytes:
+        if mh not in self._have:
+            raise BlobStoreError(f"chunk {mh.hex()} is not held here")
+        path = self.chunk_path(mh)
+        try:
+            return await trio.to_thread.run_sync(path.read_bytes)
+        except FileNotFoundError:
+            self._forget_chunk(mh)
+            raise BlobStoreError(f"chunk {mh.hex()} vanished from disk") from None
+
+    def _forget_chunk(self, mh: bytes) -> None:
+        size = self._have.pop(mh, 0)
+        self.bytes_stored -= size
+        self.db.db.execute("DELETE FROM chunks WHERE hash = ?", (mh,))
+        self.db.db.execute(
+            "UPDATE blobs SET complete = 0 WHERE key IN "
+            "(SELECT blob FROM blob_chunks WHERE hash = ?)",
+            (mh,),
+        )
+
+    def drop_corrupt_chunk(self, mh: bytes) -> None:
+        """Forget a chunk whose file no longer matches its hash (detected on serve or read)."""
+        log.warning("chunk %s is corrupt on disk; dropping it", mh.hex())
+        self.chunk_path(mh).unlink(missing_ok=True)
+        self._forget_chunk(mh)
+
+    # -- blobs ---------------------------------------------------------------------------------
+
+    def add_manifest(self, key: str, manifest_bytes: bytes, *, pinned: bool) -> Manifest:
+        manifest = decode_manifest(manifest_bytes)
+        complete = all(mh in self._have for mh, _ in manifest.chunks)
+        with self.db.transaction() as db:
+            db.execute(
+                "INSERT INTO blobs (key, manifest, size, complete, pinned, last_access) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+                "pinned = max(blobs.pinned, excluded.pinned), last_access = excluded.last_access",
+                (key, manifest_bytes, manifest.size, int(complete), int(pinned), time.time()),
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO blob_chunks (blob, idx, hash) VALUES (?, ?, ?)",
+                [(key, i, mh) for i, (mh, _) in enumerate(manifest.chunks)],
+            )
+        return manifest
+
+    def manifest_bytes(self, key: str) -> bytes | None:
+        row = self.db.db.execute("SELECT manifest FROM blobs WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def manifest(self, key: str) -> Manifest | None:
+        raw = self.manifest_bytes(key)
+        return None if raw is None else decode_manifest(raw)
+
+    def missing(self, manifest: Manifest) -> list[int]:
+        return [i for i, (mh, _) in enumerate(manifest.chunks) if mh not in self._have]
+
+    def mark_complete(self, key: str) -> None:
+        self.db.db.execute(
+            "UPDATE blobs SET complete = 1, last_access = ? WHERE key = ?", (time.time(), key)
+        )
+
+    def touch(self, key: str) -> None:
+        self.db.db.execute("UPDATE blobs SET last_access = ? WHERE key = ?", (time.time(), key))
+
+    def is_complete(self, key: str) -> bool:
+        row = self.db.db.execute("SELECT complete FROM blobs WHERE key = ?", (key,)).fetchone()
+        return bool(row and row[0])
+
+    def set_pinned(self, key: str, pinned: bool) -> bool:
+        cur = self.db.db.execute("UPDATE blobs SET pinned = ? WHERE key = ?", (int(pinned), key))
+        return cur.rowcount > 0
+
+    def stat(self, key: str) -> BlobStat | None:
+        row = self.db.db.execute(
+            "SELECT manifest, complete, pinned FROM blobs WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None:
+            return None
+        manifest = decode_manifest(row[0])
+        local = sum(1 for mh, _ in manifest.chunks if mh in self._have)
+        return BlobStat(
+            key=key,
+            size=manifest.size,
+            chunks=len(manifest.chunks),
+            local_chunks=local,
+            complete=bool(row[1]) and local == len(manifest.chunks),
+            pinned=bool(row[2]),
+            media_type=manifest.media_type,
+            meta=manifest.meta,
+        )
+
+    def complete_keys(self) -> list[str]:
+        return [k for (k,) in self.db.db.execute("SELECT key FROM blobs WHERE complete = 1")]
+
+    async def read_range(self, key: str, offset: int, length: int) -> bytes:
+        manifest = self.manifest(key)
+        if manifest is None:
+            raise BlobStoreError(f"blob {key} is not held here")
+        end = min(manifest.size, offset + length)
+        out = bytearray()
+        at = 0
+        for mh, size in manifest.chunks:
+            if at + size > offset and at < end:
+                data = await self.read_chunk(mh)
+                out += data[max(0, offset - at) : min(size, end - at)]
+            at += size
+            if at >= end:
+                break
+        self.touch(key)
+        return bytes(out)
+
+    # -- garbage collection --------------------------------------------------------------------
+
+    def collect(self, limit: int) -> int:
+        """Remove unpinned blobs, least recently used first, until under ``limit`` bytes.
+
+        A chunk is deleted only when no remaining blob uses it. Returns bytes freed.
+        """
+        freed = 0
+        if self.bytes_stored <= limit:
+            return 0
+        victims = self.db.db.execute(
+            "SELECT key FROM blobs WHERE pinned = 0 ORDER BY last_access ASC"
+        ).fetchall()
+        for (key,) in victims:
+            if self.bytes_stored <= limit:
+                break
+            hashes = [
+                h
+                for (h,) in self.db.db.execute(
+                    "SELECT hash FROM blob_chunks WHERE blob = ?", (key,)
+                )
+            ]
+            with self.db.transaction() as db:
+                db.execute("DELETE FROM blob_chunks WHERE blob = ?", (key,))
+                db.execute("DELETE FROM blobs WHERE key = ?", (key,))
+            for mh in set(hashes):
+                still_used = self.db.db.execute(
+                    "SELECT 1 FROM blob_chunks WHERE hash = ? LIMIT 1", (mh,)
+                ).fetchone()
+                if still_used or mh not in self._have:
+                    continue
+                freed += self._have[mh]
+                self.chunk_path(mh).unlink(missing_ok=True)
+                self._forget_chunk(mh)
+            log.info("garbage-collected blob %s", key)
+        return freed
+
+
+class Ingest:
+    """Builds a blob from bytes arriving in pieces: 1 MiB chunks hashed and written as they
+    fill, so memory stays at one chunk whatever the blob's size."""
+
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+        self._buf = bytearray()
+        self.chunks: list[tuple[bytes, int]] = []
+        self.size = 0
+
+    async def write(self, data: bytes | memoryview) -> None:
+        self._buf += data
+        self.size += len(data)
+        while len(self._buf) >= CHUNK_SIZE:
+            piece = bytes(self._buf[:CHUNK_SIZE])
+            del self._buf[:CHUNK_SIZE]
+            await self._emit(piece)
+
+    async def write_all(self, pieces: Iterable[bytes | memoryview]) -> None:
+        for piece in pieces:
+            await self.write(piece)
+
+    async def _emit(self, piece: bytes) -> None:
+        mh = await trio.to_thread.run_sync(chunk_hash, piece)
+        if not self.store.has_chunk(mh):
+            await trio.to_thread.run_sync(self.store._write_file, mh, piece)
+            self.store._record_chunk(mh, len(piece))
+        self.chunks.append((mh, len(piece)))
+
+    async def finish(
+        self, *, media_type: str, meta: dict[str, Any] | None = None, pinned: bool = True
+    ) -> tuple[str, Manifest]:
+        if self._buf:
+            piece = bytes(self._buf)
+            self._buf.clear()
+            await self._emit(piece)
+        manifest = Manifest(
+            chunks=tuple(self.chunks), size=self.size, media_type=media_type, meta=meta or {}
+        )
+        raw = manifest.encode()
+        key = manifest.key
+        self.store.add_manifest(key, raw, pinned=pinned)
+        return key, manifest

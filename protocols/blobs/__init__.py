@@ -1,0 +1,1 @@
+"""Content addressing for blobs, sans-I/O: multihashes, CIDs, manifests, exchange messages."""

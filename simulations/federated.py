@@ -62,6 +62,8 @@ class FederatedConfig:
     mixing: bool | None = None
     compression: str = "none"
     ratio: float = 0.01
+    #: how the sparsifiers store kept values: float16 (the default) or float32
+    sparse_values: str = "float16"
     error_feedback: bool | None = None  # None: on for the sparsifiers only
     optimizer: str = "sgd"
     server_lr: float = 1.0
@@ -214,7 +216,7 @@ def run_federated(cfg: FederatedConfig, centralized: bool = True) -> FederatedRe
     )
     opt_state = optimizer.init(params)
     schedule = make_schedule(cfg.schedule, cfg.server_lr, cfg.rounds, cfg.warmup)
-    compressor = Compressor(cfg.compression, ratio=cfg.ratio)
+    compressor = Compressor(cfg.compression, ratio=cfg.ratio, values=cfg.sparse_values)
     use_ef = compressor.needs_error_feedback if cfg.error_feedback is None else cfg.error_feedback
     feedback = {cid: ErrorFeedback(compressor) for cid in ids}
     client_rngs = {cid: np.random.default_rng([cfg.seed, 3, i]) for i, cid in enumerate(ids)}
@@ -343,6 +345,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[FederatedConfig, Path, bool]
     )
     p.add_argument("--compression", choices=COMPRESSION_KINDS, default=d.compression)
     p.add_argument("--ratio", type=float, default=d.ratio, help="fraction kept by topk/randk")
+    p.add_argument(
+        "--sparse-values",
+        choices=("float16", "float32"),
+        default=d.sparse_values,
+        help="value type of topk/randk",
+    )
     p.add_argument("--no-error-feedback", action="store_true")
     p.add_argument("--optimizer", choices=("sgd", "adam", "lamb"), default=d.optimizer)
     p.add_argument("--server-lr", type=float, default=d.server_lr)
@@ -373,6 +381,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[FederatedConfig, Path, bool]
         mixing=a.mixing,
         compression=a.compression,
         ratio=a.ratio,
+        sparse_values=a.sparse_values,
         error_feedback=False if a.no_error_feedback else None,
         optimizer=a.optimizer,
         server_lr=a.server_lr,

@@ -1,0 +1,184 @@
+"""``HeartbeatConfig`` and the pure formulas of SWIM + Lifeguard (hashicorp/memberlist ``util.go``).
+
+The three constructors hold memberlist's ``DefaultLANConfig``, ``DefaultWANConfig`` and
+``DefaultLocalConfig`` numbers; the daemon's defaults (``membership.*`` in p2pnode/config.py) are
+tuned for the 3 s detection aim at a 1 s interval and documented in docs/membership.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from .errors import LocalProtocolError
+
+__all__ = [
+    "HeartbeatConfig",
+    "remaining_suspicion_time",
+    "retransmit_limit",
+    "suspicion_timeout",
+]
+
+
+def suspicion_timeout(suspicion_mult: float, n: int, interval: float) -> float:
+    """Minimum suspicion time: ``mult * max(1, log10(max(1, n))) * interval`` (memberlist).
+
+    Rounded down to the millisecond, as memberlist's integer arithmetic does.
+    """
+    node_scale = max(1.0, math.log10(max(1.0, float(n))))
+    return math.floor(node_scale * 1000) * suspicion_mult * interval / 1000
+
+
+def retransmit_limit(retransmit_mult: int, n: int) -> int:
+    """How many times each broadcast is sent: ``mult * ceil(log10(n + 1))``."""
+    return retransmit_mult * math.ceil(math.log10(n + 1))
+
+
+def remaining_suspicion_time(
+    n: int, k: int, elapsed: float, min_timeout: float, max_timeout: float
+) -> float:
+    """Lifeguard: the suspicion timeout shrinks on a log scale from ``max`` toward ``min`` as
+    ``n`` of the ``k`` expected independent confirmations arrive; minus the time elapsed.
+
+    ``max - log(n+1)/log(k+1) * (max - min)``, floored to the millisecond and never below min.
+    """
+    if k < 1:
+        raw = min_timeout
+    else:
+        frac = math.log(n + 1.0) / math.log(k + 1.0)
+        raw = max_timeout - frac * (max_timeout - min_timeout)
+    timeout = math.floor(1000.0 * raw) / 1000.0
+    timeout = max(timeout, min_timeout)
+    return timeout - elapsed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeartbeatConfig:
+    #: Seconds between two probes by this node (one member each, round robin over a shuffled
+    #: order). Lifeguard stretches it to ``probe_interval * (awareness + 1)``.
+    probe_interval: float = 1.0
+    #: Seconds to wait for a direct ack before asking helpers (about the p99 RTT); also each
+    #: helper's wait. Stretched by awareness like the interval.
+    probe_timeout: float = 0.5
+    #: Helpers asked to probe on our behalf when the direct probe times out (SWIM's k).
+    indirect_checks: int = 3
+    #: Minimum suspicion = ``suspicion_mult * max(1, log10 N) * probe_interval``.
+    suspicion_mult: float = 4.0
+    #: Maximum suspicion = ``suspicion_max_timeout_mult * minimum``; with no confirmations the
+    #: suspicion lasts this long.
+    suspicion_max_timeout_mult: float = 6.0
+    #: Independent confirmations that shrink the suspicion to its minimum (Lifeguard's k). None:
+    #: memberlist's ``suspicion_mult - 2``. Set to 0 when fewer than k + 2 members exist.
+    suspicion_confirmations: int | None = None
+    #: Seconds between gossip rounds; a round sends only when broadcasts are queued.
+    gossip_interval: float = 0.2
+    #: Members each gossip round sends to.
+    gossip_nodes: int = 3
+    #: Each broadcast is sent ``retransmit_mult * ceil(log10(N + 1))`` times.
+    retransmit_mult: int = 4
+    #: Cap on Lifeguard's local-health score (timeouts are scaled by score + 1 < this).
+    awareness_max_multiplier: int = 8
+    #: Seconds after a member's death during which gossip rounds may still pick it (so a
+    #: healed partition hears about itself).
+    gossip_to_the_dead_time: float = 30.0
+    #: Seconds between probes of one random dead member (Serf's reconnect): a member that
+    #: was only cut off answers, learns it was declared dead and refutes.
+    reconnect_interval: float = 5.0
+    #: Seconds a dead member is remembered before it is forgotten.
+    dead_retention: float = 600.0
+    #: Largest packet we send or accept, in bytes (header + piggybacked updates).
+    max_packet_bytes: int = 1400
+    #: Seconds between push-pull exchanges with one random member (0: only when joining).
+    push_pull_interval: float = 30.0
+    #: Largest push-pull page, in bytes (bounded: a page is a sample, not the whole view).
+    max_sync_bytes: int = 32768
+    #: Largest encoded node state (the heartbeat payload), in bytes.
+    max_state_bytes: int = 512
+    #: Members tracked at most; joins beyond it are refused (memory bound).
+    max_members: int = 100_000
+    #: Seconds between two broadcasts of our own changed state (changes in between coalesce).
+    min_state_interval: float = 1.0
+    #: Incarnation advances accepted per member in a burst; refilled one per
+    #: ``min_state_interval``. Beyond it an update is refused as too frequent.
+    alive_burst: int = 8
+    #: Phi above which a member we have heard from regularly is probed next (Hayashibara).
+    phi_threshold: float = 8.0
+    #: Members whose arrival history feeds the phi accrual detector (most recently heard).
+    phi_tracked: int = 32
+    #: Half-life, in seconds, of the availability part of the reliability score.
+    reliability_half_life: float = 600.0
+    #: Weight of one probe outcome in the missed-probe EWMA of the reliability score.
+    reliability_probe_alpha: float = 0.05
+
+    def __post_init__(self) -> None:
+        positive = ("probe_interval", "probe_timeout", "gossip_interval", "min_state_interval")
+        for name in positive:
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and v > 0 and v == v):
+                raise LocalProtocolError(f"{name} must be a positive number, got {v!r}")
+        if self.probe_timeout >= self.probe_interval:
+            raise LocalProtocolError("probe_timeout must be shorter than probe_interval")
+        if self.indirect_checks < 0 or self.gossip_nodes < 1 or self.retransmit_mult < 1:
+            raise LocalProtocolError(
+                "indirect_checks >= 0, gossip_nodes >= 1, retransmit_mult >= 1"
+            )
+        if self.suspicion_mult <= 0 or self.suspicion_max_timeout_mult < 1:
+            raise LocalProtocolError("suspicion_mult > 0 and suspicion_max_timeout_mult >= 1")
+        if self.awareness_max_multiplier < 1 or self.max_packet_bytes < 512:
+            raise LocalProtocolError("awareness_max_multiplier >= 1, max_packet_bytes >= 512")
+
+    # -- constructors: memberlist's defaults --------------------------------------------------
+
+    @classmethod
+    def lan(cls, **overrides: object) -> HeartbeatConfig:
+        """memberlist ``DefaultLANConfig``."""
+        return replace(cls(), **overrides)  # type: ignore[arg-type]
+
+    @classmethod
+    def wan(cls, **overrides: object) -> HeartbeatConfig:
+        """memberlist ``DefaultWANConfig``."""
+        base = cls(
+            probe_interval=5.0,
+            probe_timeout=3.0,
+            suspicion_mult=6.0,
+            gossip_interval=0.5,
+            gossip_nodes=4,
+        )
+        return replace(base, **overrides)  # type: ignore[arg-type]
+
+    @classmethod
+    def local(cls, **overrides: object) -> HeartbeatConfig:
+        """memberlist ``DefaultLocalConfig``."""
+        base = cls(
+            probe_timeout=0.2,
+            indirect_checks=1,
+            suspicion_mult=3.0,
+            gossip_interval=0.1,
+            retransmit_mult=2,
+        )
+        return replace(base, **overrides)  # type: ignore[arg-type]
+
+    # -- derived values ------------------------------------------------------------------------
+
+    def expected_confirmations(self, n: int) -> int:
+        """Lifeguard's k for a swarm of ``n`` members (including us)."""
+        k = (
+            int(self.suspicion_mult) - 2
+            if self.suspicion_confirmations is None
+            else self.suspicion_confirmations
+        )
+        # No confirmations from ourselves or from the suspect.
+        return 0 if n - 2 < k else max(0, k)
+
+    def suspicion_bounds(self, n: int) -> tuple[float, float]:
+        lo = suspicion_timeout(self.suspicion_mult, n, self.probe_interval)
+        return lo, lo * self.suspicion_max_timeout_mult
+
+    def detection_bound(self, n: int) -> float:
+        """Worst case, with no loss and awareness at zero, from a silent crash to *every*
+        survivor declaring it dead: a full round-robin pass before the first probe reaches it
+        ((n - 1) intervals), the probe period, the maximum suspicion, and dissemination of the
+        death (the accuser sends it at the next gossip round; every other survivor runs its own
+        timer anyway, so one more interval covers the last one)."""
+        _, hi = self.suspicion_bounds(n)
+        return (n - 1) * self.probe_interval + self.probe_interval + hi + self.probe_interval

@@ -1,0 +1,775 @@
+"""``Membership``: SWIM with Lifeguard, as ``handle(event, now) -> list[Effect]``.
+
+One protocol period (``probe_interval * (awareness + 1)``): probe the next member of a shuffled
+round robin (a member the transport just lost, or one whose phi crossed the threshold, goes
+first) with a PING; if no ACK comes within the probe timeout, ask ``indirect_checks`` random
+members to PING it for us (PING_REQ; each answers ACK or, on its own timeout, NACK); if the
+period ends in silence, accuse the target (``Suspect``, signed by us). A suspect has until the
+Lifeguard suspicion timeout (shrinking as others confirm) to refute with a higher incarnation;
+then it is declared ``Dead``. Every packet piggybacks queued updates (news about its receiver
+first), and a gossip round every ``gossip_interval`` sends them to a few more members while any
+are queued. Missed nacks and refutations raise our local-health score, which stretches our own
+timeouts (Lifeguard's awareness).
+
+Nothing here reads a clock or global randomness: ``now`` comes with each event and ``rng`` is the
+caller's seeded ``random.Random``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+from .awareness import Awareness
+from .broadcast_queue import BroadcastQueue
+from .codec import PACKET_OVERHEAD, UPDATE_OVERHEAD, accusation_payload, alive_payload, update_size
+from .config import HeartbeatConfig, retransmit_limit
+from .detector import PhiAccrual, Reliability
+from .errors import LocalProtocolError
+from .events import (
+    ChangeKind,
+    Effect,
+    Event,
+    LocalStateChanged,
+    MemberChanged,
+    PacketReceived,
+    PeerDisconnected,
+    PeerDiscovered,
+    Send,
+    SetTimer,
+    Started,
+    TaskOutcome,
+    TimerFired,
+    TimerKind,
+)
+from .messages import Alive, Dead, NodeState, Packet, PacketKind, Suspect, Update
+from .signing import Signer, Verifier
+from .state import CONFIRM, MemberStatus, UpdateKind, transition
+from .suspicion import Suspicion
+from .table import Member, MemberBase, MemberTable
+
+__all__ = ["MemberView", "Membership"]
+
+_ALIVE, _SUSPECT, _DEAD = MemberStatus.ALIVE, MemberStatus.SUSPECT, MemberStatus.DEAD
+_KIND = {Alive: UpdateKind.ALIVE, Suspect: UpdateKind.SUSPECT, Dead: UpdateKind.DEAD}
+#: Bounds on bookkeeping a peer can make us grow.
+_MAX_RELAYS = 256
+_MAX_URGENT = 64
+_MAX_SMALL_MAPS = 8192
+
+
+@dataclass
+class _Probe:
+    seq: int
+    target: bytes
+    start: float
+    helpers: tuple[bytes, ...] = ()
+    nacks: int = 0
+    done: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    """One row of ``members``: what this node believes about a member."""
+
+    node: bytes
+    status: MemberStatus
+    incarnation: int
+    state: NodeState
+    since: float
+    last_heard: float | None
+    phi: float
+    reliability: float
+    is_self: bool = False
+
+
+class Membership:
+    def __init__(
+        self,
+        *,
+        signer: Signer,
+        verifier: Verifier,
+        config: HeartbeatConfig,
+        rng: random.Random,
+        incarnation: int,
+        state: NodeState,
+        base: MemberBase | None = None,
+    ) -> None:
+        self.me = signer.node_id
+        self.cfg = config
+        self._signer = signer
+        self._verifier = verifier
+        self._rng = rng
+        self.incarnation = incarnation
+        self.state = state
+        self.self_alive = self._sign_alive()
+        self.table = MemberTable(self.me, base)
+        self.awareness = Awareness(config.awareness_max_multiplier)
+        self.queue: BroadcastQueue[Update] = BroadcastQueue()
+        #: Refusals and other notable happenings, by reason (see errors.REFUSAL_REASONS).
+        self.counters: Counter[str] = Counter()
+        self.reliability: dict[bytes, Reliability] = {}
+        self._gens: dict[tuple[TimerKind, object], int] = {}
+        self._gen = 0
+        self._seq = 0
+        self._probe: _Probe | None = None
+        self._relays: dict[int, tuple[bytes, int, bytes]] = {}
+        self._untracked: dict[int, bytes] = {}  # join and reconnect pings
+        self._suspicions: dict[bytes, Suspicion] = {}
+        self._phi: dict[bytes, PhiAccrual] = {}
+        self._urgent: list[bytes] = []
+        self._pushed: dict[bytes, int] = {}
+        self._budget: dict[bytes, tuple[float, float]] = {}
+        self._dead_since: dict[bytes, float] = {}
+        self._pending_state: NodeState | None = None
+        self._last_state_sent = -math.inf
+        self._order_n = 0
+        self._order_pos = 0
+        self._order_off = 0
+        self._order_stride = 1
+        self._synced = False
+
+    # -- entry point ---------------------------------------------------------------------------
+
+    def handle(self, event: Event, now: float) -> list[Effect]:
+        out: list[Effect] = []
+        t = type(event)
+        if t is PacketReceived:
+            self._on_packet(event.sender, event.packet, now, out)  # type: ignore[union-attr]
+        elif t is TimerFired:
+            key, gen = event.key, event.generation  # type: ignore[union-attr]
+            if self._gens.get(key) == gen:
+                del self._gens[key]
+                self._on_timer(key, now, out)
+        elif t is Started:
+            self._on_start(event, now, out)  # type: ignore[arg-type]
+        elif t is PeerDiscovered:
+            self._on_discovered(event.node, now, out)  # type: ignore[union-attr]
+        elif t is PeerDisconnected:
+            self._on_disconnected(event.node, now, out)  # type: ignore[union-attr]
+        elif t is LocalStateChanged:
+            self._on_local_state(event.state, now, out)  # type: ignore[union-attr]
+        elif t is TaskOutcome:
+            if event.node in self.reliability or self.table.get(event.node) is not None:  # type: ignore[union-attr]
+                self._rel(event.node, now).task_outcome(event.success)  # type: ignore[union-attr]
+        else:
+            raise LocalProtocolError(f"unknown event {event!r}")
+        return out
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _timer(self, kind: TimerKind, arg: object, at: float) -> SetTimer:
+        self._gen += 1
+        key = (kind, arg)
+        self._gens[key] = self._gen
+        return SetTimer(key=key, at=at, generation=self._gen)
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _sign_alive(self) -> Alive:
+        sig = self._signer.sign(alive_payload(self.me, self.incarnation, self.state))
+        return Alive(node=self.me, incarnation=self.incarnation, state=self.state, signature=sig)
+
+    def _accusation(self, cls: type[Suspect] | type[Dead], node: bytes, inc: int) -> Update:
+        kind = "suspect" if cls is Suspect else "dead"
+        sig = self._signer.sign(accusation_payload(kind, node, inc, self.me))
+        return cls(node=node, incarnation=inc, accuser=self.me, signature=sig)
+
+    def _verify(self, u: Update) -> bool:
+        if type(u) is Alive:
+            return self._verifier.verify(
+                u.node, alive_payload(u.node, u.incarnation, u.state), u.signature
+            )
+        kind = "suspect" if type(u) is Suspect else "dead"
+        payload = accusation_payload(kind, u.node, u.incarnation, u.accuser)  # type: ignore[union-attr]
+        return self._verifier.verify(u.accuser, payload, u.signature)  # type: ignore[union-attr]
+
+    def _retransmits(self) -> int:
+        return retransmit_limit(self.cfg.retransmit_mult, self.table.live + 1)
+
+    def _queue(self, u: Update) -> None:
+        self.queue.queue(u.node, u, update_size(u))
+
+    def _packet(
+        self,
+        kind: PacketKind,
+        to: bytes,
+        *,
+        seq: int = 0,
+        target: bytes = b"",
+        first: tuple[Update, ...] = (),
+    ) -> Packet:
+        m = self.table.get(to)
+        limit = self.cfg.max_packet_bytes - PACKET_OVERHEAD
+        limit -= sum(update_size(u) + UPDATE_OVERHEAD for u in first)
+        piggy = self.queue.take(
+            limit, self._retransmits(), first=to.__eq__, per_item_overhead=UPDATE_OVERHEAD
+        )
+        if first:
+            piggy = [u for u in piggy if u not in first]
+        return Packet(
+            kind=kind,
+            sender=self.me,
+            seq=seq,
+            target=target,
+            inc=self.incarnation,
+            yinc=-1 if m is None else m.incarnation,
+            ystatus=-1 if m is None else int(m.status),
+            updates=first + tuple(piggy),
+        )
+
+    def _rel(self, node: bytes, now: float) -> Reliability:
+        r = self.reliability.get(node)
+        if r is None:
+            m = self.table.get(node)
+            r = self.reliability[node] = Reliability(now, m is None or m.status != _DEAD)
+        return r
+
+    def _heard(self, node: bytes, now: float) -> None:
+        d = self._phi.pop(node, None)
+        if d is None:
+            d = PhiAccrual(now)
+            if len(self._phi) >= self.cfg.phi_tracked:
+                del self._phi[next(iter(self._phi))]  # least recently heard
+        else:
+            d.heard(now)
+        self._phi[node] = d
+
+    def _random_nodes(self, k: int, exclude: set[bytes], now: float, *, dead_ok: bool = False):  # type: ignore[no-untyped-def]
+        """Up to k distinct random members, alive or suspect (or recently dead if asked)."""
+        if k <= 0:
+            return []
+        ids = self.table.ids
+        g2d = self.cfg.gossip_to_the_dead_time
+
+        def ok(x: bytes) -> bool:
+            if x == self.me or x in exclude:
+                return False
+            m = self.table.get(x)
+            if m is None:
+                return False
+            return m.status != _DEAD or (dead_ok and now - m.since < g2d)
+
+        n = len(ids)
+        if n <= 4 * k + 16:
+            cands = [x for x in ids if ok(x)]
+            return self._rng.sample(cands, min(k, len(cands)))
+        out: list[bytes] = []
+        for _ in range(8 * k):
+            x = ids[self._rng.randrange(n)]
+            if x not in out and ok(x):
+                out.append(x)
+                if len(out) == k:
+                    break
+        return out
+
+    def _next_in_order(self) -> bytes | None:
+        """Round robin over a fresh pseudo-random permutation per pass (an affine map with a
+        stride coprime to the pass size): every member is probed once per pass, in O(1) memory."""
+        ids = self.table.ids
+        for _ in range(len(ids) + 1):
+            if self._order_pos >= self._order_n:
+                n = len(ids)
+                if n == 0:
+                    return None
+                stride = 1
+                for _ in range(32):
+                    s = self._rng.randrange(1, n) if n > 2 else 1
+                    if math.gcd(s, n) == 1:
+                        stride = s
+                        break
+                self._order_n, self._order_pos = n, 0
+                self._order_off, self._order_stride = self._rng.randrange(n), stride
+            idx = (self._order_off + self._order_pos * self._order_stride) % self._order_n
+            self._order_pos += 1
+            x = ids[idx]
+            m = self.table.get(x)
+            if m is not None and m.status != _DEAD:
+                return x
+        return None
+
+    def _pick_target(self, now: float) -> bytes | None:
+        while self._urgent:
+            x = self._urgent.pop(0)
+            m = self.table.get(x)
+            if m is not None and m.status != _DEAD:
+                return x
+        # The phi accrual detector: a member gone unusually quiet is probed first, at most once
+        # per two periods so the round robin (time-bounded completeness) keeps its pace.
+        worst, worst_phi = None, self.cfg.phi_threshold
+        gap = 2 * self.cfg.probe_interval
+        for x, d in self._phi.items():
+            if now - d.last_probed > gap:
+                p = d.phi(now)
+                if p > worst_phi:
+                    m = self.table.get(x)
+                    if m is not None and m.status != _DEAD:
+                        worst, worst_phi = x, p
+        if worst is not None:
+            self.counters["phi_probes"] += 1
+            return worst
+        return self._next_in_order()
+
+    # -- start, local state, hints -------------------------------------------------------------
+
+    def _on_start(self, event: Started, now: float, out: list[Effect]) -> None:
+        cfg, rng = self.cfg, self._rng
+        if event.announce:
+            self._queue(self.self_alive)
+        # Random phases: members started together must not probe in lock step.
+        out.append(self._timer(TimerKind.PROBE, None, now + rng.uniform(0, cfg.probe_interval)))
+        out.append(self._timer(TimerKind.GOSSIP, None, now + rng.uniform(0, cfg.gossip_interval)))
+        at = now + cfg.reconnect_interval * rng.uniform(0.5, 1.5)
+        out.append(self._timer(TimerKind.RECONNECT, None, at))
+        if cfg.push_pull_interval > 0:
+            at = now + cfg.push_pull_interval * rng.uniform(0.5, 1.5)
+            out.append(self._timer(TimerKind.PUSH_PULL, None, at))
+        if event.announce:
+            self._sync_with_random(now, out)
+
+    def _sync_with_random(self, now: float, out: list[Effect]) -> None:
+        for peer in self._random_nodes(1, set(), now):
+            self._synced = True
+            out.append(Send(to=peer, packet=self._sync_packet(PacketKind.SYNC, peer)))
+
+    def _sync_packet(self, kind: PacketKind, to: bytes) -> Packet:
+        """A bounded page of our view: accusations (newest first), then random alive records
+        with ours first. A joiner learns who is gone; a healed island learns who is back."""
+        budget = self.cfg.max_sync_bytes
+        page: list[Update] = [self.self_alive]
+        budget -= update_size(self.self_alive) + UPDATE_OVERHEAD
+        seen = {self.me}
+        accused = sorted(self._dead_since.items(), key=lambda kv: -kv[1])
+        candidates = [x for x in self._suspicions] + [x for x, _ in accused]
+        ids = self.table.ids
+        for _ in range(min(len(ids), 4 * (budget // 200 + 1))):
+            candidates.append(ids[self._rng.randrange(len(ids))])
+        for x in candidates:
+            if x in seen:
+                continue
+            seen.add(x)
+            m = self.table.get(x)
+            if m is None:
+                continue
+            cost = update_size(m.last) + UPDATE_OVERHEAD
+            if cost > budget:
+                break
+            budget -= cost
+            page.append(m.last)
+        m = self.table.get(to)
+        return Packet(
+            kind=kind,
+            sender=self.me,
+            inc=self.incarnation,
+            yinc=-1 if m is None else m.incarnation,
+            ystatus=-1 if m is None else int(m.status),
+            updates=tuple(page),
+        )
+
+    def _on_local_state(self, state: NodeState, now: float, out: list[Effect]) -> None:
+        if state == (self._pending_state or self.state):
+            return
+        self._pending_state = state
+        due = self._last_state_sent + self.cfg.min_state_interval
+        if now >= due:
+            self._publish_state(now)
+        elif (TimerKind.STATE, None) not in self._gens:
+            out.append(self._timer(TimerKind.STATE, None, due))
+
+    def _publish_state(self, now: float) -> None:
+        if self._pending_state is None:
+            return
+        self.state, self._pending_state = self._pending_state, None
+        self.incarnation += 1
+        self.self_alive = self._sign_alive()
+        self._queue(self.self_alive)
+        self._last_state_sent = now
+
+    def _on_discovered(self, node: bytes, now: float, out: list[Effect]) -> None:
+        if node == self.me:
+            return
+        m = self.table.get(node)
+        if m is None or m.status == _DEAD:
+            self._ping_untracked(node, out)
+
+    def _ping_untracked(self, node: bytes, out: list[Effect]) -> None:
+        seq = self._next_seq()
+        if len(self._untracked) >= _MAX_RELAYS:
+            del self._untracked[next(iter(self._untracked))]
+        self._untracked[seq] = node
+        out.append(
+            Send(
+                to=node,
+                packet=self._packet(
+                    PacketKind.PING, node, seq=seq, target=node, first=(self.self_alive,)
+                ),
+            )
+        )
+
+    def _on_disconnected(self, node: bytes, now: float, out: list[Effect]) -> None:
+        m = self.table.get(node)
+        if m is None or m.status == _DEAD:
+            return
+        if self._probe is None:
+            self._start_probe(node, now, out)
+        elif (
+            node not in self._urgent
+            and node != self._probe.target
+            and len(self._urgent) < _MAX_URGENT
+        ):
+            self._urgent.append(node)
+
+    # -- probing -------------------------------------------------------------------------------
+
+    def _start_probe(self, target: bytes, now: float, out: list[Effect]) -> None:
+        cfg, aw = self.cfg, self.awareness
+        seq = self._next_seq()
+        self._probe = _Probe(seq=seq, target=target, start=now)
+        d = self._phi.get(target)
+        if d is not None:
+            d.last_probed = now
+        out.append(
+            Send(to=target, packet=self._packet(PacketKind.PING, target, seq=seq, target=target))
+        )
+        out.append(self._timer(TimerKind.ACK, seq, now + aw.scale(cfg.probe_timeout)))
+        out.append(self._timer(TimerKind.INDIRECT, seq, now + aw.scale(cfg.probe_interval)))
+
+    def _on_timer(self, key: tuple[TimerKind, object], now: float, out: list[Effect]) -> None:
+        kind, arg = key
+        cfg = self.cfg
+        if kind is TimerKind.PROBE:
+            if self._probe is not None:
+                self._finish_probe(self._probe, now, out)
+            target = self._pick_target(now)
+            if target is not None:
+                self._start_probe(target, now, out)
+            at = now + self.awareness.scale(cfg.probe_interval)
+            out.append(self._timer(TimerKind.PROBE, None, at))
+        elif kind is TimerKind.ACK:
+            pr = self._probe
+            if pr is not None and pr.seq == arg and not pr.done:
+                helpers = self._random_nodes(cfg.indirect_checks, {pr.target}, now)
+                pr.helpers = tuple(helpers)
+                for h in helpers:
+                    pk = self._packet(PacketKind.PING_REQ, h, seq=pr.seq, target=pr.target)
+                    out.append(Send(to=h, packet=pk))
+        elif kind is TimerKind.INDIRECT:
+            pr = self._probe
+            if pr is not None and pr.seq == arg:
+                self._finish_probe(pr, now, out)
+        elif kind is TimerKind.RELAY:
+            relay = self._relays.pop(arg, None)  # type: ignore[arg-type]
+            if relay is not None:
+                origin, oseq, target = relay
+                pk = self._packet(PacketKind.NACK, origin, seq=oseq, target=target)
+                out.append(Send(to=origin, packet=pk))
+        elif kind is TimerKind.SUSPICION:
+            node = arg
+            m = self.table.get(node)  # type: ignore[arg-type]
+            s = self._suspicions.get(node)  # type: ignore[arg-type]
+            if (
+                m is not None
+                and m.status == _SUSPECT
+                and s is not None
+                and s.incarnation == m.incarnation
+            ):
+                dead = self._accusation(Dead, m.node, m.incarnation)
+                self._apply(dead, now, out, verified=True)
+        elif kind is TimerKind.GOSSIP:
+            if len(self.queue):
+                for t in self._random_nodes(cfg.gossip_nodes, set(), now, dead_ok=True):
+                    pk = self._packet(PacketKind.GOSSIP, t)
+                    if pk.updates:
+                        out.append(Send(to=t, packet=pk))
+            out.append(self._timer(TimerKind.GOSSIP, None, now + cfg.gossip_interval))
+        elif kind is TimerKind.RECONNECT:
+            for node, t in list(self._dead_since.items()):
+                if now - t > cfg.dead_retention:
+                    del self._dead_since[node]
+                    self.table.remove(node)
+                    self.reliability.pop(node, None)
+            if self._dead_since:
+                self._ping_untracked(self._rng.choice(list(self._dead_since)), out)
+            out.append(self._timer(TimerKind.RECONNECT, None, now + cfg.reconnect_interval))
+        elif kind is TimerKind.STATE:
+            self._publish_state(now)
+        elif kind is TimerKind.PUSH_PULL:
+            self._sync_with_random(now, out)
+            out.append(self._timer(TimerKind.PUSH_PULL, None, now + cfg.push_pull_interval))
+        else:  # pragma: no cover - every TimerKind is handled above
+            raise LocalProtocolError(f"unknown timer {key!r}")
+
+    def _finish_probe(self, pr: _Probe, now: float, out: list[Effect]) -> None:
+        """The period ended without an ack: Lifeguard's awareness, then accuse the target."""
+        self._probe = None
+        if pr.done:
+            return
+        pr.done = True
+        expected = len(pr.helpers)
+        if expected == 0:
+            self.awareness.apply_delta(1)
+        elif pr.nacks < expected:
+            self.awareness.apply_delta(expected - pr.nacks)
+        self.counters["probes_failed"] += 1
+        m = self.table.get(pr.target)
+        if m is None or m.status == _DEAD:
+            return
+        self._rel(pr.target, now).probed(False, self.cfg.reliability_probe_alpha)
+        self._apply(self._accusation(Suspect, m.node, m.incarnation), now, out, verified=True)
+
+    def _probe_succeeded(self, pr: _Probe, now: float) -> None:
+        pr.done = True
+        self._probe = None
+        self.awareness.apply_delta(-1)
+        self._rel(pr.target, now).probed(True, self.cfg.reliability_probe_alpha)
+
+    # -- packets -------------------------------------------------------------------------------
+
+    def _on_packet(self, sender: bytes, p: Packet, now: float, out: list[Effect]) -> None:
+        if p.sender != sender:
+            self.counters["forged"] += 1  # claims to be someone the transport did not see
+            return
+        if sender == self.me:
+            return
+        self._heard(sender, now)
+        for u in p.updates:
+            self._apply(u, now, out)
+        # Lifeguard's buddy system: the sender thinks we are suspect or dead; refute now.
+        if p.ystatus in (_SUSPECT, _DEAD) and p.yinc >= self.incarnation:
+            self._refute(p.yinc, awareness=False)
+        push_mine = p.yinc < self.incarnation
+        kind = p.kind
+        if kind is PacketKind.PING:
+            first = (self.self_alive,) if push_mine else ()
+            self._pushed[sender] = self.incarnation if push_mine else self._pushed.get(sender, -1)
+            out.append(
+                Send(to=sender, packet=self._packet(PacketKind.ACK, sender, seq=p.seq, first=first))
+            )
+            push_mine = False
+        elif kind is PacketKind.ACK:
+            pr = self._probe
+            if (
+                pr is not None
+                and not pr.done
+                and p.seq == pr.seq
+                and (sender == pr.target or (sender in pr.helpers and p.target == pr.target))
+            ):
+                self._probe_succeeded(pr, now)
+            elif p.seq in self._relays and self._relays[p.seq][2] == sender:
+                origin, oseq, target = self._relays.pop(p.seq)
+                pk = self._packet(PacketKind.ACK, origin, seq=oseq, target=target)
+                out.append(Send(to=origin, packet=pk))
+            elif self._untracked.pop(p.seq, None) != sender:
+                self.counters["unexpected"] += 1
+        elif kind is PacketKind.PING_REQ:
+            if p.target and p.target != self.me and p.target != sender:
+                if len(self._relays) >= _MAX_RELAYS:
+                    self.counters["too_frequent"] += 1
+                else:
+                    seq = self._next_seq()
+                    self._relays[seq] = (sender, p.seq, p.target)
+                    pk = self._packet(PacketKind.PING, p.target, seq=seq, target=p.target)
+                    out.append(Send(to=p.target, packet=pk))
+                    at = now + self.awareness.scale(self.cfg.probe_timeout)
+                    out.append(self._timer(TimerKind.RELAY, seq, at))
+        elif kind is PacketKind.NACK:
+            pr = self._probe
+            if pr is not None and p.seq == pr.seq and sender in pr.helpers:
+                pr.nacks += 1
+        elif kind is PacketKind.SYNC:
+            out.append(Send(to=sender, packet=self._sync_packet(PacketKind.SYNC_ACK, sender)))
+            push_mine = False
+        if push_mine and self._pushed.get(sender) != self.incarnation:
+            if len(self._pushed) >= _MAX_SMALL_MAPS:
+                self._pushed.clear()
+            self._pushed[sender] = self.incarnation
+            pk = self._packet(PacketKind.GOSSIP, sender, first=(self.self_alive,))
+            out.append(Send(to=sender, packet=pk))
+        # A member we hold dead is talking to us: our next packet's header tells it (buddy).
+        m = self.table.get(sender)
+        if (
+            m is not None
+            and m.status == _DEAD
+            and kind is not PacketKind.PING
+            and self._pushed.get(b"dead:" + sender) != m.incarnation
+        ):
+            self._pushed[b"dead:" + sender] = m.incarnation
+            out.append(Send(to=sender, packet=self._packet(PacketKind.GOSSIP, sender)))
+
+    # -- updates -------------------------------------------------------------------------------
+
+    def _refute(self, accused_inc: int, *, awareness: bool = True) -> None:
+        self.incarnation = max(self.incarnation, accused_inc) + 1
+        self.self_alive = self._sign_alive()
+        self._queue(self.self_alive)
+        self.counters["refutes"] += 1
+        if awareness:
+            self.awareness.apply_delta(1)
+
+    def _rate_ok(self, node: bytes, now: float) -> bool:
+        cfg = self.cfg
+        tokens, last = self._budget.get(node, (float(cfg.alive_burst), now))
+        tokens = min(float(cfg.alive_burst), tokens + (now - last) / cfg.min_state_interval)
+        if tokens < 1.0:
+            return False
+        if len(self._budget) >= _MAX_SMALL_MAPS:
+            self._budget.clear()
+        self._budget[node] = (tokens - 1.0, now)
+        return True
+
+    def _apply(self, u: Update, now: float, out: list[Effect], *, verified: bool = False) -> None:
+        node = u.node
+        kind = _KIND[type(u)]
+        if node == self.me:
+            self._about_me(u, kind, verified)
+            return
+        m = self.table.get(node)
+        cur_inc = -1 if m is None else m.incarnation
+        nxt = transition(None if m is None else m.status, cur_inc, kind, u.incarnation)
+        if nxt is None:
+            self.counters["stale" if u.incarnation < cur_inc else "duplicate"] += 1
+            return
+        if not verified and not self._verify(u):
+            self.counters["forged"] += 1
+            return
+        if kind is UpdateKind.ALIVE:
+            if m is None and len(self.table) >= self.cfg.max_members:
+                self.counters["over_capacity"] += 1
+                return
+            if m is not None and not self._rate_ok(node, now):
+                self.counters["too_frequent"] += 1
+                return
+            since = now if m is None or m.status != _ALIVE else m.since
+            self.table.put(Member(node, _ALIVE, u.incarnation, u, since, u))  # type: ignore[arg-type]
+            self._suspicions.pop(node, None)
+            self._gens.pop((TimerKind.SUSPICION, node), None)
+            self._dead_since.pop(node, None)
+            self._queue(u)
+            if m is None:
+                change: ChangeKind | None = ChangeKind.JOIN
+                if not self._synced:
+                    self._synced = True
+                    out.append(Send(to=node, packet=self._sync_packet(PacketKind.SYNC, node)))
+            elif m.status != _ALIVE:
+                change = ChangeKind.RECOVERED
+                self._rel(node, now).status(now, True, self.cfg.reliability_half_life)
+            elif m.alive.state != u.state:  # type: ignore[union-attr]
+                change = ChangeKind.STATE
+            else:
+                change = None
+            if change is not None:
+                out.append(
+                    MemberChanged(
+                        kind=change, node=node, incarnation=u.incarnation, status=_ALIVE, alive=u
+                    )
+                )  # type: ignore[arg-type]
+            return
+        assert m is not None  # the table refuses accusations about unknown members
+        if nxt == CONFIRM and u.incarnation == m.incarnation:
+            s = self._suspicions.get(node)
+            if s is not None and s.confirm(u.accuser):  # type: ignore[union-attr]
+                self.counters["confirmations"] += 1
+                out.append(self._timer(TimerKind.SUSPICION, node, max(now, s.deadline())))
+                self._queue(u)
+            return
+        if nxt in (CONFIRM, _SUSPECT):
+            n = self.table.live + 1
+            lo, hi = self.cfg.suspicion_bounds(n)
+            s = Suspicion(
+                accuser=u.accuser,
+                incarnation=u.incarnation,  # type: ignore[union-attr]
+                k=self.cfg.expected_confirmations(n),
+                min_timeout=lo,
+                max_timeout=hi,
+                start=now,
+            )
+            self._suspicions[node] = s
+            since = now if m.status != _SUSPECT else m.since
+            self.table.put(Member(node, _SUSPECT, u.incarnation, m.alive, since, u))
+            out.append(self._timer(TimerKind.SUSPICION, node, s.deadline()))
+            self._queue(u)
+            if m.status != _SUSPECT:
+                out.append(
+                    MemberChanged(
+                        kind=ChangeKind.SUSPECT,
+                        node=node,
+                        incarnation=u.incarnation,
+                        status=_SUSPECT,
+                        alive=m.alive,
+                        accuser=u.accuser,
+                    )
+                )  # type: ignore[union-attr]
+            return
+        # Dead.
+        self.table.put(Member(node, _DEAD, u.incarnation, m.alive, now, u))
+        self._suspicions.pop(node, None)
+        self._gens.pop((TimerKind.SUSPICION, node), None)
+        self._dead_since[node] = now
+        self._rel(node, now).status(now, False, self.cfg.reliability_half_life)
+        self._queue(u)
+        out.append(
+            MemberChanged(
+                kind=ChangeKind.DEAD,
+                node=node,
+                incarnation=u.incarnation,
+                status=_DEAD,
+                alive=m.alive,
+                accuser=u.accuser,
+            )
+        )  # type: ignore[union-attr]
+
+    def _about_me(self, u: Update, kind: UpdateKind, verified: bool) -> None:
+        if u.incarnation < self.incarnation:
+            self.counters["stale"] += 1
+            return
+        if kind is UpdateKind.ALIVE and u.incarnation == self.incarnation:
+            return  # our own record echoed back
+        # Otherwise: a record from an earlier life of ours (newer than where we started), or an
+        # accusation at our current incarnation: refute either.
+        if not verified and not self._verify(u):
+            self.counters["forged"] += 1
+            return
+        self._refute(u.incarnation)
+
+    # -- views ---------------------------------------------------------------------------------
+
+    def members(self, now: float) -> list[MemberView]:
+        """Every member we hold, ourselves first (O(members): for IPC, not for the hot path)."""
+        hl = self.cfg.reliability_half_life
+        rows = [
+            MemberView(
+                node=self.me,
+                status=_ALIVE,
+                incarnation=self.incarnation,
+                state=self.state,
+                since=0.0,
+                last_heard=now,
+                phi=0.0,
+                reliability=1.0,
+                is_self=True,
+            )
+        ]
+        for m in self.table:
+            d = self._phi.get(m.node)
+            r = self.reliability.get(m.node)
+            rows.append(
+                MemberView(
+                    node=m.node,
+                    status=m.status,
+                    incarnation=m.incarnation,
+                    state=m.alive.state,
+                    since=m.since,
+                    last_heard=None if d is None else d.last,
+                    phi=0.0 if d is None else round(d.phi(now), 3),
+                    reliability=1.0 if r is None else round(r.score(now, hl), 4),
+                )
+            )
+        return rows
+
+    def status_of(self, node: bytes) -> MemberStatus | None:
+        m = self.table.get(node)
+        return None if m is None else m.status

@@ -1,0 +1,398 @@
+"""The membership simulator: the real ``protocols.heartbeat.Membership`` machines on a
+``SimClock`` and a lossy, jittery ``SimNetwork`` with crashes, recoveries and a partition.
+
+    python -m simulations.heartbeat --n 1000 --loss 0.05 --seed 1
+    python -m simulations.heartbeat --n 10000 --loss 0.05 --duration 40
+
+One ``random.Random(seed)`` gives sub-seeds to the network, the fault schedule and every node's
+machine, so a seed replays exactly (same events, same figures). Nodes start knowing each other
+(a shared, copy-on-write ``MemberBase``: 10,000 private tables would be 10^8 entries); a restarted
+node starts from that same base with a new incarnation, as a daemon would after a push-pull.
+
+Phases: warm-up; crashes (some recover later) and node-state changes; a minority partition that
+heals; then the world must converge (every live node's view equals the truth) within a budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+from protocols.heartbeat import (
+    HeartbeatConfig,
+    KeyedHashVerifier,
+    LocalStateChanged,
+    MemberBase,
+    MemberChanged,
+    Membership,
+    NodeState,
+    PacketReceived,
+    Send,
+    SetTimer,
+    Started,
+    TimerFired,
+    decode_packet,
+    encode_packet,
+    packet_size,
+)
+from protocols.heartbeat.codec import alive_payload
+from protocols.heartbeat.messages import Alive
+from simulations.sim import SimClock, SimNetwork
+from simulations.sim.membership_checker import MembershipChecker
+
+__all__ = ["HeartbeatWorld", "Scenario", "SimReport", "daemon_config", "main"]
+
+log = logging.getLogger(__name__)
+
+
+def daemon_config(**overrides: object) -> HeartbeatConfig:
+    """The daemon's default knobs (``membership.*`` in p2pnode/config.py)."""
+    base = HeartbeatConfig(
+        probe_interval=1.0,
+        probe_timeout=0.4,
+        indirect_checks=3,
+        suspicion_mult=1.0,
+        suspicion_max_timeout_mult=4.0,
+        suspicion_confirmations=3,
+        gossip_interval=0.2,
+        gossip_nodes=3,
+        retransmit_mult=4,
+    )
+    return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Scenario:
+    seed: int = 1
+    n: int = 1000
+    loss: float = 0.05
+    delay_min: float = 0.0005
+    delay_mean: float = 0.005
+    warmup: float = 5.0
+    crashes: int = 5
+    #: Crashed nodes that restart, and after how long.
+    recoveries: int = 2
+    recover_after: float = 15.0
+    state_changes: int = 5
+    #: Nodes cut off from the rest (0: no partition), from when, for how long.
+    partition_size: int = 0
+    partition_at: float = 30.0
+    partition_for: float = 15.0
+    duration: float = 40.0
+    #: After ``duration``: loss stops; every live view must match the truth within this.
+    converge_budget: float = 60.0
+    #: Round-trip every packet through the CBOR codec (slower; for small runs and tests).
+    wire: bool = False
+    config: HeartbeatConfig = field(default_factory=daemon_config)
+
+    def describe(self) -> str:
+        d = asdict(self)
+        d.pop("config")
+        return " ".join(f"{k}={v}" for k, v in d.items())
+
+
+@dataclass
+class SimReport:
+    scenario: Scenario
+    ok: bool
+    message: str
+    detection: list[float]  # per (crash, surviving observer)
+    detection_all: list[float]  # per crash: until the last survivor
+    dissemination_99: list[float]
+    false_deaths: int
+    false_suspicions: int
+    false_suspicion_rate: float  # per probe of a healthy member
+    msgs_per_node_interval: float
+    bytes_per_node_second: float
+    cpu_us_per_node_second: float
+    converge_time: float | None
+    wall: float
+    events: int
+    stats: dict[str, int]
+
+
+def node_id(i: int) -> bytes:
+    # Shaped like an Ed25519 peer id (identity multihash, 38 bytes): realistic packet sizes.
+    return b"\x00\x24\x08\x01\x12\x20" + hashlib.sha256(b"node-%d" % i).digest()
+
+
+class _Signers:
+    """Keyed-hash signatures (fast; see protocols.heartbeat.signing)."""
+
+    def __init__(self, seed: int) -> None:
+        self.verifier = KeyedHashVerifier(hashlib.sha512(b"world-%d" % seed).digest())
+
+
+class HeartbeatWorld:
+    def __init__(self, scenario: Scenario) -> None:
+        self.sc = sc = scenario
+        root = random.Random(sc.seed * 1_000_003 + 7)
+        self._net_rng = random.Random(root.getrandbits(64))
+        self._fault_rng = random.Random(root.getrandbits(64))
+        self._node_seeds = [root.getrandbits(64) for _ in range(sc.n)]
+        self.clock = SimClock()
+        self.net = SimNetwork(
+            self.clock,
+            self._net_rng,
+            self._deliver,
+            n=sc.n,
+            loss=sc.loss,
+            delay_min=sc.delay_min,
+            delay_mean=sc.delay_mean,
+        )
+        self.ids = [node_id(i) for i in range(sc.n)]
+        self.index = {x: i for i, x in enumerate(self.ids)}
+        self.verifier = _Signers(sc.seed).verifier
+        self.signers = [self.verifier.signer_for(x) for x in self.ids]
+        self.states = [self._state(i, 0) for i in range(sc.n)]
+        records = []
+        for i, x in enumerate(self.ids):
+            sig = self.signers[i].sign(alive_payload(x, 0, self.states[i]))
+            records.append(Alive(node=x, incarnation=0, state=self.states[i], signature=sig))
+        self.base = MemberBase(records)
+        self.nodes: list[Membership | None] = [None] * sc.n
+        self.life = [0] * sc.n
+        self.checker = MembershipChecker(sc.n)
+        self.checker.index = self.index
+        self.stats = {"crashes": 0, "restarts": 0, "refused": 0}
+
+    def _state(self, i: int, version: int) -> NodeState:
+        return NodeState(
+            addrs=(f"/ip4/10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}/tcp/4001",),
+            version="0.1.0",
+            cpu_cores=8,
+            memory_mb=16384,
+            bandwidth_mbps=940.0,
+            tasks_running=version % 4,
+            free_slots=4 - version % 4,
+            models=(f"mlp@{version}",) if version else (),
+        )
+
+    # -- nodes ---------------------------------------------------------------------------------
+
+    def _boot(self, i: int, incarnation: int, announce: bool) -> None:
+        m = Membership(
+            signer=self.signers[i],
+            verifier=self.verifier,
+            config=self.sc.config,
+            rng=random.Random(self._node_seeds[i] + self.life[i]),
+            incarnation=incarnation,
+            state=self.states[i],
+            base=self.base,
+        )
+        self.nodes[i] = m
+        self._run(i, m.handle(Started(announce=announce), self.clock.now))
+
+    def _run(self, i: int, effects: list) -> None:  # type: ignore[type-arg]
+        net, clock, index = self.net, self.clock, self.index
+        for e in effects:
+            t = type(e)
+            if t is Send:
+                p = e.packet
+                if self.sc.wire:
+                    data = encode_packet(p)
+                    net.send(i, index[e.to], data, len(data))
+                else:
+                    net.send(i, index[e.to], p, packet_size(p))
+            elif t is SetTimer:
+                clock.call_at(e.at, self._fire, i, self.life[i], e.key, e.generation)
+            elif t is MemberChanged:
+                self.checker.on_change(i, index[e.node], e, clock.now)
+
+    def _fire(self, i: int, life: int, key: object, gen: int) -> None:
+        m = self.nodes[i]
+        if m is None or life != self.life[i]:
+            return
+        self._run(i, m.handle(TimerFired(key=key, generation=gen), self.clock.now))  # type: ignore[arg-type]
+
+    def _deliver(self, dst: int, src: int, payload: object) -> None:
+        m = self.nodes[dst]
+        if m is None:
+            return
+        if isinstance(payload, bytes):
+            try:
+                payload = decode_packet(payload, max_bytes=self.sc.config.max_packet_bytes)
+            except Exception:
+                self.stats["refused"] += 1
+                return
+        ev = PacketReceived(sender=self.ids[src], packet=payload)  # type: ignore[arg-type]
+        self._run(dst, m.handle(ev, self.clock.now))
+
+    def crash(self, i: int) -> None:
+        if self.nodes[i] is None:
+            return
+        self.nodes[i] = None
+        self.life[i] += 1
+        self.stats["crashes"] += 1
+        self.checker.crash(i, self.clock.now)
+
+    def restart(self, i: int) -> None:
+        if self.nodes[i] is not None:
+            return
+        self.stats["restarts"] += 1
+        self.checker.restart(i, self.clock.now)
+        # A daemon starts at its boot time in milliseconds: above any earlier incarnation.
+        self._boot(i, int(self.clock.now * 1000) + 1, announce=True)
+
+    def change_state(self, i: int) -> None:
+        m = self.nodes[i]
+        if m is None:
+            return
+        new = self._state(i, m.incarnation + 1)
+        self._run(i, m.handle(LocalStateChanged(state=new), self.clock.now))
+        self.checker.state_changed(i, m.incarnation, self.clock.now)
+
+    # -- scenario ------------------------------------------------------------------------------
+
+    def run(self) -> SimReport:
+        sc, rng, clock = self.sc, self._fault_rng, self.clock
+        log.info("heartbeat sim: %s", sc.describe())
+        wall0 = time.process_time()
+        for i in range(sc.n):
+            self._boot(i, 0, announce=False)
+        victims = rng.sample(range(sc.n), sc.crashes + sc.state_changes + sc.partition_size)
+        crashed = victims[: sc.crashes]
+        changers = victims[sc.crashes : sc.crashes + sc.state_changes]
+        island = set(victims[sc.crashes + sc.state_changes :])
+        for k, i in enumerate(crashed):
+            at = sc.warmup + rng.uniform(0, 5)
+            clock.call_at(at, self.crash, i)
+            if k < sc.recoveries:
+                clock.call_at(at + sc.recover_after, self.restart, i)
+        for i in changers:
+            clock.call_at(sc.warmup + 1 + rng.uniform(0, 5), self.change_state, i)
+        if island:
+            groups = [1 if i in island else 0 for i in range(sc.n)]
+
+            def cut() -> None:
+                self.checker.excused = island
+                self.net.partition(groups)
+
+            clock.call_at(sc.partition_at, cut)
+            clock.call_at(sc.partition_at + sc.partition_for, self.net.heal)
+
+        clock.run_until(sc.warmup)
+        self.net.reset_counters()  # costs are measured after the start-up transient
+        clock.run_until(sc.duration)
+        measured = sc.duration - sc.warmup
+        sent, sent_bytes = sum(self.net.sent), sum(self.net.bytes_sent)
+        # Convergence: loss stops, the partition is healed; every view must match the truth.
+        self.net.loss = 0.0
+        self.net.heal()
+        converge_time = None
+        t = sc.duration
+        while t < sc.duration + sc.converge_budget:
+            t += 0.5
+            clock.run_until(t)
+            if self.checker.wrong() == 0:
+                converge_time = t - sc.duration
+                break
+        wall = time.process_time() - wall0
+
+        ch = self.checker
+        detection = [d for obs in ch.detections.values() for d in obs.values()]
+        detection_all = []
+        for key, obs in ch.detections.items():
+            if obs and len(obs) >= ch.survivors_of(key):
+                detection_all.append(max(obs.values()))
+        dissem = []
+        for (_node, _, _), obs in ch.disseminations.items():
+            need = int(0.99 * (sum(ch.up) - 1))
+            if len(obs) >= need and need > 0:
+                dissem.append(sorted(obs.values())[need - 1])
+        probes = sc.n * measured / sc.config.probe_interval
+        msg = "converged" if converge_time is not None else f"{ch.wrong()} wrong beliefs left"
+        ok = converge_time is not None and not ch.false_deaths
+        if ch.false_deaths:
+            msg += f"; {len(ch.false_deaths)} false deaths, first {ch.false_deaths[0]}"
+        return SimReport(
+            scenario=sc,
+            ok=ok,
+            message=msg,
+            detection=detection,
+            detection_all=detection_all,
+            dissemination_99=dissem,
+            false_deaths=len(ch.false_deaths),
+            false_suspicions=ch.false_suspicions,
+            false_suspicion_rate=ch.false_suspicions / probes,
+            msgs_per_node_interval=sent / sc.n / (measured / sc.config.probe_interval),
+            bytes_per_node_second=sent_bytes / sc.n / measured,
+            cpu_us_per_node_second=1e6 * wall / sc.n / (clock.now or 1),
+            converge_time=converge_time,
+            wall=wall,
+            events=clock.events,
+            stats={
+                **self.stats,
+                "dropped": self.net.dropped,
+                "cut": self.net.cut,
+                "partition_deaths": ch.partition_deaths,
+            },
+        )
+
+
+def pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def format_report(r: SimReport) -> str:
+    sc = r.scenario
+    return (
+        f"sim n={sc.n} loss={sc.loss:.0%} seed={sc.seed}: {r.message}\n"
+        f"  detection (each survivor)  p50 {pct(r.detection, 0.5):.2f} s  p99 "
+        f"{pct(r.detection, 0.99):.2f} s   all survivors: max "
+        f"{max(r.detection_all, default=float('nan')):.2f} s over {len(r.detection_all)} crashes\n"
+        f"  state change to 99% of nodes  p50 {pct(r.dissemination_99, 0.5):.2f} s  max "
+        f"{max(r.dissemination_99, default=float('nan')):.2f} s "
+        f"({len(r.dissemination_99)} changes)\n"
+        f"  false deaths {r.false_deaths}; false suspicions {r.false_suspicions} "
+        f"({r.false_suspicion_rate:.2e} per probe); partition deaths "
+        f"{r.stats['partition_deaths']}\n"
+        f"  per node: {r.msgs_per_node_interval:.2f} msgs/interval, "
+        f"{r.bytes_per_node_second:.0f} B/s, {r.cpu_us_per_node_second:.0f} us CPU per "
+        f"simulated second\n"
+        f"  converged {f'in {r.converge_time:.1f} s' if r.converge_time is not None else 'NO'}"
+        f" after heal; {r.events} events, {r.wall:.1f} s CPU"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m simulations.heartbeat", description=__doc__)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--loss", type=float, default=0.05)
+    p.add_argument("--duration", type=float, default=40.0)
+    p.add_argument("--crashes", type=int, default=5)
+    p.add_argument("--partition", type=int, default=-1, help="island size (-1: 1%% of n)")
+    p.add_argument("--wire", action="store_true", help="encode and decode every packet")
+    p.add_argument("-v", "--verbose", action="store_true")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(message)s")
+    island = max(2, a.n // 100) if a.partition < 0 else a.partition
+    sc = Scenario(
+        seed=a.seed,
+        n=a.n,
+        loss=a.loss,
+        duration=a.duration,
+        crashes=a.crashes,
+        partition_size=island,
+        partition_at=min(25.0, a.duration - 12),
+        partition_for=8.0,
+        wire=a.wire,
+    )
+    r = HeartbeatWorld(sc).run()
+    print(format_report(r))
+    if not r.ok:
+        print(f"  replay: python -m simulations.heartbeat --seed {a.seed} --n {a.n} -v")
+    return 0 if r.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -75,6 +75,8 @@ class BlobService:
         )
         self._fetching: dict[str, trio.Event] = {}
         self.served_chunks = 0
+        self.fetched_chunks = 0
+        self.bad_chunks = 0  # chunks a provider sent that did not match their hash
 
     async def run(self, *, task_status: trio.TaskStatus[BlobService] = trio.TASK_STATUS_IGNORED):
         async with trio.open_nursery() as nursery:
@@ -239,16 +241,16 @@ class BlobService:
                         peer, {"op": "chunk", "hash": mh}, self.cfg.blobs.chunk_timeout
                     )
                     data = reply.get("data")
-                    ok = (
-                        bool(reply.get("ok"))
-                        and isinstance(data, bytes)
-                        and len(data) == size
-                        and await self.store.put_verified_chunk(mh, data)
-                    )
-                    if not ok:
-                        log.info(
-                            "chunk %d of %s from %s was bad or missing", index, manifest.key, peer
-                        )
+                    if not reply.get("ok") or not isinstance(data, bytes):
+                        log.info("%s does not have chunk %d: %s", peer, index, reply.get("err"))
+                        ok = False
+                    elif len(data) != size or not await self.store.put_verified_chunk(mh, data):
+                        self.bad_chunks += 1
+                        log.warning("%s sent a corrupt chunk %d (%s)", peer, index, mh.hex())
+                        ok = False
+                    else:
+                        self.fetched_chunks += 1
+                        ok = True
                 except RpcError as exc:
                     log.info("chunk %d from %s failed: %s", index, peer, exc)
                     ok = False

@@ -71,6 +71,12 @@ def build_methods(node: Node) -> dict[str, Method]:
             "records": dht.record_count(),
             "bootstrapped": dht.bootstrapped.is_set(),
             "private_network": node.cfg.psk_file is not None,
+            "blobs": {
+                "stored_bytes": node.blob_store.bytes_stored,
+                "served_chunks": node.blobs.served_chunks,
+                "fetched_chunks": node.blobs.fetched_chunks,
+                "bad_chunks": node.blobs.bad_chunks,
+            },
         }
 
     async def peers(params: dict[str, Any], session: Session, rid: int) -> Any:

@@ -1,0 +1,247 @@
+"""Blobs on a real 5-daemon swarm: big transfers, corruption, a provider dying mid-transfer,
+several providers at once, and signed pointers."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import multiaddr
+import numpy as np
+import pytest
+import trio
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+
+from p2pnode import InvalidParams
+from p2pnode.network.host import build_host
+from p2pnode.network.signing import sign_record
+from protocols.blobs.manifest import CHUNK_SIZE
+from protocols.blobs.pointers import pointer_key
+from protocols.framing import FrameDecoder, encode_frame
+from tests.integration.harness import LocalSwarm, local_swarm
+
+pytestmark = pytest.mark.timeout(240)
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSwarm]:
+    settings = {"blobs.chunk_timeout": 3.0, "network.request_timeout": 3.0}
+    with local_swarm(tmp_path_factory.mktemp("blobs"), 5, settings) as s:
+        yield s
+
+
+def random_file(path: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            piece = os.urandom(min(left, 16 * MiB))
+            digest.update(piece)
+            f.write(piece)
+            left -= len(piece)
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while piece := f.read(16 * MiB):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def counters(swarm: LocalSwarm, i: int) -> dict[str, int]:
+    with swarm.client(i) as c:
+        return c.status()["blobs"]
+
+
+def test_256_mib_blob_put_on_node1_is_fetched_on_node5(swarm: LocalSwarm, tmp_path: Path) -> None:
+    src = tmp_path / "big.bin"
+    want = random_file(src, 256 * MiB)
+    with swarm.client(1, timeout=120) as c1:
+        put = c1.blob_put(path=src)
+    assert put["size"] == 256 * MiB and put["chunks"] == 256 and put["complete"]
+    assert put["announced"] >= 1
+    out = tmp_path / "out.bin"
+    with swarm.client(5, timeout=180) as c5:
+        got = c5.blob_get(put["key"], path=out)
+    assert got["complete"] and got["pinned"] is False
+    assert file_sha256(out) == want
+
+
+def test_corrupt_chunk_at_one_provider_is_detected_and_fetched_elsewhere(
+    swarm: LocalSwarm, tmp_path: Path
+) -> None:
+    src = tmp_path / "c.bin"
+    want = random_file(src, 32 * MiB)
+    with swarm.client(2, timeout=60) as c2:
+        key = c2.blob_put(path=src)["key"]
+    with swarm.client(3, timeout=60) as c3:
+        c3.blob_fetch(key)  # node-3 now holds a good copy
+    # Flip one byte in every chunk file node-2 holds (same size, wrong content).
+    chunk_dir = swarm.node(2).data_dir / "blobs"
+    corrupted = 0
+    for f in chunk_dir.rglob("*"):
+        if f.is_file() and not f.name.startswith("."):
+            data = bytearray(f.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            f.write_bytes(bytes(data))
+            corrupted += 1
+    assert corrupted >= 32
+    before = counters(swarm, 4)["bad_chunks"]
+    out = tmp_path / "c.out"
+    with swarm.client(4, timeout=120) as c4:
+        c4.blob_get(key, path=out)
+    assert file_sha256(out) == want
+    assert counters(swarm, 4)["bad_chunks"] > before  # node-2's bad chunks were caught
+
+
+def test_provider_killed_mid_transfer_and_restarted(swarm: LocalSwarm, tmp_path: Path) -> None:
+    src = tmp_path / "k.bin"
+    want = random_file(src, 128 * MiB)
+    with swarm.client(1, timeout=120) as c1:
+        key = c1.blob_put(path=src)["key"]
+    result: dict = {}
+
+    def fetch() -> None:
+        try:
+            with swarm.client(5, timeout=200) as c5:
+                result["stat"] = c5.blob_get(key, path=tmp_path / "k.out")
+        except BaseException as exc:
+            result["error"] = exc
+
+    worker = threading.Thread(target=fetch)
+    worker.start()
+    deadline = time.monotonic() + 60
+    with swarm.client(5) as poll:
+        while True:
+            try:
+                have = poll.blob_stat(key)["local_chunks"]
+            except Exception:
+                have = 0
+            if have >= 4:
+                break
+            assert time.monotonic() < deadline and worker.is_alive(), result
+            time.sleep(0.01)
+    swarm.kill(1, signal.SIGKILL)
+    with swarm.client(5) as poll:
+        held_at_kill = poll.blob_stat(key)["local_chunks"]
+    assert 4 <= held_at_kill < 128, "the transfer finished before the kill: make it bigger"
+    time.sleep(1.0)
+    swarm.start([1], bootstrap=swarm.node(2))
+    worker.join(200)
+    assert "error" not in result, result.get("error")
+    assert file_sha256(tmp_path / "k.out") == want
+    # Resumed, not restarted: the restarted provider served only what was still missing.
+    assert counters(swarm, 1)["served_chunks"] <= 128 - held_at_kill
+
+
+def test_blob_held_by_three_providers_is_fetched_from_several(
+    swarm: LocalSwarm, tmp_path: Path
+) -> None:
+    src = tmp_path / "t.bin"
+    want = random_file(src, 64 * MiB)
+    with swarm.client(2, timeout=60) as c:
+        key = c.blob_put(path=src)["key"]
+    for i in (3, 4):
+        with swarm.client(i, timeout=120) as c:
+            c.blob_fetch(key)
+    before = {i: counters(swarm, i)["served_chunks"] for i in (2, 3, 4)}
+    with swarm.client(5, timeout=120) as c5:
+        c5.blob_get(key, path=tmp_path / "t.out")
+    assert file_sha256(tmp_path / "t.out") == want
+    served = {i: counters(swarm, i)["served_chunks"] - before[i] for i in (2, 3, 4)}
+    assert sum(served.values()) >= 64
+    assert sum(1 for n in served.values() if n > 0) >= 2, served
+
+
+def test_tensors_round_trip_across_nodes(swarm: LocalSwarm) -> None:
+    rng = np.random.default_rng(7)
+    model = {
+        "layer1.weight": rng.standard_normal((256, 512)).astype(np.float32),
+        "layer1.bias": np.zeros(512, np.float32),
+        "step": np.int64(42),
+        "big": rng.standard_normal(3 * CHUNK_SIZE // 8),
+    }
+    with swarm.client(1) as c1:
+        key = c1.put_tensors(model)
+        assert c1.put_tensors(dict(model)) == key  # same tensors, same key
+    with swarm.client(4) as c4:
+        got = c4.get_tensors(key)
+        stat = c4.blob_stat(key)
+    assert list(got) == list(model)
+    for name in model:
+        np.testing.assert_array_equal(got[name], model[name])
+    assert stat["media_type"] == "application/x-p2pnode-tensors"
+    assert stat["meta"]["tensors"][0] == ["layer1.weight", "<f4", [256, 512]]
+
+
+def test_pointer_updates_lower_seq_and_forgeries_are_refused(swarm: LocalSwarm) -> None:
+    with swarm.client(1) as c1:
+        k1 = c1.put_tensors({"v": np.arange(3)})
+        k2 = c1.put_tensors({"v": np.arange(4)})
+    owner = swarm.node(2).peer_id
+    with swarm.client(2) as c2:
+        first = c2.ptr_set("latest", k1, seq=10)
+        assert first["seq"] == 10
+        c2.ptr_set("latest", k2, seq=11)
+        with pytest.raises(InvalidParams, match="not above"):
+            c2.ptr_set("latest", k1, seq=5)
+    with swarm.client(4) as c4:
+        got = c4.ptr_get("latest", owner=owner)
+    assert (got["key"], got["seq"], got["owner"]) == (k2, 11, owner)
+
+    # A stranger's host talks the DHT protocol directly to node-3.
+    replies = trio.run(_forge, swarm.node(3).addr, owner, k1, k2)
+    assert "signature" in replies["tampered"]
+    assert "only the owner" in replies["foreign_owner"]
+    assert "older" in replies["stale"]
+    with swarm.client(5) as c5:
+        assert c5.ptr_get("latest", owner=owner)["key"] == k2
+
+
+async def _forge(target_addr: str, owner: str, k1: str, k2: str) -> dict[str, str]:
+    kp = create_new_key_pair()
+    me = ID.from_pubkey(kp.public_key).to_base58()
+    host = build_host(kp, psk=None, dial_timeout=5)
+    target = info_from_p2p_addr(multiaddr.Multiaddr(target_addr))
+    replies: dict[str, str] = {}
+    async with host.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+        with trio.fail_after(30):
+            await host.connect(target)
+            stream = await host.new_stream(target.peer_id, ["/p2pnode/dht/1.0.0"])
+            decoder = FrameDecoder(1 << 20)
+
+            async def store(rid: int, raw: bytes) -> str:
+                await stream.write(
+                    encode_frame({"id": rid, "op": "store", "key": "x", "record": raw})
+                )
+                while (frame := decoder.next_frame()) is None:
+                    decoder.receive_data(await stream.read(65536))
+                assert frame["id"] == rid
+                return "ok" if frame["ok"] else frame["err"]
+
+            key = pointer_key(owner, "latest")
+            # 1. My own valid signature over the owner's key, then the value swapped.
+            mine = sign_record(kp, key=key, value=k1.encode(), seq=99, ttl=60.0, publisher=me)
+            import dataclasses
+
+            tampered = dataclasses.replace(mine, publisher=owner)
+            replies["tampered"] = await store(1, tampered.encode())
+            # 2. Honestly signed by me, but under the owner's name.
+            replies["foreign_owner"] = await store(2, mine.encode())
+            # 3. A stale version: node-3 holds seq 11 or it refuses for the reasons above.
+            stale_key = pointer_key(me, "mine")
+            newer = sign_record(kp, key=stale_key, value=k2.encode(), seq=7, ttl=60.0, publisher=me)
+            older = sign_record(kp, key=stale_key, value=k1.encode(), seq=6, ttl=60.0, publisher=me)
+            assert await store(3, newer.encode()) == "ok"
+            replies["stale"] = await store(4, older.encode())
+    return replies

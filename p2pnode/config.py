@@ -231,6 +231,91 @@ SCHEMA: tuple[Setting, ...] = (
         "IPC connections served at once; more wait to be accepted.",
         _range(1, 65536),
     ),
+    # -- membership (SWIM + Lifeguard heartbeats; docs/membership.md) --
+    Setting(
+        "membership.probe_interval",
+        float,
+        1.0,
+        "Seconds between two probes by this node (one member each).",
+        _range(0.05, 60),
+    ),
+    Setting(
+        "membership.probe_timeout",
+        float,
+        0.4,
+        "Seconds to wait for a direct ack before asking helpers (under probe_interval).",
+        _range(0.01, 30),
+    ),
+    Setting(
+        "membership.indirect_checks",
+        int,
+        3,
+        "Members asked to probe on our behalf when a direct probe times out.",
+        _range(0, 16),
+    ),
+    Setting(
+        "membership.suspicion_mult",
+        float,
+        1.0,
+        "Minimum suspicion = this x max(1, log10 N) x probe_interval.",
+        _range(0.1, 100),
+    ),
+    Setting(
+        "membership.suspicion_max_timeout_mult",
+        float,
+        4.0,
+        "Maximum suspicion (no confirmations) = this x the minimum.",
+        _range(1, 100),
+    ),
+    Setting(
+        "membership.suspicion_confirmations",
+        int,
+        3,
+        "Independent confirmations that shrink a suspicion to its minimum (Lifeguard's k).",
+        _range(0, 64),
+    ),
+    Setting(
+        "membership.gossip_interval",
+        float,
+        0.2,
+        "Seconds between gossip rounds (sent only while updates are queued).",
+        _range(0.01, 60),
+    ),
+    Setting(
+        "membership.gossip_nodes",
+        int,
+        3,
+        "Members each gossip round sends to.",
+        _range(1, 32),
+    ),
+    Setting(
+        "membership.retransmit_mult",
+        int,
+        4,
+        "Each update is sent retransmit_mult x ceil(log10(N + 1)) times.",
+        _range(1, 32),
+    ),
+    Setting(
+        "membership.push_pull_interval",
+        float,
+        30.0,
+        "Seconds between push-pull exchanges of a bounded page of views (0: only on join).",
+        _range(0, 3600),
+    ),
+    Setting(
+        "membership.max_packets_per_second",
+        float,
+        50.0,
+        "Heartbeat packets accepted per second from one peer; more are refused and counted.",
+        _range(1, 100000),
+    ),
+    Setting(
+        "membership.slots",
+        int,
+        0,
+        "Task slots this node offers (0: one per CPU core).",
+        _range(0, 4096),
+    ),
 )
 
 _BY_KEY = {s.key: s for s in SCHEMA}
@@ -264,6 +349,22 @@ class BlobsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MembershipConfig:
+    probe_interval: float
+    probe_timeout: float
+    indirect_checks: int
+    suspicion_mult: float
+    suspicion_max_timeout_mult: float
+    suspicion_confirmations: int
+    gossip_interval: float
+    gossip_nodes: int
+    retransmit_mult: int
+    push_pull_interval: float
+    max_packets_per_second: float
+    slots: int
+
+
+@dataclass(frozen=True, slots=True)
 class IpcConfig:
     max_frame: int
     max_clients: int
@@ -282,6 +383,7 @@ class Config:
     network: NetworkConfig
     ipc: IpcConfig
     blobs: BlobsConfig
+    membership: MembershipConfig
 
     @property
     def key_path(self) -> Path:
@@ -444,9 +546,16 @@ def load_config(
         network=NetworkConfig(**{k[8:]: v for k, v in values.items() if k.startswith("network.")}),
         ipc=IpcConfig(**{k[4:]: v for k, v in values.items() if k.startswith("ipc.")}),
         blobs=BlobsConfig(**{k[6:]: v for k, v in values.items() if k.startswith("blobs.")}),
+        membership=MembershipConfig(
+            **{k[11:]: v for k, v in values.items() if k.startswith("membership.")}
+        ),
     )
     if not cfg.listen:
         raise ConfigError("config key listen: at least one listen multiaddr is needed")
+    if cfg.membership.probe_timeout >= cfg.membership.probe_interval:
+        raise ConfigError(
+            "config key membership.probe_timeout: must be shorter than membership.probe_interval"
+        )
     if cfg.dht.republish_interval >= cfg.dht.record_ttl:
         raise ConfigError(
             "config key dht.republish_interval: must be shorter than dht.record_ttl "

@@ -11,7 +11,7 @@ from typing import Any
 
 import trio
 
-TOPICS = ("peers", "records")
+TOPICS = ("peers", "records", "members")
 QUEUE_SIZE = 256
 
 

@@ -32,6 +32,8 @@ from p2pnode.events import EventBus
 from p2pnode.identity import load_identity_file, peer_id_of
 from p2pnode.ipc.methods import build_methods
 from p2pnode.ipc.server import IpcServer
+from p2pnode.membership.ipc import build_membership_methods
+from p2pnode.membership.service import MembershipService
 from p2pnode.metrics import NodeMetrics
 from p2pnode.network.dht import Dht
 from p2pnode.network.host import build_host
@@ -106,13 +108,21 @@ class Node:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.dht.run)
                     await nursery.start(self.blobs.run)
+                    self.membership = MembershipService.from_config(
+                        self.host, self.key_pair, self.cfg, self.events
+                    )
+                    await nursery.start(self.membership.run)
                     if self.cfg.metrics_port is not None:
                         self.metrics_port = await nursery.start(
                             self.metrics.serve, self.cfg.metrics_port
                         )
                     ipc = IpcServer(
                         self.cfg.socket_path,
-                        {**build_methods(self), **build_blob_methods(self)},
+                        {
+                            **build_methods(self),
+                            **build_blob_methods(self),
+                            **build_membership_methods(self.membership),
+                        },
                         max_frame=self.cfg.ipc.max_frame,
                         max_clients=self.cfg.ipc.max_clients,
                     )

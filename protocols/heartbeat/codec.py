@@ -106,11 +106,13 @@ def packet_size(p: Packet) -> int:
     return 24 + len(p.sender) + len(p.target) + sum(update_size(u) for u in p.updates)
 
 
-def decode_packet(data: bytes, *, max_bytes: int, max_state_bytes: int = 512) -> Packet:
-    if len(data) > max_bytes:
-        raise RemoteProtocolError(
-            f"packet of {len(data)} bytes over {max_bytes}", reason="oversized"
-        )
+def decode_packet(
+    data: bytes, *, max_bytes: int, max_sync_bytes: int = 0, max_state_bytes: int = 512
+) -> Packet:
+    """Decode one packet: at most ``max_bytes``, or ``max_sync_bytes`` for push-pull pages."""
+    limit = max(max_bytes, max_sync_bytes + PACKET_OVERHEAD if max_sync_bytes else 0)
+    if len(data) > limit:
+        raise RemoteProtocolError(f"packet of {len(data)} bytes over {limit}", reason="oversized")
     try:
         raw = cbor2.loads(data)
     except Exception as exc:  # cbor2 raises many types on hostile input
@@ -121,6 +123,10 @@ def decode_packet(data: bytes, *, max_bytes: int, max_state_bytes: int = 512) ->
         _, kind, sender, seq, target, inc, yinc, ystatus, ups = raw
         if not isinstance(ups, list):
             raise RemoteProtocolError("updates must be an array")
+        if len(data) > max_bytes and kind not in (PacketKind.SYNC, PacketKind.SYNC_ACK):
+            raise RemoteProtocolError(
+                f"{len(data)}-byte packet over {max_bytes}", reason="oversized"
+            )
         if len(data) > max_bytes and kind not in (PacketKind.SYNC, PacketKind.SYNC_ACK):
             raise RemoteProtocolError(
                 f"{len(data)}-byte packet over {max_bytes}", reason="oversized"

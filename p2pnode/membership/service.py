@@ -1,0 +1,422 @@
+"""The membership service: one ``protocols.heartbeat.Membership`` machine bound to libp2p.
+
+Transport: ``/p2pnode/swim/1.0.0``, datagram-like. Each peer pair keeps one long-lived outbound
+stream per direction, carrying 4-byte length-prefixed packets; nothing is answered on the
+stream it came in on (an ACK is a packet of its own, on our own stream to the prober), so SWIM's
+asynchronous messages map one to one onto frames. A reused stream costs one yamux frame per
+packet (about 1 ms round trip on loopback; a new stream per packet would be 4.5 ms). Each peer
+has a bounded outbound queue and one writer task: when the queue is full the packet is dropped,
+as a datagram would be, and the protocol's timeouts deal with it.
+
+The machine runs in one task: packets, connection hints and state changes arrive on a memory
+channel, timers live in a heap here, and every effect is carried out before the next input.
+
+Cancellation: writes are shielded under ``write_timeout`` (a write cancelled half-way can
+corrupt the Noise session); a write that misses it disconnects the peer. Cancelling ``run``
+stops the loop, the writers and the handler.
+
+Errors: undecodable, oversized, unsigned, forged, stale or too-frequent packets are refused and
+counted by reason (``refused``); none reaches the machine's state. A handler never raises into
+the swarm (``set_guarded_handler``).
+
+Resources: one writer task and at most ``QUEUE`` packets per peer; inbound packets per peer are
+rate limited (``membership.max_packets_per_second``); frames are bounded before allocation.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import random
+import struct
+import time
+from collections import Counter
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import replace
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p.abc import IHost, INetStream
+from libp2p.crypto.keys import KeyPair
+from libp2p.network.stream.exceptions import StreamEOF
+from libp2p.peer.id import ID
+
+from p2pnode import __version__
+from p2pnode.membership import sysinfo
+from p2pnode.network.host import set_guarded_handler
+from protocols.heartbeat import (
+    ChangeKind,
+    HeartbeatConfig,
+    LocalStateChanged,
+    MemberChanged,
+    Membership,
+    MemberView,
+    NodeState,
+    PacketReceived,
+    PeerDisconnected,
+    PeerDiscovered,
+    RemoteProtocolError,
+    Send,
+    SetTimer,
+    Started,
+    TaskOutcome,
+    TimerFired,
+    decode_packet,
+    encode_packet,
+)
+from protocols.heartbeat.messages import PacketKind
+from protocols.pbft.signing import Ed25519Signer, Ed25519Verifier
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = "/p2pnode/swim/1.0.0"
+QUEUE = 64
+_HEADER = struct.Struct(">I")
+DISCOVERY_INTERVAL = 2.0
+
+
+class _Bucket:
+    __slots__ = ("last", "tokens")
+
+    def __init__(self, burst: float, now: float) -> None:
+        self.tokens = burst
+        self.last = now
+
+
+def heartbeat_config(m: Any) -> HeartbeatConfig:
+    """The machine's knobs from the ``membership.*`` config section."""
+    return HeartbeatConfig(
+        probe_interval=m.probe_interval,
+        probe_timeout=m.probe_timeout,
+        indirect_checks=m.indirect_checks,
+        suspicion_mult=m.suspicion_mult,
+        suspicion_max_timeout_mult=m.suspicion_max_timeout_mult,
+        suspicion_confirmations=m.suspicion_confirmations,
+        gossip_interval=m.gossip_interval,
+        gossip_nodes=m.gossip_nodes,
+        retransmit_mult=m.retransmit_mult,
+        push_pull_interval=m.push_pull_interval,
+    )
+
+
+class MembershipService:
+    @classmethod
+    def from_config(
+        cls, host: IHost, key_pair: KeyPair, cfg: Any, events: Any
+    ) -> MembershipService:
+        m = cfg.membership
+        return cls(
+            host,
+            key_pair,
+            heartbeat_config(m),
+            write_timeout=cfg.network.request_timeout,
+            connect_timeout=cfg.network.connect_timeout,
+            max_packets_per_second=m.max_packets_per_second,
+            slots=m.slots,
+            publish=lambda event: events.publish("members", event),
+        )
+
+    def __init__(
+        self,
+        host: IHost,
+        key_pair: KeyPair,
+        config: HeartbeatConfig,
+        *,
+        write_timeout: float,
+        connect_timeout: float,
+        max_packets_per_second: float,
+        slots: int,
+        publish: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.host = host
+        self.cfg = config
+        self.write_timeout = write_timeout
+        self.connect_timeout = connect_timeout
+        self.rate = max_packets_per_second
+        self.publish = publish
+        signer = Ed25519Signer(key_pair)
+        self.me = signer.node_id
+        self.state = NodeState(
+            addrs=(),
+            version=__version__[:32],
+            cpu_cores=sysinfo.cpu_cores(),
+            memory_mb=sysinfo.memory_mb(),
+            gpu=sysinfo.gpu_name(),
+            free_slots=slots or sysinfo.cpu_cores(),
+        )
+        # Incarnations start at the boot time in milliseconds: a restarted daemon's first
+        # alive record beats whatever the swarm remembers of its previous life.
+        self.machine = Membership(
+            signer=signer,
+            verifier=Ed25519Verifier(),
+            config=config,
+            rng=random.Random(),
+            incarnation=time.time_ns() // 1_000_000,
+            state=self.state,
+        )
+        self.refused: Counter[str] = Counter()
+        self.sent = Counter[str]()
+        self._inbox_send, self._inbox = trio.open_memory_channel[Any](1024)
+        self._timers: list[tuple[float, int, tuple[Any, ...], int]] = []
+        self._tn = 0
+        self._outq: dict[bytes, trio.MemorySendChannel[bytes]] = {}
+        self._buckets: dict[bytes, _Bucket] = {}
+        self._nursery: trio.Nursery | None = None
+        self.bandwidth_mbps = 0.0
+
+    # -- public API ----------------------------------------------------------------------------
+
+    def members(self) -> list[MemberView]:
+        return self.machine.members(trio.current_time())
+
+    def set_load(self, *, tasks_running: int, free_slots: int) -> None:
+        self._set_state(replace(self.state, tasks_running=tasks_running, free_slots=free_slots))
+
+    def set_models(self, models: tuple[str, ...]) -> None:
+        self._set_state(replace(self.state, models=models[:16]))
+
+    def record_task(self, peer: bytes, success: bool) -> None:
+        self._inbox_send.send_nowait(TaskOutcome(node=peer, success=success))
+
+    def counters(self) -> dict[str, int]:
+        out = dict(self.machine.counters)
+        for k, v in self.refused.items():
+            out[k] = out.get(k, 0) + v
+        return out
+
+    def _set_state(self, state: NodeState) -> None:
+        if state != self.state:
+            self.state = state
+            with suppress(trio.WouldBlock):
+                self._inbox_send.send_nowait(LocalStateChanged(state=state))
+
+    # -- the service ---------------------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[MembershipService] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            set_guarded_handler(self.host, PROTOCOL, self._serve)
+            addrs = tuple(str(a) for a in self.host.get_addrs())[:8]
+            self.state = replace(self.state, addrs=addrs)
+            self.machine.state = self.state
+            self.machine.self_alive = self.machine._sign_alive()
+            self._apply(self.machine.handle(Started(announce=True), trio.current_time()))
+            nursery.start_soon(self._discover)
+            task_status.started(self)
+            try:
+                await self._loop()
+            finally:
+                self._nursery = None
+                for q in self._outq.values():
+                    q.close()
+
+    async def _loop(self) -> None:
+        m = self.machine
+        while True:
+            deadline = self._timers[0][0] if self._timers else math.inf
+            event = None
+            with trio.move_on_at(deadline):
+                event = await self._inbox.receive()
+            now = trio.current_time()
+            if event is not None:
+                self._apply(m.handle(event, now))
+            while self._timers and self._timers[0][0] <= now:
+                _, _, key, gen = heapq.heappop(self._timers)
+                self._apply(m.handle(TimerFired(key=key, generation=gen), now))  # type: ignore[arg-type]
+
+    def _apply(self, effects: list[Any]) -> None:
+        for e in effects:
+            t = type(e)
+            if t is Send:
+                self._send(e.to, e.packet)
+            elif t is SetTimer:
+                self._tn += 1
+                heapq.heappush(self._timers, (e.at, self._tn, e.key, e.generation))
+            elif t is MemberChanged:
+                self._changed(e)
+
+    def _changed(self, e: MemberChanged) -> None:
+        peer = ID(e.node).to_base58()
+        if e.alive is not None and e.kind in (ChangeKind.JOIN, ChangeKind.RECOVERED):
+            self._learn_addrs(e.node, e.alive.state.addrs)
+        log.info("member %s %s (incarnation %d)", peer, e.kind.value, e.incarnation)
+        if self.publish is not None:
+            self.publish(
+                {
+                    "event": e.kind.value,
+                    "peer_id": peer,
+                    "incarnation": e.incarnation,
+                    "status": e.status.name.lower(),
+                    "accuser": ID(e.accuser).to_base58() if e.accuser else None,
+                }
+            )
+
+    def _learn_addrs(self, node: bytes, addrs: tuple[str, ...]) -> None:
+        """Alive records carry listen addresses: enough to dial a member we only heard of."""
+        ps = self.host.get_peerstore()
+        peer = ID(node)
+        for a in addrs:
+            with suppress(Exception):
+                ma = multiaddr.Multiaddr(a.split("/p2p/")[0])
+                ps.add_addrs(peer, [ma], 3600)
+
+    # -- outbound ------------------------------------------------------------------------------
+
+    def _send(self, to: bytes, packet: Any) -> None:
+        if self._nursery is None:
+            return
+        q = self._outq.get(to)
+        if q is None:
+            send, recv = trio.open_memory_channel[bytes](QUEUE)
+            self._outq[to] = q = send
+            self._nursery.start_soon(self._writer, to, recv)
+        data = encode_packet(packet)
+        self.sent[packet.kind.name] += 1
+        try:
+            q.send_nowait(_HEADER.pack(len(data)) + data)
+        except trio.WouldBlock:
+            self.refused["send_queue_full"] += 1
+        except trio.BrokenResourceError:
+            self._outq.pop(to, None)
+
+    async def _writer(self, to: bytes, recv: trio.MemoryReceiveChannel[bytes]) -> None:
+        peer = ID(to)
+        stream: INetStream | None = None
+        try:
+            async with recv:
+                async for frame in recv:
+                    if stream is None:
+                        with trio.move_on_after(self.connect_timeout):
+                            try:
+                                stream = await self.host.new_stream(peer, [PROTOCOL])  # type: ignore[list-item]
+                            except Exception as exc:
+                                log.debug("no swim stream to %s: %r", peer, exc)
+                        if stream is None:
+                            # Unreachable: drop what is queued (the protocol times out on it)
+                            # and let the next packet try again.
+                            while True:
+                                try:
+                                    recv.receive_nowait()
+                                except trio.WouldBlock:
+                                    break
+                            continue
+                    if not await self._write(peer, stream, frame):
+                        with suppress(Exception):
+                            await stream.reset()
+                        stream = None
+        finally:
+            if self._outq.get(to) is not None and self._nursery is None:
+                self._outq.pop(to, None)
+            if stream is not None:
+                with trio.move_on_after(self.write_timeout, shield=True):
+                    with suppress(Exception):
+                        await stream.reset()
+
+    async def _write(self, peer: ID, stream: INetStream, frame: bytes) -> bool:
+        t0 = time.perf_counter()
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(self.write_timeout) as scope:
+                try:
+                    await stream.write(frame)
+                except Exception:
+                    return False
+            if scope.cancelled_caught:
+                log.warning("swim write to %s stalled; disconnecting", peer)
+                with trio.move_on_after(self.write_timeout):
+                    with suppress(Exception):
+                        await self.host.disconnect(peer)
+                return False
+        if len(frame) > 8192:  # push-pull pages: a crude, measured bandwidth estimate
+            mbps = len(frame) * 8 / max(time.perf_counter() - t0, 1e-6) / 1e6
+            self.bandwidth_mbps = min(1e6, 0.8 * self.bandwidth_mbps + 0.2 * mbps)
+        return True
+
+    # -- inbound -------------------------------------------------------------------------------
+
+    async def _serve(self, stream: INetStream) -> None:
+        peer: ID = stream.muxed_conn.peer_id
+        sender = peer.to_bytes()
+        limit = max(self.cfg.max_packet_bytes, self.cfg.max_sync_bytes + 1024)
+        buf = bytearray()
+        try:
+            while True:
+                try:
+                    chunk = await stream.read(1 << 16)
+                except StreamEOF:
+                    return
+                if not chunk:
+                    return
+                buf += chunk
+                while len(buf) >= 4:
+                    (n,) = _HEADER.unpack_from(buf)
+                    if n > limit:
+                        self.refused["oversized"] += 1
+                        return  # cannot resynchronise: drop the stream
+                    if len(buf) < 4 + n:
+                        break
+                    data = bytes(buf[4 : 4 + n])
+                    del buf[: 4 + n]
+                    self._receive(sender, data)
+        finally:
+            # The peer's stream ended: it may have died (SIGKILL shows as EOF within ~15 ms).
+            with suppress(trio.WouldBlock, trio.ClosedResourceError):
+                self._inbox_send.send_nowait(PeerDisconnected(node=sender))
+            with suppress(Exception):
+                await stream.reset()
+
+    def _receive(self, sender: bytes, data: bytes) -> None:
+        now = trio.current_time()
+        b = self._buckets.get(sender)
+        if b is None:
+            if len(self._buckets) > 4096:
+                self._buckets.clear()
+            b = self._buckets[sender] = _Bucket(2 * self.rate, now)
+        b.tokens = min(2 * self.rate, b.tokens + (now - b.last) * self.rate)
+        b.last = now
+        if b.tokens < 1:
+            self.refused["too_frequent"] += 1
+            return
+        b.tokens -= 1
+        try:
+            packet = decode_packet(
+                data,
+                max_bytes=self.cfg.max_packet_bytes,
+                max_sync_bytes=self.cfg.max_sync_bytes,
+                max_state_bytes=self.cfg.max_state_bytes,
+            )
+        except RemoteProtocolError as exc:
+            self.refused[exc.reason] += 1
+            log.debug("refused swim packet from %s: %s", ID(sender), exc)
+            return
+        try:
+            self._inbox_send.send_nowait(PacketReceived(sender=sender, packet=packet))
+        except trio.WouldBlock:
+            self.refused["inbox_full"] += 1
+
+    # -- discovery -----------------------------------------------------------------------------
+
+    async def _discover(self) -> None:
+        """Connected peers are candidate members; lost connections are probed at once."""
+        known: set[ID] = set()
+        while True:
+            now_connected = set(self.host.get_connected_peers())
+            for peer in now_connected - known:
+                with suppress(trio.WouldBlock):
+                    self._inbox_send.send_nowait(PeerDiscovered(node=peer.to_bytes()))
+            for peer in known - now_connected:
+                with suppress(trio.WouldBlock):
+                    self._inbox_send.send_nowait(PeerDisconnected(node=peer.to_bytes()))
+            known = now_connected
+            if self.bandwidth_mbps and abs(self.bandwidth_mbps - self.state.bandwidth_mbps) > max(
+                1.0, 0.25 * self.state.bandwidth_mbps
+            ):
+                self._set_state(replace(self.state, bandwidth_mbps=round(self.bandwidth_mbps, 1)))
+            await trio.sleep(DISCOVERY_INTERVAL / 10)
+
+
+__all__ = ["PROTOCOL", "MembershipService", "PacketKind"]

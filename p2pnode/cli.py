@@ -21,6 +21,7 @@ from p2pnode.config import ConfigError, load_config, render_config_template, res
 from p2pnode.identity import IdentityError, create_identity, peer_id_of
 from p2pnode.ipc.client import Client
 from p2pnode.ipc.errors import IpcError
+from p2pnode.membership import cli as members_cli
 from p2pnode.store import StoreError
 
 EXIT_ERROR = 1
@@ -111,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--nodes", type=int, default=5)
     sw.add_argument("--dir", required=True, help="parent dir of node-1 ... node-N")
     sw.add_argument("--metrics-base-port", type=int, help="node i serves metrics on BASE+i")
+    members_cli.add_parser(sub, common)
     return p
 
 
@@ -383,6 +385,7 @@ COMMANDS = {
     "swarm": cmd_swarm,
     "blob": cmd_blob,
     "ptr": cmd_ptr,
+    "members": lambda args: members_cli.cmd_members(args, _client),
 }
 
 

@@ -82,6 +82,9 @@ class _Api:
     def dht_find_peer(self, peer_id: str) -> Any:
         return self._call("dht.find_peer", {"peer_id": peer_id})
 
+    def members(self) -> Any:
+        return self._call("members", {})
+
     def blob_put(
         self,
         data: bytes | None = None,

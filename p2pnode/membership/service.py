@@ -185,6 +185,7 @@ class MembershipService:
         out = dict(self.machine.counters)
         for k, v in self.refused.items():
             out[k] = out.get(k, 0) + v
+        out.update(self.sent)
         return out
 
     def _set_state(self, state: NodeState) -> None:
@@ -276,7 +277,8 @@ class MembershipService:
             self._outq[to] = q = send
             self._nursery.start_soon(self._writer, to, recv)
         data = encode_packet(packet)
-        self.sent[packet.kind.name] += 1
+        self.sent["packets_sent"] += 1
+        self.sent["bytes_sent"] += len(data) + 4
         try:
             q.send_nowait(_HEADER.pack(len(data)) + data)
         except trio.WouldBlock:

@@ -13,6 +13,7 @@ its view: most gossip is duplicates).
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import cbor2
@@ -114,9 +115,12 @@ def decode_packet(
     if len(data) > limit:
         raise RemoteProtocolError(f"packet of {len(data)} bytes over {limit}", reason="oversized")
     try:
-        raw = cbor2.loads(data)
+        buf = io.BytesIO(data)
+        raw = cbor2.CBORDecoder(buf).decode()
     except Exception as exc:  # cbor2 raises many types on hostile input
         raise RemoteProtocolError(f"not CBOR: {exc}") from None
+    if buf.tell() != len(data):
+        raise RemoteProtocolError("trailing bytes after the packet")
     try:
         if not isinstance(raw, list) or len(raw) != 9 or raw[0] != WIRE_VERSION:
             raise RemoteProtocolError("not a version-1 heartbeat packet")

@@ -200,6 +200,13 @@ def build_blob_methods(node: Node) -> dict[str, Method]:
             raise NotFound(f"blob {key} is not held here")
         return stat_or_404(key)
 
+    async def blob_remove(params: dict[str, Any], session: Session, rid: int) -> Any:
+        key = _key(params)
+        if store.stat(key) is None:
+            raise NotFound(f"blob {key} is not held here")
+        freed = store.remove(key)
+        return {"key": key, "freed": freed}
+
     async def ptr_set(params: dict[str, Any], session: Session, rid: int) -> Any:
         name = _param(params, "name", str)
         key = _key(params)
@@ -245,6 +252,7 @@ def build_blob_methods(node: Node) -> dict[str, Method]:
         "blob.stat": blob_stat,
         "blob.pin": blob_pin,
         "blob.unpin": blob_unpin,
+        "blob.remove": blob_remove,
         "ptr.set": ptr_set,
         "ptr.get": ptr_get,
     }

@@ -220,6 +220,26 @@ class BlobStore:
         self.touch(key)
         return bytes(out)
 
+    def remove(self, key: str) -> int:
+        """Forget a blob and delete the chunks no other blob uses; returns bytes freed."""
+        freed = 0
+        hashes = [
+            h for (h,) in self.db.db.execute("SELECT hash FROM blob_chunks WHERE blob = ?", (key,))
+        ]
+        with self.db.transaction() as db:
+            db.execute("DELETE FROM blob_chunks WHERE blob = ?", (key,))
+            db.execute("DELETE FROM blobs WHERE key = ?", (key,))
+        for mh in set(hashes):
+            still_used = self.db.db.execute(
+                "SELECT 1 FROM blob_chunks WHERE hash = ? LIMIT 1", (mh,)
+            ).fetchone()
+            if still_used or mh not in self._have:
+                continue
+            freed += self._have[mh]
+            self.chunk_path(mh).unlink(missing_ok=True)
+            self._forget_chunk(mh)
+        return freed
+
     # -- garbage collection --------------------------------------------------------------------
 
     def collect(self, limit: int) -> int:
@@ -236,24 +256,7 @@ class BlobStore:
         for (key,) in victims:
             if self.bytes_stored <= limit:
                 break
-            hashes = [
-                h
-                for (h,) in self.db.db.execute(
-                    "SELECT hash FROM blob_chunks WHERE blob = ?", (key,)
-                )
-            ]
-            with self.db.transaction() as db:
-                db.execute("DELETE FROM blob_chunks WHERE blob = ?", (key,))
-                db.execute("DELETE FROM blobs WHERE key = ?", (key,))
-            for mh in set(hashes):
-                still_used = self.db.db.execute(
-                    "SELECT 1 FROM blob_chunks WHERE hash = ? LIMIT 1", (mh,)
-                ).fetchone()
-                if still_used or mh not in self._have:
-                    continue
-                freed += self._have[mh]
-                self.chunk_path(mh).unlink(missing_ok=True)
-                self._forget_chunk(mh)
+            freed += self.remove(key)
             log.info("garbage-collected blob %s", key)
         return freed
 

@@ -15,6 +15,7 @@ from protocols.framing.codec import (
     MalformedFrame,
     decode_payload,
     encode_frame,
+    encode_frame_parts,
 )
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "MalformedFrame",
     "decode_payload",
     "encode_frame",
+    "encode_frame_parts",
 ]

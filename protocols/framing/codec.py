@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections import deque
 from typing import Any
 
 import cbor2
@@ -42,6 +43,16 @@ def encode_frame(payload: dict[str, Any], *, max_frame: int | None = None) -> by
     return _HEADER.pack(len(body)) + body
 
 
+def encode_frame_parts(
+    payload: dict[str, Any], *, max_frame: int | None = None
+) -> tuple[bytes, bytes]:
+    """Header and body separately, for writers that can send two buffers without joining."""
+    body = cbor2.dumps(payload, canonical=True)
+    if max_frame is not None and len(body) > max_frame:
+        raise FrameTooLarge(len(body), max_frame)
+    return _HEADER.pack(len(body)), body
+
+
 def decode_payload(body: bytes) -> dict[str, Any]:
     """Decode one frame body into a map, converting every failure into :class:`MalformedFrame`."""
     try:
@@ -60,29 +71,24 @@ class FrameDecoder:
 
     ``receive_data(b"")`` means end of input: a partial frame left in the buffer then becomes
     a :class:`FrameError` from :meth:`next_body`, so a truncated frame is reported, not lost
-    silently.
+    silently. Received pieces are kept as a list and joined once per frame, so a 1 MiB body
+    arriving in 64 KiB reads is copied once, not once per read.
     """
 
-    __slots__ = ("_buf", "_eof", "_need", "max_frame")
+    __slots__ = ("_eof", "_need", "_parts", "_size", "max_frame")
 
     def __init__(self, max_frame: int) -> None:
         if max_frame <= 0:
             raise ValueError("max_frame must be positive")
         self.max_frame = max_frame
-        self._buf = bytearray()
+        self._parts: deque[bytes] = deque()
+        self._size = 0
         self._need: int | None = None  # body length of the frame being read, once known
         self._eof = False
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
-
-    @property
-    def pending(self) -> int:
-        """Bytes still needed to complete the current frame (0 when between frames)."""
-        if self._need is None:
-            return max(0, HEADER_SIZE - len(self._buf)) if self._buf else 0
-        return self._need - len(self._buf)
+        return self._size
 
     def receive_data(self, data: bytes) -> None:
         if self._eof and data:
@@ -90,28 +96,44 @@ class FrameDecoder:
         if not data:
             self._eof = True
             return
-        self._buf += data
+        self._parts.append(bytes(data))
+        self._size += len(data)
+
+    def _take(self, n: int) -> bytes:
+        """Remove and return the first n buffered bytes (n <= buffered), copying once."""
+        out: list[bytes] = []
+        got = 0
+        while got < n:
+            part = self._parts[0]
+            want = n - got
+            if len(part) <= want:
+                out.append(self._parts.popleft())
+                got += len(part)
+            else:
+                out.append(part[:want])
+                self._parts[0] = part[want:]
+                got = n
+        self._size -= n
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def next_body(self) -> bytes | None:
         """Return the next complete frame body, or None if more bytes are needed."""
         if self._need is None:
-            if len(self._buf) < HEADER_SIZE:
-                if self._eof and self._buf:
-                    raise FrameError(f"input ended inside a frame header ({len(self._buf)} bytes)")
+            if self._size < HEADER_SIZE:
+                if self._eof and self._size:
+                    raise FrameError(f"input ended inside a frame header ({self._size} bytes)")
                 return None
-            (size,) = _HEADER.unpack_from(self._buf)
+            (size,) = _HEADER.unpack(self._take(HEADER_SIZE))
             if size > self.max_frame:
                 raise FrameTooLarge(size, self.max_frame)
-            del self._buf[:HEADER_SIZE]
             self._need = size
-        if len(self._buf) < self._need:
+        if self._size < self._need:
             if self._eof:
                 raise FrameError(
-                    f"input ended inside a frame body ({len(self._buf)} of {self._need} bytes)"
+                    f"input ended inside a frame body ({self._size} of {self._need} bytes)"
                 )
             return None
-        body = bytes(self._buf[: self._need])
-        del self._buf[: self._need]
+        body = self._take(self._need)
         self._need = None
         return body
 

@@ -37,7 +37,7 @@ from protocols.framing import FrameDecoder, FrameError, MalformedFrame, encode_f
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK = 1 << 16
+READ_CHUNK = 1 << 20  # yamux returns what is buffered, up to this
 SPLIT_WRITE_ABOVE = 1 << 16
 # Handler: (remote peer, request frame) -> response frame without the id.
 Handler = Callable[[ID, dict[str, Any]], Awaitable[dict[str, Any]]]

@@ -21,6 +21,19 @@ from p2pnode.store.migrations import MIGRATIONS
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration into statements, by SQLite's own tokenizer (so a ';' inside a
+    comment or a string does not end a statement)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending
+            pending = ""
+    if pending.strip():
+        raise StoreError(f"migration ends with an incomplete statement: {pending.strip()[:80]}")
+
+
 class StoreError(Exception):
     """The database cannot be opened, is from a newer p2pnode, or is corrupt."""
 
@@ -53,9 +66,8 @@ class Store:
             # failed migration leaves the database at the previous version.
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                for statement in script.split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
+                for statement in _statements(script):
+                    self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {number}")
                 self._db.execute("COMMIT")
             except BaseException:

@@ -68,6 +68,17 @@ def _bootstrap(v: list[str]) -> str | None:
     return None
 
 
+def _peer_ids(v: list[str]) -> str | None:
+    from libp2p.peer.id import ID
+
+    for p in v:
+        try:
+            ID.from_base58(p)
+        except Exception:
+            return f"{p!r} is not a peer id"
+    return None if len(set(v)) == len(v) else "peer ids must be distinct"
+
+
 def _log_level(v: str) -> str | None:
     levels = ("debug", "info", "warning", "error")
     return None if v.lower() in levels else f"must be one of {', '.join(levels)}"
@@ -316,6 +327,93 @@ SCHEMA: tuple[Setting, ...] = (
         "Task slots this node offers (0: one per CPU core).",
         _range(0, 4096),
     ),
+    # -- consensus (PBFT commit log; docs/pbft.md, "In the daemon") --
+    Setting(
+        "consensus.validators",
+        list,
+        [],
+        "Genesis validator set, as peer ids in primary order (3f+1 of them). A node whose id is "
+        "listed votes; every other node follows the committed log. Empty: consensus off.",
+        _peer_ids,
+    ),
+    Setting(
+        "consensus.checkpoint_interval",
+        int,
+        16,
+        "K: a checkpoint every K entries (the same on every validator).",
+        _range(1, 1024),
+    ),
+    Setting(
+        "consensus.window",
+        int,
+        32,
+        "L: sequence numbers accepted above the stable checkpoint (a multiple of K).",
+        _range(1, 1024),
+    ),
+    Setting(
+        "consensus.max_batch",
+        int,
+        64,
+        "Transactions per pre-prepare (1: unbatched).",
+        _range(1, 256),
+    ),
+    Setting(
+        "consensus.max_inflight",
+        int,
+        4,
+        "Batches the primary keeps in flight before it waits for one to commit.",
+        _range(1, 64),
+    ),
+    Setting(
+        "consensus.request_timeout",
+        float,
+        2.0,
+        "Seconds a backup waits with a pending transaction and no progress before it suspects "
+        "the primary (doubles per view change).",
+        _range(0.05, 600),
+    ),
+    Setting(
+        "consensus.view_change_timeout",
+        float,
+        2.0,
+        "Seconds to wait for a new view once 2f+1 validators left the old one (doubles).",
+        _range(0.05, 600),
+    ),
+    Setting(
+        "consensus.status_interval",
+        float,
+        0.5,
+        "Seconds between status broadcasts and retransmissions among validators.",
+        _range(0.01, 60),
+    ),
+    Setting(
+        "consensus.submit_timeout",
+        float,
+        30.0,
+        "Seconds consensus.submit waits for the commit before it reports a timeout.",
+        _range(0.1, 3600),
+    ),
+    Setting(
+        "consensus.retry_interval",
+        float,
+        1.0,
+        "Seconds between resends of an uncommitted transaction to every validator.",
+        _range(0.05, 600),
+    ),
+    Setting(
+        "consensus.client_lanes",
+        int,
+        256,
+        "Transactions this node keeps in flight at once (each lane is one PBFT client id).",
+        _range(1, 4096),
+    ),
+    Setting(
+        "consensus.queue_size",
+        int,
+        1024,
+        "Outbound PBFT packets queued per peer; more are dropped (and retransmitted).",
+        _range(16, 65536),
+    ),
 )
 
 _BY_KEY = {s.key: s for s in SCHEMA}
@@ -365,6 +463,22 @@ class MembershipConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsensusConfig:
+    validators: tuple[str, ...]
+    checkpoint_interval: int
+    window: int
+    max_batch: int
+    max_inflight: int
+    request_timeout: float
+    view_change_timeout: float
+    status_interval: float
+    submit_timeout: float
+    retry_interval: float
+    client_lanes: int
+    queue_size: int
+
+
+@dataclass(frozen=True, slots=True)
 class IpcConfig:
     max_frame: int
     max_clients: int
@@ -384,6 +498,7 @@ class Config:
     ipc: IpcConfig
     blobs: BlobsConfig
     membership: MembershipConfig
+    consensus: ConsensusConfig
 
     @property
     def key_path(self) -> Path:
@@ -549,9 +664,19 @@ def load_config(
         membership=MembershipConfig(
             **{k[11:]: v for k, v in values.items() if k.startswith("membership.")}
         ),
+        consensus=ConsensusConfig(
+            **{
+                k[10:]: tuple(v) if isinstance(v, list) else v
+                for k, v in values.items()
+                if k.startswith("consensus.")
+            }
+        ),
     )
     if not cfg.listen:
         raise ConfigError("config key listen: at least one listen multiaddr is needed")
+    cons = cfg.consensus
+    if cons.window < cons.checkpoint_interval or cons.window % cons.checkpoint_interval:
+        raise ConfigError("config key consensus.window: must be a multiple of checkpoint_interval")
     if cfg.membership.probe_timeout >= cfg.membership.probe_interval:
         raise ConfigError(
             "config key membership.probe_timeout: must be shorter than membership.probe_interval"

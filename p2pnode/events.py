@@ -11,7 +11,7 @@ from typing import Any
 
 import trio
 
-TOPICS = ("peers", "records", "members")
+TOPICS = ("peers", "records", "members", "commits")
 QUEUE_SIZE = 256
 
 

@@ -28,6 +28,8 @@ from p2pnode.blobs.ipc import build_blob_methods
 from p2pnode.blobs.service import BlobService
 from p2pnode.blobs.store import BlobStore
 from p2pnode.config import Config
+from p2pnode.consensus.ipc import build_consensus_methods
+from p2pnode.consensus.service import ConsensusService
 from p2pnode.events import EventBus
 from p2pnode.identity import load_identity_file, peer_id_of
 from p2pnode.ipc.methods import build_methods
@@ -112,6 +114,12 @@ class Node:
                         self.host, self.key_pair, self.cfg, self.events
                     )
                     await nursery.start(self.membership.run)
+                    self.consensus: ConsensusService | None = None
+                    if self.cfg.consensus.validators:
+                        self.consensus = ConsensusService(
+                            self.host, self.key_pair, store, self.cfg, self.events
+                        )
+                        await nursery.start(self.consensus.run)
                     if self.cfg.metrics_port is not None:
                         self.metrics_port = await nursery.start(
                             self.metrics.serve, self.cfg.metrics_port
@@ -122,6 +130,7 @@ class Node:
                             **build_methods(self),
                             **build_blob_methods(self),
                             **build_membership_methods(self.membership),
+                            **build_consensus_methods(self),
                         },
                         max_frame=self.cfg.ipc.max_frame,
                         max_clients=self.cfg.ipc.max_clients,

@@ -85,6 +85,30 @@ class _Api:
     def members(self) -> Any:
         return self._call("members", {})
 
+    def consensus_submit(
+        self, tx: Mapping[str, Any] | None = None, *, op: bytes | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Commit one transaction (``{"type": "kv_put", "key": k, "value": v}``, or encoded
+        ``op`` bytes); returns its seq, digest, status and certificate once committed."""
+        params: dict[str, Any] = {}
+        if tx is not None:
+            params["tx"] = dict(tx)
+        if op is not None:
+            params["op"] = op
+        if timeout is not None:
+            params["timeout"] = timeout
+        return self._call("consensus.submit", params)
+
+    def consensus_status(self) -> Any:
+        return self._call("consensus.status", {})
+
+    def consensus_log(self, first: int = 1, last: int | None = None) -> Any:
+        params: dict[str, Any] = {"from": first}
+        if last is not None:
+            params["to"] = last
+        return self._call("consensus.log", params)
+
     def blob_put(
         self,
         data: bytes | None = None,

@@ -50,4 +50,29 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX blob_chunks_hash ON blob_chunks (hash);
     CREATE INDEX blobs_lru ON blobs (pinned, last_access);
     """,
+    # 3: PBFT (docs/pbft.md, "In the daemon"): the replica's durable state and the committed log.
+    """
+    CREATE TABLE consensus_meta (
+        key   TEXT PRIMARY KEY,           -- view, view_change, new_view, stable, boot
+        value BLOB NOT NULL               -- CBOR or a PBFT codec message/envelope
+    );
+    CREATE TABLE consensus_slots (
+        seq         INTEGER PRIMARY KEY,
+        view        INTEGER NOT NULL,
+        pre_prepare BLOB,                 -- the accepted PrePrepare (codec bytes)
+        prepared    BLOB,                 -- highest-view PreparedProof (envelope)
+        sent_commit INTEGER NOT NULL
+    );
+    CREATE TABLE consensus_certified (
+        seq   INTEGER PRIMARY KEY,        -- above the stable checkpoint only
+        entry BLOB NOT NULL               -- CertifiedEntry (envelope)
+    );
+    CREATE TABLE consensus_log (
+        seq          INTEGER PRIMARY KEY, -- every committed entry, kept; idempotent per seq
+        digest       BLOB NOT NULL,
+        entry        BLOB NOT NULL,       -- CertifiedEntry with its certificate (envelope)
+        results      BLOB,                -- CBOR results where this node executed it
+        committed_at REAL NOT NULL
+    );
+    """,
 )

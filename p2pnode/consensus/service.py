@@ -1,0 +1,608 @@
+"""The consensus service: the PBFT replica of ``protocols.pbft`` bound to libp2p and SQLite.
+
+Roles. A node whose peer id is in ``consensus.validators`` runs a ``Replica`` and votes; every
+other node is a *follower*: it pulls certified entries from validators and checks each
+certificate before it appends the entry to its log. Both serve the committed log to others.
+
+Transport. Validators exchange PBFT messages as one-way datagrams (``/p2pnode/pbft/1.0.0``,
+:class:`~p2pnode.network.datagram.DatagramTransport`): one reused outbound stream per peer, a
+bounded queue and one shielded writer per peer. The log is served over request/response on
+reused streams (``/p2pnode/pbft-log/1.0.0``, :class:`~p2pnode.network.rpc.RpcService`), with a
+long poll so a follower hears of a commit one round trip after its validator does.
+
+The machine loop. One task owns the replica: it takes every event queued (up to ``DRAIN``),
+hands each to ``Replica.handle``, fires due timers, then carries out the effects of the whole
+step. Every ``PersistState`` of the step (the last one supersedes the earlier ones: each is the
+whole durable state) and every ``Commit``'s log row are written in **one SQLite transaction
+before any other effect of the step is carried out**: a message is never sent, nor a client
+told, before what it depends on is on disk (a group commit, as in databases' WAL writers).
+Timers are a dict of the machine's three keys; stale generations are ignored by the machine.
+
+Clients. ``submit`` signs a transaction with one of ``client_lanes`` lane keys derived from the
+node key (PBFT keeps one outstanding request per client id, so a lane is one client with at
+most one transaction in flight); request ids are ``(boot << 32) + n``, the boot counter being
+durable, so ids only grow across restarts. A validator hands the request to its own replica
+(which broadcasts it); a follower sends it to every validator; both resend to every validator
+each ``retry_interval`` until the commit shows up in the local log.
+
+Cancellation: cancelling :meth:`run` stops the loop, the transport writers and the log server;
+SQLite writes are synchronous and atomic, so a cancel or ``kill -9`` leaves the previous state
+or the new one.
+
+Errors: a peer's malformed, forged or non-member message is refused (``RemoteProtocolError``)
+and counted; it changes nothing. A bug in the replica (``LocalProtocolError``) stops the loop;
+``status`` reports it and the rest of the daemon keeps running. A follower that receives an
+entry whose certificate does not check drops the reply and asks another validator.
+
+Resources: the inbox holds ``INBOX`` events (more are dropped: PBFT retransmits); each peer's
+outbound queue holds ``consensus.queue_size`` packets; one writer task per peer; log replies
+carry at most ``LOG_BATCH`` entries; ``client_lanes`` bounds transactions in flight per node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections import Counter
+from typing import Any
+
+import trio
+from libp2p.abc import IHost
+from libp2p.crypto.keys import KeyPair
+from libp2p.peer.id import ID
+
+from p2pnode.consensus.store import ConsensusStore, LogRow, decode_entries
+from p2pnode.network.datagram import DatagramTransport
+from p2pnode.network.rpc import RpcError, RpcService
+from p2pnode.store import Store
+from protocols.pbft import (
+    Broadcast,
+    CancelTimer,
+    CertifiedEntry,
+    ClientRequest,
+    Commit,
+    Committee,
+    Ed25519Signer,
+    Ed25519Verifier,
+    Evidence,
+    LocalProtocolError,
+    MessageReceived,
+    NewView,
+    PbftConfig,
+    PersistState,
+    RemoteProtocolError,
+    Replica,
+    Request,
+    Restarted,
+    Send,
+    SetTimer,
+    StateInstalled,
+    TimerFired,
+    TimerKey,
+    ViewEntered,
+    check_certified_entry,
+    decode,
+    encode,
+    sign,
+)
+from protocols.pbft.codec import MAX_MESSAGE_BYTES
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = "/p2pnode/pbft/1.0.0"
+LOG_PROTOCOL = "/p2pnode/pbft-log/1.0.0"
+#: Events queued for the machine; more are dropped (validators retransmit every status tick).
+INBOX = 8192
+#: Events handled per step before the step's effects are carried out (one SQLite transaction).
+DRAIN = 512
+#: Entries per log reply (each up to max_batch requests of at most 64 KiB: bounded by the frame).
+LOG_BATCH = 64
+#: Longest long poll a log server grants, and what followers ask for.
+LONG_POLL = 2.0
+#: Pause before asking the next validator after a failed log request.
+SYNC_BACKOFF = 0.2
+_LANE_DOMAIN = b"p2pnode/pbft/lane\x00"
+
+
+class ConsensusError(Exception):
+    """A submit could not be carried out (timeout, consensus stopped by a bug)."""
+
+
+class _Waiter:
+    __slots__ = ("event", "result")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.result: dict[str, Any] | None = None
+
+
+def committee_from_config(validators: tuple[str, ...]) -> Committee:
+    return Committee(epoch=0, validators=tuple(ID.from_base58(v).to_bytes() for v in validators))
+
+
+def pbft_config(c: Any) -> PbftConfig:
+    """The replica's knobs from the ``consensus.*`` config section."""
+    return PbftConfig(
+        checkpoint_interval=c.checkpoint_interval,
+        window=c.window,
+        max_batch=c.max_batch,
+        max_inflight=c.max_inflight,
+        request_timeout=c.request_timeout,
+        view_change_timeout=c.view_change_timeout,
+        max_view_change_timeout=max(30.0, c.view_change_timeout, c.request_timeout),
+        status_interval=c.status_interval,
+    )
+
+
+def b58(node: bytes) -> str:
+    try:
+        return ID(node).to_base58()
+    except Exception:
+        return node.hex()
+
+
+class ConsensusService:
+    def __init__(
+        self, host: IHost, key_pair: KeyPair, store: Store, cfg: Any, events: Any = None
+    ) -> None:
+        c = cfg.consensus
+        self.host = host
+        self.cfg = c
+        self.events = events
+        self.committee = committee_from_config(c.validators)
+        self.signer = Ed25519Signer(key_pair)
+        self.me = self.signer.node_id
+        self.verifier = Ed25519Verifier()
+        self.is_validator = self.committee.is_member(self.me)
+        self.replica: Replica | None = None
+        if self.is_validator:
+            self.replica = Replica(
+                committee=self.committee,
+                config=pbft_config(c),
+                signer=self.signer,
+                verifier=self.verifier,
+            )
+        self.db = ConsensusStore(store)
+        self._lane_seed = key_pair.private_key.to_bytes()
+        self.transport = DatagramTransport(
+            host,
+            PROTOCOL,
+            self._on_packet,
+            max_packet=MAX_MESSAGE_BYTES,
+            queue_size=c.queue_size,
+            write_timeout=cfg.network.request_timeout,
+            connect_timeout=cfg.network.connect_timeout,
+        )
+        self.rpc = RpcService(
+            host,
+            LOG_PROTOCOL,
+            self._serve_log,
+            max_frame=MAX_MESSAGE_BYTES + (1 << 16),
+            max_inflight=16,
+            write_timeout=cfg.network.request_timeout,
+        )
+        self.request_timeout = cfg.network.request_timeout
+        self._inbox_send, self._inbox = trio.open_memory_channel[Any](INBOX)
+        self._timers: dict[TimerKey, tuple[float, int]] = {}
+        self._waiters: dict[tuple[bytes, int], _Waiter] = {}
+        self._lane_signers: dict[int, Ed25519Signer] = {}
+        self._lane_count: dict[int, int] = {}
+        self._free_lanes = list(range(c.client_lanes - 1, -1, -1))
+        self._lane_slots = trio.Semaphore(c.client_lanes)
+        self.boot = 0
+        #: Every seq in 1..log_top is in the local log; ``_above`` holds the seqs beyond a gap.
+        self.log_top = 0
+        self._above: set[int] = set()
+        self._log_changed = trio.Event()
+        self._gap = trio.Event()
+        #: Highest checkpoint installed without executing the entries below it.
+        self._installed = 0
+        self.view = 0
+        self.in_view_change = False
+        self.counters: Counter[str] = Counter()
+        self.error: str | None = None
+        self.last_view_entered_at: float | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[ConsensusService] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        self.boot = self.db.next_boot()
+        self.log_top = self.db.contiguous_upto(0)
+        _count, top = self.db.log_bounds()
+        if top > self.log_top:
+            self._above = {
+                r.seq for r in self.db.read_log(self.log_top + 1, top, top - self.log_top)
+            }
+            self._gap.set()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.transport.run)
+            await nursery.start(self.rpc.run)
+            if self.replica is not None:
+                durable = self.db.load()
+                log.info(
+                    "PBFT validator %d of %d, %s; log at %d",
+                    self.committee.validators.index(self.me) + 1,
+                    self.committee.n,
+                    "first boot" if durable is None else f"restarted in view {durable.view}",
+                    self.log_top,
+                )
+                self._carry_out(
+                    self._handle(Restarted(durable=durable), trio.current_time())
+                )
+                nursery.start_soon(self._machine_loop)
+                nursery.start_soon(self._fill_gaps)
+            else:
+                log.info("PBFT follower of %d validators; log at %d", self.committee.n,
+                         self.log_top)
+                nursery.start_soon(self._follow)
+            task_status.started(self)
+
+    # -- the machine loop ------------------------------------------------------------------------
+
+    def _on_packet(self, sender: bytes, data: bytes) -> None:
+        try:
+            msg = decode(data)
+        except RemoteProtocolError as exc:
+            self.counters["refused_malformed"] += 1
+            log.debug("malformed PBFT packet from %s: %s", b58(sender), exc)
+            return
+        # Everything is signed and checked by the machine; a validator's own message must also
+        # come from that validator (requests and forwarded new views may be relayed).
+        if type(msg) not in (Request, NewView) and msg.sender != sender:  # type: ignore[attr-defined]
+            self.counters["refused_relayed"] += 1
+            return
+        if self.replica is None:
+            return
+        try:
+            self._inbox_send.send_nowait(MessageReceived(sender=sender, msg=msg))
+        except trio.WouldBlock:
+            self.counters["dropped_inbox_full"] += 1
+
+    def _handle(self, event: Any, now: float) -> list[Any]:
+        assert self.replica is not None
+        try:
+            return self.replica.handle(event, now)
+        except RemoteProtocolError as exc:
+            self.counters["refused"] += 1
+            log.debug("refused PBFT input %r: %s", event, exc)
+            return []
+        except LocalProtocolError as exc:
+            if self.error is None:
+                log.exception("PBFT replica stopped by a bug")
+                self.error = str(exc)
+            return []
+
+    async def _machine_loop(self) -> None:
+        while self.error is None:
+            deadline = min((at for at, _ in self._timers.values()), default=math.inf)
+            batch = []
+            with trio.move_on_at(deadline):
+                batch.append(await self._inbox.receive())
+            while len(batch) < DRAIN:
+                try:
+                    batch.append(self._inbox.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            now = trio.current_time()
+            effects: list[Any] = []
+            for event in batch:
+                effects += self._handle(event, now)
+            for key, (at, gen) in list(self._timers.items()):
+                if at <= now and self._timers.get(key) == (at, gen):
+                    del self._timers[key]
+                    effects += self._handle(TimerFired(key=key, generation=gen), now)
+            self._carry_out(effects)
+            # A busy inbox never blocks the receive above: let writers and readers run.
+            await trio.lowlevel.checkpoint()
+        await trio.sleep_forever()
+
+    def _carry_out(self, effects: list[Any]) -> None:
+        persist = None
+        rows: list[LogRow] = []
+        for e in effects:
+            t = type(e)
+            if t is PersistState:
+                persist = e.state
+            elif t is Commit:
+                rows.append(
+                    LogRow(
+                        e.seq,
+                        e.entry.digest,
+                        CertifiedEntry(entry=e.entry, certificate=e.certificate),
+                        [[r.client, r.request_id, r.status, r.detail] for r in e.results],
+                    )
+                )
+        # Durable first: the step's last PersistState (it is the whole state) and its log rows,
+        # in one transaction, before any message leaves or any client hears of a commit.
+        self.db.save(persist, rows)
+        encoded: dict[int, bytes] = {}
+        for e in effects:
+            t = type(e)
+            if t is Send:
+                self._send(e.to, self._encoded(e.msg, encoded))
+            elif t is Broadcast:
+                data = self._encoded(e.msg, encoded)
+                for v in self.committee.validators:
+                    if v != self.me:
+                        self._send(v, data)
+            elif t is SetTimer:
+                self._timers[e.key] = (e.at, e.generation)
+            elif t is CancelTimer:
+                self._timers.pop(e.key, None)
+            elif t is StateInstalled:
+                log.info("PBFT state installed at checkpoint %d", e.seq)
+                self._installed = max(self._installed, e.seq)
+                self._gap.set()
+            elif t is ViewEntered:
+                self._view_entered(e)
+            elif t is Evidence:
+                self.counters["evidence"] += 1
+                log.warning(
+                    "PBFT evidence against %s: %r vs %r", b58(e.offender), e.first, e.second
+                )
+        for row in rows:
+            self._committed(row)
+        if self.replica is not None:
+            self.in_view_change = self.replica.status.name == "VIEW_CHANGE"
+            self.view = self.replica.view
+
+    @staticmethod
+    def _encoded(msg: Any, cache: dict[int, bytes]) -> bytes:
+        data = cache.get(id(msg))
+        if data is None:
+            data = cache[id(msg)] = encode(msg)
+        return data
+
+    def _send(self, to: bytes, data: bytes) -> None:
+        if not self.transport.send(to, data):
+            self.counters["send_dropped"] += 1
+
+    def _view_entered(self, e: ViewEntered) -> None:
+        self.view = e.view
+        self.last_view_entered_at = trio.current_time()
+        log.info("PBFT view %d, primary %s", e.view, b58(e.primary))
+        self._publish({"event": "view", "view": e.view, "primary": b58(e.primary)})
+
+    # -- the log --------------------------------------------------------------------------------
+
+    def _committed(self, row: LogRow) -> None:
+        """A row is in the local log (it was written before this call): advance, tell waiters."""
+        seq = row.seq
+        if seq <= self.log_top or seq in self._above:
+            return
+        if seq == self.log_top + 1:
+            self.log_top = seq
+            while self.log_top + 1 in self._above:
+                self.log_top += 1
+                self._above.discard(self.log_top)
+            ev, self._log_changed = self._log_changed, trio.Event()
+            ev.set()
+        else:
+            self._above.add(seq)
+            self._gap.set()
+        results = {(r[0], r[1]): r[2] for r in row.results or ()}
+        cert = row.entry.certificate
+        for req in row.entry.entry.batch:
+            w = self._waiters.get((req.client, req.request_id))
+            if w is not None and w.result is None:
+                w.result = {
+                    "seq": seq,
+                    "digest": row.digest.hex(),
+                    "status": results.get((req.client, req.request_id), "committed"),
+                    "certificate": certificate_dict(cert),
+                }
+                w.event.set()
+        self.counters["entries_committed"] += 1
+        self._publish(
+            {
+                "event": "commit",
+                "seq": seq,
+                "digest": row.digest.hex(),
+                "view": cert.votes[0].view if cert.votes else None,
+                "size": len(row.entry.entry.batch),
+            }
+        )
+
+    def _publish(self, event: dict[str, Any]) -> None:
+        if self.events is not None:
+            self.events.publish("commits", event)
+
+    def _append_fetched(self, entries: list[CertifiedEntry]) -> None:
+        rows = [LogRow(ce.entry.seq, ce.entry.digest, ce, None) for ce in entries]
+        self.db.save(None, rows)
+        for row in rows:
+            self._committed(row)
+
+    async def _fetch(self, peer: bytes, first: int, wait: float) -> list[CertifiedEntry]:
+        """Certified entries first, first+1, ... from ``peer``, every certificate checked."""
+        reply = await self.rpc.request(
+            ID(peer),
+            {"op": "log", "from": first, "limit": LOG_BATCH, "wait": wait},
+            timeout=wait + self.request_timeout,
+        )
+        if not reply.get("ok"):
+            raise RpcError(str(reply.get("err")))
+        raw = reply.get("entries")
+        if not isinstance(raw, list) or len(raw) > LOG_BATCH:
+            raise RemoteProtocolError("log reply without a bounded entries list")
+        out: list[CertifiedEntry] = []
+        for item in raw:
+            if type(item) is not bytes:
+                raise RemoteProtocolError("log entry is not bytes")
+            entries = decode_entries(item)
+            if len(entries) != 1 or entries[0].entry.seq != first + len(out):
+                raise RemoteProtocolError("log reply out of order")
+            # A follower trusts no validator: the certificate (2f+1 commit votes) decides.
+            check_certified_entry(self.committee, self.verifier, entries[0])
+            out.append(entries[0])
+        return out
+
+    async def _follow(self) -> None:
+        """Follower: pull certified entries from validators, one long poll at a time."""
+        others = [v for v in self.committee.validators if v != self.me]
+        i = int.from_bytes(hashlib.sha256(self.me).digest()[:4], "big")
+        while True:
+            peer = others[i % len(others)]
+            try:
+                entries = await self._fetch(peer, self.log_top + 1, LONG_POLL)
+            except (RpcError, RemoteProtocolError, Exception) as exc:
+                self.counters["sync_failures"] += 1
+                log.debug("log sync from %s failed: %r", b58(peer), exc)
+                i += 1
+                await trio.sleep(SYNC_BACKOFF)
+                continue
+            if entries:
+                self._append_fetched(entries)
+            else:
+                i += 1  # nothing new there: the next long poll asks another validator
+
+    async def _fill_gaps(self) -> None:
+        """Validator: entries below an installed checkpoint were never executed here; fetch
+        them (with certificates) from other validators so the local log is complete."""
+        others = [v for v in self.committee.validators if v != self.me]
+        i = 0
+        while True:
+            await self._gap.wait()
+            if not self._above and self.log_top >= self._installed:
+                self._gap = trio.Event()
+                continue
+            peer = others[i % len(others)]
+            try:
+                entries = await self._fetch(peer, self.log_top + 1, 0.0)
+            except Exception as exc:
+                self.counters["sync_failures"] += 1
+                log.debug("gap fill from %s failed: %r", b58(peer), exc)
+                entries = []
+            if entries:
+                self._append_fetched(entries)
+            else:
+                i += 1
+                await trio.sleep(SYNC_BACKOFF)
+
+    async def _serve_log(self, peer: ID, frame: dict[str, Any]) -> dict[str, Any]:
+        if frame.get("op") != "log":
+            return {"ok": False, "err": "unknown op"}
+        first, limit, wait = frame.get("from"), frame.get("limit"), frame.get("wait", 0)
+        if type(first) is not int or first < 1 or type(limit) is not int or limit < 1:
+            return {"ok": False, "err": "from and limit must be positive ints"}
+        if not isinstance(wait, int | float) or wait != wait or wait < 0:
+            return {"ok": False, "err": "wait must be a non-negative number"}
+        if first > self.log_top and wait > 0:
+            with trio.move_on_after(min(float(wait), LONG_POLL)):
+                while first > self.log_top:
+                    await self._log_changed.wait()
+        raw = self.db.read_raw_entries(first, min(limit, LOG_BATCH))
+        return {"ok": True, "entries": raw, "top": self.log_top}
+
+    # -- clients ---------------------------------------------------------------------------------
+
+    def _lane(self, lane: int) -> Ed25519Signer:
+        signer = self._lane_signers.get(lane)
+        if signer is None:
+            seed = hashlib.sha256(_LANE_DOMAIN + self._lane_seed + lane.to_bytes(4, "big"))
+            signer = self._lane_signers[lane] = Ed25519Signer.from_seed(seed.digest())
+        return signer
+
+    async def submit(self, op: bytes, timeout: float | None = None) -> dict[str, Any]:
+        """Sign ``op`` as a lane of this node, get it committed, return where (and the proof)."""
+        if self.error is not None:
+            raise ConsensusError(f"consensus stopped: {self.error}")
+        timeout = self.cfg.submit_timeout if timeout is None else timeout
+        with trio.move_on_after(timeout) as scope:
+            async with self._lane_slots:
+                lane = self._free_lanes.pop()
+                try:
+                    return await self._submit_on(lane, op)
+                finally:
+                    self._free_lanes.append(lane)
+        assert scope.cancelled_caught
+        self.counters["submit_timeouts"] += 1
+        raise ConsensusError(f"not committed within {timeout:g} s (it may still commit)")
+
+    async def _submit_on(self, lane: int, op: bytes) -> dict[str, Any]:
+        signer = self._lane(lane)
+        n = self._lane_count.get(lane, 0) + 1
+        self._lane_count[lane] = n
+        req = sign(Request(client=signer.node_id, request_id=(self.boot << 32) + n, op=op), signer)
+        key = (req.client, req.request_id)
+        waiter = self._waiters[key] = _Waiter()
+        try:
+            data = encode(req)
+            first = True
+            while waiter.result is None:
+                if self.error is not None:
+                    raise ConsensusError(f"consensus stopped: {self.error}")
+                self._dispatch(req, data, first)
+                first = False
+                with trio.move_on_after(self.cfg.retry_interval):
+                    await waiter.event.wait()
+            self.counters["submitted"] += 1
+            return {"client": b58(req.client), "request_id": req.request_id, **waiter.result}
+        finally:
+            self._waiters.pop(key, None)
+
+    def _dispatch(self, req: Request, data: bytes, first: bool) -> None:
+        if first and self.replica is not None:
+            try:
+                # Our replica validates it, keeps it pending and broadcasts it to the others.
+                self._inbox_send.send_nowait(ClientRequest(request=req))
+                return
+            except trio.WouldBlock:
+                pass
+        if not first:
+            self.counters["submit_resends"] += 1
+        for v in self.committee.validators:
+            if v != self.me:
+                self._send(v, data)
+
+    # -- read-only views -------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        r = self.replica
+        out: dict[str, Any] = {
+            "role": "validator" if r is not None else "follower",
+            "committee": [b58(v) for v in self.committee.validators],
+            "f": self.committee.f,
+            "log_last": self.log_top,
+            "error": self.error,
+            "counters": {**self.counters, **self.transport.counters},
+        }
+        if r is not None:
+            out.update(
+                view=r.view,
+                primary=b58(r.primary),
+                in_view_change=r.status.name == "VIEW_CHANGE",
+                last_committed=r.executed_seq,
+                stable_checkpoint=r.stable.seq,
+            )
+        else:
+            out.update(
+                view=None,
+                primary=None,
+                in_view_change=None,
+                last_committed=self.log_top,
+                stable_checkpoint=None,
+            )
+        return out
+
+
+def certificate_dict(cert: Any) -> dict[str, Any]:
+    votes = cert.votes
+    return {
+        "view": votes[0].view if votes else None,
+        "votes": [{"signer": b58(v.sender), "signature": v.signature} for v in votes],
+    }
+
+
+__all__ = [
+    "LOG_PROTOCOL",
+    "PROTOCOL",
+    "ConsensusError",
+    "ConsensusService",
+    "certificate_dict",
+    "committee_from_config",
+    "pbft_config",
+]

@@ -18,6 +18,7 @@ from typing import Any
 
 from p2pnode import __version__
 from p2pnode.config import ConfigError, load_config, render_config_template, resolve_data_dir
+from p2pnode.consensus import cli as consensus_cli
 from p2pnode.identity import IdentityError, create_identity, peer_id_of
 from p2pnode.ipc.client import Client
 from p2pnode.ipc.errors import IpcError
@@ -112,7 +113,11 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--nodes", type=int, default=5)
     sw.add_argument("--dir", required=True, help="parent dir of node-1 ... node-N")
     sw.add_argument("--metrics-base-port", type=int, help="node i serves metrics on BASE+i")
+    sw.add_argument(
+        "--validators", type=int, default=0, help="node-1..K form the genesis PBFT committee"
+    )
     members_cli.add_parser(sub, common)
+    consensus_cli.add_parsers(sub, common)
     return p
 
 
@@ -369,7 +374,10 @@ def cmd_swarm(args: argparse.Namespace) -> int:
 
     try:
         return run_swarm(
-            nodes=args.nodes, parent=Path(args.dir), metrics_base_port=args.metrics_base_port
+            nodes=args.nodes,
+            parent=Path(args.dir),
+            metrics_base_port=args.metrics_base_port,
+            validators=args.validators,
         )
     except SwarmError as exc:
         raise CliError(f"swarm: {exc}") from None
@@ -386,6 +394,8 @@ COMMANDS = {
     "blob": cmd_blob,
     "ptr": cmd_ptr,
     "members": lambda args: members_cli.cmd_members(args, _client),
+    "consensus": lambda args: consensus_cli.cmd_consensus(args, _client),
+    "log": lambda args: consensus_cli.cmd_log(args, _client),
 }
 
 

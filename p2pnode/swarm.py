@@ -156,9 +156,20 @@ def stop(nodes: list[SwarmNode], grace: float = STOP_GRACE) -> None:
             p.wait()
 
 
-def run_swarm(*, nodes: int, parent: Path, metrics_base_port: int | None = None) -> int:
+def run_swarm(
+    *, nodes: int, parent: Path, metrics_base_port: int | None = None, validators: int = 0
+) -> int:
     try:
-        swarm = prepare(parent.expanduser().absolute(), nodes)
+        settings: dict[str, object] = {}
+        if validators:
+            # node-1..K are the genesis committee: their keys exist before any config names them.
+            from p2pnode.consensus.genesis import genesis_validators
+
+            if not 1 <= validators <= nodes:
+                raise SwarmError("--validators must be between 1 and --nodes")
+            parent = parent.expanduser().absolute()
+            settings["consensus.validators"] = genesis_validators(parent, validators)
+        swarm = prepare(parent.expanduser().absolute(), nodes, settings)
     except (ConfigError, OSError) as exc:
         raise SwarmError(str(exc)) from None
     stopping = False

@@ -229,14 +229,13 @@ class ConsensusService:
                     "first boot" if durable is None else f"restarted in view {durable.view}",
                     self.log_top,
                 )
-                self._carry_out(
-                    self._handle(Restarted(durable=durable), trio.current_time())
-                )
+                self._carry_out(self._handle(Restarted(durable=durable), trio.current_time()))
                 nursery.start_soon(self._machine_loop)
                 nursery.start_soon(self._fill_gaps)
             else:
-                log.info("PBFT follower of %d validators; log at %d", self.committee.n,
-                         self.log_top)
+                log.info(
+                    "PBFT follower of %d validators; log at %d", self.committee.n, self.log_top
+                )
                 nursery.start_soon(self._follow)
             task_status.started(self)
 

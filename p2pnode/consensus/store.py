@@ -150,9 +150,7 @@ class ConsensusStore:
                     )
                 )
             certified = []
-            for (entry,) in self._db.execute(
-                "SELECT entry FROM consensus_certified ORDER BY seq"
-            ):
+            for (entry,) in self._db.execute("SELECT entry FROM consensus_certified ORDER BY seq"):
                 certified.extend(decode_entries(entry))
             state = DurableState(
                 view=view,
@@ -289,9 +287,7 @@ class ConsensusStore:
             (first, last, limit),
         ):
             (ce,) = decode_entries(entry)
-            out.append(
-                LogRow(seq, digest, ce, None if results is None else cbor2.loads(results))
-            )
+            out.append(LogRow(seq, digest, ce, None if results is None else cbor2.loads(results)))
         return out
 
     def read_raw_entries(self, first: int, limit: int) -> list[bytes]:

@@ -207,8 +207,9 @@ class DatagramTransport:
                     (n,) = _HEADER.unpack_from(buf, pos)
                     if n > self.max_packet:
                         self.counters["refused_oversized"] += 1
-                        log.info("oversized %s packet (%d bytes) from %s", self.protocol, n,
-                                 ID(sender))
+                        log.info(
+                            "oversized %s packet (%d bytes) from %s", self.protocol, n, ID(sender)
+                        )
                         return  # cannot resynchronise: drop the stream
                     if len(buf) - pos < 4 + n:
                         break

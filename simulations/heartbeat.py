@@ -237,7 +237,9 @@ class HeartbeatWorld:
         self.stats["restarts"] += 1
         self.checker.restart(i, self.clock.now)
         # A daemon starts at its boot time in milliseconds: above any earlier incarnation.
-        self._boot(i, int(self.clock.now * 1000) + 1, announce=True)
+        inc = int(self.clock.now * 1000) + 1
+        self.checker.life_inc[i] = inc
+        self._boot(i, inc, announce=True)
 
     def change_state(self, i: int) -> None:
         m = self.nodes[i]
@@ -335,6 +337,7 @@ class HeartbeatWorld:
                 "dropped": self.net.dropped,
                 "cut": self.net.cut,
                 "partition_deaths": ch.partition_deaths,
+                "late_detections": ch.late_detections,
             },
         )
 

@@ -23,6 +23,10 @@ class MembershipChecker:
         self.up = [True] * n
         self.up_since = [0.0] * n
         self.index: dict[bytes, int] = {}
+        #: node -> the incarnation its current life started at.
+        self.life_inc: dict[int, int] = {}
+        #: Accusations of a previous life that land after the restart (correct, but late).
+        self.late_detections = 0
         #: node -> time of its current crash (absent while up).
         self.crashed_at: dict[int, float] = {}
         #: node -> observers that currently hold it suspect or dead / dead.
@@ -69,6 +73,11 @@ class MembershipChecker:
     def on_change(self, observer: int, subject: int, e: MemberChanged, now: float) -> None:
         kind = e.kind
         if kind is ChangeKind.SUSPECT or kind is ChangeKind.DEAD:
+            if e.incarnation < self.life_inc.get(subject, 0):
+                # About the life that crashed: the observer has not heard of the restart yet.
+                self.late_detections += 1
+                self.not_alive.setdefault(subject, set()).add(observer)
+                return
             self.not_alive.setdefault(subject, set()).add(observer)
             if kind is ChangeKind.DEAD:
                 self.dead_by.setdefault(subject, set()).add(observer)

@@ -1,20 +1,26 @@
 """The blob service: store blobs, announce them, fetch them from whoever holds them.
 
-Exchange protocol ``/p2pnode/blob/1.0.0`` (length-prefixed CBOR frames on reused streams, see
-:mod:`p2pnode.network.rpc`): ``{"op": "manifest", "key": cid}`` and ``{"op": "chunk", "hash":
-multihash}``; replies carry ``data``. A node answers only for what it holds.
+Two protocols. ``/p2pnode/blob/1.0.0`` (request/response frames on reused streams, see
+:mod:`p2pnode.network.rpc`) carries ``{"op": "manifest", "key": cid}``. Chunk data moves on
+``/p2pnode/blob-batch/1.0.0``: the fetcher sends ``{"hashes": [...]}`` (at most ``MAX_BATCH``)
+and the provider answers every hash, in order, with a header frame ``{"hash", "size"}`` (size 0:
+not held) followed by that many raw bytes, then waits for the next batch on the same stream. So
+the data path costs what a plain stream costs, plus the hash check. A node serves only what it
+holds.
 
-Fetching: the manifest comes from any provider and must hash to the blob key; then every
-missing chunk is requested, ``blobs.window`` at a time per provider, from all providers at
-once, pulling from one shared queue so faster providers take more. Each chunk is checked
-against its hash before it is written. A bad chunk, a timeout or a dropped stream puts the
-chunk back in the queue and counts against that provider (after ``MAX_STRIKES`` it is left
-out of this round). Chunks already on disk are never fetched again, so a fetch that stops
-part-way resumes where it stopped; rounds repeat with backoff, re-finding providers, until
-the blob is complete or ``blobs.fetch_timeout`` passes.
+Fetching: the manifest comes from any provider and must hash to the blob key; then the missing
+chunks are taken from one shared queue, ``blobs.window`` per batch, by ``LANES_PER_PROVIDER``
+lanes per provider, all providers at once, so faster providers take more. Each chunk is checked
+against its hash (in a worker thread, while the next chunks arrive) before it is written. A bad
+chunk, a timeout or a dropped stream puts the chunk back in the queue, bars that provider from
+that chunk, and counts a strike (after ``MAX_STRIKES`` the provider sits out the round). Chunks
+already on disk are never fetched again, so a fetch that stops part-way resumes where it
+stopped; rounds repeat with backoff, re-finding providers, until the blob is complete or
+``blobs.fetch_timeout`` passes.
 
-Resources: the fetching daemon holds at most ``window`` chunks per provider in memory; every
-frame from the wire is bounded by the RPC service (one chunk plus headroom).
+Resources: per lane at most ``VERIFY_AHEAD`` received chunks wait for their hash check; every
+header is bounded before it is buffered, and a chunk's size must match the manifest (itself
+bounded by ``MAX_CHUNK_SIZE``) before its bytes are read.
 """
 
 from __future__ import annotations
@@ -22,26 +28,40 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Iterable
+from contextlib import suppress
 from typing import Any
 
 import trio
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetStream
+from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
 
 from p2pnode.blobs.store import BlobStat, BlobStore, Ingest
 from p2pnode.config import Config
 from p2pnode.network.dht import Dht
-from p2pnode.network.host import allow_redial
+from p2pnode.network.host import allow_redial, set_guarded_handler
 from p2pnode.network.rpc import RpcError, RpcService
 from protocols.blobs.cid import CidError, manifest_cid, parse_cid
 from protocols.blobs.manifest import MAX_CHUNK_SIZE, MAX_MANIFEST_BYTES, Manifest, ManifestError
+from protocols.framing import FrameDecoder, FrameError, encode_frame
 
 log = logging.getLogger(__name__)
 
 PROTOCOL_ID = "/p2pnode/blob/1.0.0"
+# Bulk transfer: the fetcher sends {"hashes": [...]}, the provider answers each hash with a
+# header frame {"hash", "size"} (size 0: not held) followed by that many raw bytes, back to
+# back, on the same stream; then the fetcher may send the next batch. No per-chunk request
+# round trip, no CBOR around the data.
+BATCH_PROTOCOL_ID = "/p2pnode/blob-batch/1.0.0"
+MAX_BATCH = 64
+MAX_BATCH_REQUEST = 64 + MAX_BATCH * 40
+MAX_HEADER = 256
+LANES_PER_PROVIDER = 2
+VERIFY_AHEAD = 4  # chunks hashed and written in threads while the next ones arrive
 MAX_STRIKES = 3
 MAX_BACKOFF = 2.0
 GC_INTERVAL = 60.0
+READ_SIZE = 1 << 20
 
 
 class BlobError(Exception):
@@ -81,6 +101,7 @@ class BlobService:
     async def run(self, *, task_status: trio.TaskStatus[BlobService] = trio.TASK_STATUS_IGNORED):
         async with trio.open_nursery() as nursery:
             await nursery.start(self.rpc.run)
+            set_guarded_handler(self.host, BATCH_PROTOCOL_ID, self._serve_batches)
             task_status.started(self)
             while True:
                 await trio.sleep(GC_INTERVAL)
@@ -96,17 +117,50 @@ class BlobService:
             if raw is None:
                 return {"ok": False, "err": "not held"}
             return {"ok": True, "data": raw}
-        if op == "chunk":
-            mh = frame.get("hash")
-            if not isinstance(mh, bytes) or not self.store.has_chunk(mh):
-                return {"ok": False, "err": "not held"}
-            try:
-                data = await self.store.read_chunk(mh)
-            except Exception as exc:
-                return {"ok": False, "err": str(exc)}
-            self.served_chunks += 1
-            return {"ok": True, "data": data}
         return {"ok": False, "err": f"unknown op {op!r}"}
+
+    async def _serve_batches(self, stream: INetStream) -> None:
+        """Answer batch requests on one stream until the fetcher closes it."""
+        peer = stream.muxed_conn.peer_id
+        reader = _Reader(stream, self.cfg.blobs.chunk_timeout, MAX_BATCH_REQUEST)
+        try:
+            while True:
+                frame = await reader.frame(idle_ok=True)
+                if frame is None:
+                    break
+                hashes = frame.get("hashes")
+                if not isinstance(hashes, list) or not 0 < len(hashes) <= MAX_BATCH:
+                    raise BlobError(f"a batch names 1 to {MAX_BATCH} chunk hashes")
+                for mh in hashes:
+                    data = b""
+                    if isinstance(mh, bytes) and self.store.has_chunk(mh):
+                        try:
+                            data = await self.store.read_chunk(mh)
+                        except Exception as exc:
+                            log.info("cannot serve chunk %s: %s", mh.hex(), exc)
+                            data = b""
+                    header = encode_frame({"hash": mh, "size": len(data)})
+                    await self._write(stream, peer, header, data)
+                    if data:
+                        self.served_chunks += 1
+        finally:
+            with trio.move_on_after(self.cfg.blobs.chunk_timeout, shield=True):
+                with suppress(Exception):
+                    await stream.close()
+
+    async def _write(self, stream: INetStream, peer: ID, *bufs: bytes) -> None:
+        """Shielded writes under a deadline: a write cancelled half-way can tear the Noise
+        session, so on a stall we disconnect the peer instead."""
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(self.cfg.blobs.chunk_timeout) as scope:
+                for buf in bufs:
+                    if buf:
+                        await stream.write(buf)
+            if scope.cancelled_caught:
+                with trio.move_on_after(self.cfg.network.connect_timeout):
+                    with suppress(Exception):
+                        await self.host.disconnect(peer)
+                raise BlobError(f"write to {peer} stalled")
 
     # -- storing -------------------------------------------------------------------------------
 
@@ -221,46 +275,148 @@ class BlobService:
     async def _download(self, manifest: Manifest, missing: list[int], providers: list[ID]) -> None:
         queue = deque(missing)
         refused: set[tuple[ID, int]] = set()  # (provider, chunk) pairs that went wrong
+        batch_size = max(1, min(MAX_BATCH, self.cfg.blobs.window))
 
         async def lane(peer: ID, strikes: list[int]) -> None:
-            passes = 0
-            while queue and strikes[0] < MAX_STRIKES:
-                index = queue.popleft()
-                mh, size = manifest.chunks[index]
-                if self.store.has_chunk(mh):
-                    continue
-                if (peer, index) in refused:
-                    queue.append(index)
-                    passes += 1
-                    if passes > len(queue):
+            stream: INetStream | None = None
+            try:
+                while queue and strikes[0] < MAX_STRIKES:
+                    batch = self._take_batch(queue, peer, refused, batch_size)
+                    if not batch:
                         return  # only chunks this peer already failed are left
-                    continue
-                passes = 0
-                try:
-                    reply = await self.rpc.request(
-                        peer, {"op": "chunk", "hash": mh}, self.cfg.blobs.chunk_timeout
-                    )
-                    data = reply.get("data")
-                    if not reply.get("ok") or not isinstance(data, bytes):
-                        log.info("%s does not have chunk %d: %s", peer, index, reply.get("err"))
-                        ok = False
-                    elif len(data) != size or not await self.store.put_verified_chunk(mh, data):
-                        self.bad_chunks += 1
-                        log.warning("%s sent a corrupt chunk %d (%s)", peer, index, mh.hex())
-                        ok = False
-                    else:
-                        self.fetched_chunks += 1
-                        ok = True
-                except RpcError as exc:
-                    log.info("chunk %d from %s failed: %s", index, peer, exc)
-                    ok = False
-                if not ok:
-                    refused.add((peer, index))
-                    queue.append(index)
-                    strikes[0] += 1
+                    if stream is None:
+                        try:
+                            with trio.fail_after(self.cfg.blobs.chunk_timeout):
+                                stream = await self.host.new_stream(peer, [BATCH_PROTOCOL_ID])
+                        except Exception as exc:
+                            log.info("cannot open a blob stream to %s: %r", peer, exc)
+                            queue.extend(batch)
+                            strikes[0] = MAX_STRIKES
+                            return
+                    ok = await self._fetch_batch(stream, peer, manifest, batch, refused, queue)
+                    if not ok:
+                        strikes[0] += 1
+                        with suppress(Exception):
+                            await stream.reset()
+                        stream = None
+            finally:
+                if stream is not None:
+                    with trio.move_on_after(1, shield=True), suppress(Exception):
+                        await stream.close()
 
         async with trio.open_nursery() as nursery:
             for peer in providers:
                 strikes = [0]
-                for _ in range(self.cfg.blobs.window):
+                for _ in range(LANES_PER_PROVIDER):
                     nursery.start_soon(lane, peer, strikes)
+
+    @staticmethod
+    def _take_batch(
+        queue: deque[int], peer: ID, refused: set[tuple[ID, int]], size: int
+    ) -> list[int]:
+        batch: list[int] = []
+        skipped: list[int] = []
+        while queue and len(batch) < size:
+            index = queue.popleft()
+            (skipped if (peer, index) in refused else batch).append(index)
+        queue.extend(skipped)
+        return batch
+
+    async def _fetch_batch(
+        self,
+        stream: INetStream,
+        peer: ID,
+        manifest: Manifest,
+        batch: list[int],
+        refused: set[tuple[ID, int]],
+        queue: deque[int],
+    ) -> bool:
+        """Request ``batch`` on ``stream`` and store what verifies. False if the stream broke
+        or the peer sent something wrong; every chunk not stored goes back in the queue."""
+        pending = list(batch)
+        healthy = True
+        verify = trio.Semaphore(VERIFY_AHEAD)
+
+        async def store(index: int, data: bytes) -> None:
+            mh, _ = manifest.chunks[index]
+            try:
+                if await self.store.put_verified_chunk(mh, data):
+                    self.fetched_chunks += 1
+                    return
+                self.bad_chunks += 1
+                log.warning("%s sent a corrupt chunk %d (%s)", peer, index, mh.hex())
+                refused.add((peer, index))
+                queue.append(index)
+            finally:
+                verify.release()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                hashes = [manifest.chunks[i][0] for i in batch]
+                await self._write(stream, peer, encode_frame({"hashes": hashes}))
+                reader = _Reader(stream, self.cfg.blobs.chunk_timeout, MAX_HEADER)
+                for index in batch:
+                    mh, size = manifest.chunks[index]
+                    header = await reader.frame()
+                    if header is None or header.get("hash") != mh:
+                        raise BlobError("reply out of order or cut short")
+                    got = header.get("size")
+                    if got == 0:
+                        refused.add((peer, index))
+                        queue.append(index)
+                        pending.remove(index)
+                        continue
+                    if got != size:
+                        raise BlobError(f"chunk {index}: {got!r} bytes announced, {size} expected")
+                    data = await reader.exactly(size)
+                    pending.remove(index)
+                    await verify.acquire()
+                    nursery.start_soon(store, index, data)
+        except (BlobError, FrameError, trio.TooSlowError, OSError, EOFError) as exc:
+            log.info("batch from %s failed: %r", peer, exc)
+            healthy = False
+        except Exception as exc:  # a stream error from py-libp2p: treat like a drop
+            log.info("batch from %s broke: %r", peer, exc)
+            healthy = False
+        for index in pending:
+            refused.add((peer, index))
+            queue.append(index)
+        return healthy
+
+
+class _Reader:
+    """Frames and raw byte runs from one stream (a FrameDecoder fed by reads), every read
+    under a deadline except the idle wait for a fetcher's next batch."""
+
+    def __init__(self, stream: INetStream, timeout: float, max_frame: int) -> None:
+        self.stream = stream
+        self.timeout = timeout
+        self.decoder = FrameDecoder(max_frame)
+
+    async def _more(self, *, idle: bool) -> None:
+        try:
+            if idle:
+                data = await self.stream.read(READ_SIZE)
+            else:
+                with trio.fail_after(self.timeout):
+                    data = await self.stream.read(READ_SIZE)
+        except StreamEOF:
+            data = b""
+        self.decoder.receive_data(data)
+
+    async def frame(self, *, idle_ok: bool = False) -> dict[str, Any] | None:
+        """The next frame; None at a clean end of stream (only when ``idle_ok``)."""
+        while True:
+            frame = self.decoder.next_frame()
+            if frame is not None:
+                return frame
+            if self.decoder.at_eof and not self.decoder.buffered:
+                if idle_ok:
+                    return None
+                raise EOFError("stream ended before the expected frame")
+            await self._more(idle=idle_ok and not self.decoder.buffered)
+
+    async def exactly(self, n: int) -> bytes:
+        while (data := self.decoder.next_raw(n)) is None:
+            await self._more(idle=False)
+        return data

@@ -90,6 +90,10 @@ class FrameDecoder:
     def buffered(self) -> int:
         return self._size
 
+    @property
+    def at_eof(self) -> bool:
+        return self._eof
+
     def receive_data(self, data: bytes) -> None:
         if self._eof and data:
             raise FrameError("data received after end of input")
@@ -136,6 +140,19 @@ class FrameDecoder:
         body = self._take(self._need)
         self._need = None
         return body
+
+    def next_raw(self, n: int) -> bytes | None:
+        """The next ``n`` bytes, unframed: bulk data a preceding frame announced.
+
+        Only between frames. The caller bounds ``n`` (it comes from a frame it validated).
+        """
+        if self._need is not None:
+            raise FrameError("raw bytes requested in the middle of a frame")
+        if self._size < n:
+            if self._eof:
+                raise FrameError(f"input ended inside raw data ({self._size} of {n} bytes)")
+            return None
+        return self._take(n)
 
     def next_frame(self) -> dict[str, Any] | None:
         """Like :meth:`next_body`, decoded; a bad body raises :class:`MalformedFrame`."""

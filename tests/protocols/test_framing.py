@@ -130,3 +130,33 @@ def test_non_map_and_non_text_keys_are_malformed() -> None:
 def test_encoder_refuses_its_own_oversized_frames() -> None:
     with pytest.raises(FrameTooLarge):
         encode_frame({"v": b"x" * 100}, max_frame=50)
+
+
+@given(payloads, st.binary(max_size=3000), st.data())
+def test_raw_bytes_after_a_frame_round_trip_however_cut(
+    frame: dict, raw: bytes, data: st.DataObject
+) -> None:
+    blob = encode_frame(frame) + raw + encode_frame({"after": True})
+    cuts = sorted(data.draw(st.lists(st.integers(1, len(blob) - 1), max_size=6)))
+    pieces = [blob[a:b] for a, b in zip([0, *cuts], [*cuts, len(blob)], strict=True) if b > a]
+    decoder = FrameDecoder(1 << 20)
+    got: list[object] = []
+    stage = 0
+    for piece in pieces:
+        decoder.receive_data(piece)
+        while True:
+            item = decoder.next_raw(len(raw)) if stage == 1 else decoder.next_frame()
+            if item is None:
+                break
+            got.append(item)
+            stage += 1
+    assert got == [frame, raw, {"after": True}]
+
+
+def test_raw_bytes_cut_short_are_an_error_at_eof() -> None:
+    decoder = FrameDecoder(1024)
+    decoder.receive_data(b"abc")
+    assert decoder.next_raw(5) is None
+    decoder.receive_data(b"")
+    with pytest.raises(FrameError, match="raw data"):
+        decoder.next_raw(5)

@@ -86,7 +86,10 @@ class _Api:
         return self._call("members", {})
 
     def consensus_submit(
-        self, tx: Mapping[str, Any] | None = None, *, op: bytes | None = None,
+        self,
+        tx: Mapping[str, Any] | None = None,
+        *,
+        op: bytes | None = None,
         timeout: float | None = None,
     ) -> Any:
         """Commit one transaction (``{"type": "kv_put", "key": k, "value": v}``, or encoded

@@ -191,9 +191,7 @@ class RpcService:
                 raise RpcError(f"stream to {channel.peer} is closed")
             await self._shielded_write(channel.stream, channel.peer, data)
 
-    async def _shielded_write(
-        self, stream: INetStream, peer: ID, data: tuple[bytes, ...]
-    ) -> None:
+    async def _shielded_write(self, stream: INetStream, peer: ID, data: tuple[bytes, ...]) -> None:
         with trio.CancelScope(shield=True):
             with trio.move_on_after(self.write_timeout) as scope:
                 try:

@@ -274,7 +274,7 @@ SCHEMA: tuple[Setting, ...] = (
     Setting(
         "membership.suspicion_max_timeout_mult",
         float,
-        4.0,
+        2.0,
         "Maximum suspicion (no confirmations) = this x the minimum.",
         _range(1, 100),
     ),

@@ -173,6 +173,14 @@ SCHEMA: tuple[Setting, ...] = (
         _range(1, 1 << 20),
     ),
     Setting(
+        "dht.max_stores_per_second",
+        float,
+        200.0,
+        "Records and provider entries one peer may make us store per second (burst: 5x this);"
+        " more are refused so no peer can fill our store.",
+        _range(1, 1e6),
+    ),
+    Setting(
         "network.connect_timeout",
         float,
         5.0,
@@ -428,6 +436,7 @@ class DhtConfig:
     republish_interval: float
     refresh_interval: float
     max_value_size: int
+    max_stores_per_second: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,32 @@ PEER_ADDR_TTL = 3600.0
 MAX_LOOKUP_STEPS = 16
 
 
+class TokenBuckets:
+    """One token bucket per peer: ``rate`` tokens a second, at most ``burst`` saved up.
+
+    Buckets of peers idle long enough to be full again are forgotten, so the table stays as
+    small as the set of recently active peers.
+    """
+
+    def __init__(self, *, rate: float, burst: float, max_peers: int = 4096) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_peers = max_peers
+        self._buckets: dict[object, tuple[float, float]] = {}  # peer -> (tokens, at)
+
+    def allow(self, peer: object, now: float) -> bool:
+        tokens, at = self._buckets.get(peer, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        allowed = tokens >= 1.0
+        self._buckets[peer] = (tokens - 1.0 if allowed else tokens, now)
+        if len(self._buckets) > self.max_peers:
+            full_after = self.burst / self.rate
+            self._buckets = {
+                p: (t, a) for p, (t, a) in self._buckets.items() if now - a < full_after
+            }
+        return allowed
+
+
 class DhtError(Exception):
     """A DHT operation failed in a way the caller should hear about."""
 
@@ -152,6 +178,9 @@ class Dht:
             on_bad_frame=self._bad_peer,
         )
         self.stats = DhtStats()
+        self._store_budget = TokenBuckets(
+            rate=cfg.dht.max_stores_per_second, burst=5 * cfg.dht.max_stores_per_second
+        )
         # Called with (key, seq, publisher) whenever a record is stored here.
         self.on_record: Callable[[str, int, str], None] = lambda key, seq, publisher: None
         self._held: dict[str, _Held] = {}
@@ -379,6 +408,9 @@ class Dht:
             return {"ok": False, "err": exc.reply_hint}
         if not self.kad.routing_table.peer_in_table(peer):
             await self._learn_peer(peer, [])
+        if req.op in ("store", "add_prov") and not self._store_budget.allow(peer, time.monotonic()):
+            self._bad_peer(peer, "store rate exceeded")
+            return {"ok": False, "err": "rate limited: too many stores from this peer"}
         if req.op == "store":
             assert req.record is not None
             try:

@@ -323,18 +323,25 @@ class Dht:
             await trio.sleep(self.cfg.dht.republish_interval)
 
     async def republish(self) -> int:
-        """Send every record this node owns to its closest peers again, refreshing TTLs."""
+        """Send every record this node owns to its closest peers again, refreshing TTLs.
+
+        Paced at half of what a peer accepts from us per second (``dht.max_stores_per_second``),
+        so a node with many records never runs into its peers' store limits.
+        """
+        pause = 2.0 / self.cfg.dht.max_stores_per_second
         count = 0
         for key, held in list(self._held.items()):
             if not held.owned:
                 continue
             if key.startswith(PROVIDER_PREFIX):
                 continue
-            # Re-sign with the same seq: holders treat an equal version as a TTL refresh.
+            # The same bytes again: holders treat an equal version as a TTL refresh.
             await self._store_at_closest(key, held.raw)
             count += 1
+            await trio.sleep(pause)
         for key in self.store.provided_by(self.local_b58):
             await self._announce(key)
+            await trio.sleep(pause)
         return count
 
     async def _expiry_loop(self) -> None:

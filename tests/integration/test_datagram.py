@@ -1,0 +1,95 @@
+"""The datagram transport between two real py-libp2p hosts in this process (127.0.0.1)."""
+
+from __future__ import annotations
+
+import struct
+
+import multiaddr
+import pytest
+import trio
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.peerinfo import info_from_p2p_addr
+
+from p2pnode.network.datagram import DatagramTransport
+from p2pnode.network.host import build_host
+
+pytestmark = pytest.mark.timeout(60)
+LISTEN = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
+PROTO = "/p2pnode-test/dgram/1.0.0"
+
+
+def transport(host, got: list[tuple[bytes, bytes]], **kw) -> DatagramTransport:  # type: ignore[no-untyped-def]
+    return DatagramTransport(
+        host,
+        PROTO,
+        lambda sender, data: got.append((sender, data)),
+        max_packet=kw.get("max_packet", 4096),
+        queue_size=kw.get("queue_size", 1024),
+        write_timeout=5,
+        connect_timeout=5,
+    )
+
+
+async def wait_for(cond, seconds: float = 10) -> None:  # type: ignore[no-untyped-def]
+    # Polling: the callback only appends to a list.
+    with trio.fail_after(seconds):
+        while not cond():  # noqa: ASYNC110
+            await trio.sleep(0.01)
+
+
+async def test_packets_arrive_in_order_with_the_authenticated_sender() -> None:
+    a, b = (build_host(create_new_key_pair(), psk=None, dial_timeout=5) for _ in range(2))
+    got_a: list[tuple[bytes, bytes]] = []
+    got_b: list[tuple[bytes, bytes]] = []
+    ta, tb = transport(a, got_a), transport(b, got_b)
+    async with a.run(listen_addrs=LISTEN), b.run(listen_addrs=LISTEN), trio.open_nursery() as n:
+        await n.start(ta.run)
+        await n.start(tb.run)
+        await a.connect(info_from_p2p_addr(b.get_addrs()[0]))
+        for i in range(500):
+            assert ta.send(b.get_id().to_bytes(), b"packet %d" % i)
+        await wait_for(lambda: len(got_b) == 500)
+        assert [d for _, d in got_b] == [b"packet %d" % i for i in range(500)]
+        assert {s for s, _ in got_b} == {a.get_id().to_bytes()}
+        # The other direction uses its own stream; nothing is echoed on the first one.
+        assert tb.send(a.get_id().to_bytes(), b"back")
+        await wait_for(lambda: got_a == [(b.get_id().to_bytes(), b"back")])
+        assert not ta.send(a.get_id().to_bytes(), b"to myself")  # never sent
+        with pytest.raises(ValueError):
+            ta.send(b.get_id().to_bytes(), b"x" * 5000)
+        n.cancel_scope.cancel()
+
+
+async def test_a_full_queue_drops_and_counts_instead_of_blocking() -> None:
+    a, b = (build_host(create_new_key_pair(), psk=None, dial_timeout=5) for _ in range(2))
+    got: list[tuple[bytes, bytes]] = []
+    ta = transport(a, [], queue_size=4)
+    tb = transport(b, got)
+    async with a.run(listen_addrs=LISTEN), b.run(listen_addrs=LISTEN), trio.open_nursery() as n:
+        await n.start(ta.run)
+        await n.start(tb.run)
+        await a.connect(info_from_p2p_addr(b.get_addrs()[0]))
+        results = [ta.send(b.get_id().to_bytes(), b"p%d" % i) for i in range(100)]
+        assert results.count(True) < 100
+        assert ta.counters["dropped_queue_full"] == results.count(False)
+        await wait_for(lambda: len(got) == results.count(True))
+        n.cancel_scope.cancel()
+
+
+async def test_an_oversized_inbound_frame_drops_only_that_stream() -> None:
+    a, b = (build_host(create_new_key_pair(), psk=None, dial_timeout=5) for _ in range(2))
+    got: list[tuple[bytes, bytes]] = []
+    tb = transport(b, got, max_packet=1024)
+    ta = transport(a, [])
+    async with a.run(listen_addrs=LISTEN), b.run(listen_addrs=LISTEN), trio.open_nursery() as n:
+        await n.start(tb.run)
+        await n.start(ta.run)
+        await a.connect(info_from_p2p_addr(b.get_addrs()[0]))
+        raw = await a.new_stream(b.get_id(), [PROTO])
+        await raw.write(struct.pack(">I", 10_000_000))  # claims 10 MB: refused, not allocated
+        await raw.write(struct.pack(">I", 3) + b"bad")
+        # The transport's own stream still works afterwards.
+        assert ta.send(b.get_id().to_bytes(), b"fine")
+        await wait_for(lambda: (a.get_id().to_bytes(), b"fine") in got)
+        assert (a.get_id().to_bytes(), b"bad") not in got
+        n.cancel_scope.cancel()

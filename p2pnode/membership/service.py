@@ -47,6 +47,7 @@ from libp2p.peer.id import ID
 from p2pnode import __version__
 from p2pnode.membership import sysinfo
 from p2pnode.network.host import set_guarded_handler
+from p2pnode.network.ratelimit import TokenBuckets
 from protocols.heartbeat import (
     ChangeKind,
     HeartbeatConfig,
@@ -76,14 +77,6 @@ PROTOCOL = "/p2pnode/swim/1.0.0"
 QUEUE = 64
 _HEADER = struct.Struct(">I")
 DISCOVERY_INTERVAL = 2.0
-
-
-class _Bucket:
-    __slots__ = ("last", "tokens")
-
-    def __init__(self, burst: float, now: float) -> None:
-        self.tokens = burst
-        self.last = now
 
 
 def heartbeat_config(m: Any) -> HeartbeatConfig:
@@ -163,7 +156,7 @@ class MembershipService:
         self._timers: list[tuple[float, int, tuple[Any, ...], int]] = []
         self._tn = 0
         self._outq: dict[bytes, trio.MemorySendChannel[bytes]] = {}
-        self._buckets: dict[bytes, _Bucket] = {}
+        self._buckets = TokenBuckets(rate=max_packets_per_second, burst=2 * max_packets_per_second)
         self._nursery: trio.Nursery | None = None
         self.bandwidth_mbps = 0.0
 
@@ -373,17 +366,9 @@ class MembershipService:
 
     def _receive(self, sender: bytes, data: bytes) -> None:
         now = trio.current_time()
-        b = self._buckets.get(sender)
-        if b is None:
-            if len(self._buckets) > 4096:
-                self._buckets.clear()
-            b = self._buckets[sender] = _Bucket(2 * self.rate, now)
-        b.tokens = min(2 * self.rate, b.tokens + (now - b.last) * self.rate)
-        b.last = now
-        if b.tokens < 1:
+        if not self._buckets.allow(sender, now):
             self.refused["too_frequent"] += 1
             return
-        b.tokens -= 1
         try:
             packet = decode_packet(
                 data,

@@ -42,6 +42,7 @@ from libp2p.records.validator import Validator
 
 from p2pnode.config import Config
 from p2pnode.network.host import allow_redial, set_guarded_handler
+from p2pnode.network.ratelimit import TokenBuckets
 from p2pnode.network.rpc import RpcError, RpcService
 from p2pnode.network.signing import sign_record, verify
 from p2pnode.store import Store
@@ -63,32 +64,6 @@ KV_PREFIX = "/p2pnode/kv/"
 PROVIDER_PREFIX = "/p2pnode/prov/"
 PEER_ADDR_TTL = 3600.0
 MAX_LOOKUP_STEPS = 16
-
-
-class TokenBuckets:
-    """One token bucket per peer: ``rate`` tokens a second, at most ``burst`` saved up.
-
-    Buckets of peers idle long enough to be full again are forgotten, so the table stays as
-    small as the set of recently active peers.
-    """
-
-    def __init__(self, *, rate: float, burst: float, max_peers: int = 4096) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.max_peers = max_peers
-        self._buckets: dict[object, tuple[float, float]] = {}  # peer -> (tokens, at)
-
-    def allow(self, peer: object, now: float) -> bool:
-        tokens, at = self._buckets.get(peer, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - at) * self.rate)
-        allowed = tokens >= 1.0
-        self._buckets[peer] = (tokens - 1.0 if allowed else tokens, now)
-        if len(self._buckets) > self.max_peers:
-            full_after = self.burst / self.rate
-            self._buckets = {
-                p: (t, a) for p, (t, a) in self._buckets.items() if now - a < full_after
-            }
-        return allowed
 
 
 class DhtError(Exception):

@@ -44,7 +44,7 @@ async def test_cancellation_still_propagates_through_the_guard() -> None:
 
 
 def test_token_buckets_refuse_a_flood_and_refill_with_time() -> None:
-    from p2pnode.network.dht import TokenBuckets
+    from p2pnode.network.ratelimit import TokenBuckets
 
     buckets = TokenBuckets(rate=10, burst=50)
     allowed = sum(buckets.allow("flooder", now=0.0) for _ in range(200))
@@ -55,7 +55,7 @@ def test_token_buckets_refuse_a_flood_and_refill_with_time() -> None:
 
 
 def test_token_buckets_forget_idle_peers() -> None:
-    from p2pnode.network.dht import TokenBuckets
+    from p2pnode.network.ratelimit import TokenBuckets
 
     buckets = TokenBuckets(rate=1, burst=2, max_peers=10)
     for i in range(11):

@@ -55,6 +55,7 @@ from libp2p.peer.id import ID
 from p2pnode.consensus.store import ConsensusStore, LogRow, decode_entries
 from p2pnode.network.datagram import DatagramTransport
 from p2pnode.network.rpc import RpcError, RpcService
+from p2pnode.network.signing import Ed25519Signer, Ed25519Verifier
 from p2pnode.store import Store
 from protocols.pbft import (
     Broadcast,
@@ -63,8 +64,6 @@ from protocols.pbft import (
     ClientRequest,
     Commit,
     Committee,
-    Ed25519Signer,
-    Ed25519Verifier,
     Evidence,
     LocalProtocolError,
     MessageReceived,

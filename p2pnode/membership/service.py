@@ -48,6 +48,7 @@ from p2pnode import __version__
 from p2pnode.membership import sysinfo
 from p2pnode.network.host import set_guarded_handler
 from p2pnode.network.ratelimit import TokenBuckets
+from p2pnode.network.signing import Ed25519Signer, Ed25519Verifier
 from protocols.heartbeat import (
     ChangeKind,
     HeartbeatConfig,
@@ -69,7 +70,6 @@ from protocols.heartbeat import (
     encode_packet,
 )
 from protocols.heartbeat.messages import PacketKind
-from protocols.pbft.signing import Ed25519Signer, Ed25519Verifier
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,10 @@ caller's seeded ``random.Random``.
 from __future__ import annotations
 
 import math
-import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from .awareness import Awareness
 from .broadcast_queue import BroadcastQueue
@@ -49,6 +50,22 @@ from .signing import Signer, Verifier
 from .state import CONFIRM, MemberStatus, UpdateKind, transition
 from .suspicion import Suspicion
 from .table import Member, MemberBase, MemberTable
+
+_T = TypeVar("_T")
+
+
+class Rng(Protocol):
+    """What the machine draws from the seeded source its caller passes in (a
+    ``random.Random`` fits); it never creates one."""
+
+    def randrange(self, start: int, stop: int = ..., /) -> int: ...
+
+    def uniform(self, a: float, b: float, /) -> float: ...
+
+    def choice(self, seq: Sequence[_T], /) -> _T: ...
+
+    def sample(self, population: Sequence[_T], k: int, /) -> list[_T]: ...
+
 
 __all__ = ["MemberView", "Membership"]
 
@@ -92,7 +109,7 @@ class Membership:
         signer: Signer,
         verifier: Verifier,
         config: HeartbeatConfig,
-        rng: random.Random,
+        rng: Rng,
         incarnation: int,
         state: NodeState,
         base: MemberBase | None = None,

@@ -52,8 +52,6 @@ from .messages import (
     ViewChange,
 )
 from .signing import (
-    Ed25519Signer,
-    Ed25519Verifier,
     KeyedHashSigner,
     KeyedHashVerifier,
     Signer,
@@ -77,8 +75,6 @@ __all__ = [
     "Committee",
     "DurableSlot",
     "DurableState",
-    "Ed25519Signer",
-    "Ed25519Verifier",
     "Effect",
     "Entry",
     "Event",

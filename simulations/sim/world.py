@@ -23,6 +23,7 @@ import logging
 import random
 from dataclasses import dataclass, field
 
+from p2pnode.network.signing import Ed25519Signer, Ed25519Verifier
 from protocols.pbft import (
     Broadcast,
     CancelTimer,
@@ -31,8 +32,6 @@ from protocols.pbft import (
     Commit,
     Committee,
     DurableState,
-    Ed25519Signer,
-    Ed25519Verifier,
     Effect,
     Event,
     Evidence,

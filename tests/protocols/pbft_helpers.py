@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from collections import deque
 
+from p2pnode.network.signing import Ed25519Signer, Ed25519Verifier
 from protocols.pbft import (
     Broadcast,
     ClientRequest,
     Commit,
     Committee,
-    Ed25519Signer,
-    Ed25519Verifier,
     Effect,
     Event,
     Evidence,

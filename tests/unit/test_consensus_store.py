@@ -6,14 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from p2pnode.consensus.store import ConsensusStore, LogRow
+from p2pnode.network.signing import Ed25519Signer, Ed25519Verifier
 from p2pnode.store import Store
 from protocols.pbft import (
     Broadcast,
     ClientRequest,
     Commit,
     Committee,
-    Ed25519Signer,
-    Ed25519Verifier,
     KvPut,
     MessageReceived,
     PbftConfig,

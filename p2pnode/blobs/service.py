@@ -39,7 +39,12 @@ from libp2p.peer.id import ID
 from p2pnode.blobs.store import BlobStat, BlobStore, Ingest
 from p2pnode.config import Config
 from p2pnode.network.dht import Dht
-from p2pnode.network.host import allow_redial, set_guarded_handler
+from p2pnode.network.host import (
+    WriteOutcome,
+    allow_redial,
+    set_guarded_handler,
+    shielded_write,
+)
 from p2pnode.network.rpc import RpcError, RpcService
 from protocols.blobs.cid import CidError, manifest_cid, parse_cid
 from protocols.blobs.manifest import MAX_CHUNK_SIZE, MAX_MANIFEST_BYTES, Manifest, ManifestError
@@ -149,18 +154,16 @@ class BlobService:
                     await stream.close()
 
     async def _write(self, stream: INetStream, peer: ID, *bufs: bytes) -> None:
-        """Shielded writes under a deadline: a write cancelled half-way can tear the Noise
-        session, so on a stall we disconnect the peer instead."""
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(self.cfg.blobs.chunk_timeout) as scope:
-                for buf in bufs:
-                    if buf:
-                        await stream.write(buf)
-            if scope.cancelled_caught:
-                with trio.move_on_after(self.cfg.network.connect_timeout):
-                    with suppress(Exception):
-                        await self.host.disconnect(peer)
-                raise BlobError(f"write to {peer} stalled")
+        outcome = await shielded_write(
+            self.host,
+            stream,
+            peer,
+            bufs,
+            timeout=self.cfg.blobs.chunk_timeout,
+            disconnect_timeout=self.cfg.network.connect_timeout,
+        )
+        if outcome is not WriteOutcome.OK:
+            raise BlobError(f"write to {peer} {outcome.value}")
 
     # -- storing -------------------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ from libp2p.peer.id import ID
 
 from p2pnode import __version__
 from p2pnode.membership import sysinfo
-from p2pnode.network.host import set_guarded_handler
+from p2pnode.network.host import WriteOutcome, set_guarded_handler, shielded_write
 from p2pnode.network.ratelimit import TokenBuckets
 from p2pnode.network.signing import Ed25519Signer, Ed25519Verifier
 from protocols.heartbeat import (
@@ -314,18 +314,11 @@ class MembershipService:
 
     async def _write(self, peer: ID, stream: INetStream, frame: bytes) -> bool:
         t0 = time.perf_counter()
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(self.write_timeout) as scope:
-                try:
-                    await stream.write(frame)
-                except Exception:
-                    return False
-            if scope.cancelled_caught:
-                log.warning("swim write to %s stalled; disconnecting", peer)
-                with trio.move_on_after(self.write_timeout):
-                    with suppress(Exception):
-                        await self.host.disconnect(peer)
-                return False
+        outcome = await shielded_write(
+            self.host, stream, peer, (frame,), timeout=self.write_timeout
+        )
+        if outcome is not WriteOutcome.OK:
+            return False
         if len(frame) > 8192:  # push-pull pages: a crude, measured bandwidth estimate
             mbps = len(frame) * 8 / max(time.perf_counter() - t0, 1e-6) / 1e6
             self.bandwidth_mbps = min(1e6, 0.8 * self.bandwidth_mbps + 0.2 * mbps)

@@ -38,7 +38,12 @@ from libp2p.abc import IHost, INetStream
 from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
 
-from p2pnode.network.host import allow_redial, set_guarded_handler
+from p2pnode.network.host import (
+    WriteOutcome,
+    allow_redial,
+    set_guarded_handler,
+    shielded_write,
+)
 
 log = logging.getLogger(__name__)
 
@@ -172,19 +177,9 @@ class DatagramTransport:
         return None
 
     async def _write(self, peer: ID, stream: INetStream, data: bytes) -> bool:
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(self.write_timeout) as scope:
-                try:
-                    await stream.write(data)
-                except Exception as exc:
-                    log.debug("%s write to %s failed: %r", self.protocol, peer, exc)
-                    return False
-            if scope.cancelled_caught:
-                log.warning("%s write to %s stalled; disconnecting", self.protocol, peer)
-                with trio.move_on_after(self.write_timeout):
-                    with suppress(Exception):
-                        await self.host.disconnect(peer)
-                return False
+        outcome = await shielded_write(self.host, stream, peer, (data,), timeout=self.write_timeout)
+        if outcome is not WriteOutcome.OK:
+            return False
         self.counters["bytes_sent"] += len(data)
         return True
 

@@ -12,12 +12,14 @@
 
 from __future__ import annotations
 
+import enum
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from typing import Any
 
 import multiaddr
+import trio
 from libp2p import new_host
 from libp2p.abc import IHost, INetStream
 from libp2p.crypto.keys import KeyPair
@@ -107,6 +109,46 @@ def allow_redial(host: IHost, peer: ID) -> None:
     if cache is not None:
         with suppress(Exception):
             cache.evict(str(peer))
+
+
+class WriteOutcome(enum.Enum):
+    OK = "ok"
+    FAILED = "failed"  #: the stream raised (reset, closed, connection lost)
+    STALLED = "stalled"  #: the deadline passed; the peer was disconnected
+
+
+async def shielded_write(
+    host: IHost,
+    stream: INetStream,
+    peer: ID,
+    bufs: Sequence[bytes],
+    *,
+    timeout: float,
+    disconnect_timeout: float | None = None,
+) -> WriteOutcome:
+    """Write ``bufs`` in order, never cancelled half-way, under a deadline of its own.
+
+    py-libp2p corrupts the shared Noise session when a task is cancelled inside
+    ``stream.write`` (field guide §4), so the caller's cancellation is shielded off. If the
+    write stalls past ``timeout`` we abandon it and disconnect the peer: the next use redials a
+    clean connection. Errors from the stream are reported, never raised.
+    """
+    with trio.CancelScope(shield=True):
+        with trio.move_on_after(timeout) as scope:
+            try:
+                for buf in bufs:
+                    if buf:
+                        await stream.write(buf)
+            except Exception as exc:
+                log.debug("write to %s failed: %r", peer, exc)
+                return WriteOutcome.FAILED
+        if scope.cancelled_caught:
+            log.warning("write to %s stalled for %.1f s; disconnecting", peer, timeout)
+            with trio.move_on_after(timeout if disconnect_timeout is None else disconnect_timeout):
+                with suppress(Exception):
+                    await host.disconnect(peer)
+            return WriteOutcome.STALLED
+    return WriteOutcome.OK
 
 
 def set_guarded_handler(host: IHost, protocol: str, handler: StreamHandler) -> None:

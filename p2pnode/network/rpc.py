@@ -32,7 +32,7 @@ from libp2p.abc import IHost, INetStream
 from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
 
-from p2pnode.network.host import set_guarded_handler
+from p2pnode.network.host import WriteOutcome, set_guarded_handler, shielded_write
 from protocols.framing import FrameDecoder, FrameError, MalformedFrame, encode_frame_parts
 
 log = logging.getLogger(__name__)
@@ -192,24 +192,11 @@ class RpcService:
             await self._shielded_write(channel.stream, channel.peer, data)
 
     async def _shielded_write(self, stream: INetStream, peer: ID, data: tuple[bytes, ...]) -> None:
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(self.write_timeout) as scope:
-                try:
-                    for buf in data:
-                        await stream.write(buf)
-                except Exception as exc:
-                    self._drop(peer)
-                    raise RpcError(f"write to {peer} failed: {exc}") from None
-            if scope.cancelled_caught:
-                # The connection's cipher state may now be torn: start afresh.
-                log.warning(
-                    "write to %s stalled for %.1f s; disconnecting", peer, self.write_timeout
-                )
-                self._drop(peer)
-                with trio.move_on_after(self.write_timeout):
-                    with suppress(Exception):
-                        await self.host.disconnect(peer)
-                raise RpcError(f"write to {peer} timed out")
+        outcome = await shielded_write(self.host, stream, peer, data, timeout=self.write_timeout)
+        if outcome is not WriteOutcome.OK:
+            # A failed or torn write leaves the stream unusable: later requests reopen it.
+            self._drop(peer)
+            raise RpcError(f"write to {peer} {outcome.value}")
 
     def _drop(self, peer: ID) -> None:
         channel = self._channels.pop(peer, None)

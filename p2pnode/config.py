@@ -230,6 +230,20 @@ SCHEMA: tuple[Setting, ...] = (
         _range(0.1, 600),
     ),
     Setting(
+        "blobs.direct_io",
+        bool,
+        True,
+        "Write and read chunk files with O_DIRECT, around the page cache (plain I/O where the "
+        "file system refuses it).",
+    ),
+    Setting(
+        "blobs.max_upload_rate",
+        float,
+        0.0,
+        "Chunk data this node serves to others, in MiB/s over all peers (0: no limit).",
+        _range(0, 1e6),
+    ),
+    Setting(
         "blobs.window",
         int,
         8,
@@ -453,6 +467,8 @@ class BlobsConfig:
     fetch_timeout: float
     chunk_timeout: float
     window: int
+    direct_io: bool
+    max_upload_rate: float
 
 
 @dataclass(frozen=True, slots=True)

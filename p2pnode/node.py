@@ -104,7 +104,9 @@ class Node:
                     self.host, self.key_pair, store, self.cfg, observe=self.metrics.observe_dht
                 )
                 self.dht.on_record = self._record_event
-                self.blob_store = BlobStore(store, self.cfg.data_dir / "blobs")
+                self.blob_store = BlobStore(
+                    store, self.cfg.data_dir / "blobs", direct_io=self.cfg.blobs.direct_io
+                )
                 self.blobs = BlobService(self.host, self.dht, self.blob_store, self.cfg)
                 self.dht.validators.register("ptr", PointerValidator())
                 async with trio.open_nursery() as nursery:

@@ -45,6 +45,7 @@ from p2pnode.network.host import (
     set_guarded_handler,
     shielded_write,
 )
+from p2pnode.network.ratelimit import Pacer
 from p2pnode.network.rpc import RpcError, RpcService
 from protocols.blobs.cid import CidError, manifest_cid, parse_cid
 from protocols.blobs.manifest import MAX_CHUNK_SIZE, MAX_MANIFEST_BYTES, Manifest, ManifestError
@@ -67,6 +68,8 @@ MAX_STRIKES = 3
 MAX_BACKOFF = 2.0
 GC_INTERVAL = 60.0
 READ_SIZE = 1 << 20
+MiB = 1 << 20
+UPLOAD_BURST = 4 * MiB  # slack of the upload limit (blobs.max_upload_rate)
 
 
 class BlobError(Exception):
@@ -99,6 +102,8 @@ class BlobService:
             write_timeout=cfg.blobs.chunk_timeout,
         )
         self._fetching: dict[str, trio.Event] = {}
+        rate = cfg.blobs.max_upload_rate * MiB
+        self._upload = Pacer(rate=rate, burst=UPLOAD_BURST) if rate > 0 else None
         self.served_chunks = 0
         self.fetched_chunks = 0
         self.bad_chunks = 0  # chunks a provider sent that did not match their hash
@@ -144,6 +149,10 @@ class BlobService:
                         except Exception as exc:
                             log.info("cannot serve chunk %s: %s", mh.hex(), exc)
                             data = b""
+                    if data and self._upload is not None:
+                        wait = self._upload.reserve(len(data), trio.current_time())
+                        if wait > 0:
+                            await trio.sleep(wait)
                     header = encode_frame({"hash": mh, "size": len(data)})
                     await self._write(stream, peer, header, data)
                     if data:
@@ -357,21 +366,25 @@ class BlobService:
             async with trio.open_nursery() as nursery:
                 hashes = [manifest.chunks[i][0] for i in batch]
                 await self._write(stream, peer, encode_frame({"hashes": hashes}))
-                reader = _Reader(stream, self.cfg.blobs.chunk_timeout, MAX_HEADER)
+                # One deadline per chunk, not per read: a chunk arrives in a dozen or more reads.
+                reader = _Reader(stream, None, MAX_HEADER)
                 for index in batch:
                     mh, size = manifest.chunks[index]
-                    header = await reader.frame()
-                    if header is None or header.get("hash") != mh:
-                        raise BlobError("reply out of order or cut short")
-                    got = header.get("size")
-                    if got == 0:
-                        refused.add((peer, index))
-                        queue.append(index)
-                        pending.remove(index)
-                        continue
-                    if got != size:
-                        raise BlobError(f"chunk {index}: {got!r} bytes announced, {size} expected")
-                    data = await reader.exactly(size)
+                    with trio.fail_after(self.cfg.blobs.chunk_timeout):
+                        header = await reader.frame()
+                        if header is None or header.get("hash") != mh:
+                            raise BlobError("reply out of order or cut short")
+                        got = header.get("size")
+                        if got == 0:
+                            refused.add((peer, index))
+                            queue.append(index)
+                            pending.remove(index)
+                            continue
+                        if got != size:
+                            raise BlobError(
+                                f"chunk {index}: {got!r} bytes announced, {size} expected"
+                            )
+                        data = await reader.exactly(size)
                     pending.remove(index)
                     await verify.acquire()
                     nursery.start_soon(store, index, data)
@@ -388,17 +401,18 @@ class BlobService:
 
 
 class _Reader:
-    """Frames and raw byte runs from one stream (a FrameDecoder fed by reads), every read
-    under a deadline except the idle wait for a fetcher's next batch."""
+    """Frames and raw byte runs from one stream (a FrameDecoder fed by reads). With a
+    ``timeout`` every read has that deadline except the idle wait for a fetcher's next batch;
+    without one the caller sets the deadlines."""
 
-    def __init__(self, stream: INetStream, timeout: float, max_frame: int) -> None:
+    def __init__(self, stream: INetStream, timeout: float | None, max_frame: int) -> None:
         self.stream = stream
         self.timeout = timeout
         self.decoder = FrameDecoder(max_frame)
 
     async def _more(self, *, idle: bool) -> None:
         try:
-            if idle:
+            if idle or self.timeout is None:
                 data = await self.stream.read(READ_SIZE)
             else:
                 with trio.fail_after(self.timeout):

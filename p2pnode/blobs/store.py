@@ -6,15 +6,15 @@ rename. A blob is a manifest row plus the list of its chunk hashes; it is *compl
 chunk is on disk. Pinned blobs are kept; the others are removed least-recently-used first when
 the store grows past ``blobs.max_store_bytes``.
 
-Hashing and file I/O of chunks run in worker threads (hashlib and file writes release the
-GIL), so a transfer does not stall the daemon's event loop; SQLite stays on the trio thread.
+Hashing and file I/O of chunks run in worker threads (hashlib and file I/O release the GIL), so
+a transfer does not stall the daemon's event loop; SQLite stays on the trio thread. Chunk files
+bypass the page cache where the file system allows (:mod:`p2pnode.blobs.chunkio` says why).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ from typing import Any
 
 import trio
 
+from p2pnode.blobs.chunkio import ChunkFiles
 from p2pnode.store import Store
 from protocols.blobs.cid import DIGEST_LEN, SHA2_256
 from protocols.blobs.manifest import CHUNK_SIZE, Manifest, decode_manifest
@@ -63,9 +64,10 @@ def chunk_hash(data: bytes | memoryview) -> bytes:
 
 
 class BlobStore:
-    def __init__(self, store: Store, root: Path) -> None:
+    def __init__(self, store: Store, root: Path, *, direct_io: bool = True) -> None:
         self.db = store
         self.root = root
+        self.files = ChunkFiles(direct=direct_io)
         self.root.mkdir(parents=True, exist_ok=True)
         self._have: dict[bytes, int] = dict(store.db.execute("SELECT hash, size FROM chunks"))
         self.bytes_stored = sum(self._have.values())
@@ -82,10 +84,7 @@ class BlobStore:
     def _write_file(self, mh: bytes, data: bytes | memoryview) -> None:
         path = self.chunk_path(mh)
         path.parent.mkdir(exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(data)}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        self.files.write(path, data)
 
     def _record_chunk(self, mh: bytes, size: int) -> None:
         if mh in self._have:
@@ -115,7 +114,7 @@ class BlobStore:
             raise BlobStoreError(f"chunk {mh.hex()} is not held here")
         path = self.chunk_path(mh)
         try:
-            return await trio.to_thread.run_sync(path.read_bytes)
+            return await trio.to_thread.run_sync(self.files.read, path)
         except FileNotFoundError:
             self._forget_chunk(mh)
             raise BlobStoreError(f"chunk {mh.hex()} vanished from disk") from None
@@ -284,10 +283,16 @@ class Ingest:
             await self.write(piece)
 
     async def _emit(self, piece: bytes) -> None:
-        mh = await trio.to_thread.run_sync(chunk_hash, piece)
-        if not self.store.has_chunk(mh):
-            await trio.to_thread.run_sync(self.store._write_file, mh, piece)
-            self.store._record_chunk(mh, len(piece))
+        store = self.store
+
+        def work() -> bytes:  # hash and write in one hop to a worker thread
+            mh = chunk_hash(piece)
+            if not store.has_chunk(mh):
+                store._write_file(mh, piece)
+            return mh
+
+        mh = await trio.to_thread.run_sync(work)
+        store._record_chunk(mh, len(piece))
         self.chunks.append((mh, len(piece)))
 
     async def finish(

@@ -8,13 +8,19 @@
 * Every stream handler goes through :func:`guarded`: an exception escaping a handler would
   otherwise tear down the swarm and stop the whole daemon, which a remote peer must never be
   able to cause.
+* Writes go out in pieces that make one yamux frame fill exactly one Noise message
+  (:func:`write_pieces`).
+* Yamux returns receive credit the go-yamux way, in batches of half the window, instead of
+  one WINDOW_UPDATE per read (``PY_YAMUX_RELEASE_ON_READ=0``, unless the environment says
+  otherwise).
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import os
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -35,6 +41,11 @@ StreamHandler = Callable[[INetStream], Awaitable[None]]
 
 
 def build_host(key_pair: KeyPair, *, psk: str | None, dial_timeout: float) -> IHost:
+    # py-libp2p reads its yamux tuning from the environment at each use. By default a reader
+    # sends a WINDOW_UPDATE after every read: an encrypted frame out and in per read, 0.5-0.7 ms
+    # of CPU per MiB on each end of a bulk transfer. go-yamux (and this setting) batch the
+    # credit up to half the window; the window still grows to 16 MiB by auto-tuning.
+    os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
     host = new_host(
         key_pair=key_pair,
         sec_opt={NOISE_ID: NoiseTransport(key_pair, noise_privkey=x25519_key_pair().private_key)},
@@ -111,6 +122,45 @@ def allow_redial(host: IHost, peer: ID) -> None:
             cache.evict(str(peer))
 
 
+# py-libp2p 0.8.1 cuts a write into yamux frames of up to 12 + 65,524 bytes and each frame into
+# Noise messages of at most 65,519 plaintext bytes, so every full frame costs two Noise messages,
+# the second of 17 bytes: two length reads, two decryptions, twice the Python per message.
+# Pieces of 65,519 - 12 bytes make each frame exactly one message. Moving 256 MiB over one
+# stream this cut CPU per MiB from 2.7 to 2.0 ms (sender) and 3.3 to 2.3 ms (receiver reading
+# 1 MiB at a time), and throughput by 40%.
+WRITE_PIECE = 65_519 - 12
+
+
+def write_pieces(
+    bufs: Sequence[bytes | memoryview], size: int = WRITE_PIECE
+) -> Iterator[bytes | memoryview]:
+    """The bytes of ``bufs``, in order, as pieces of exactly ``size`` bytes (the last may be
+    shorter). Large buffers are sliced without copying; small ones are joined to their
+    neighbours, so a header and its data share a frame."""
+    carry: list[memoryview] = []
+    carried = 0
+    for buf in bufs:
+        view = memoryview(buf).cast("B")
+        at = 0
+        if carried:
+            take = min(size - carried, len(view))
+            carry.append(view[:take])
+            carried += take
+            at = take
+            if carried < size:
+                continue
+            yield b"".join(carry)
+            carry, carried = [], 0
+        while len(view) - at >= size:
+            yield view[at : at + size]
+            at += size
+        if at < len(view):
+            carry.append(view[at:])
+            carried = len(view) - at
+    if carried:
+        yield carry[0] if len(carry) == 1 else b"".join(carry)
+
+
 class WriteOutcome(enum.Enum):
     OK = "ok"
     FAILED = "failed"  #: the stream raised (reset, closed, connection lost)
@@ -121,7 +171,7 @@ async def shielded_write(
     host: IHost,
     stream: INetStream,
     peer: ID,
-    bufs: Sequence[bytes],
+    bufs: Sequence[bytes | memoryview],
     *,
     timeout: float,
     disconnect_timeout: float | None = None,
@@ -136,9 +186,8 @@ async def shielded_write(
     with trio.CancelScope(shield=True):
         with trio.move_on_after(timeout) as scope:
             try:
-                for buf in bufs:
-                    if buf:
-                        await stream.write(buf)
+                for piece in write_pieces(bufs):
+                    await stream.write(piece)  # type: ignore[arg-type]  # any buffer works
             except Exception as exc:
                 log.debug("write to %s failed: %r", peer, exc)
                 return WriteOutcome.FAILED

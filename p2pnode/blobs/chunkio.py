@@ -1,0 +1,136 @@
+"""Reading and writing chunk files, around the page cache where the file system allows it.
+
+A chunk is written once, read back when served, and rarely read again by this node soon after,
+so caching it buys little, while filling fresh page-cache pages is the dearest part of storing
+it: 1.7-3 ms of CPU per MiB on the 2-core VM we measure on (the hypervisor faults every new
+page in), against 0.37 ms with ``O_DIRECT`` and 0.07 ms for a copy into a reused buffer. So
+by default chunk files are written and read with ``O_DIRECT`` through one page-aligned buffer
+per worker thread. Direct I/O needs an aligned address, length and offset: the aligned head of
+a chunk goes direct, a short tail through the page cache on the same descriptor.
+
+File systems that refuse ``O_DIRECT`` (tmpfs, some FUSE mounts) get plain buffered I/O: the first
+refusal switches the whole store over, once, with a log line. Every function here blocks; the
+store calls them from worker threads.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import mmap
+import os
+import threading
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ALIGN = 4096  # a multiple of every logical block size Linux reports; also the page size
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
+_local = threading.local()
+
+
+def _aligned(size: int) -> int:
+    return -(-size // ALIGN) * ALIGN
+
+
+def _thread_buffer(size: int) -> mmap.mmap:
+    """This thread's page-aligned scratch buffer of at least ``size`` bytes (reused, so its
+    pages are faulted in once, not once per chunk)."""
+    buf: mmap.mmap | None = getattr(_local, "buf", None)
+    if buf is None or len(buf) < size:
+        if buf is not None:
+            buf.close()
+        buf = _local.buf = mmap.mmap(-1, _aligned(max(size, 1)))
+    return buf
+
+
+class ChunkFiles:
+    """Whole-file writes (temporary name, then rename) and reads of chunk files."""
+
+    def __init__(self, *, direct: bool = True) -> None:
+        self.direct = bool(direct and _O_DIRECT)
+        self._lock = threading.Lock()
+
+    def _refused(self, exc: OSError, path: Path) -> bool:
+        """True (and direct I/O off from now on) if ``exc`` says the file system refuses it."""
+        if exc.errno != errno.EINVAL or not self.direct:
+            return False
+        with self._lock:
+            if self.direct:
+                self.direct = False
+                log.info("direct I/O refused under %s; chunk files use the page cache", path.parent)
+        return True
+
+    def write(self, path: Path, data: bytes | memoryview) -> None:
+        """Write ``data`` as the file ``path``: whole or absent after a crash."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            if self.direct:
+                try:
+                    self._write_direct(tmp, data)
+                except OSError as exc:
+                    if not self._refused(exc, path):
+                        raise
+                    self._write_buffered(tmp, data)
+            else:
+                self._write_buffered(tmp, data)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    @staticmethod
+    def _write_buffered(tmp: Path, data: bytes | memoryview) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    @staticmethod
+    def _write_direct(tmp: Path, data: bytes | memoryview) -> None:
+        size = len(data)
+        head = size - size % ALIGN
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | _O_DIRECT, 0o644)
+        try:
+            with memoryview(data) as src:
+                if head:
+                    buf = _thread_buffer(head)
+                    with memoryview(buf) as view:
+                        view[:head] = src[:head]
+                        done = 0
+                        while done < head:  # a short direct write ends on a block boundary
+                            done += os.pwrite(fd, view[done:head], done)
+                if head < size:
+                    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+                    fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~_O_DIRECT)
+                    done = head
+                    while done < size:
+                        done += os.pwrite(fd, src[done:], done)
+        finally:
+            os.close(fd)
+
+    def read(self, path: Path) -> bytes:
+        """The whole file at ``path`` (FileNotFoundError if it is gone)."""
+        if self.direct:
+            try:
+                data = self._read_direct(path)
+            except OSError as exc:
+                if not self._refused(exc, path):
+                    raise
+            else:
+                if data is not None:
+                    return data
+        return path.read_bytes()
+
+    @staticmethod
+    def _read_direct(path: Path) -> bytes | None:
+        """The file's bytes, or None if it changed size under us (then read it buffered)."""
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | _O_DIRECT)
+        try:
+            size = os.fstat(fd).st_size
+            buf = _thread_buffer(size)
+            with memoryview(buf) as view:
+                # Asking for the aligned length is allowed: the read stops at end of file.
+                got = os.preadv(fd, [view[: _aligned(size)]], 0) if size else 0
+                return bytes(view[:size]) if got == size else None
+        finally:
+            os.close(fd)

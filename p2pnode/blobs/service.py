@@ -5,8 +5,8 @@ Two protocols. ``/p2pnode/blob/1.0.0`` (request/response frames on reused stream
 ``/p2pnode/blob-batch/1.0.0``: the fetcher sends ``{"hashes": [...]}`` (at most ``MAX_BATCH``)
 and the provider answers every hash, in order, with a header frame ``{"hash", "size"}`` (size 0:
 not held) followed by that many raw bytes, then waits for the next batch on the same stream. So
-the data path costs what a plain stream costs, plus the hash check. A node serves only what it
-holds.
+the data path costs what a plain stream costs, plus the hash check and the chunk write. A node
+serves only what it holds, at most ``blobs.max_upload_rate`` MiB/s over all peers.
 
 Fetching: the manifest comes from any provider and must hash to the blob key; then the missing
 chunks are taken from one shared queue, ``blobs.window`` per batch, by ``LANES_PER_PROVIDER``

@@ -294,6 +294,13 @@ SCHEMA: tuple[Setting, ...] = (
         _range(0.1, 100),
     ),
     Setting(
+        "membership.suspicion_scale_cap",
+        float,
+        1.0,
+        "Cap on the log10 N factor of the minimum suspicion (the suspect is told directly).",
+        _range(1, 10),
+    ),
+    Setting(
         "membership.suspicion_max_timeout_mult",
         float,
         2.0,
@@ -327,6 +334,13 @@ SCHEMA: tuple[Setting, ...] = (
         4,
         "Each update is sent retransmit_mult x ceil(log10(N + 1)) times.",
         _range(1, 32),
+    ),
+    Setting(
+        "membership.retransmit_scale_cap",
+        int,
+        4,
+        "Cap on the ceil(log10(N + 1)) factor of retransmissions (push-pull repairs the rest).",
+        _range(1, 10),
     ),
     Setting(
         "membership.push_pull_interval",
@@ -477,11 +491,13 @@ class MembershipConfig:
     probe_timeout: float
     indirect_checks: int
     suspicion_mult: float
+    suspicion_scale_cap: float
     suspicion_max_timeout_mult: float
     suspicion_confirmations: int
     gossip_interval: float
     gossip_nodes: int
     retransmit_mult: int
+    retransmit_scale_cap: int
     push_pull_interval: float
     max_packets_per_second: float
     slots: int

@@ -1,5 +1,17 @@
-"""The membership service: SWIM + Lifeguard (``protocols.heartbeat``) over libp2p streams."""
+"""The membership service: SWIM + Lifeguard (``protocols.heartbeat``) over libp2p streams.
 
-from .service import MembershipService
+``MembershipService`` is imported lazily, so ``p2pnode.membership.settings`` (used by the
+simulator) does not pull in libp2p.
+"""
+
+from typing import Any
 
 __all__ = ["MembershipService"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "MembershipService":
+        from .service import MembershipService
+
+        return MembershipService
+    raise AttributeError(name)

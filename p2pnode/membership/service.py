@@ -46,6 +46,7 @@ from libp2p.peer.id import ID
 
 from p2pnode import __version__
 from p2pnode.membership import sysinfo
+from p2pnode.membership.settings import heartbeat_config
 from p2pnode.network.host import WriteOutcome, set_guarded_handler, shielded_write
 from p2pnode.network.ratelimit import TokenBuckets
 from p2pnode.network.signing import Ed25519Signer, Ed25519Verifier
@@ -77,22 +78,6 @@ PROTOCOL = "/p2pnode/swim/1.0.0"
 QUEUE = 64
 _HEADER = struct.Struct(">I")
 DISCOVERY_INTERVAL = 2.0
-
-
-def heartbeat_config(m: Any) -> HeartbeatConfig:
-    """The machine's knobs from the ``membership.*`` config section."""
-    return HeartbeatConfig(
-        probe_interval=m.probe_interval,
-        probe_timeout=m.probe_timeout,
-        indirect_checks=m.indirect_checks,
-        suspicion_mult=m.suspicion_mult,
-        suspicion_max_timeout_mult=m.suspicion_max_timeout_mult,
-        suspicion_confirmations=m.suspicion_confirmations,
-        gossip_interval=m.gossip_interval,
-        gossip_nodes=m.gossip_nodes,
-        retransmit_mult=m.retransmit_mult,
-        push_pull_interval=m.push_pull_interval,
-    )
 
 
 class MembershipService:

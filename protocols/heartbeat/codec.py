@@ -1,7 +1,8 @@
 """CBOR wire codec for packets, and the bytes each signature covers.
 
 Packets are compact CBOR arrays (no map keys on the wire: a heartbeat is sent a lot):
-``[1, kind, sender, seq, target, inc, yinc, ystatus, [update...]]``; an update is
+``[1, kind, sender, seq, target, inc, yinc, ystatus, [update...]]`` (push-pull packets may add
+a tenth element, the sender's bucket digests as one byte string); an update is
 ``[0, node, inc, state, sig]`` (alive), ``[1, node, inc, accuser, sig]`` (suspect) or
 ``[2, ...]`` (dead); a state is ``[addrs, version, cpu, mem, gpu, bw, tasks, free, models]``.
 
@@ -86,25 +87,30 @@ def update_size(u: Update) -> int:
     return size
 
 
+_SYNC_KINDS = (PacketKind.SYNC, PacketKind.SYNC_ACK, PacketKind.SYNC_PAGE)
+
+
 def encode_packet(p: Packet) -> bytes:
-    return cbor2.dumps(
-        [
-            WIRE_VERSION,
-            int(p.kind),
-            p.sender,
-            p.seq,
-            p.target,
-            p.inc,
-            p.yinc,
-            p.ystatus,
-            [_update_list(u) for u in p.updates],
-        ]
-    )
+    raw = [
+        WIRE_VERSION,
+        int(p.kind),
+        p.sender,
+        p.seq,
+        p.target,
+        p.inc,
+        p.yinc,
+        p.ystatus,
+        [_update_list(u) for u in p.updates],
+    ]
+    if p.digest:
+        raw.append(p.digest)
+    return cbor2.dumps(raw)
 
 
 def packet_size(p: Packet) -> int:
     """Encoded size without encoding the header (used by the simulator's byte counts)."""
-    return 24 + len(p.sender) + len(p.target) + sum(update_size(u) for u in p.updates)
+    size = 24 + len(p.sender) + len(p.target) + sum(update_size(u) for u in p.updates)
+    return size + (len(p.digest) + 3 if p.digest else 0)
 
 
 def decode_packet(
@@ -122,19 +128,18 @@ def decode_packet(
     if buf.tell() != len(data):
         raise RemoteProtocolError("trailing bytes after the packet")
     try:
-        if not isinstance(raw, list) or len(raw) != 9 or raw[0] != WIRE_VERSION:
+        if not isinstance(raw, list) or len(raw) not in (9, 10) or raw[0] != WIRE_VERSION:
             raise RemoteProtocolError("not a version-1 heartbeat packet")
-        _, kind, sender, seq, target, inc, yinc, ystatus, ups = raw
+        _, kind, sender, seq, target, inc, yinc, ystatus, ups = raw[:9]
+        digest = raw[9] if len(raw) == 10 else b""
         if not isinstance(ups, list):
             raise RemoteProtocolError("updates must be an array")
-        if len(data) > max_bytes and kind not in (PacketKind.SYNC, PacketKind.SYNC_ACK):
+        if len(data) > max_bytes and kind not in _SYNC_KINDS:
             raise RemoteProtocolError(
                 f"{len(data)}-byte packet over {max_bytes}", reason="oversized"
             )
-        if len(data) > max_bytes and kind not in (PacketKind.SYNC, PacketKind.SYNC_ACK):
-            raise RemoteProtocolError(
-                f"{len(data)}-byte packet over {max_bytes}", reason="oversized"
-            )
+        if digest and kind not in _SYNC_KINDS:
+            raise RemoteProtocolError("a digest outside push-pull")
         updates = tuple(_decode_update(u, max_state_bytes) for u in ups)
         return Packet(
             kind=PacketKind(kind),
@@ -145,6 +150,7 @@ def decode_packet(
             yinc=yinc,
             ystatus=ystatus,
             updates=updates,
+            digest=digest,
         )
     except RemoteProtocolError:
         raise

@@ -64,6 +64,11 @@ class HeartbeatConfig:
     indirect_checks: int = 3
     #: Minimum suspicion = ``suspicion_mult * max(1, log10 N) * probe_interval``.
     suspicion_mult: float = 4.0
+    #: Cap on the ``max(1, log10 N)`` factor of the minimum suspicion (None: no cap, as in
+    #: memberlist). The factor gives gossip time to carry the accusation to the suspect; a
+    #: suspect that is told directly (the accuser sends it the ``Suspect``) refutes in a round
+    #: trip whatever N, so the daemon caps it at 1: minimum = ``suspicion_mult * interval``.
+    suspicion_scale_cap: float | None = None
     #: Maximum suspicion = ``suspicion_max_timeout_mult * minimum``; with no confirmations the
     #: suspicion lasts this long.
     suspicion_max_timeout_mult: float = 6.0
@@ -76,6 +81,11 @@ class HeartbeatConfig:
     gossip_nodes: int = 3
     #: Each broadcast is sent ``retransmit_mult * ceil(log10(N + 1))`` times.
     retransmit_mult: int = 4
+    #: Cap on the ``ceil(log10(N + 1))`` factor (None: no cap, as in memberlist). Push-pull's
+    #: digests repair the rare member an epidemic misses, so past 10^cap members each update
+    #: need not be sent more often: the daemon caps it at 4 (16 sends, enough to reach all of
+    #: 10,000 members but ~0.003 of them per update at 5% loss), keeping per-node cost flat.
+    retransmit_scale_cap: int | None = None
     #: Cap on Lifeguard's local-health score (timeouts are scaled by score + 1 < this).
     awareness_max_multiplier: int = 8
     #: Seconds after a member's death during which gossip rounds may still pick it (so a
@@ -90,8 +100,15 @@ class HeartbeatConfig:
     max_packet_bytes: int = 1400
     #: Seconds between push-pull exchanges with one random member (0: only when joining).
     push_pull_interval: float = 30.0
-    #: Largest push-pull page, in bytes (bounded: a page is a sample, not the whole view).
+    #: Largest push-pull page, in bytes (bounded: a page is a sample, not the whole view). Sent
+    #: on joining and when most digest buckets differ (a healed partition, a restart).
     max_sync_bytes: int = 32768
+    #: Anti-entropy buckets: a steady-state push-pull sends ``8 * sync_buckets`` bytes of
+    #: digests each way, whatever N, and records only for the buckets that differ.
+    sync_buckets: int = 64
+    #: Largest set of records sent for differing buckets in a steady-state push-pull, in bytes
+    #: (most recently changed first; what does not fit waits for the next exchange).
+    sync_diff_bytes: int = 4096
     #: Largest encoded node state (the heartbeat payload), in bytes.
     max_state_bytes: int = 512
     #: Members tracked at most; joins beyond it are refused (memory bound).
@@ -124,8 +141,21 @@ class HeartbeatConfig:
             )
         if self.suspicion_mult <= 0 or self.suspicion_max_timeout_mult < 1:
             raise LocalProtocolError("suspicion_mult > 0 and suspicion_max_timeout_mult >= 1")
+        cap = self.suspicion_scale_cap
+        if cap is not None and not (isinstance(cap, int | float) and cap >= 1):
+            raise LocalProtocolError("suspicion_scale_cap must be None or >= 1")
+        cap = self.retransmit_scale_cap
+        if cap is not None and not (isinstance(cap, int) and cap >= 1):
+            raise LocalProtocolError("retransmit_scale_cap must be None or an integer >= 1")
         if self.awareness_max_multiplier < 1 or self.max_packet_bytes < 512:
             raise LocalProtocolError("awareness_max_multiplier >= 1, max_packet_bytes >= 512")
+        if (
+            not 1 <= self.sync_buckets <= 1024
+            or not 0 < self.sync_diff_bytes <= self.max_sync_bytes
+        ):
+            raise LocalProtocolError(
+                "sync_buckets in [1, 1024], sync_diff_bytes in (0, max_sync_bytes]"
+            )
 
     # -- constructors: memberlist's defaults --------------------------------------------------
 
@@ -170,8 +200,20 @@ class HeartbeatConfig:
         # No confirmations from ourselves or from the suspect.
         return 0 if n - 2 < k else max(0, k)
 
+    def retransmits(self, n: int) -> int:
+        """How many times each update is sent in a swarm of ``n``: ``retransmit_limit`` with its
+        log10 factor capped at ``retransmit_scale_cap``."""
+        limit = retransmit_limit(self.retransmit_mult, n)
+        cap = self.retransmit_scale_cap
+        return limit if cap is None else min(limit, self.retransmit_mult * cap)
+
     def suspicion_bounds(self, n: int) -> tuple[float, float]:
+        """(min, max) suspicion for ``n`` members: ``suspicion_timeout`` with its log10 N
+        factor capped at ``suspicion_scale_cap``."""
         lo = suspicion_timeout(self.suspicion_mult, n, self.probe_interval)
+        if self.suspicion_scale_cap is not None:
+            capped = self.suspicion_mult * self.suspicion_scale_cap * self.probe_interval
+            lo = min(lo, math.floor(capped * 1000) / 1000)
         return lo, lo * self.suspicion_max_timeout_mult
 
     def detection_bound(self, n: int) -> float:

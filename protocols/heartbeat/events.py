@@ -37,6 +37,7 @@ __all__ = [
 class TimerKind(Enum):
     PROBE = "probe"  #: periodic: probe the next member
     ACK = "ack"  #: the direct probe's ack is late: ask helpers
+    RESEND = "resend"  #: half the probe timeout passed in silence: ping once more
     INDIRECT = "indirect"  #: the probe period is over: suspect the target if still silent
     RELAY = "relay"  #: we probed for someone else and heard nothing: nack
     SUSPICION = "suspicion"  #: a suspect ran out of time: declare it dead

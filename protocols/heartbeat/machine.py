@@ -20,13 +20,13 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
 from .awareness import Awareness
 from .broadcast_queue import BroadcastQueue
 from .codec import PACKET_OVERHEAD, UPDATE_OVERHEAD, accusation_payload, alive_payload, update_size
-from .config import HeartbeatConfig, retransmit_limit
+from .config import HeartbeatConfig
 from .detector import PhiAccrual, Reliability
 from .errors import LocalProtocolError
 from .events import (
@@ -49,7 +49,7 @@ from .messages import Alive, Dead, NodeState, Packet, PacketKind, Suspect, Updat
 from .signing import Signer, Verifier
 from .state import CONFIRM, MemberStatus, UpdateKind, transition
 from .suspicion import Suspicion
-from .table import Member, MemberBase, MemberTable
+from .table import Member, MemberBase, MemberTable, bucket_of, entry_hash
 
 _T = TypeVar("_T")
 
@@ -71,6 +71,7 @@ __all__ = ["MemberView", "Membership"]
 
 _ALIVE, _SUSPECT, _DEAD = MemberStatus.ALIVE, MemberStatus.SUSPECT, MemberStatus.DEAD
 _KIND = {Alive: UpdateKind.ALIVE, Suspect: UpdateKind.SUSPECT, Dead: UpdateKind.DEAD}
+_STATUS = {Alive: int(_ALIVE), Suspect: int(_SUSPECT), Dead: int(_DEAD)}
 #: Bounds on bookkeeping a peer can make us grow.
 _MAX_RELAYS = 256
 _MAX_URGENT = 64
@@ -84,6 +85,9 @@ class _Probe:
     start: float
     helpers: tuple[bytes, ...] = ()
     nacks: int = 0
+    nacked: set[bytes] = field(default_factory=set)
+    #: Helpers' signed witness suspicions, from their NACKs.
+    witnesses: list[Suspect] = field(default_factory=list)
     done: bool = False
 
 
@@ -122,7 +126,7 @@ class Membership:
         self.incarnation = incarnation
         self.state = state
         self.self_alive = self._sign_alive()
-        self.table = MemberTable(self.me, base)
+        self.table = MemberTable(self.me, base, buckets=config.sync_buckets)
         self.awareness = Awareness(config.awareness_max_multiplier)
         self.queue: BroadcastQueue[Update] = BroadcastQueue()
         #: Refusals and other notable happenings, by reason (see errors.REFUSAL_REASONS).
@@ -206,7 +210,7 @@ class Membership:
         return self._verifier.verify(u.accuser, payload, u.signature)  # type: ignore[union-attr]
 
     def _retransmits(self) -> int:
-        return retransmit_limit(self.cfg.retransmit_mult, self.table.live + 1)
+        return self.cfg.retransmits(self.table.live + 1)
 
     def _queue(self, u: Update) -> None:
         self.queue.queue(u.node, u, update_size(u))
@@ -344,14 +348,113 @@ class Membership:
         out.append(self._timer(TimerKind.RECONNECT, None, at))
         if cfg.push_pull_interval > 0:
             at = now + cfg.push_pull_interval * rng.uniform(0.5, 1.5)
+            if event.announce:
+                # A joiner's page may be lost or go to a member that is gone: a digest exchange
+                # a few periods later (about 1 KiB when the page did arrive) repairs the rest.
+                at = now + min(cfg.push_pull_interval, 3 * cfg.probe_interval * rng.uniform(1, 2))
             out.append(self._timer(TimerKind.PUSH_PULL, None, at))
         if event.announce:
-            self._sync_with_random(now, out)
+            self._sync_with_random(now, out, full=True)
 
-    def _sync_with_random(self, now: float, out: list[Effect]) -> None:
+    def _sync_with_random(self, now: float, out: list[Effect], *, full: bool) -> None:
+        """Push-pull with one random member: a full bounded page when joining, else our bucket
+        digests (anti-entropy: in-sync members exchange ``2 * 8 * sync_buckets`` bytes)."""
         for peer in self._random_nodes(1, set(), now):
             self._synced = True
-            out.append(Send(to=peer, packet=self._sync_packet(PacketKind.SYNC, peer)))
+            if full:
+                out.append(Send(to=peer, packet=self._sync_packet(PacketKind.SYNC, peer)))
+            else:
+                pk = self._page_packet(PacketKind.SYNC, peer, ())
+                out.append(Send(to=peer, packet=pk))
+
+    # -- anti-entropy --------------------------------------------------------------------------
+
+    def _digests(self) -> list[int]:
+        """Our bucket digests: the table's, plus our own (member, incarnation, alive) entry."""
+        d = list(self.table.digests)
+        d[bucket_of(self.me, len(d))] ^= entry_hash(self.me, self.incarnation, _ALIVE)
+        return d
+
+    def _digest_bytes(self) -> bytes:
+        return b"".join(x.to_bytes(8, "big") for x in self._digests())
+
+    def _differing(self, digest: bytes) -> list[int] | None:
+        """Buckets whose digest differs from ``digest`` (None: not comparable, e.g. another
+        bucket count)."""
+        mine = self._digests()
+        if len(digest) != 8 * len(mine):
+            return None
+        return [
+            b for b, x in enumerate(mine) if int.from_bytes(digest[8 * b : 8 * b + 8], "big") != x
+        ]
+
+    def _diff_records(self, buckets: list[int], skip: set[tuple[bytes, int, int]]) -> list[Update]:
+        """Our records of ``buckets``, most recently changed first, within ``sync_diff_bytes``;
+        records the peer just sent us (``skip``: node, incarnation, status) are left out."""
+        mine = bucket_of(self.me, self.cfg.sync_buckets)
+        cands: list[tuple[float, Update]] = []
+        for b in buckets:
+            if b == mine and (self.me, self.incarnation, int(_ALIVE)) not in skip:
+                cands.append((math.inf, self.self_alive))
+            for m in self.table.in_bucket(b):
+                if (m.node, m.incarnation, int(m.status)) not in skip:
+                    cands.append((m.updated, m.last))
+        cands.sort(key=lambda c: -c[0])
+        budget = self.cfg.sync_diff_bytes
+        page: list[Update] = []
+        for _, u in cands:
+            cost = update_size(u) + UPDATE_OVERHEAD
+            if cost > budget:
+                break
+            budget -= cost
+            page.append(u)
+        return page
+
+    def _page_packet(
+        self, kind: PacketKind, to: bytes, updates: tuple[Update, ...], *, digest: bool = True
+    ) -> Packet:
+        """A push-pull packet carrying ``updates`` (no piggyback) and, if asked, our digests."""
+        m = self.table.get(to)
+        return Packet(
+            kind=kind,
+            sender=self.me,
+            inc=self.incarnation,
+            yinc=-1 if m is None else m.incarnation,
+            ystatus=-1 if m is None else int(m.status),
+            updates=updates,
+            digest=self._digest_bytes() if digest else b"",
+        )
+
+    def _on_sync(self, sender: bytes, p: Packet, out: list[Effect]) -> None:
+        """SYNC, SYNC_ACK and SYNC_PAGE after their updates were applied."""
+        kind = p.kind
+        diff = self._differing(p.digest) if p.digest else None
+        heavy = diff is not None and 4 * len(diff) > self.cfg.sync_buckets
+        if kind is PacketKind.SYNC:
+            if diff is None or heavy:
+                # A join (no digest) or a healed partition: a bounded page of our view (with
+                # our digests when theirs came, so the initiator answers with its page).
+                pk = self._sync_packet(PacketKind.SYNC_ACK, sender)
+                if diff is not None:
+                    self.counters["sync_pages"] += 1
+                    pk = replace(pk, digest=self._digest_bytes())
+            else:
+                self.counters["sync_digests"] += 1
+                pk = self._page_packet(
+                    PacketKind.SYNC_ACK, sender, tuple(self._diff_records(diff, set()))
+                )
+            out.append(Send(to=sender, packet=pk))
+        elif kind is PacketKind.SYNC_ACK and diff:
+            # What still differs after their records: ours may be the newer ones.
+            if heavy:
+                pk = self._sync_packet(PacketKind.SYNC_PAGE, sender)
+            else:
+                sent = {(u.node, u.incarnation, _STATUS[type(u)]) for u in p.updates}
+                page = self._diff_records(diff, sent)
+                if not page:
+                    return
+                pk = self._page_packet(PacketKind.SYNC_PAGE, sender, tuple(page), digest=False)
+            out.append(Send(to=sender, packet=pk))
 
     def _sync_packet(self, kind: PacketKind, to: bytes) -> Packet:
         """A bounded page of our view: accusations (newest first), then random alive records
@@ -377,15 +480,7 @@ class Membership:
                 break
             budget -= cost
             page.append(m.last)
-        m = self.table.get(to)
-        return Packet(
-            kind=kind,
-            sender=self.me,
-            inc=self.incarnation,
-            yinc=-1 if m is None else m.incarnation,
-            ystatus=-1 if m is None else int(m.status),
-            updates=tuple(page),
-        )
+        return self._page_packet(kind, to, tuple(page), digest=False)
 
     def _on_local_state(self, state: NodeState, now: float, out: list[Effect]) -> None:
         if state == (self._pending_state or self.state):
@@ -452,6 +547,10 @@ class Membership:
         out.append(
             Send(to=target, packet=self._packet(PacketKind.PING, target, seq=seq, target=target))
         )
+        # One more ping halfway through the probe timeout, one with the helpers' requests: on a
+        # lossy link a lost ping or ack then rarely turns into a false suspicion (each costs
+        # news that every member must hear), and only silent probes pay for it.
+        out.append(self._timer(TimerKind.RESEND, seq, now + aw.scale(cfg.probe_timeout) / 2))
         out.append(self._timer(TimerKind.ACK, seq, now + aw.scale(cfg.probe_timeout)))
         out.append(self._timer(TimerKind.INDIRECT, seq, now + aw.scale(cfg.probe_interval)))
 
@@ -466,9 +565,16 @@ class Membership:
                 self._start_probe(target, now, out)
             at = now + self.awareness.scale(cfg.probe_interval)
             out.append(self._timer(TimerKind.PROBE, None, at))
+        elif kind is TimerKind.RESEND:
+            pr = self._probe
+            if pr is not None and pr.seq == arg and not pr.done:
+                self._ping(pr.target, pr.seq, out)
+            elif arg in self._relays:
+                self._ping(self._relays[arg][2], arg, out)  # type: ignore[index]
         elif kind is TimerKind.ACK:
             pr = self._probe
             if pr is not None and pr.seq == arg and not pr.done:
+                self._ping(pr.target, pr.seq, out)
                 helpers = self._random_nodes(cfg.indirect_checks, {pr.target}, now)
                 pr.helpers = tuple(helpers)
                 for h in helpers:
@@ -482,7 +588,13 @@ class Membership:
             relay = self._relays.pop(arg, None)  # type: ignore[arg-type]
             if relay is not None:
                 origin, oseq, target = relay
-                pk = self._packet(PacketKind.NACK, origin, seq=oseq, target=target)
+                # Our silence is a witness statement: a Suspect signed by us that the origin
+                # counts as an independent confirmation if, and only if, its own probe fails.
+                m = self.table.get(target)
+                first: tuple[Update, ...] = ()
+                if m is not None and m.status != _DEAD:
+                    first = (self._accusation(Suspect, target, m.incarnation),)
+                pk = self._packet(PacketKind.NACK, origin, seq=oseq, target=target, first=first)
                 out.append(Send(to=origin, packet=pk))
         elif kind is TimerKind.SUSPICION:
             node = arg
@@ -515,10 +627,16 @@ class Membership:
         elif kind is TimerKind.STATE:
             self._publish_state(now)
         elif kind is TimerKind.PUSH_PULL:
-            self._sync_with_random(now, out)
+            self._sync_with_random(now, out, full=False)
             out.append(self._timer(TimerKind.PUSH_PULL, None, now + cfg.push_pull_interval))
         else:  # pragma: no cover - every TimerKind is handled above
             raise LocalProtocolError(f"unknown timer {key!r}")
+
+    def _ping(self, target: bytes, seq: int, out: list[Effect]) -> None:
+        """Ping ``target`` again under a probe's (or relay's) sequence number."""
+        self.counters["ping_resends"] += 1
+        pk = self._packet(PacketKind.PING, target, seq=seq, target=target)
+        out.append(Send(to=target, packet=pk))
 
     def _finish_probe(self, pr: _Probe, now: float, out: list[Effect]) -> None:
         """The period ended without an ack: Lifeguard's awareness, then accuse the target."""
@@ -536,7 +654,31 @@ class Membership:
         if m is None or m.status == _DEAD:
             return
         self._rel(pr.target, now).probed(False, self.cfg.reliability_probe_alpha)
-        self._apply(self._accusation(Suspect, m.node, m.incarnation), now, out, verified=True)
+        accusation = self._accusation(Suspect, m.node, m.incarnation)
+        self._apply(accusation, now, out, verified=True)
+        # Tell the suspect itself at once: a live one refutes in one round trip (its answer
+        # comes straight back to us) instead of waiting for the news to reach it by gossip.
+        pk = self._packet(PacketKind.GOSSIP, m.node, first=(accusation,))
+        out.append(Send(to=m.node, packet=pk))
+        # The helpers that could not reach it either are independent confirmations (Lifeguard):
+        # with all of them the suspicion starts at its minimum.
+        for w in pr.witnesses:
+            if w.node == pr.target:
+                self._apply(w, now, out)
+
+    def _witnesses(self, sender: bytes, p: Packet) -> tuple[Update, ...]:
+        """A helper's NACK may carry its witness Suspect of the target: kept aside for our
+        probe (applied only if the probe fails), never applied on arrival."""
+        pr = self._probe
+        ours = pr is not None and not pr.done and p.seq == pr.seq and sender in pr.helpers
+        rest: list[Update] = []
+        for u in p.updates:
+            if type(u) is Suspect and u.node == p.target and u.accuser == sender:
+                if ours and len(pr.witnesses) < len(pr.helpers):  # type: ignore[union-attr]
+                    pr.witnesses.append(u)  # type: ignore[union-attr]
+            else:
+                rest.append(u)
+        return tuple(rest)
 
     def _probe_succeeded(self, pr: _Probe, now: float) -> None:
         pr.done = True
@@ -553,7 +695,10 @@ class Membership:
         if sender == self.me:
             return
         self._heard(sender, now)
-        for u in p.updates:
+        updates = p.updates
+        if p.kind is PacketKind.NACK and updates:
+            updates = self._witnesses(sender, p)
+        for u in updates:
             self._apply(u, now, out)
         # Lifeguard's buddy system: the sender thinks we are suspect or dead; refute now.
         if p.ystatus in (_SUSPECT, _DEAD) and p.yinc >= self.incarnation:
@@ -592,14 +737,21 @@ class Membership:
                     pk = self._packet(PacketKind.PING, p.target, seq=seq, target=p.target)
                     out.append(Send(to=p.target, packet=pk))
                     at = now + self.awareness.scale(self.cfg.probe_timeout)
+                    out.append(self._timer(TimerKind.RESEND, seq, now + (at - now) / 2))
                     out.append(self._timer(TimerKind.RELAY, seq, at))
         elif kind is PacketKind.NACK:
             pr = self._probe
             if pr is not None and p.seq == pr.seq and sender in pr.helpers:
-                pr.nacks += 1
-        elif kind is PacketKind.SYNC:
-            out.append(Send(to=sender, packet=self._sync_packet(PacketKind.SYNC_ACK, sender)))
-            push_mine = False
+                if sender not in pr.nacked:
+                    pr.nacked.add(sender)
+                    pr.nacks += 1
+                if pr.nacks == len(pr.helpers) and not pr.done:
+                    # Every helper is alive and could not reach the target either: the period
+                    # has nothing more to learn, so accuse now instead of at its end.
+                    self._finish_probe(pr, now, out)
+        elif kind is PacketKind.SYNC or kind is PacketKind.SYNC_ACK or kind is PacketKind.SYNC_PAGE:
+            self._on_sync(sender, p, out)
+            push_mine = push_mine and kind is not PacketKind.SYNC
         if push_mine and self._pushed.get(sender) != self.incarnation:
             if len(self._pushed) >= _MAX_SMALL_MAPS:
                 self._pushed.clear()
@@ -661,7 +813,7 @@ class Membership:
                 self.counters["too_frequent"] += 1
                 return
             since = now if m is None or m.status != _ALIVE else m.since
-            self.table.put(Member(node, _ALIVE, u.incarnation, u, since, u))  # type: ignore[arg-type]
+            self.table.put(Member(node, _ALIVE, u.incarnation, u, since, u, now))  # type: ignore[arg-type]
             self._suspicions.pop(node, None)
             self._gens.pop((TimerKind.SUSPICION, node), None)
             self._dead_since.pop(node, None)
@@ -706,7 +858,7 @@ class Membership:
             )
             self._suspicions[node] = s
             since = now if m.status != _SUSPECT else m.since
-            self.table.put(Member(node, _SUSPECT, u.incarnation, m.alive, since, u))
+            self.table.put(Member(node, _SUSPECT, u.incarnation, m.alive, since, u, now))
             out.append(self._timer(TimerKind.SUSPICION, node, s.deadline()))
             self._queue(u)
             if m.status != _SUSPECT:
@@ -722,7 +874,7 @@ class Membership:
                 )  # type: ignore[union-attr]
             return
         # Dead.
-        self.table.put(Member(node, _DEAD, u.incarnation, m.alive, now, u))
+        self.table.put(Member(node, _DEAD, u.incarnation, m.alive, now, u, now))
         self._suspicions.pop(node, None)
         self._gens.pop((TimerKind.SUSPICION, node), None)
         self._dead_since[node] = now

@@ -37,6 +37,8 @@ MAX_TEXT = 128
 MAX_ID = 64
 MAX_SIG = 128
 MAX_INC = (1 << 63) - 1
+#: Most anti-entropy buckets a digest may carry (8 bytes each).
+MAX_BUCKETS = 1024
 
 
 class PacketKind(IntEnum):
@@ -48,10 +50,15 @@ class PacketKind(IntEnum):
     NACK = 4
     #: Piggyback only: a gossip round, or a push of our alive record.
     GOSSIP = 5
-    #: Push-pull: a page of our view (accusations first, then alive records), answered by
-    #: SYNC_ACK with the receiver's page. Up to ``max_sync_bytes`` instead of a packet's cap.
+    #: Push-pull. With a ``digest`` (anti-entropy, the steady state): our bucket digests,
+    #: answered by SYNC_ACK with the receiver's digests and its records of the buckets that
+    #: differ; the initiator then sends its own records of the buckets still differing in a
+    #: SYNC_PAGE. Without a digest (a join), or when most buckets differ (a healed partition):
+    #: a bounded page of the view (accusations first, then alive records), answered in kind.
+    #: Up to ``max_sync_bytes`` instead of a packet's cap.
     SYNC = 6
     SYNC_ACK = 7
+    SYNC_PAGE = 8
 
 
 def _text(name: str, v: object, limit: int = MAX_TEXT) -> None:
@@ -188,6 +195,8 @@ class Packet:
     yinc: int = -1
     ystatus: int = -1
     updates: tuple[Update, ...] = ()
+    #: Push-pull only: the sender's bucket digests, 8 bytes each (empty: none).
+    digest: bytes = b""
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, PacketKind):
@@ -203,3 +212,6 @@ class Packet:
             raise LocalProtocolError("ystatus must be -1, 0, 1 or 2")
         if not isinstance(self.updates, tuple):
             raise LocalProtocolError("updates must be a tuple")
+        d = self.digest
+        if not isinstance(d, bytes) or len(d) % 8 or len(d) > 8 * MAX_BUCKETS:
+            raise LocalProtocolError(f"digest must be at most {MAX_BUCKETS} 8-byte buckets")

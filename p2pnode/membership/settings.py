@@ -1,0 +1,44 @@
+"""The machine's knobs from the ``membership.*`` config section: one mapping, used by the daemon
+(:class:`~p2pnode.membership.service.MembershipService`) and by the simulator
+(``simulations.heartbeat.daemon_config``), so a simulated swarm runs exactly the daemon's
+defaults. Light to import (no libp2p).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from p2pnode.config import SCHEMA, MembershipConfig
+from protocols.heartbeat import HeartbeatConfig
+
+__all__ = ["default_membership", "heartbeat_config"]
+
+_PREFIX = "membership."
+
+
+def default_membership() -> MembershipConfig:
+    """The ``membership.*`` section with every key at its default (from ``SCHEMA``)."""
+    values = {s.key[len(_PREFIX) :]: s.default for s in SCHEMA if s.key.startswith(_PREFIX)}
+    return MembershipConfig(**values)
+
+
+def heartbeat_config(m: MembershipConfig | None = None, **overrides: object) -> HeartbeatConfig:
+    """``HeartbeatConfig`` from a ``membership.*`` section (None: the defaults); knobs the
+    section does not name keep ``HeartbeatConfig``'s own defaults."""
+    if m is None:
+        m = default_membership()
+    cfg = HeartbeatConfig(
+        probe_interval=m.probe_interval,
+        probe_timeout=m.probe_timeout,
+        indirect_checks=m.indirect_checks,
+        suspicion_mult=m.suspicion_mult,
+        suspicion_scale_cap=m.suspicion_scale_cap,
+        suspicion_max_timeout_mult=m.suspicion_max_timeout_mult,
+        suspicion_confirmations=m.suspicion_confirmations,
+        gossip_interval=m.gossip_interval,
+        gossip_nodes=m.gossip_nodes,
+        retransmit_mult=m.retransmit_mult,
+        retransmit_scale_cap=m.retransmit_scale_cap,
+        push_pull_interval=m.push_pull_interval,
+    )
+    return replace(cfg, **overrides) if overrides else cfg  # type: ignore[arg-type]

@@ -151,6 +151,8 @@ class Membership:
         self._order_off = 0
         self._order_stride = 1
         self._synced = False
+        self._push_pull_at = math.inf
+        self._declared_dead = False
 
     # -- entry point ---------------------------------------------------------------------------
 
@@ -352,6 +354,7 @@ class Membership:
                 # A joiner's page may be lost or go to a member that is gone: a digest exchange
                 # a few periods later (about 1 KiB when the page did arrive) repairs the rest.
                 at = now + min(cfg.push_pull_interval, 3 * cfg.probe_interval * rng.uniform(1, 2))
+            self._push_pull_at = at
             out.append(self._timer(TimerKind.PUSH_PULL, None, at))
         if event.announce:
             self._sync_with_random(now, out, full=True)
@@ -368,6 +371,19 @@ class Membership:
                 out.append(Send(to=peer, packet=pk))
 
     # -- anti-entropy --------------------------------------------------------------------------
+
+    def _sync_soon(self, now: float, out: list[Effect]) -> None:
+        """We were declared dead (a healed partition, a long stall): our view has drifted, and
+        an epidemic busy with many refutations misses a few members, so bring the next digest
+        exchange forward to within a few periods (once; it re-arms as usual). Only members
+        that were declared dead pay for it, so its cost does not grow with N."""
+        cfg = self.cfg
+        if cfg.push_pull_interval <= 0:
+            return
+        at = now + 3 * cfg.probe_interval * self._rng.uniform(1, 2)
+        if at < self._push_pull_at:
+            self._push_pull_at = at
+            out.append(self._timer(TimerKind.PUSH_PULL, None, at))
 
     def _digests(self) -> list[int]:
         """Our bucket digests: the table's, plus our own (member, incarnation, alive) entry."""
@@ -628,7 +644,8 @@ class Membership:
             self._publish_state(now)
         elif kind is TimerKind.PUSH_PULL:
             self._sync_with_random(now, out, full=False)
-            out.append(self._timer(TimerKind.PUSH_PULL, None, now + cfg.push_pull_interval))
+            self._push_pull_at = now + cfg.push_pull_interval
+            out.append(self._timer(TimerKind.PUSH_PULL, None, self._push_pull_at))
         else:  # pragma: no cover - every TimerKind is handled above
             raise LocalProtocolError(f"unknown timer {key!r}")
 
@@ -703,6 +720,11 @@ class Membership:
         # Lifeguard's buddy system: the sender thinks we are suspect or dead; refute now.
         if p.ystatus in (_SUSPECT, _DEAD) and p.yinc >= self.incarnation:
             self._refute(p.yinc, awareness=False)
+            self._declared_dead |= p.ystatus == _DEAD
+        if self._declared_dead:
+            # Others declared us dead: we were cut off (or stalled), so our view has drifted.
+            self._declared_dead = False
+            self._sync_soon(now, out)
         push_mine = p.yinc < self.incarnation
         kind = p.kind
         if kind is PacketKind.PING:
@@ -903,6 +925,8 @@ class Membership:
             self.counters["forged"] += 1
             return
         self._refute(u.incarnation)
+        if kind is UpdateKind.DEAD:
+            self._declared_dead = True
 
     # -- views ---------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocols.heartbeat import (
+    Dead,
     HeartbeatConfig,
     LocalProtocolError,
     MemberBase,
@@ -371,3 +372,21 @@ def test_retransmit_scale_cap() -> None:
     assert [capped.retransmits(n) for n in (8, 16, 1000, 10_000, 10**6)] == [4, 8, 16, 16, 16]
     with pytest.raises(LocalProtocolError):
         replace(plain, retransmit_scale_cap=0)
+
+
+def test_a_member_declared_dead_brings_its_next_digest_exchange_forward() -> None:
+    pair = Pair(10)
+    a = pair.m[0]
+    before = pair.timers[0][TimerKind.PUSH_PULL].at
+    assert before >= 0.5 * CFG.push_pull_interval
+    x = pair.ids[4]
+    pk = Packet(kind=PacketKind.GOSSIP, sender=x, updates=(accuse(Dead, a.me, 0, x),))
+    pair.absorb(0, a.handle(PacketReceived(sender=x, packet=pk), 2.0))
+    assert a.incarnation == 1
+    soon = pair.timers[0][TimerKind.PUSH_PULL].at
+    assert 2.0 + 3 * CFG.probe_interval <= soon <= 2.0 + 6 * CFG.probe_interval
+    # A suspicion alone does not: only members that were cut off pay for an early exchange.
+    b = pair.m[1]
+    pk = Packet(kind=PacketKind.GOSSIP, sender=x, updates=(accuse(Suspect, b.me, 0, x),))
+    pair.absorb(1, b.handle(PacketReceived(sender=x, packet=pk), 2.0))
+    assert pair.timers[1][TimerKind.PUSH_PULL].at >= 0.5 * CFG.push_pull_interval

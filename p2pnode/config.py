@@ -287,6 +287,13 @@ SCHEMA: tuple[Setting, ...] = (
         _range(0, 16),
     ),
     Setting(
+        "membership.ring_probe_every",
+        int,
+        2,
+        "Every k-th probe goes to our successor on the member ring (0: never).",
+        _range(0, 64),
+    ),
+    Setting(
         "membership.suspicion_mult",
         float,
         1.0,
@@ -490,6 +497,7 @@ class MembershipConfig:
     probe_interval: float
     probe_timeout: float
     indirect_checks: int
+    ring_probe_every: int
     suspicion_mult: float
     suspicion_scale_cap: float
     suspicion_max_timeout_mult: float

@@ -31,6 +31,7 @@ def heartbeat_config(m: MembershipConfig | None = None, **overrides: object) -> 
         probe_interval=m.probe_interval,
         probe_timeout=m.probe_timeout,
         indirect_checks=m.indirect_checks,
+        ring_probe_every=m.ring_probe_every,
         suspicion_mult=m.suspicion_mult,
         suspicion_scale_cap=m.suspicion_scale_cap,
         suspicion_max_timeout_mult=m.suspicion_max_timeout_mult,

@@ -62,6 +62,12 @@ class HeartbeatConfig:
     probe_timeout: float = 0.5
     #: Helpers asked to probe on our behalf when the direct probe times out (SWIM's k).
     indirect_checks: int = 3
+    #: Every k-th probe goes to our successor on a ring of all members ordered by a hash of
+    #: their ids (0: never, as in memberlist). Each member is then probed by its ring
+    #: predecessor every k periods at a steady phase, besides the random round robin: the wait
+    #: for a crashed member's first probe is at most k periods instead of an exponential tail
+    #: (Rapid's monitoring ring, Suresh et al., ATC 2018, with one monitor).
+    ring_probe_every: int = 0
     #: Minimum suspicion = ``suspicion_mult * max(1, log10 N) * probe_interval``.
     suspicion_mult: float = 4.0
     #: Cap on the ``max(1, log10 N)`` factor of the minimum suspicion (None: no cap, as in
@@ -144,6 +150,8 @@ class HeartbeatConfig:
         cap = self.suspicion_scale_cap
         if cap is not None and not (isinstance(cap, int | float) and cap >= 1):
             raise LocalProtocolError("suspicion_scale_cap must be None or >= 1")
+        if self.ring_probe_every == 1 or not 0 <= self.ring_probe_every <= 64:
+            raise LocalProtocolError("ring_probe_every must be 0 (off) or in [2, 64]")
         cap = self.retransmit_scale_cap
         if cap is not None and not (isinstance(cap, int) and cap >= 1):
             raise LocalProtocolError("retransmit_scale_cap must be None or an integer >= 1")
@@ -223,4 +231,7 @@ class HeartbeatConfig:
         death (the accuser sends it at the next gossip round; every other survivor runs its own
         timer anyway, so one more interval covers the last one)."""
         _, hi = self.suspicion_bounds(n)
-        return (n - 1) * self.probe_interval + self.probe_interval + hi + self.probe_interval
+        k = self.ring_probe_every
+        # Ring probes take every k-th period from the round robin, which slows by k / (k - 1).
+        rr = (n - 1) * self.probe_interval * (k / (k - 1) if k else 1.0)
+        return rr + self.probe_interval + hi + self.probe_interval

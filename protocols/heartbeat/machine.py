@@ -17,6 +17,7 @@ caller's seeded ``random.Random``.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -49,7 +50,7 @@ from .messages import Alive, Dead, NodeState, Packet, PacketKind, Suspect, Updat
 from .signing import Signer, Verifier
 from .state import CONFIRM, MemberStatus, UpdateKind, transition
 from .suspicion import Suspicion
-from .table import Member, MemberBase, MemberTable, bucket_of, entry_hash
+from .table import Member, MemberBase, MemberTable, bucket_of, entry_hash, ring_position
 
 _T = TypeVar("_T")
 
@@ -152,6 +153,10 @@ class Membership:
         self._order_stride = 1
         self._synced = False
         self._push_pull_at = math.inf
+        self._probes = 0
+        self._ring_pos = ring_position(self.me)
+        self._ring_ref: list[tuple[int, bytes]] | None = None
+        self._ring_at = 0
         self._declared_dead = False
 
     # -- entry point ---------------------------------------------------------------------------
@@ -335,7 +340,29 @@ class Membership:
         if worst is not None:
             self.counters["phi_probes"] += 1
             return worst
+        self._probes += 1
+        k = self.cfg.ring_probe_every
+        if k and self._probes % k == 0:
+            x = self._ring_successor()
+            if x is not None:
+                return x
         return self._next_in_order()
+
+    def _ring_successor(self) -> bytes | None:
+        """The first member after us on the ring that we do not hold dead."""
+        ring = self.table.ring()
+        n = len(ring)
+        if ring is not self._ring_ref:
+            self._ring_ref = ring
+            self._ring_at = bisect.bisect_right(ring, (self._ring_pos, self.me))
+        for k in range(n):
+            x = ring[(self._ring_at + k) % n][1]
+            if x == self.me:
+                continue
+            m = self.table.get(x)
+            if m is not None and m.status != _DEAD:
+                return x
+        return None
 
     # -- start, local state, hints -------------------------------------------------------------
 

@@ -20,7 +20,15 @@ from dataclasses import dataclass
 from .messages import Alive, Update
 from .state import MemberStatus
 
-__all__ = ["DEFAULT_BUCKETS", "Member", "MemberBase", "MemberTable", "bucket_of", "entry_hash"]
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "Member",
+    "MemberBase",
+    "MemberTable",
+    "bucket_of",
+    "entry_hash",
+    "ring_position",
+]
 
 _MISSING = object()
 #: Digest buckets unless a table is told otherwise (``HeartbeatConfig.sync_buckets``).
@@ -33,6 +41,11 @@ def bucket_of(node: bytes, buckets: int) -> int:
     if len(node) >= 32:
         return int.from_bytes(node[-4:], "big") % buckets
     return int.from_bytes(hashlib.blake2b(node, digest_size=4).digest(), "big") % buckets
+
+
+def ring_position(node: bytes) -> int:
+    """A member's place on the monitoring ring (64 bits, uniform, the same at every member)."""
+    return int.from_bytes(hashlib.blake2b(node, digest_size=8, person=b"p2pnode/ring").digest())
 
 
 def entry_hash(node: bytes, incarnation: int, status: int) -> int:
@@ -77,6 +90,14 @@ class MemberBase:
             b = bucket_of(m.node, buckets)
             self.digests[b] ^= entry_hash(m.node, m.incarnation, m.status)
             self.bucket_ids[b].append(m.node)
+        self._ring: list[tuple[int, bytes]] | None = None
+
+    @property
+    def ring(self) -> list[tuple[int, bytes]]:
+        """Every member as (ring position, id), sorted; built once, on first use."""
+        if self._ring is None:
+            self._ring = sorted((ring_position(x), x) for x in self.ids)
+        return self._ring
 
 
 class MemberTable:
@@ -84,6 +105,9 @@ class MemberTable:
         self, me: bytes, base: MemberBase | None = None, *, buckets: int = DEFAULT_BUCKETS
     ) -> None:
         self._base: dict[bytes, Member] = base.members if base is not None else {}
+        self._base_obj = base
+        self._ring: list[tuple[int, bytes]] = []
+        self._ring_n = 0
         self._own: dict[bytes, Member | None] = {}
         self._ids: list[bytes] = base.ids if base is not None else []
         self._ids_shared = base is not None
@@ -145,6 +169,16 @@ class MemberTable:
                 node, old.incarnation, old.status
             )
             self._own[node] = None
+
+    def ring(self) -> list[tuple[int, bytes]]:
+        """Every id held (dead and removed ones too), as (ring position, id) sorted: the base's
+        list while no id was added, else our own, rebuilt when ids were added."""
+        if self._ids_shared and self._base_obj is not None:
+            return self._base_obj.ring
+        if self._ring_n != len(self._ids):
+            self._ring = sorted((ring_position(x), x) for x in self._ids)
+            self._ring_n = len(self._ids)
+        return self._ring
 
     def in_bucket(self, b: int) -> Iterator[Member]:
         """The members held in digest bucket ``b``."""

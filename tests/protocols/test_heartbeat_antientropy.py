@@ -39,7 +39,7 @@ from protocols.heartbeat import (
     packet_size,
 )
 from protocols.heartbeat.events import TimerKind
-from protocols.heartbeat.table import Member, MemberTable, bucket_of, entry_hash
+from protocols.heartbeat.table import Member, MemberTable, bucket_of, entry_hash, ring_position
 from tests.protocols.test_heartbeat import STATE, V, accuse, alive
 
 CFG = HeartbeatConfig.lan(probe_interval=1.0, probe_timeout=0.4, suspicion_confirmations=0)
@@ -299,6 +299,7 @@ def test_the_simulator_runs_the_daemon_defaults() -> None:
         "probe_timeout",
         "suspicion_mult",
         "suspicion_scale_cap",
+        "ring_probe_every",
         "suspicion_max_timeout_mult",
         "suspicion_confirmations",
         "push_pull_interval",
@@ -390,3 +391,53 @@ def test_a_member_declared_dead_brings_its_next_digest_exchange_forward() -> Non
     pk = Packet(kind=PacketKind.GOSSIP, sender=x, updates=(accuse(Suspect, b.me, 0, x),))
     pair.absorb(1, b.handle(PacketReceived(sender=x, packet=pk), 2.0))
     assert pair.timers[1][TimerKind.PUSH_PULL].at >= 0.5 * CFG.push_pull_interval
+
+
+# -- the monitoring ring ------------------------------------------------------------------------
+
+
+def test_every_other_probe_goes_to_the_ring_successor_and_skips_the_dead() -> None:
+    cfg = replace(CFG, ring_probe_every=2)
+    pair = Pair(30, cfg)
+    a = pair.m[0]
+    ring = sorted((ring_position(x), x) for x in pair.ids)
+    at = [x for _, x in ring].index(a.me)
+    succ = [ring[(at + k) % len(ring)][1] for k in range(1, 4)]
+    targets = []
+    now = 1.0
+
+    def probe(now: float) -> bytes:
+        # The previous probe ends unanswered (accusing its target), then the next one starts.
+        sends = pair.fire(0, TimerKind.PROBE, now)
+        return next(s.to for s in reversed(sends) if s.packet.kind is PacketKind.PING)
+
+    for _ in range(6):
+        targets.append(probe(now))
+        now += 1.0
+    assert targets[1] == targets[3] == targets[5] == succ[0]
+    # Our successor dies (in our view): its successor is probed instead.
+    u = a.table.get(succ[0])
+    a.table.put(replace(u, status=MemberStatus.DEAD))  # type: ignore[arg-type]
+    probe(now)
+    assert probe(now + 1.0) == succ[1]
+
+
+def test_the_ring_is_shared_with_the_base_until_a_member_joins() -> None:
+    pair = Pair(20)
+    a = pair.m[0]
+    assert a.table.ring() is pair.base.ring
+    x = nid(99)
+    pk = Packet(kind=PacketKind.GOSSIP, sender=x, updates=(alive(x, 1),))
+    a.handle(PacketReceived(sender=x, packet=pk), 1.0)
+    ring = a.table.ring()
+    assert ring is not pair.base.ring and (ring_position(x), x) in ring
+    assert ring == sorted(ring) and len(ring) == 21
+
+
+def test_detection_bound_allows_for_the_ring_probes() -> None:
+    plain = HeartbeatConfig(probe_interval=1.0, suspicion_mult=1.0, suspicion_max_timeout_mult=2.0)
+    ring = replace(plain, ring_probe_every=2)
+    assert plain.detection_bound(8) == 7 + 1 + 2 + 1
+    assert ring.detection_bound(8) == 14 + 1 + 2 + 1
+    with pytest.raises(LocalProtocolError):
+        replace(plain, ring_probe_every=1)

@@ -116,6 +116,8 @@ class BlobService:
 
     async def run(self, *, task_status: trio.TaskStatus[BlobService] = trio.TASK_STATUS_IGNORED):
         async with trio.open_nursery() as nursery:
+            await nursery.start(self.store.writer.run)
+            await nursery.start(self.store.reader.run)
             await nursery.start(self.rpc.run)
             set_guarded_handler(self.host, BATCH_PROTOCOL_ID, self._serve_batches)
             task_status.started(self)

@@ -6,9 +6,10 @@ rename. A blob is a manifest row plus the list of its chunk hashes; it is *compl
 chunk is on disk. Pinned blobs are kept; the others are removed least-recently-used first when
 the store grows past ``blobs.max_store_bytes``.
 
-Hashing and file I/O of chunks run in worker threads (hashlib and file I/O release the GIL), so
-a transfer does not stall the daemon's event loop; SQLite stays on the trio thread. Chunk files
-bypass the page cache where the file system allows (:mod:`p2pnode.blobs.chunkio` says why).
+Hashing and file I/O of chunks run on worker threads (:mod:`p2pnode.blobs.worker`; hashlib and
+file I/O release the GIL), so a transfer does not stall the daemon's event loop; SQLite stays on
+the trio thread. Chunk files bypass the page cache where the file system allows
+(:mod:`p2pnode.blobs.chunkio` says why).
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import trio
-
 from p2pnode.blobs.chunkio import ChunkFiles
+from p2pnode.blobs.worker import Workers
 from p2pnode.store import Store
 from protocols.blobs.cid import DIGEST_LEN, SHA2_256
 from protocols.blobs.manifest import CHUNK_SIZE, Manifest, decode_manifest
 
 log = logging.getLogger(__name__)
+
+WRITER_THREADS = 4  # chunks checked and written at once (a slow write does not stall the rest)
+READER_THREADS = 2
 
 
 class BlobStoreError(Exception):
@@ -68,6 +71,10 @@ class BlobStore:
         self.db = store
         self.root = root
         self.files = ChunkFiles(direct=direct_io)
+        # One thread checks and writes received chunks, one reads chunks to serve; the blob
+        # service runs them (without it, calls fall back to trio's thread pool).
+        self.writer = Workers(WRITER_THREADS)
+        self.reader = Workers(READER_THREADS)
         self.root.mkdir(parents=True, exist_ok=True)
         self._have: dict[bytes, int] = dict(store.db.execute("SELECT hash, size FROM chunks"))
         self.bytes_stored = sum(self._have.values())
@@ -104,7 +111,7 @@ class BlobStore:
             self._write_file(expected, data)
             return True
 
-        ok = await trio.to_thread.run_sync(work)
+        ok = await self.writer.call(work)
         if ok:
             self._record_chunk(expected, len(data))
         return ok
@@ -114,7 +121,7 @@ class BlobStore:
             raise BlobStoreError(f"chunk {mh.hex()} is not held here")
         path = self.chunk_path(mh)
         try:
-            return await trio.to_thread.run_sync(self.files.read, path)
+            return await self.reader.call(lambda: self.files.read(path))
         except FileNotFoundError:
             self._forget_chunk(mh)
             raise BlobStoreError(f"chunk {mh.hex()} vanished from disk") from None
@@ -291,7 +298,7 @@ class Ingest:
                 store._write_file(mh, piece)
             return mh
 
-        mh = await trio.to_thread.run_sync(work)
+        mh = await store.writer.call(work)
         store._record_chunk(mh, len(piece))
         self.chunks.append((mh, len(piece)))
 

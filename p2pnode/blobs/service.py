@@ -113,6 +113,7 @@ class BlobService:
         self.served_chunks = 0
         self.fetched_chunks = 0
         self.bad_chunks = 0  # chunks a provider sent that did not match their hash
+        self._background: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[BlobService] = trio.TASK_STATUS_IGNORED):
         async with trio.open_nursery() as nursery:
@@ -120,6 +121,7 @@ class BlobService:
             await nursery.start(self.store.reader.run)
             await nursery.start(self.rpc.run)
             set_guarded_handler(self.host, BATCH_PROTOCOL_ID, self._serve_batches)
+            self._background = nursery
             task_status.started(self)
             while True:
                 await trio.sleep(GC_INTERVAL)
@@ -280,8 +282,19 @@ class BlobService:
             await trio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
         self.store.mark_complete(key)
-        await self.dht.provide(key)
+        # The blob is whole here: the fetch returns now and the announcement (a DHT round trip
+        # of 10-20 ms) follows in the background; the local provider record is already written.
+        if self._background is None:
+            await self._announce(key)
+        else:
+            self._background.start_soon(self._announce, key)
         self.store.collect(self.cfg.blobs.max_store_bytes)
+
+    async def _announce(self, key: str) -> None:
+        try:
+            await self.dht.provide(key)
+        except Exception as exc:  # the periodic republish tries again
+            log.info("announcing %s failed: %r", key, exc)
 
     async def _fetch_manifest(self, key: str, providers: list[ID]) -> Manifest | None:
         for peer in providers:

@@ -10,16 +10,17 @@ serves only what it holds, at most ``blobs.max_upload_rate`` MiB/s over all peer
 
 Fetching: the manifest comes from any provider and must hash to the blob key; then the missing
 chunks are taken from one shared queue, ``blobs.window`` per batch, by one lane per provider
-that keeps ``PIPELINE`` batches asked for on its stream, all providers at once, so faster
-providers take more. Each chunk is checked
-against its hash (in a worker thread, while the next chunks arrive) before it is written. A bad
+that keeps ``PIPELINE`` batches asked for on its stream, up to ``MAX_SOURCES`` providers at
+once, so faster providers take more. Each chunk is checked against its hash (on a worker
+thread, while the next chunks arrive) before it is written. A bad
 chunk, a timeout or a dropped stream puts the chunk back in the queue, bars that provider from
 that chunk, and counts a strike (after ``MAX_STRIKES`` the provider sits out the round). Chunks
 already on disk are never fetched again, so a fetch that stops part-way resumes where it
 stopped; rounds repeat with backoff, re-finding providers, until the blob is complete or
 ``blobs.fetch_timeout`` passes.
 
-Resources: per lane at most ``VERIFY_AHEAD`` received chunks wait for their hash check; every
+Resources: per lane at most ``VERIFY_AHEAD`` received chunks wait for their hash check, and
+a provider holds at most ``READ_AHEAD`` chunks read ahead per stream; every
 header is bounded before it is buffered, and a chunk's size must match the manifest (itself
 bounded by ``MAX_CHUNK_SIZE``) before its bytes are read.
 """
@@ -27,6 +28,7 @@ bounded by ``MAX_CHUNK_SIZE``) before its bytes are read.
 from __future__ import annotations
 
 import logging
+import random
 from collections import deque
 from collections.abc import Iterable
 from contextlib import suppress
@@ -68,6 +70,9 @@ MAX_HEADER = 256
 # MiB at both ends than two streams taking turns (the yamux write lock, twice the wakeups):
 # 256 MiB on this 2-core VM, provider 2.4 -> 1.9-2.2 ms/MiB, fetcher's event loop 3.1 -> 2.7.
 PIPELINE = 3
+# Providers fetched from at once. Each stream may buffer up to yamux's 16 MiB window while our
+# chunk checks lag, so this bounds a fetch's memory as well as its connections.
+MAX_SOURCES = 6
 VERIFY_AHEAD = 4  # chunks hashed and written in threads while the next ones arrive
 READ_AHEAD = 2  # chunks a provider reads from disk while an earlier one is sent
 MAX_STRIKES = 3
@@ -276,7 +281,10 @@ class BlobService:
                 if not missing:
                     break
                 if providers:
-                    await self._download(manifest, missing, providers)
+                    # At most MAX_SOURCES at once, a different draw each round: memory stays
+                    # bounded and providers that failed a round are not always the ones tried.
+                    sources = random.sample(providers, min(MAX_SOURCES, len(providers)))
+                    await self._download(manifest, missing, sources)
                 if not self.store.missing(manifest):
                     break
             await trio.sleep(backoff)

@@ -592,9 +592,9 @@ class Membership:
         )
         # One more ping halfway through the probe timeout, one with the helpers' requests: on a
         # lossy link a lost ping or ack then rarely turns into a false suspicion (each costs
-        # news that every member must hear), and only silent probes pay for it.
+        # news that every member must hear), and only silent probes pay for it. The ACK timer
+        # is set by the RESEND one, only when still silent: a daemon wakes no more often.
         out.append(self._timer(TimerKind.RESEND, seq, now + aw.scale(cfg.probe_timeout) / 2))
-        out.append(self._timer(TimerKind.ACK, seq, now + aw.scale(cfg.probe_timeout)))
         out.append(self._timer(TimerKind.INDIRECT, seq, now + aw.scale(cfg.probe_interval)))
 
     def _on_timer(self, key: tuple[TimerKind, object], now: float, out: list[Effect]) -> None:
@@ -612,6 +612,8 @@ class Membership:
             pr = self._probe
             if pr is not None and pr.seq == arg and not pr.done:
                 self._ping(pr.target, pr.seq, out)
+                at = pr.start + self.awareness.scale(cfg.probe_timeout)
+                out.append(self._timer(TimerKind.ACK, pr.seq, at))
             elif arg in self._relays:
                 self._ping(self._relays[arg][2], arg, out)  # type: ignore[index]
         elif kind is TimerKind.ACK:

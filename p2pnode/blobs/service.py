@@ -78,8 +78,8 @@ READ_AHEAD = 2  # chunks a provider reads from disk while an earlier one is sent
 MAX_STRIKES = 3
 MAX_BACKOFF = 2.0
 GC_INTERVAL = 60.0
-READ_SIZE = 1 << 20
 MiB = 1 << 20
+READ_SIZE = MiB
 UPLOAD_BURST = 4 * MiB  # slack of the upload limit (blobs.max_upload_rate)
 
 

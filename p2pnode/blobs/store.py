@@ -71,8 +71,8 @@ class BlobStore:
         self.db = store
         self.root = root
         self.files = ChunkFiles(direct=direct_io)
-        # One thread checks and writes received chunks, one reads chunks to serve; the blob
-        # service runs them (without it, calls fall back to trio's thread pool).
+        # Threads that check and write received chunks, and threads that read chunks to serve;
+        # the blob service runs them (without it, calls fall back to trio's thread pool).
         self.writer = Workers(WRITER_THREADS)
         self.reader = Workers(READER_THREADS)
         self.root.mkdir(parents=True, exist_ok=True)

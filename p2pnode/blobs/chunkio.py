@@ -21,6 +21,7 @@ import logging
 import mmap
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,52 @@ _O_DIRECT = getattr(os, "O_DIRECT", 0)
 _local = threading.local()
 
 
+Buffer = bytes | bytearray | memoryview
+
+
 def _aligned(size: int) -> int:
     return -(-size // ALIGN) * ALIGN
+
+
+class StagingBuffer:
+    """Page-aligned memory a received chunk is gathered into as its pieces arrive.
+
+    The gathering is the one copy a chunk needs between the network and the disk: the hash
+    reads it in place and a direct write goes straight from it. Reused chunk after chunk, so
+    its pages are faulted in once. Owned by one task at a time; the owner gathers, a worker
+    thread then reads it, and only after that may it be gathered into again.
+    """
+
+    __slots__ = ("_mem", "size")
+
+    def __init__(self) -> None:
+        self._mem = mmap.mmap(-1, ALIGN)
+        self.size = 0
+
+    def gather(self, parts: Sequence[Buffer]) -> None:
+        size = sum(len(p) for p in parts)
+        if size > len(self._mem):
+            self._mem = mmap.mmap(-1, _aligned(size))
+        with memoryview(self._mem) as view:
+            at = 0
+            for part in parts:
+                view[at : at + len(part)] = part
+                at += len(part)
+        self.size = size
+
+    def view(self) -> memoryview:
+        """The gathered bytes (valid until the next :meth:`gather`)."""
+        return memoryview(self._mem)[: self.size]
+
+
+# A chunk as one buffer, as the pieces it arrived in, or gathered into a staging buffer.
+Data = Buffer | Sequence[Buffer] | StagingBuffer
+
+
+def parts_of(data: Data) -> Sequence[Buffer]:
+    if isinstance(data, StagingBuffer):
+        return (data.view(),)
+    return (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data
 
 
 def _thread_buffer(size: int) -> mmap.mmap:
@@ -62,8 +107,9 @@ class ChunkFiles:
                 log.info("direct I/O refused under %s; chunk files use the page cache", path.parent)
         return True
 
-    def write(self, path: Path, data: bytes | memoryview) -> None:
-        """Write ``data`` as the file ``path``: whole or absent after a crash."""
+    def write(self, path: Path, data: Data) -> None:
+        """Write ``data`` (one buffer, its pieces in order, or a staging buffer) as the file
+        ``path``: whole or absent after a crash."""
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             if self.direct:
@@ -72,39 +118,47 @@ class ChunkFiles:
                 except OSError as exc:
                     if not self._refused(exc, path):
                         raise
-                    self._write_buffered(tmp, data)
+                    self._write_buffered(tmp, parts_of(data))
             else:
-                self._write_buffered(tmp, data)
+                self._write_buffered(tmp, parts_of(data))
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
 
     @staticmethod
-    def _write_buffered(tmp: Path, data: bytes | memoryview) -> None:
+    def _write_buffered(tmp: Path, parts: Sequence[Buffer]) -> None:
         with open(tmp, "wb") as f:
-            f.write(data)
+            for part in parts:
+                f.write(part)
 
     @staticmethod
-    def _write_direct(tmp: Path, data: bytes | memoryview) -> None:
-        size = len(data)
+    def _write_direct(tmp: Path, data: Data) -> None:
+        # Direct I/O needs aligned memory: a staging buffer is, anything else is gathered into
+        # this thread's buffer first.
+        if isinstance(data, StagingBuffer):
+            view = data.view()
+        else:
+            parts = parts_of(data)
+            view = memoryview(_thread_buffer(sum(len(p) for p in parts)))
+            at = 0
+            for part in parts:
+                view[at : at + len(part)] = part
+                at += len(part)
+            view = view[:at]
+        size = len(view)
         head = size - size % ALIGN
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | _O_DIRECT, 0o644)
         try:
-            with memoryview(data) as src:
-                if head:
-                    buf = _thread_buffer(head)
-                    with memoryview(buf) as view:
-                        view[:head] = src[:head]
-                        done = 0
-                        while done < head:  # a short direct write ends on a block boundary
-                            done += os.pwrite(fd, view[done:head], done)
+            with view:
+                done = 0
+                while done < head:  # a short direct write ends on a block boundary
+                    done += os.pwrite(fd, view[done:head], done)
                 if head < size:
                     flags = fcntl.fcntl(fd, fcntl.F_GETFL)
                     fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~_O_DIRECT)
-                    done = head
                     while done < size:
-                        done += os.pwrite(fd, src[done:], done)
+                        done += os.pwrite(fd, view[done:size], done)
         finally:
             os.close(fd)
 

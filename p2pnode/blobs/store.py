@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from p2pnode.blobs.chunkio import ChunkFiles
+from p2pnode.blobs.chunkio import ChunkFiles, Data, parts_of
 from p2pnode.blobs.worker import Workers
 from p2pnode.store import Store
 from protocols.blobs.cid import DIGEST_LEN, SHA2_256
@@ -62,8 +62,12 @@ class BlobStat:
         }
 
 
-def chunk_hash(data: bytes | memoryview) -> bytes:
-    return bytes([SHA2_256, DIGEST_LEN]) + hashlib.sha256(data).digest()
+def chunk_hash(data: Data) -> bytes:
+    """The sha2-256 multihash of a chunk, given whole or as its pieces in order."""
+    digest = hashlib.sha256()
+    for part in parts_of(data):
+        digest.update(part)
+    return bytes([SHA2_256, DIGEST_LEN]) + digest.digest()
 
 
 class BlobStore:
@@ -88,7 +92,7 @@ class BlobStore:
         hexed = mh.hex()
         return self.root / hexed[4:6] / hexed
 
-    def _write_file(self, mh: bytes, data: bytes | memoryview) -> None:
+    def _write_file(self, mh: bytes, data: Data) -> None:
         path = self.chunk_path(mh)
         path.parent.mkdir(exist_ok=True)
         self.files.write(path, data)
@@ -100,8 +104,9 @@ class BlobStore:
         self._have[mh] = size
         self.bytes_stored += size
 
-    async def put_verified_chunk(self, expected: bytes, data: bytes) -> bool:
-        """Store a chunk received from a peer if it hashes to ``expected``; False if not."""
+    async def put_verified_chunk(self, expected: bytes, data: Data) -> bool:
+        """Store a chunk received from a peer (whole, or the pieces it arrived in) if it
+        hashes to ``expected``; False if not."""
         if expected in self._have:
             return True
 
@@ -113,7 +118,7 @@ class BlobStore:
 
         ok = await self.writer.call(work)
         if ok:
-            self._record_chunk(expected, len(data))
+            self._record_chunk(expected, sum(len(p) for p in parts_of(data)))
         return ok
 
     async def read_chunk(self, mh: bytes) -> bytes:

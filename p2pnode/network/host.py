@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -131,34 +131,69 @@ def allow_redial(host: IHost, peer: ID) -> None:
 WRITE_PIECE = 65_519 - 12
 
 
+class PieceCutter:
+    """Cuts bytes written over several calls into pieces of exactly ``size`` bytes.
+
+    What is left over after a call waits for the next one, so a stream written chunk by chunk
+    (a header and 1 MiB of data each time) fills every frame instead of ending each chunk with
+    a short one: a short frame costs a Noise message and the per-message Python at both ends,
+    about as much as a full one. Large buffers are sliced without copying; small ones are joined
+    to their neighbours. Buffers handed in must not change until their bytes are written.
+    """
+
+    __slots__ = ("_carried", "_carry", "size")
+
+    def __init__(self, size: int = WRITE_PIECE) -> None:
+        if size <= 0:
+            raise ValueError("size must be positive")
+        self.size = size
+        self._carry: list[memoryview] = []
+        self._carried = 0
+
+    @property
+    def pending(self) -> int:
+        """Bytes held back for the next call or :meth:`flush`."""
+        return self._carried
+
+    def cut(self, bufs: Iterable[bytes | memoryview]) -> Iterator[bytes | memoryview]:
+        """The full pieces ``bufs`` completes; the remainder is kept."""
+        size = self.size
+        for buf in bufs:
+            view = memoryview(buf).cast("B")
+            at = 0
+            if self._carried:
+                take = min(size - self._carried, len(view))
+                self._carry.append(view[:take])
+                self._carried += take
+                at = take
+                if self._carried < size:
+                    continue
+                yield b"".join(self._carry)
+                self._carry, self._carried = [], 0
+            while len(view) - at >= size:
+                yield view[at : at + size]
+                at += size
+            if at < len(view):
+                self._carry.append(view[at:])
+                self._carried = len(view) - at
+
+    def flush(self) -> bytes | memoryview | None:
+        """The bytes held back, as one last short piece (None if there are none)."""
+        if not self._carried:
+            return None
+        carry, self._carry, self._carried = self._carry, [], 0
+        return carry[0] if len(carry) == 1 else b"".join(carry)
+
+
 def write_pieces(
     bufs: Sequence[bytes | memoryview], size: int = WRITE_PIECE
 ) -> Iterator[bytes | memoryview]:
     """The bytes of ``bufs``, in order, as pieces of exactly ``size`` bytes (the last may be
-    shorter). Large buffers are sliced without copying; small ones are joined to their
-    neighbours, so a header and its data share a frame."""
-    carry: list[memoryview] = []
-    carried = 0
-    for buf in bufs:
-        view = memoryview(buf).cast("B")
-        at = 0
-        if carried:
-            take = min(size - carried, len(view))
-            carry.append(view[:take])
-            carried += take
-            at = take
-            if carried < size:
-                continue
-            yield b"".join(carry)
-            carry, carried = [], 0
-        while len(view) - at >= size:
-            yield view[at : at + size]
-            at += size
-        if at < len(view):
-            carry.append(view[at:])
-            carried = len(view) - at
-    if carried:
-        yield carry[0] if len(carry) == 1 else b"".join(carry)
+    shorter): one write's worth of :class:`PieceCutter`."""
+    cutter = PieceCutter(size)
+    yield from cutter.cut(bufs)
+    if (last := cutter.flush()) is not None:
+        yield last
 
 
 class WriteOutcome(enum.Enum):
@@ -175,8 +210,13 @@ async def shielded_write(
     *,
     timeout: float,
     disconnect_timeout: float | None = None,
+    cutter: PieceCutter | None = None,
+    flush: bool = True,
 ) -> WriteOutcome:
     """Write ``bufs`` in order, never cancelled half-way, under a deadline of its own.
+
+    With a ``cutter`` kept by the caller for the stream, a short remainder may wait for the
+    caller's next write (``flush=False``), so back-to-back writes fill whole frames.
 
     py-libp2p corrupts the shared Noise session when a task is cancelled inside
     ``stream.write`` (field guide §4), so the caller's cancellation is shielded off. If the
@@ -186,8 +226,14 @@ async def shielded_write(
     with trio.CancelScope(shield=True):
         with trio.move_on_after(timeout) as scope:
             try:
-                for piece in write_pieces(bufs):
+                if cutter is None:
+                    pieces: Iterable[bytes | memoryview] = write_pieces(bufs)
+                else:
+                    pieces = cutter.cut(bufs)
+                for piece in pieces:
                     await stream.write(piece)  # type: ignore[arg-type]  # any buffer works
+                if cutter is not None and flush and (last := cutter.flush()) is not None:
+                    await stream.write(last)  # type: ignore[arg-type]
             except Exception as exc:
                 log.debug("write to %s failed: %r", peer, exc)
                 return WriteOutcome.FAILED

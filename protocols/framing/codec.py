@@ -81,7 +81,7 @@ class FrameDecoder:
         if max_frame <= 0:
             raise ValueError("max_frame must be positive")
         self.max_frame = max_frame
-        self._parts: deque[bytes] = deque()
+        self._parts: deque[bytes | memoryview] = deque()
         self._size = 0
         self._need: int | None = None  # body length of the frame being read, once known
         self._eof = False
@@ -103,9 +103,10 @@ class FrameDecoder:
         self._parts.append(bytes(data))
         self._size += len(data)
 
-    def _take(self, n: int) -> bytes:
-        """Remove and return the first n buffered bytes (n <= buffered), copying once."""
-        out: list[bytes] = []
+    def _take_parts(self, n: int) -> list[bytes | memoryview]:
+        """Remove the first n buffered bytes (n <= buffered), as the pieces they arrived in;
+        a piece split at the boundary is split by a view, not copied."""
+        out: list[bytes | memoryview] = []
         got = 0
         while got < n:
             part = self._parts[0]
@@ -114,11 +115,17 @@ class FrameDecoder:
                 out.append(self._parts.popleft())
                 got += len(part)
             else:
-                out.append(part[:want])
-                self._parts[0] = part[want:]
+                view = memoryview(part)
+                out.append(view[:want])
+                self._parts[0] = view[want:]
                 got = n
         self._size -= n
-        return out[0] if len(out) == 1 else b"".join(out)
+        return out
+
+    def _take(self, n: int) -> bytes:
+        """Remove and return the first n buffered bytes (n <= buffered), copying once."""
+        out = self._take_parts(n)
+        return bytes(out[0]) if len(out) == 1 else b"".join(out)
 
     def next_body(self) -> bytes | None:
         """Return the next complete frame body, or None if more bytes are needed."""
@@ -146,13 +153,21 @@ class FrameDecoder:
 
         Only between frames. The caller bounds ``n`` (it comes from a frame it validated).
         """
+        parts = self.next_raw_parts(n)
+        if parts is None:
+            return None
+        return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
+
+    def next_raw_parts(self, n: int) -> list[bytes | memoryview] | None:
+        """Like :meth:`next_raw`, but the bytes as the pieces they arrived in, not joined: for
+        a consumer that hashes and copies them anyway (a 1 MiB chunk then costs no join)."""
         if self._need is not None:
             raise FrameError("raw bytes requested in the middle of a frame")
         if self._size < n:
             if self._eof:
                 raise FrameError(f"input ended inside raw data ({self._size} of {n} bytes)")
             return None
-        return self._take(n)
+        return self._take_parts(n)
 
     def next_frame(self) -> dict[str, Any] | None:
         """Like :meth:`next_body`, decoded; a bad body raises :class:`MalformedFrame`."""

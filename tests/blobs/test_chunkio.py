@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pnode.blobs.chunkio import ALIGN, ChunkFiles
+from p2pnode.blobs.chunkio import ALIGN, ChunkFiles, StagingBuffer
+from p2pnode.blobs.store import chunk_hash
 
 EDGES = [0, 1, ALIGN - 1, ALIGN, ALIGN + 1, 3 * ALIGN + 17, 1 << 20, (1 << 20) + 5]
 
@@ -44,6 +45,42 @@ def test_memoryview_input(tmp_path: Path) -> None:
     data = os.urandom(2 * ALIGN + 9)
     ChunkFiles().write(tmp_path / "c", memoryview(data))
     assert (tmp_path / "c").read_bytes() == data
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    pieces=st.lists(st.binary(max_size=2 * ALIGN), max_size=6),
+    direct=st.booleans(),
+    staged=st.booleans(),
+)
+def test_pieces_and_staged_chunks_write_as_their_joined_bytes(
+    tmp_path_factory: pytest.TempPathFactory, pieces: list[bytes], direct: bool, staged: bool
+) -> None:
+    joined = b"".join(pieces)
+    path = tmp_path_factory.mktemp("c") / "chunk"
+    data: object = pieces
+    if staged:
+        buf = StagingBuffer()
+        buf.gather([b"\xee" * (3 * ALIGN)])  # a bigger earlier chunk must not leak through
+        buf.gather(pieces)
+        data = buf
+    assert chunk_hash(data) == chunk_hash(joined)  # type: ignore[arg-type]
+    ChunkFiles(direct=direct).write(path, data)  # type: ignore[arg-type]
+    assert path.read_bytes() == joined
+
+
+def test_staging_buffer_grows_and_stays_aligned() -> None:
+    import ctypes
+
+    buf = StagingBuffer()
+    for size in (10, ALIGN + 1, 1 << 20, 5):
+        chunk = os.urandom(size)
+        buf.gather([chunk[:3], chunk[3:]])
+        view = buf.view()
+        assert bytes(view) == chunk
+        address = ctypes.addressof(ctypes.c_char.from_buffer(view))
+        assert address % ALIGN == 0, "direct I/O reads straight from it"
+        view.release()
 
 
 def test_read_of_missing_file_raises(tmp_path: Path) -> None:

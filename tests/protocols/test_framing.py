@@ -153,6 +153,24 @@ def test_raw_bytes_after_a_frame_round_trip_however_cut(
     assert got == [frame, raw, {"after": True}]
 
 
+@given(st.lists(st.binary(min_size=1, max_size=200), min_size=1, max_size=8), st.data())
+def test_raw_parts_are_the_bytes_in_arrival_pieces_without_copies(
+    pieces: list[bytes], data: st.DataObject
+) -> None:
+    blob = b"".join(pieces)
+    n = data.draw(st.integers(0, len(blob)))
+    decoder = FrameDecoder(1024)
+    for piece in pieces:
+        decoder.receive_data(piece)
+    parts = decoder.next_raw_parts(n)
+    assert parts is not None
+    assert b"".join(parts) == blob[:n]
+    assert all(isinstance(p, (bytes, memoryview)) for p in parts)
+    assert len(parts) <= len(pieces), "pieces are handed on, never cut smaller than they came"
+    assert decoder.buffered == len(blob) - n
+    assert decoder.next_raw(len(blob) - n) == blob[n:], "the rest follows, split by a view"
+
+
 def test_raw_bytes_cut_short_are_an_error_at_eof() -> None:
     decoder = FrameDecoder(1024)
     decoder.receive_data(b"abc")

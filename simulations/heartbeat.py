@@ -221,8 +221,12 @@ class HeartbeatWorld:
         if m is None:
             return
         if isinstance(payload, bytes):
+            cfg = self.sc.config
             try:
-                payload = decode_packet(payload, max_bytes=self.sc.config.max_packet_bytes)
+                # The daemon's limits: push-pull answers may exceed one packet's size.
+                payload = decode_packet(
+                    payload, max_bytes=cfg.max_packet_bytes, max_sync_bytes=cfg.max_sync_bytes
+                )
             except Exception:
                 self.stats["refused"] += 1
                 return

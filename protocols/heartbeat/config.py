@@ -67,7 +67,15 @@ class HeartbeatConfig:
     #: predecessor every k periods at a steady phase, besides the random round robin: the wait
     #: for a crashed member's first probe is at most k periods instead of an exponential tail
     #: (Rapid's monitoring ring, Suresh et al., ATC 2018, with one monitor).
+    #:
+    #: 1: *every* period probes the ring successor (the wait is at most one period), and the
+    #: round robin gets a probe of its own every ``round_robin_every`` periods, half a period
+    #: later (two probes may then be open at once). The round robin stays because the ring
+    #: alone misses a member whose predecessor has not heard of it yet.
     ring_probe_every: int = 0
+    #: With ``ring_probe_every`` 1: periods between two round-robin probes (time-bounded
+    #: completeness: every member is reached within ``(N - 1) * round_robin_every`` periods).
+    round_robin_every: int = 4
     #: Minimum suspicion = ``suspicion_mult * max(1, log10 N) * probe_interval``.
     suspicion_mult: float = 4.0
     #: Cap on the ``max(1, log10 N)`` factor of the minimum suspicion (None: no cap, as in
@@ -92,6 +100,17 @@ class HeartbeatConfig:
     #: need not be sent more often: the daemon caps it at 4 (16 sends, enough to reach all of
     #: 10,000 members but ~0.003 of them per update at 5% loss), keeping per-node cost flat.
     retransmit_scale_cap: int | None = None
+    #: Before declaring a suspect dead on our own suspicion timer, ping it directly once more
+    #: (twice, the second halfway) and wait ``probe_timeout``: a member that missed the
+    #: suspect's refutation (an epidemic with a fixed retransmit count misses a few members)
+    #: gets it in the ACK instead of declaring a live member dead. memberlist has no such
+    #: check (False). Costs a ping only for suspicions that run out, i.e. real deaths.
+    final_ping: bool = False
+    #: Learning of a death brings the next gossip round forward (at most one round per half
+    #: ``gossip_interval``): each hop of the death's epidemic then costs a network delay
+    #: instead of a wait for the next round. Deaths are rare news, so the cost is a few
+    #: packets per death. memberlist: False.
+    eager_dead: bool = False
     #: Cap on Lifeguard's local-health score (timeouts are scaled by score + 1 < this).
     awareness_max_multiplier: int = 8
     #: Seconds after a member's death during which gossip rounds may still pick it (so a
@@ -150,8 +169,10 @@ class HeartbeatConfig:
         cap = self.suspicion_scale_cap
         if cap is not None and not (isinstance(cap, int | float) and cap >= 1):
             raise LocalProtocolError("suspicion_scale_cap must be None or >= 1")
-        if self.ring_probe_every == 1 or not 0 <= self.ring_probe_every <= 64:
-            raise LocalProtocolError("ring_probe_every must be 0 (off) or in [2, 64]")
+        if not 0 <= self.ring_probe_every <= 64 or not 1 <= self.round_robin_every <= 64:
+            raise LocalProtocolError(
+                "ring_probe_every must be in [0, 64] (0: off), round_robin_every in [1, 64]"
+            )
         cap = self.retransmit_scale_cap
         if cap is not None and not (isinstance(cap, int) and cap >= 1):
             raise LocalProtocolError("retransmit_scale_cap must be None or an integer >= 1")
@@ -227,11 +248,18 @@ class HeartbeatConfig:
     def detection_bound(self, n: int) -> float:
         """Worst case, with no loss and awareness at zero, from a silent crash to *every*
         survivor declaring it dead: a full round-robin pass before the first probe reaches it
-        ((n - 1) intervals), the probe period, the maximum suspicion, and dissemination of the
-        death (the accuser sends it at the next gossip round; every other survivor runs its own
-        timer anyway, so one more interval covers the last one)."""
+        ((n - 1) intervals), the probe period, the maximum suspicion (plus the final ping's
+        wait, if on), and dissemination of the death (the accuser sends it at the next gossip
+        round; every other survivor runs its own timer anyway, so one more interval covers the
+        last one)."""
         _, hi = self.suspicion_bounds(n)
         k = self.ring_probe_every
-        # Ring probes take every k-th period from the round robin, which slows by k / (k - 1).
-        rr = (n - 1) * self.probe_interval * (k / (k - 1) if k else 1.0)
-        return rr + self.probe_interval + hi + self.probe_interval
+        if k == 1:
+            # The round robin has its own probe every round_robin_every periods, offset by half
+            # a period from the ring's.
+            rr = ((n - 1) * self.round_robin_every + 0.5) * self.probe_interval
+        else:
+            # Ring probes take every k-th period from the round robin: it slows by k / (k - 1).
+            rr = (n - 1) * self.probe_interval * (k / (k - 1) if k else 1.0)
+        final = self.probe_timeout if self.final_ping else 0.0
+        return rr + self.probe_interval + hi + final + self.probe_interval

@@ -45,6 +45,8 @@ class TimerKind(Enum):
     RECONNECT = "reconnect"  #: periodic: probe one dead member, forget the old ones
     STATE = "state"  #: a coalesced change of our own state is due
     PUSH_PULL = "push_pull"  #: periodic: exchange a page of views with one random member
+    ROUND_ROBIN = "round_robin"  #: ring every period: the round robin's own probe is due
+    FINAL = "final"  #: a suspicion ran out and we pinged the suspect: ping again, or declare
 
 
 # -- inputs -----------------------------------------------------------------------------------

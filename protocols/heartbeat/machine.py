@@ -84,12 +84,29 @@ class _Probe:
     seq: int
     target: bytes
     start: float
+    #: 0: the periodic probe (ring, phi, urgent or round robin); 1: the round robin's own
+    #: probe when the ring takes every period (``ring_probe_every`` 1).
+    lane: int = 0
     helpers: tuple[bytes, ...] = ()
     nacks: int = 0
     nacked: set[bytes] = field(default_factory=set)
     #: Helpers' signed witness suspicions, from their NACKs.
     witnesses: list[Suspect] = field(default_factory=list)
     done: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class _Final:
+    """A direct ping of a suspect outside the probe cycle (``final_ping``)."""
+
+    node: bytes
+    inc: int
+    #: True: our suspicion ran out; silence until ``end`` declares the member dead. False: we
+    #: are the accuser, pinging it halfway through its suspicion; nothing happens at ``end``.
+    declare: bool
+    #: When the pings still to send are due.
+    pings: list[float]
+    end: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +153,19 @@ class Membership:
         self._gens: dict[tuple[TimerKind, object], int] = {}
         self._gen = 0
         self._seq = 0
-        self._probe: _Probe | None = None
+        #: Open probes by sequence number: at most one per lane (two lanes).
+        self._open: dict[int, _Probe] = {}
+        self._lane: list[_Probe | None] = [None, None]
+        #: Final pings (``final_ping``): seq -> [suspect, its incarnation, start, re-sent].
+        #: Final checks and the accuser's mid-suspicion pings (``final_ping``), by seq.
+        self._finals: dict[int, _Final] = {}
+        self._final_of: dict[bytes, int] = {}
+        #: Suspects we accused and pinged halfway through: member -> incarnation.
+        self._pinged_mid: dict[bytes, int] = {}
+        self._retransmit_n = -1
+        self._retransmit_limit = 0
+        self._last_gossip = -math.inf
+        self._gossip_at = math.inf
         self._relays: dict[int, tuple[bytes, int, bytes]] = {}
         self._untracked: dict[int, bytes] = {}  # join and reconnect pings
         self._suspicions: dict[bytes, Suspicion] = {}
@@ -217,10 +246,15 @@ class Membership:
         return self._verifier.verify(u.accuser, payload, u.signature)  # type: ignore[union-attr]
 
     def _retransmits(self) -> int:
-        return self.cfg.retransmits(self.table.live + 1)
+        # Called for every packet: the log10 is recomputed only when the live count moves.
+        n = self.table.live + 1
+        if n != self._retransmit_n:
+            self._retransmit_n, self._retransmit_limit = n, self.cfg.retransmits(n)
+        return self._retransmit_limit
 
     def _queue(self, u: Update) -> None:
-        self.queue.queue(u.node, u, update_size(u))
+        urgent = self.cfg.eager_dead and type(u) is Dead
+        self.queue.queue(u.node, u, update_size(u), urgent=urgent)
 
     def _packet(
         self,
@@ -348,6 +382,10 @@ class Membership:
                 return x
         return self._next_in_order()
 
+    def _round_robin_due(self) -> bool:
+        """With the ring taking every period: is this period's round-robin probe due?"""
+        return self.cfg.ring_probe_every == 1 and self._probes % self.cfg.round_robin_every == 0
+
     def _ring_successor(self) -> bytes | None:
         """The first member after us on the ring that we do not hold dead."""
         ring = self.table.ring()
@@ -372,7 +410,8 @@ class Membership:
             self._queue(self.self_alive)
         # Random phases: members started together must not probe in lock step.
         out.append(self._timer(TimerKind.PROBE, None, now + rng.uniform(0, cfg.probe_interval)))
-        out.append(self._timer(TimerKind.GOSSIP, None, now + rng.uniform(0, cfg.gossip_interval)))
+        self._gossip_at = now + rng.uniform(0, cfg.gossip_interval)
+        out.append(self._timer(TimerKind.GOSSIP, None, self._gossip_at))
         at = now + cfg.reconnect_interval * rng.uniform(0.5, 1.5)
         out.append(self._timer(TimerKind.RECONNECT, None, at))
         if cfg.push_pull_interval > 0:
@@ -569,21 +608,19 @@ class Membership:
         m = self.table.get(node)
         if m is None or m.status == _DEAD:
             return
-        if self._probe is None:
+        pr = self._lane[0]
+        if pr is None:
             self._start_probe(node, now, out)
-        elif (
-            node not in self._urgent
-            and node != self._probe.target
-            and len(self._urgent) < _MAX_URGENT
-        ):
+        elif node not in self._urgent and node != pr.target and len(self._urgent) < _MAX_URGENT:
             self._urgent.append(node)
 
     # -- probing -------------------------------------------------------------------------------
 
-    def _start_probe(self, target: bytes, now: float, out: list[Effect]) -> None:
+    def _start_probe(self, target: bytes, now: float, out: list[Effect], lane: int = 0) -> None:
         cfg, aw = self.cfg, self.awareness
         seq = self._next_seq()
-        self._probe = _Probe(seq=seq, target=target, start=now)
+        pr = _Probe(seq=seq, target=target, start=now, lane=lane)
+        self._open[seq] = self._lane[lane] = pr
         d = self._phi.get(target)
         if d is not None:
             d.last_probed = now
@@ -601,24 +638,35 @@ class Membership:
         kind, arg = key
         cfg = self.cfg
         if kind is TimerKind.PROBE:
-            if self._probe is not None:
-                self._finish_probe(self._probe, now, out)
+            if self._lane[0] is not None:
+                self._finish_probe(self._lane[0], now, out)
             target = self._pick_target(now)
             if target is not None:
                 self._start_probe(target, now, out)
-            at = now + self.awareness.scale(cfg.probe_interval)
-            out.append(self._timer(TimerKind.PROBE, None, at))
+            period = self.awareness.scale(cfg.probe_interval)
+            out.append(self._timer(TimerKind.PROBE, None, now + period))
+            if self._round_robin_due():
+                # Half a period after the ring probe: the two rarely overlap, and a member the
+                # ring probe found silent is not probed twice at once.
+                out.append(self._timer(TimerKind.ROUND_ROBIN, None, now + period / 2))
+        elif kind is TimerKind.ROUND_ROBIN:
+            if self._lane[1] is not None:
+                self._finish_probe(self._lane[1], now, out)
+            busy = {p.target for p in self._open.values()}
+            target = self._next_in_order()
+            if target is not None and target not in busy:
+                self._start_probe(target, now, out, lane=1)
         elif kind is TimerKind.RESEND:
-            pr = self._probe
-            if pr is not None and pr.seq == arg and not pr.done:
+            pr = self._open.get(arg)  # type: ignore[arg-type]
+            if pr is not None and not pr.done:
                 self._ping(pr.target, pr.seq, out)
                 at = pr.start + self.awareness.scale(cfg.probe_timeout)
                 out.append(self._timer(TimerKind.ACK, pr.seq, at))
             elif arg in self._relays:
                 self._ping(self._relays[arg][2], arg, out)  # type: ignore[index]
         elif kind is TimerKind.ACK:
-            pr = self._probe
-            if pr is not None and pr.seq == arg and not pr.done:
+            pr = self._open.get(arg)  # type: ignore[arg-type]
+            if pr is not None and not pr.done:
                 self._ping(pr.target, pr.seq, out)
                 helpers = self._random_nodes(cfg.indirect_checks, {pr.target}, now)
                 pr.helpers = tuple(helpers)
@@ -626,8 +674,8 @@ class Membership:
                     pk = self._packet(PacketKind.PING_REQ, h, seq=pr.seq, target=pr.target)
                     out.append(Send(to=h, packet=pk))
         elif kind is TimerKind.INDIRECT:
-            pr = self._probe
-            if pr is not None and pr.seq == arg:
+            pr = self._open.get(arg)  # type: ignore[arg-type]
+            if pr is not None:
                 self._finish_probe(pr, now, out)
         elif kind is TimerKind.RELAY:
             relay = self._relays.pop(arg, None)  # type: ignore[arg-type]
@@ -651,15 +699,44 @@ class Membership:
                 and s is not None
                 and s.incarnation == m.incarnation
             ):
-                dead = self._accusation(Dead, m.node, m.incarnation)
-                self._apply(dead, now, out, verified=True)
+                if cfg.final_ping and self._pinged_mid.pop(node, None) != m.incarnation:  # type: ignore[arg-type]
+                    self._final_check(m.node, m.incarnation, now, out)
+                else:
+                    # No check asked for, or we are the accuser and already pinged the suspect
+                    # halfway through its suspicion (its refutation would have come back).
+                    dead = self._accusation(Dead, m.node, m.incarnation)
+                    self._apply(dead, now, out, verified=True)
+        elif kind is TimerKind.FINAL:
+            fin = self._finals.get(arg)  # type: ignore[arg-type]
+            if fin is not None:
+                if fin.pings:
+                    self._ping(fin.node, arg, out)  # type: ignore[arg-type]
+                    fin.pings.pop(0)
+                    at = fin.pings[0] if fin.pings else fin.end
+                    out.append(self._timer(TimerKind.FINAL, arg, at))
+                else:
+                    self._end_final(arg)  # type: ignore[arg-type]
+                    m = self.table.get(fin.node)
+                    s = self._suspicions.get(fin.node)
+                    if (
+                        fin.declare
+                        and m is not None
+                        and m.status == _SUSPECT
+                        and m.incarnation == fin.inc
+                        and s is not None
+                        and s.incarnation == fin.inc
+                    ):
+                        dead = self._accusation(Dead, fin.node, fin.inc)
+                        self._apply(dead, now, out, verified=True)
         elif kind is TimerKind.GOSSIP:
+            self._last_gossip = now
             if len(self.queue):
                 for t in self._random_nodes(cfg.gossip_nodes, set(), now, dead_ok=True):
                     pk = self._packet(PacketKind.GOSSIP, t)
                     if pk.updates:
                         out.append(Send(to=t, packet=pk))
-            out.append(self._timer(TimerKind.GOSSIP, None, now + cfg.gossip_interval))
+            self._gossip_at = now + cfg.gossip_interval
+            out.append(self._timer(TimerKind.GOSSIP, None, self._gossip_at))
         elif kind is TimerKind.RECONNECT:
             for node, t in list(self._dead_since.items()):
                 if now - t > cfg.dead_retention:
@@ -678,15 +755,80 @@ class Membership:
         else:  # pragma: no cover - every TimerKind is handled above
             raise LocalProtocolError(f"unknown timer {key!r}")
 
+    def _final_check(self, node: bytes, inc: int, now: float, out: list[Effect]) -> None:
+        """Our suspicion of ``node`` ran out: ping it once more (twice, the second halfway)
+        before declaring it dead. The PING's header says we hold it suspect, so a live member
+        refutes (the buddy system) and its ACK carries the newer alive record; silence until
+        ``probe_timeout`` means dead."""
+        old = self._final_of.get(node)
+        if old is not None:
+            if self._finals[old].declare:
+                return  # a check is already under way
+            self._end_final(old)  # the accuser's mid-suspicion ping gives way to the check
+        if len(self._finals) >= _MAX_RELAYS:
+            # Bounded: past that many checks at once (an island that lost the majority), a
+            # suspicion that runs out is a death, as without the check; dropping a check
+            # instead would leave its member suspect with no timer.
+            self.counters["final_skipped"] += 1
+            self._apply(self._accusation(Dead, node, inc), now, out, verified=True)
+            return
+        timeout = self.awareness.scale(self.cfg.probe_timeout)
+        seq = self._new_final(node, inc, True, [now, now + timeout / 2], now + timeout)
+        self._ping(node, seq, out)
+        self._finals[seq].pings.pop(0)
+        out.append(self._timer(TimerKind.FINAL, seq, now + timeout / 2))
+
+    def _mid_suspicion_ping(self, node: bytes, inc: int, now: float, out: list[Effect]) -> None:
+        """We accused ``node`` and told it so: ping it again halfway through the minimum
+        suspicion, so that one lost packet (our Suspect or its refutation) does not kill a live
+        member, and our own timer can then declare it dead without a final check."""
+        if node in self._final_of or len(self._finals) >= _MAX_RELAYS:
+            return
+        lo, _ = self.cfg.suspicion_bounds(self.table.live + 1)
+        at = now + lo / 2
+        seq = self._new_final(node, inc, False, [at], at + self.cfg.probe_timeout)
+        out.append(self._timer(TimerKind.FINAL, seq, at))
+        if len(self._pinged_mid) >= _MAX_SMALL_MAPS:
+            self._pinged_mid.clear()
+        self._pinged_mid[node] = inc
+
+    def _new_final(
+        self, node: bytes, inc: int, declare: bool, pings: list[float], end: float
+    ) -> int:
+        seq = self._next_seq()
+        self._finals[seq] = _Final(node=node, inc=inc, declare=declare, pings=pings, end=end)
+        self._final_of[node] = seq
+        self.counters["final_checks" if declare else "mid_suspicion_pings"] += 1
+        return seq
+
+    def _end_final(self, seq: int) -> None:
+        fin = self._finals.pop(seq, None)
+        if fin is not None and self._final_of.get(fin.node) == seq:
+            del self._final_of[fin.node]
+        self._gens.pop((TimerKind.FINAL, seq), None)
+
+    def _gossip_soon(self, now: float, out: list[Effect]) -> None:
+        """Bring the next gossip round forward to now, but never closer than half a gossip
+        interval to the previous round (a burst of deaths costs at most twice the usual rate)."""
+        at = max(now, self._last_gossip + self.cfg.gossip_interval / 2)
+        if at < self._gossip_at:
+            self._gossip_at = at
+            out.append(self._timer(TimerKind.GOSSIP, None, at))
+
     def _ping(self, target: bytes, seq: int, out: list[Effect]) -> None:
         """Ping ``target`` again under a probe's (or relay's) sequence number."""
         self.counters["ping_resends"] += 1
         pk = self._packet(PacketKind.PING, target, seq=seq, target=target)
         out.append(Send(to=target, packet=pk))
 
+    def _close_probe(self, pr: _Probe) -> None:
+        self._open.pop(pr.seq, None)
+        if self._lane[pr.lane] is pr:
+            self._lane[pr.lane] = None
+
     def _finish_probe(self, pr: _Probe, now: float, out: list[Effect]) -> None:
         """The period ended without an ack: Lifeguard's awareness, then accuse the target."""
-        self._probe = None
+        self._close_probe(pr)
         if pr.done:
             return
         pr.done = True
@@ -706,6 +848,8 @@ class Membership:
         # comes straight back to us) instead of waiting for the news to reach it by gossip.
         pk = self._packet(PacketKind.GOSSIP, m.node, first=(accusation,))
         out.append(Send(to=m.node, packet=pk))
+        if self.cfg.final_ping:
+            self._mid_suspicion_ping(m.node, m.incarnation, now, out)
         # The helpers that could not reach it either are independent confirmations (Lifeguard):
         # with all of them the suspicion starts at its minimum.
         for w in pr.witnesses:
@@ -715,8 +859,8 @@ class Membership:
     def _witnesses(self, sender: bytes, p: Packet) -> tuple[Update, ...]:
         """A helper's NACK may carry its witness Suspect of the target: kept aside for our
         probe (applied only if the probe fails), never applied on arrival."""
-        pr = self._probe
-        ours = pr is not None and not pr.done and p.seq == pr.seq and sender in pr.helpers
+        pr = self._open.get(p.seq)
+        ours = pr is not None and not pr.done and sender in pr.helpers
         rest: list[Update] = []
         for u in p.updates:
             if type(u) is Suspect and u.node == p.target and u.accuser == sender:
@@ -728,7 +872,7 @@ class Membership:
 
     def _probe_succeeded(self, pr: _Probe, now: float) -> None:
         pr.done = True
-        self._probe = None
+        self._close_probe(pr)
         self.awareness.apply_delta(-1)
         self._rel(pr.target, now).probed(True, self.cfg.reliability_probe_alpha)
 
@@ -764,11 +908,11 @@ class Membership:
             )
             push_mine = False
         elif kind is PacketKind.ACK:
-            pr = self._probe
+            pr = self._open.get(p.seq)
+            fin = self._finals.get(p.seq)
             if (
                 pr is not None
                 and not pr.done
-                and p.seq == pr.seq
                 and (sender == pr.target or (sender in pr.helpers and p.target == pr.target))
             ):
                 self._probe_succeeded(pr, now)
@@ -776,6 +920,9 @@ class Membership:
                 origin, oseq, target = self._relays.pop(p.seq)
                 pk = self._packet(PacketKind.ACK, origin, seq=oseq, target=target)
                 out.append(Send(to=origin, packet=pk))
+            elif fin is not None and fin.node == sender:
+                self._end_final(p.seq)
+                self._answered_final(sender, fin.inc, now, out)
             elif self._untracked.pop(p.seq, None) != sender:
                 self.counters["unexpected"] += 1
         elif kind is PacketKind.PING_REQ:
@@ -791,8 +938,8 @@ class Membership:
                     out.append(self._timer(TimerKind.RESEND, seq, now + (at - now) / 2))
                     out.append(self._timer(TimerKind.RELAY, seq, at))
         elif kind is PacketKind.NACK:
-            pr = self._probe
-            if pr is not None and p.seq == pr.seq and sender in pr.helpers:
+            pr = self._open.get(p.seq)
+            if pr is not None and sender in pr.helpers:
                 if sender not in pr.nacked:
                     pr.nacked.add(sender)
                     pr.nacks += 1
@@ -819,6 +966,17 @@ class Membership:
         ):
             self._pushed[b"dead:" + sender] = m.incarnation
             out.append(Send(to=sender, packet=self._packet(PacketKind.GOSSIP, sender)))
+
+    def _answered_final(self, node: bytes, inc: int, now: float, out: list[Effect]) -> None:
+        """The suspect answered our final ping. Its ACK carried its refutation (applied before
+        we got here), unless it is a peer that answers but never refutes: it is alive, so it
+        stays suspect and gets another suspicion period instead of being declared dead."""
+        self.counters["final_answers"] += 1
+        m = self.table.get(node)
+        s = self._suspicions.get(node)
+        if m is not None and m.status == _SUSPECT and m.incarnation == inc and s is not None:
+            lo, _ = self.cfg.suspicion_bounds(self.table.live + 1)
+            out.append(self._timer(TimerKind.SUSPICION, node, now + lo))
 
     # -- updates -------------------------------------------------------------------------------
 
@@ -931,6 +1089,8 @@ class Membership:
         self._dead_since[node] = now
         self._rel(node, now).status(now, False, self.cfg.reliability_half_life)
         self._queue(u)
+        if self.cfg.eager_dead:
+            self._gossip_soon(now, out)
         out.append(
             MemberChanged(
                 kind=ChangeKind.DEAD,

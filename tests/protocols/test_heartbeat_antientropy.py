@@ -300,6 +300,7 @@ def test_the_simulator_runs_the_daemon_defaults() -> None:
         "suspicion_mult",
         "suspicion_scale_cap",
         "ring_probe_every",
+        "retransmit_scale_cap",
         "suspicion_max_timeout_mult",
         "suspicion_confirmations",
         "push_pull_interval",
@@ -440,4 +441,6 @@ def test_detection_bound_allows_for_the_ring_probes() -> None:
     assert plain.detection_bound(8) == 7 + 1 + 2 + 1
     assert ring.detection_bound(8) == 14 + 1 + 2 + 1
     with pytest.raises(LocalProtocolError):
-        replace(plain, ring_probe_every=1)
+        replace(plain, ring_probe_every=65)
+    with pytest.raises(LocalProtocolError):
+        replace(plain, ring_probe_every=1, round_robin_every=0)

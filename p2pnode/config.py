@@ -289,14 +289,15 @@ SCHEMA: tuple[Setting, ...] = (
     Setting(
         "membership.ring_probe_every",
         int,
-        2,
-        "Every k-th probe goes to our successor on the member ring (0: never).",
+        1,
+        "Every k-th probe goes to our successor on the member ring (0: never; 1: every "
+        "period, with a round-robin probe of its own every 4 periods).",
         _range(0, 64),
     ),
     Setting(
         "membership.suspicion_mult",
         float,
-        1.0,
+        0.6,
         "Minimum suspicion = this x max(1, log10 N) x probe_interval.",
         _range(0.1, 100),
     ),
@@ -345,7 +346,7 @@ SCHEMA: tuple[Setting, ...] = (
     Setting(
         "membership.retransmit_scale_cap",
         int,
-        4,
+        3,
         "Cap on the ceil(log10(N + 1)) factor of retransmissions (push-pull repairs the rest).",
         _range(1, 10),
     ),

@@ -41,5 +41,10 @@ def heartbeat_config(m: MembershipConfig | None = None, **overrides: object) -> 
         retransmit_mult=m.retransmit_mult,
         retransmit_scale_cap=m.retransmit_scale_cap,
         push_pull_interval=m.push_pull_interval,
+        # Not in the config file (docs/membership.md): on in every daemon, off in memberlist's
+        # constructors (HeartbeatConfig.lan() and friends).
+        round_robin_every=4,
+        final_ping=True,
+        eager_dead=True,
     )
     return replace(cfg, **overrides) if overrides else cfg  # type: ignore[arg-type]

@@ -89,6 +89,7 @@ class Node:
 
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
         store = Store(self.cfg.db_path)
+        blob_store: BlobStore | None = None
         try:
             self.host = build_host(
                 self.key_pair, psk=self.psk, dial_timeout=self.cfg.network.connect_timeout
@@ -104,7 +105,7 @@ class Node:
                     self.host, self.key_pair, store, self.cfg, observe=self.metrics.observe_dht
                 )
                 self.dht.on_record = self._record_event
-                self.blob_store = BlobStore(
+                self.blob_store = blob_store = BlobStore(
                     store, self.cfg.data_dir / "blobs", direct_io=self.cfg.blobs.direct_io
                 )
                 self.blobs = BlobService(self.host, self.dht, self.blob_store, self.cfg)
@@ -149,6 +150,8 @@ class Node:
                     )
                     task_status.started(self)
         finally:
+            if blob_store is not None:
+                blob_store.close()  # its held-back rows go in before the database closes
             store.close()
 
     def _record_event(self, key: str, seq: int, publisher: str) -> None:

@@ -85,3 +85,64 @@ async def test_a_vanished_chunk_file_is_an_error_not_a_crash(tmp_path: Path) -> 
     with pytest.raises(BlobStoreError, match="vanished"):
         await store.read_range(key, 0, 10)
     assert not store.is_complete(key)
+
+
+async def test_clean_close_writes_held_back_rows(tmp_path: Path) -> None:
+    store = make(tmp_path)
+    chunks = [os.urandom(1000 + i) for i in range(3)]  # fewer than a batch: rows held back
+    for c in chunks:
+        assert await store.put_verified_chunk(chunk_hash(c), c)
+    store.close()
+    store.db.close()
+    again = make(tmp_path)
+    assert all(again.has_chunk(chunk_hash(c)) for c in chunks)
+    assert all(again.chunk_path(chunk_hash(c)).exists() for c in chunks)
+
+
+async def test_after_a_crash_unrecorded_chunk_files_and_temp_files_are_swept(
+    tmp_path: Path,
+) -> None:
+    store = make(tmp_path)
+    data = os.urandom(CHUNK_SIZE + 7)
+    key = await put(store, data)  # its rows are written with its manifest
+    loose = os.urandom(5000)
+    assert await store.put_verified_chunk(chunk_hash(loose), loose)  # row held back
+    loose_path = store.chunk_path(chunk_hash(loose))
+    temp = loose_path.with_name(f".{loose_path.name}.1.2.tmp")
+    temp.write_bytes(b"cut short")
+    foreign = loose_path.parent / "notes.txt"
+    foreign.write_text("not a chunk")
+    store.db.close()  # no close(): as after kill -9
+
+    again = make(tmp_path)
+    assert again.is_complete(key)
+    assert await again.read_range(key, 0, len(data)) == data
+    assert not again.has_chunk(chunk_hash(loose))
+    assert not loose_path.exists() and not temp.exists()
+    assert foreign.exists(), "files the store did not write are left alone"
+
+
+async def test_a_forgotten_chunk_stays_forgotten_though_its_row_was_held_back(
+    tmp_path: Path,
+) -> None:
+    store = make(tmp_path)
+    c = os.urandom(3000)
+    assert await store.put_verified_chunk(chunk_hash(c), c)
+    store.drop_corrupt_chunk(chunk_hash(c))
+    store.close()
+    store.db.close()
+    assert not make(tmp_path).has_chunk(chunk_hash(c))
+
+
+async def test_rows_are_written_in_batches(tmp_path: Path) -> None:
+    from p2pnode.blobs.store import RECORD_BATCH
+
+    store = make(tmp_path)
+    rows = lambda: store.db.db.execute("SELECT count(*) FROM chunks").fetchone()[0]  # noqa: E731
+    for i in range(RECORD_BATCH - 1):
+        c = i.to_bytes(4, "big") * 100
+        assert await store.put_verified_chunk(chunk_hash(c), c)
+    assert rows() == 0
+    c = b"last" * 100
+    assert await store.put_verified_chunk(chunk_hash(c), c)
+    assert rows() == RECORD_BATCH

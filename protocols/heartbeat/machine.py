@@ -183,6 +183,7 @@ class Membership:
         self._synced = False
         self._push_pull_at = math.inf
         self._probes = 0
+        self._periods = 0
         self._ring_pos = ring_position(self.me)
         self._ring_ref: list[tuple[int, bytes]] | None = None
         self._ring_at = 0
@@ -383,8 +384,10 @@ class Membership:
         return self._next_in_order()
 
     def _round_robin_due(self) -> bool:
-        """With the ring taking every period: is this period's round-robin probe due?"""
-        return self.cfg.ring_probe_every == 1 and self._probes % self.cfg.round_robin_every == 0
+        """With the ring taking every period: is this period's round-robin probe due? (Counted
+        in periods, whatever the period's own probe went to: urgent and phi probes too.)"""
+        self._periods += 1
+        return self.cfg.ring_probe_every == 1 and self._periods % self.cfg.round_robin_every == 0
 
     def _ring_successor(self) -> bytes | None:
         """The first member after us on the ring that we do not hold dead."""

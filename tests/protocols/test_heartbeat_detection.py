@@ -220,3 +220,16 @@ def test_the_daemon_sends_each_update_twelve_times_whatever_n() -> None:
     cfg = heartbeat_config()
     assert [cfg.retransmits(n) for n in (101, 1000, 10_000, 100_000)] == [12, 12, 12, 12]
     assert cfg.final_ping and cfg.eager_dead and cfg.ring_probe_every == 1
+
+
+# -- in the simulator: the shorter suspicion stays safe under loss ------------------------------
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_no_false_death_at_ten_percent_loss_with_the_daemon_defaults(seed: int) -> None:
+    from simulations.heartbeat import HeartbeatWorld, Scenario
+
+    sc = Scenario(seed=seed, n=150, loss=0.10, duration=20.0, crashes=3, recoveries=1)
+    r = HeartbeatWorld(sc).run()
+    assert r.false_deaths == 0, r.message
+    assert r.ok and len(r.detection_all) == 3, r.message

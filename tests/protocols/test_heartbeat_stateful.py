@@ -16,6 +16,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from p2pnode.membership.settings import heartbeat_config
 from protocols.heartbeat import (
     HeartbeatConfig,
     KeyedHashVerifier,
@@ -47,8 +48,8 @@ STATE = NodeState(
 
 
 class MembershipMachines(RuleBasedStateMachine):
-    @initialize(n=st.integers(3, 5), seed=st.integers(0, 2**16))
-    def start(self, n: int, seed: int) -> None:
+    @initialize(n=st.integers(3, 5), seed=st.integers(0, 2**16), daemon=st.booleans())
+    def start(self, n: int, seed: int, daemon: bool) -> None:
         self.now = 0.0
         self.ids = [bytes([65 + i]) * 38 for i in range(n)]
         self.nodes: dict[bytes, Membership] = {}
@@ -57,7 +58,9 @@ class MembershipMachines(RuleBasedStateMachine):
         self.crashed: set[bytes] = set()
         self.cut: set[frozenset[bytes]] = set()
         self.seen_inc: dict[tuple[bytes, bytes], int] = {}
-        cfg = HeartbeatConfig.local()
+        # memberlist's numbers, or the daemon's (ring every period with a second probe lane,
+        # final pings, eager deaths).
+        cfg = heartbeat_config() if daemon else HeartbeatConfig.local()
         for i, node in enumerate(self.ids):
             m = Membership(
                 signer=V.signer_for(node),

@@ -11,6 +11,12 @@ first), and a gossip round every ``gossip_interval`` sends them to a few more me
 are queued. Missed nacks and refutations raise our local-health score, which stretches our own
 timeouts (Lifeguard's awareness).
 
+Daemon additions (off in memberlist's constructors): the ring successor may take every period,
+with the round robin in a second probe lane (``ring_probe_every`` 1); the accuser pings its
+suspect halfway through the suspicion and any other member pings it once more before its own
+timer declares it dead (``final_ping``); a death is gossiped at once and leads the piggyback
+(``eager_dead``).
+
 Nothing here reads a clock or global randomness: ``now`` comes with each event and ``rng`` is the
 caller's seeded ``random.Random``.
 """

@@ -44,6 +44,7 @@ def heartbeat_config(m: MembershipConfig | None = None, **overrides: object) -> 
         # Not in the config file (docs/membership.md): on in every daemon, off in memberlist's
         # constructors (HeartbeatConfig.lan() and friends).
         round_robin_every=4,
+        retransmit_scale_floor=2,
         final_ping=True,
         eager_dead=True,
     )

@@ -22,6 +22,7 @@ from protocols.heartbeat import (
     ChangeKind,
     Dead,
     HeartbeatConfig,
+    LocalProtocolError,
     MemberChanged,
     MemberStatus,
     Packet,
@@ -219,6 +220,11 @@ def test_the_daemon_sends_each_update_twelve_times_whatever_n() -> None:
 
     cfg = heartbeat_config()
     assert [cfg.retransmits(n) for n in (101, 1000, 10_000, 100_000)] == [12, 12, 12, 12]
+    # ... and at least 8 in a small swarm (memberlist: 4 below 10 members).
+    assert [cfg.retransmits(n) for n in (2, 8, 9, 10, 99)] == [8, 8, 8, 8, 8]
+    assert HeartbeatConfig.lan().retransmits(8) == 4
+    with pytest.raises(LocalProtocolError):
+        replace(cfg, retransmit_scale_floor=4)
     assert cfg.final_ping and cfg.eager_dead and cfg.ring_probe_every == 1
 
 

@@ -76,6 +76,7 @@ def build_methods(node: Node) -> dict[str, Method]:
                 "served_chunks": node.blobs.served_chunks,
                 "fetched_chunks": node.blobs.fetched_chunks,
                 "bad_chunks": node.blobs.bad_chunks,
+                "streams_opened": node.blobs.streams_opened,
             },
         }
 

@@ -163,6 +163,32 @@ def test_blob_held_by_three_providers_is_fetched_from_several(
     assert sum(1 for n in served.values() if n > 0) >= 2, served
 
 
+def test_a_finished_batch_stream_is_reused_and_a_stale_one_costs_no_strike(
+    swarm: LocalSwarm, tmp_path: Path
+) -> None:
+    blobs = []
+    for i in range(3):
+        data = os.urandom(3 * MiB + i)
+        with swarm.client(2, timeout=60) as c2:
+            blobs.append((c2.blob_put(data=data)["key"], data))
+    opened = counters(swarm, 4)["streams_opened"]
+    with swarm.client(4, timeout=60) as c4:
+        c4.blob_fetch(blobs[0][0])
+        c4.blob_fetch(blobs[1][0])
+    # Without reuse each fetch opens a stream; with it the second (and maybe the first, if an
+    # earlier test left one kept) takes the kept one.
+    assert counters(swarm, 4)["streams_opened"] - opened <= 1
+    # The provider restarts: the kept stream is dead. The next fetch finds out on its first
+    # batch, opens a fresh stream, and completes well within one chunk timeout per strike.
+    swarm.kill(2, signal.SIGKILL)
+    swarm.start([2], bootstrap=swarm.node(3))
+    started = time.monotonic()
+    with swarm.client(4, timeout=60) as c4:
+        c4.blob_fetch(blobs[2][0])
+        assert c4.blob_get(blobs[2][0])["data"] == blobs[2][1]
+    assert time.monotonic() - started < 3.0 * 3, "no strikes, no backoff rounds"
+
+
 def test_tensors_round_trip_across_nodes(swarm: LocalSwarm) -> None:
     rng = np.random.default_rng(7)
     model = {

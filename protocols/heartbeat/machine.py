@@ -396,20 +396,27 @@ class Membership:
         return self.cfg.ring_probe_every == 1 and self._periods % self.cfg.round_robin_every == 0
 
     def _ring_successor(self) -> bytes | None:
-        """The first member after us on the ring that we do not hold dead."""
+        """The first member after us on the ring that we hold alive (else the first we do not
+        hold dead). A suspect successor is skipped: it is being checked already, and if it did
+        crash, the member after it may have crashed with it (correlated failures) and would
+        otherwise wait for the suspect's death before its first probe."""
         ring = self.table.ring()
         n = len(ring)
         if ring is not self._ring_ref:
             self._ring_ref = ring
             self._ring_at = bisect.bisect_right(ring, (self._ring_pos, self.me))
+        suspect = None
         for k in range(n):
             x = ring[(self._ring_at + k) % n][1]
             if x == self.me:
                 continue
             m = self.table.get(x)
-            if m is not None and m.status != _DEAD:
-                return x
-        return None
+            if m is not None:
+                if m.status == _ALIVE:
+                    return x
+                if m.status == _SUSPECT and suspect is None:
+                    suspect = x
+        return suspect
 
     # -- start, local state, hints -------------------------------------------------------------
 

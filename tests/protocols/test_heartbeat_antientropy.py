@@ -408,9 +408,12 @@ def test_every_other_probe_goes_to_the_ring_successor_and_skips_the_dead() -> No
     now = 1.0
 
     def probe(now: float) -> bytes:
-        # The previous probe ends unanswered (accusing its target), then the next one starts.
+        # Each probe is answered at once (no one is accused), then the next one starts.
         sends = pair.fire(0, TimerKind.PROBE, now)
-        return next(s.to for s in reversed(sends) if s.packet.kind is PacketKind.PING)
+        ping = next(s for s in reversed(sends) if s.packet.kind is PacketKind.PING)
+        pk = Packet(kind=PacketKind.ACK, sender=ping.to, seq=ping.packet.seq, target=ping.to)
+        a.handle(PacketReceived(sender=ping.to, packet=pk), now + 0.01)
+        return ping.to
 
     for _ in range(6):
         targets.append(probe(now))
@@ -421,6 +424,15 @@ def test_every_other_probe_goes_to_the_ring_successor_and_skips_the_dead() -> No
     a.table.put(replace(u, status=MemberStatus.DEAD))  # type: ignore[arg-type]
     probe(now)
     assert probe(now + 1.0) == succ[1]
+    # A suspect successor is skipped too (it may have crashed with the one after it), but
+    # it is still preferred to nobody.
+    u = a.table.get(succ[1])
+    a.table.put(replace(u, status=MemberStatus.SUSPECT))  # type: ignore[arg-type]
+    assert a._ring_successor() == succ[2]
+    for x in pair.ids[1:]:
+        if x not in (succ[0], succ[1]):
+            a.table.put(replace(a.table.get(x), status=MemberStatus.DEAD))  # type: ignore[arg-type]
+    assert a._ring_successor() == succ[1]
 
 
 def test_the_ring_is_shared_with_the_base_until_a_member_joins() -> None:

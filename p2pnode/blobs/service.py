@@ -11,18 +11,20 @@ serves only what it holds, at most ``blobs.max_upload_rate`` MiB/s over all peer
 Fetching: the manifest comes from any provider and must hash to the blob key; then the missing
 chunks are taken from one shared queue, ``blobs.window`` per batch, by one lane per provider
 that keeps ``PIPELINE`` batches asked for on its stream, up to ``MAX_SOURCES`` providers at
-once, so faster providers take more. Each chunk is checked against its hash (on a worker
-thread, while the next chunks arrive) before it is written. A bad
-chunk, a timeout or a dropped stream puts the chunk back in the queue, bars that provider from
-that chunk, and counts a strike (after ``MAX_STRIKES`` the provider sits out the round). Chunks
-already on disk are never fetched again, so a fetch that stops part-way resumes where it
-stopped; rounds repeat with backoff, re-finding providers, until the blob is complete or
-``blobs.fetch_timeout`` passes.
+once, so faster providers take more; a finished stream is kept ``KEEP_FOR`` seconds for the
+next fetch from that provider. Each chunk is gathered into a page-aligned staging buffer and
+checked against its hash on a worker thread, while the next chunks arrive, before it is
+written from that buffer. A bad chunk, a timeout or a dropped stream puts the chunk back in
+the queue, bars that provider from that chunk, and counts a strike (after ``MAX_STRIKES`` the
+provider sits out the round). Chunks already on disk are never fetched again, so a fetch that
+stops part-way resumes where it stopped; rounds repeat with backoff, re-finding providers,
+until the blob is complete or ``blobs.fetch_timeout`` passes.
 
-Resources: per lane at most ``VERIFY_AHEAD`` received chunks wait for their hash check, and
-a provider holds at most ``READ_AHEAD`` chunks read ahead per stream; every
-header is bounded before it is buffered, and a chunk's size must match the manifest (itself
-bounded by ``MAX_CHUNK_SIZE``) before its bytes are read.
+Resources: per lane at most ``VERIFY_AHEAD`` received chunks (each in its staging buffer) wait
+for their hash check, and a provider holds at most ``READ_AHEAD`` chunks read ahead per stream
+and ends a stream idle for ``SERVE_IDLE``; every header is bounded before it is buffered, and a
+chunk's size must match the manifest (itself bounded by ``MAX_CHUNK_SIZE``) before its bytes
+are read.
 """
 
 from __future__ import annotations

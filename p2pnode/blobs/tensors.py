@@ -74,35 +74,94 @@ def metadata(tensors: Mapping[str, Any]) -> dict[str, Any]:
     return {"tensors": out}
 
 
-def decode(data: bytes | memoryview) -> dict[str, np.ndarray]:
-    """Inverse of :func:`encode`; raises TensorCodecError on anything malformed."""
-    try:
-        raw = cbor2.loads(bytes(data))
-    except Exception as exc:
-        raise TensorCodecError(f"not an encoded state dict: {exc}") from None
-    if not (isinstance(raw, list) and len(raw) == 3 and raw[0] == MAGIC):
+class _Walk:
+    """A cursor over the envelope's CBOR: only the items :func:`encode_pieces` writes (arrays,
+    text, unsigned integers, byte strings, definite lengths), each bounded by what is left."""
+
+    __slots__ = ("at", "view")
+
+    def __init__(self, view: memoryview) -> None:
+        self.view = view
+        self.at = 0
+
+    def head(self, major: int) -> int:
+        view, at = self.view, self.at
+        if at >= len(view):
+            raise TensorCodecError("truncated")
+        first = view[at]
+        if first >> 5 != major:
+            raise TensorCodecError(f"expected CBOR major type {major}, got {first >> 5}")
+        info = first & 31
+        if info < 24:
+            self.at = at + 1
+            return info
+        if info > 27:
+            raise TensorCodecError("indefinite or reserved CBOR length")
+        extra = 1 << (info - 24)
+        if at + 1 + extra > len(view):
+            raise TensorCodecError("truncated")
+        self.at = at + 1 + extra
+        return int.from_bytes(view[at + 1 : at + 1 + extra], "big")
+
+    def span(self, major: int) -> tuple[int, int]:
+        """A byte or text string's (start, end) in the buffer."""
+        n = self.head(major)
+        start = self.at
+        if n > len(self.view) - start:
+            raise TensorCodecError("truncated")
+        self.at = start + n
+        return start, start + n
+
+    def text(self) -> str:
+        start, end = self.span(3)
+        try:
+            return str(self.view[start:end], "utf-8")
+        except UnicodeDecodeError:
+            raise TensorCodecError("text is not UTF-8") from None
+
+
+def decode(data: bytes | bytearray | memoryview) -> dict[str, np.ndarray]:
+    """Inverse of :func:`encode`; raises TensorCodecError on anything malformed.
+
+    Arrays are views of ``data`` where they can be (no copy of a model to decode it): in a
+    ``bytearray`` they are writable and keep it alive; bytes that are read-only, or an array
+    not aligned for its dtype, are copied.
+    """
+    view = memoryview(data).cast("B")
+    walk = _Walk(view)
+    if walk.head(4) != 3 or walk.text() != MAGIC:
         raise TensorCodecError("not an encoded state dict (bad envelope)")
-    if raw[1] != VERSION:
-        raise TensorCodecError(f"unsupported tensor codec version {raw[1]!r}")
+    version = walk.head(0)
+    if version != VERSION:
+        raise TensorCodecError(f"unsupported tensor codec version {version!r}")
     out: dict[str, np.ndarray] = {}
-    for entry in raw[2]:
-        if not (isinstance(entry, list) and len(entry) == 4):
+    for _ in range(walk.head(4)):
+        if walk.head(4) != 4:
             raise TensorCodecError("bad tensor entry")
-        name, dtype_str, shape, buf = entry
-        if not isinstance(name, str) or not isinstance(buf, bytes):
-            raise TensorCodecError("bad tensor entry")
+        name = walk.text()
+        dtype_str = walk.text()
+        rank = walk.head(4)
+        if rank > 64:
+            raise TensorCodecError(f"tensor {name!r}: rank {rank}")
+        shape = [walk.head(0) for _ in range(rank)]
+        start, end = walk.span(2)
         try:
             dtype = np.dtype(dtype_str)
-        except TypeError:
+        except Exception:  # numpy's parser raises TypeError, ValueError, SyntaxError...
             raise TensorCodecError(f"bad dtype {dtype_str!r}") from None
-        if dtype.kind not in "biufc" or not isinstance(shape, list):
-            raise TensorCodecError(f"tensor {name!r}: bad dtype or shape")
-        if not all(isinstance(d, int) and d >= 0 for d in shape):
-            raise TensorCodecError(f"tensor {name!r}: bad shape {shape!r}")
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-        if count * dtype.itemsize != len(buf):
-            raise TensorCodecError(f"tensor {name!r}: {len(buf)} bytes for shape {shape}")
+        if dtype.kind not in "biufc" or dtype.fields is not None:
+            raise TensorCodecError(f"tensor {name!r}: bad dtype {dtype_str!r}")
+        count = 1
+        for d in shape:
+            count *= d
+        if count * dtype.itemsize != end - start:
+            raise TensorCodecError(f"tensor {name!r}: {end - start} bytes for shape {shape}")
         if name in out:
             raise TensorCodecError(f"tensor {name!r} appears twice")
-        out[name] = np.frombuffer(buf, dtype=dtype).reshape(shape).copy()
+        array = np.frombuffer(view, dtype=dtype, count=count, offset=start).reshape(shape)
+        if view.readonly or not array.flags.aligned:
+            array = array.copy()
+        out[name] = array
+    if walk.at != len(view):
+        raise TensorCodecError(f"{len(view) - walk.at} bytes after the envelope")
     return out

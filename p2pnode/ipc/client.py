@@ -265,9 +265,15 @@ class Client(_Api):
         from p2pnode.blobs import tensors as codec
 
         size = self.blob_fetch(key)["size"]
-        buf = bytearray()
-        while len(buf) < size:
-            buf += self.blob_read(key, len(buf), min(PIECE, size - len(buf)))["data"]
+        # One buffer of the final size, filled in place; the arrays are views of it.
+        buf = bytearray(size)
+        at = 0
+        while at < size:
+            data = self.blob_read(key, at, min(PIECE, size - at))["data"]
+            if not data:
+                raise InternalError(f"blob {key} ended at {at} of {size} bytes")
+            buf[at : at + len(data)] = data
+            at += len(data)
         return codec.decode(buf)
 
     def _send(self, frame: dict[str, Any]) -> None:
@@ -454,9 +460,14 @@ class AsyncClient(_Api):
         from p2pnode.blobs import tensors as codec
 
         size = (await self.blob_fetch(key))["size"]
-        buf = bytearray()
-        while len(buf) < size:
-            buf += (await self.blob_read(key, len(buf), min(PIECE, size - len(buf))))["data"]
+        buf = bytearray(size)  # filled in place; the arrays are views of it
+        at = 0
+        while at < size:
+            data = (await self.blob_read(key, at, min(PIECE, size - at)))["data"]
+            if not data:
+                raise InternalError(f"blob {key} ended at {at} of {size} bytes")
+            buf[at : at + len(data)] = data
+            at += len(data)
         return codec.decode(buf)
 
     @asynccontextmanager

@@ -7,7 +7,7 @@ import contextlib
 import cbor2
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -129,3 +129,30 @@ def test_cid_parse_round_trip_and_errors() -> None:
     for bad in ("", "Qm123", "bafy!!", "b" + "a" * 20):
         with pytest.raises(CidError):
             parse_cid(bad)
+
+
+@settings(max_examples=60, deadline=None)
+@given(state_dicts, st.data())
+def test_every_truncation_or_trailing_byte_is_refused(
+    sd: dict[str, np.ndarray], data: st.DataObject
+) -> None:
+    blob = tensors.encode(sd)
+    cut = data.draw(st.integers(0, len(blob) - 1))
+    with pytest.raises(tensors.TensorCodecError):
+        tensors.decode(blob[:cut])
+    with pytest.raises(tensors.TensorCodecError, match="after the envelope"):
+        tensors.decode(blob + b"\x00")
+
+
+def test_decoding_a_bytearray_gives_writable_views_not_copies() -> None:
+    sd = {"a": np.arange(8, dtype=np.uint8), "w": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    buf = bytearray(tensors.encode(sd))
+    out = tensors.decode(buf)
+    for name, array in out.items():
+        assert np.array_equal(array, sd[name]) and array.flags.writeable
+    views = [a for a in out.values() if np.shares_memory(a, np.frombuffer(buf, np.uint8))]
+    assert views, "aligned arrays are views of the buffer"
+    for a in out.values():
+        assert a.flags.aligned, "an unaligned array is copied, never handed out unaligned"
+    from_bytes = tensors.decode(bytes(buf))
+    assert all(a.flags.writeable for a in from_bytes.values()), "read-only input is copied"

@@ -58,10 +58,7 @@ class StagingBuffer:
         if size > len(self._mem):
             self._mem = mmap.mmap(-1, _aligned(size))
         with memoryview(self._mem) as view:
-            at = 0
-            for part in parts:
-                view[at : at + len(part)] = part
-                at += len(part)
+            _copy_into(view, parts)
         self.size = size
 
     def view(self) -> memoryview:
@@ -69,14 +66,20 @@ class StagingBuffer:
         return memoryview(self._mem)[: self.size]
 
 
-# A chunk as one buffer, as the pieces it arrived in, or gathered into a staging buffer.
-Data = Buffer | Sequence[Buffer] | StagingBuffer
+def _copy_into(view: memoryview, parts: Sequence[Buffer]) -> int:
+    at = 0
+    for part in parts:
+        view[at : at + len(part)] = part
+        at += len(part)
+    return at
 
 
-def parts_of(data: Data) -> Sequence[Buffer]:
-    if isinstance(data, StagingBuffer):
-        return (data.view(),)
-    return (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data
+# A chunk as one buffer, or gathered into a staging buffer.
+Data = Buffer | StagingBuffer
+
+
+def as_buffer(data: Data) -> Buffer:
+    return data.view() if isinstance(data, StagingBuffer) else data
 
 
 def _thread_buffer(size: int) -> mmap.mmap:
@@ -108,8 +111,8 @@ class ChunkFiles:
         return True
 
     def write(self, path: Path, data: Data) -> None:
-        """Write ``data`` (one buffer, its pieces in order, or a staging buffer) as the file
-        ``path``: whole or absent after a crash."""
+        """Write ``data`` (a buffer, or a staging buffer) as the file ``path``: whole or absent
+        after a crash."""
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             if self.direct:
@@ -118,19 +121,18 @@ class ChunkFiles:
                 except OSError as exc:
                     if not self._refused(exc, path):
                         raise
-                    self._write_buffered(tmp, parts_of(data))
+                    self._write_buffered(tmp, as_buffer(data))
             else:
-                self._write_buffered(tmp, parts_of(data))
+                self._write_buffered(tmp, as_buffer(data))
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
 
     @staticmethod
-    def _write_buffered(tmp: Path, parts: Sequence[Buffer]) -> None:
+    def _write_buffered(tmp: Path, data: Buffer) -> None:
         with open(tmp, "wb") as f:
-            for part in parts:
-                f.write(part)
+            f.write(data)
 
     @staticmethod
     def _write_direct(tmp: Path, data: Data) -> None:
@@ -139,13 +141,8 @@ class ChunkFiles:
         if isinstance(data, StagingBuffer):
             view = data.view()
         else:
-            parts = parts_of(data)
-            view = memoryview(_thread_buffer(sum(len(p) for p in parts)))
-            at = 0
-            for part in parts:
-                view[at : at + len(part)] = part
-                at += len(part)
-            view = view[:at]
+            view = memoryview(_thread_buffer(len(data)))
+            view = view[: _copy_into(view, (data,))]
         size = len(view)
         head = size - size % ALIGN
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | _O_DIRECT, 0o644)

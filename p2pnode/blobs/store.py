@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from p2pnode.blobs.chunkio import ChunkFiles, Data, parts_of
+from p2pnode.blobs.chunkio import ChunkFiles, Data, as_buffer
 from p2pnode.blobs.worker import Workers
 from p2pnode.store import Store
 from protocols.blobs.cid import DIGEST_LEN, SHA2_256
@@ -77,11 +77,8 @@ class BlobStat:
 
 
 def chunk_hash(data: Data) -> bytes:
-    """The sha2-256 multihash of a chunk, given whole or as its pieces in order."""
-    digest = hashlib.sha256()
-    for part in parts_of(data):
-        digest.update(part)
-    return bytes([SHA2_256, DIGEST_LEN]) + digest.digest()
+    """The sha2-256 multihash of a chunk."""
+    return bytes([SHA2_256, DIGEST_LEN]) + hashlib.sha256(as_buffer(data)).digest()
 
 
 class BlobStore:
@@ -164,8 +161,7 @@ class BlobStore:
             self.flush()
 
     async def put_verified_chunk(self, expected: bytes, data: Data) -> bool:
-        """Store a chunk received from a peer (whole, or the pieces it arrived in) if it
-        hashes to ``expected``; False if not."""
+        """Store a chunk received from a peer if it hashes to ``expected``; False if not."""
         if expected in self._have:
             return True
 
@@ -177,7 +173,7 @@ class BlobStore:
 
         ok = await self.writer.call(work)
         if ok:
-            self._record_chunk(expected, sum(len(p) for p in parts_of(data)))
+            self._record_chunk(expected, len(as_buffer(data)))
         return ok
 
     async def read_chunk(self, mh: bytes) -> bytes:

@@ -3,7 +3,8 @@
 In one run it prints: a 64 MiB and a 256 MiB fetch from one provider, each beside a raw single
 py-libp2p stream (the daemons' host settings, noise + yamux, 1 MiB writes, two processes)
 moving the same number of bytes, and their ratio; for reference the same raw stream moved as
-the daemons move it (Noise-sized writes, coalesced reads: the best this transport does here);
+the daemons move it (frame-sized pieces through the bulk writer, coalesced reads: the best this
+transport does here);
 the 256 MiB fetch from three providers, unlimited and with every provider's upload limited
 (``blobs.max_upload_rate``, as a home uplink would be); the IPC cost of putting and getting a
 64 MiB tensor through the socket; and the growth of the fetching daemon's peak RSS.
@@ -38,7 +39,8 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from p2pnode import Client
 from p2pnode.blobs.service import COALESCE_BELOW, COALESCE_DELAY
-from p2pnode.network.host import WRITE_PIECE, build_host
+from p2pnode.network.bulkwrite import bulk_writer
+from p2pnode.network.host import WRITE_PIECE, build_host, write_pieces
 from p2pnode.swarm import prepare, start, stop, wait_ready
 
 MiB = 1 << 20
@@ -60,10 +62,17 @@ async def serve_raw() -> None:
         while len(head) < 12:
             head += await stream.read(12 - len(head))
         size, piece = struct.unpack(">QI", head)
+        # Written as the daemons write when asked for their piece size: 1 MiB at a time,
+        # cut into frame-sized pieces, through the bulk writer.
+        writer = bulk_writer(stream) if piece == WRITE_PIECE else None
         sent = 0
         while sent < size:
-            n = min(piece, size - sent)
-            await stream.write(payload[:n])
+            if writer is not None:
+                n = min(WRITE, size - sent)
+                await writer.write(list(write_pieces([payload[:n]])))
+            else:
+                n = min(piece, size - sent)
+                await stream.write(payload[:n])
             sent += n
         await stream.close()
 
@@ -257,7 +266,8 @@ def run(nodes, files: dict[int, Path], raw_addr: str, repeat: int, raw_pid: int)
             f"{best_daemon / best_raw:.2f}x |"
         )
         print(
-            f"| (raw as the daemons move bytes: {WRITE_PIECE:,}-byte writes, coalesced reads) "
+            f"| (raw as the daemons move bytes: bulk writes of {WRITE_PIECE:,}-byte frames, "
+            "coalesced reads) "
             f"| - | {best_tuned:.1f} | {best_daemon / best_tuned:.2f}x |"
         )
     rss_after = peak_rss_mib(fetcher.process.pid)

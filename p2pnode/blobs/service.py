@@ -46,6 +46,7 @@ from libp2p.peer.id import ID
 from p2pnode.blobs.chunkio import StagingBuffer
 from p2pnode.blobs.store import BlobStat, BlobStore, Ingest
 from p2pnode.config import Config
+from p2pnode.network.bulkwrite import BulkWriter, bulk_writer
 from p2pnode.network.dht import Dht
 from p2pnode.network.host import (
     PieceCutter,
@@ -183,6 +184,7 @@ class BlobService:
         # wait for the next chunk's header when that chunk is already read, instead of
         # costing a short frame of their own (one Noise message per chunk fewer at both ends).
         cutter = PieceCutter()
+        writer = bulk_writer(stream)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(read_ahead)
@@ -194,7 +196,9 @@ class BlobService:
                                 await trio.sleep(wait)
                         header = encode_frame({"hash": mh, "size": len(data)})
                         more = recv.statistics().current_buffer_used > 0
-                        await self._write(stream, peer, header, data, cutter=cutter, flush=not more)
+                        await self._write(
+                            stream, peer, header, data, cutter=cutter, flush=not more, writer=writer
+                        )
                         if data:
                             self.served_chunks += 1
         finally:
@@ -219,6 +223,7 @@ class BlobService:
         *bufs: bytes,
         cutter: PieceCutter | None = None,
         flush: bool = True,
+        writer: BulkWriter | None = None,
     ) -> None:
         outcome = await shielded_write(
             self.host,
@@ -229,6 +234,7 @@ class BlobService:
             disconnect_timeout=self.cfg.network.connect_timeout,
             cutter=cutter,
             flush=flush,
+            writer=writer,
         )
         if outcome is not WriteOutcome.OK:
             raise BlobError(f"write to {peer} {outcome.value}")

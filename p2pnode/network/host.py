@@ -35,6 +35,8 @@ from libp2p.peer.id import ID
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
+from p2pnode.network.bulkwrite import BulkWriter, bulk_writer
+
 log = logging.getLogger(__name__)
 
 StreamHandler = Callable[[INetStream], Awaitable[None]]
@@ -212,11 +214,15 @@ async def shielded_write(
     disconnect_timeout: float | None = None,
     cutter: PieceCutter | None = None,
     flush: bool = True,
+    writer: BulkWriter | None = None,
 ) -> WriteOutcome:
     """Write ``bufs`` in order, never cancelled half-way, under a deadline of its own.
 
     With a ``cutter`` kept by the caller for the stream, a short remainder may wait for the
-    caller's next write (``flush=False``), so back-to-back writes fill whole frames.
+    caller's next write (``flush=False``), so back-to-back writes fill whole frames. The
+    frames go out through a :class:`~p2pnode.network.bulkwrite.BulkWriter` (the caller's
+    ``writer``, kept for the stream by callers that write a lot, or a new one), or piece by
+    piece through the stream where the connection is not one it can write to.
 
     py-libp2p corrupts the shared Noise session when a task is cancelled inside
     ``stream.write`` (field guide §4), so the caller's cancellation is shielded off. If the
@@ -227,13 +233,18 @@ async def shielded_write(
         with trio.move_on_after(timeout) as scope:
             try:
                 if cutter is None:
-                    pieces: Iterable[bytes | memoryview] = write_pieces(bufs)
+                    pieces = list(write_pieces(bufs))
                 else:
-                    pieces = cutter.cut(bufs)
-                for piece in pieces:
-                    await stream.write(piece)  # type: ignore[arg-type]  # any buffer works
-                if cutter is not None and flush and (last := cutter.flush()) is not None:
-                    await stream.write(last)  # type: ignore[arg-type]
+                    pieces = list(cutter.cut(bufs))
+                    if flush and (last := cutter.flush()) is not None:
+                        pieces.append(last)
+                if writer is None:
+                    writer = bulk_writer(stream)
+                if writer is not None:
+                    await writer.write(pieces)
+                else:
+                    for piece in pieces:
+                        await stream.write(piece)  # type: ignore[arg-type]  # any buffer works
             except Exception as exc:
                 log.debug("write to %s failed: %r", peer, exc)
                 return WriteOutcome.FAILED

@@ -9,17 +9,27 @@ per worker thread. Direct I/O needs an aligned address, length and offset: the a
 a chunk goes direct, a short tail through the page cache on the same descriptor.
 
 File systems that refuse ``O_DIRECT`` (tmpfs, some FUSE mounts) get plain buffered I/O: the first
-refusal switches the whole store over, once, with a log line. Every function here blocks; the
-store calls them from worker threads.
+refusal switches the whole store over, once, with a log line.
+
+A deleted chunk file is kept as a spare (renamed into a directory of its own, up to
+``MAX_SPARES``) and the next chunk written overwrites it before taking its name. Creating a file
+and deleting one cost the file system an inode and extents to allocate and free (with the
+``discard`` mount option, a TRIM too), and on ext4 without a journal each allocation scans past
+every inode deleted in the last half minute, which a node that fetches and drops gradients round
+after round always has: a quarter of a writer thread's CPU went there. Overwriting a spare's
+blocks needs none of it. Every function here blocks; the store calls them from worker threads
+(and ``retire`` from the event loop, as it did ``unlink``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
 import mmap
 import os
+import secrets
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +37,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 ALIGN = 4096  # a multiple of every logical block size Linux reports; also the page size
+MAX_SPARES = 256  # deleted chunk files kept for reuse (at most 256 MiB of 1 MiB chunks)
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 _local = threading.local()
 
@@ -94,11 +105,47 @@ def _thread_buffer(size: int) -> mmap.mmap:
 
 
 class ChunkFiles:
-    """Whole-file writes (temporary name, then rename) and reads of chunk files."""
+    """Whole-file writes (temporary name, then rename), reads and deletions of chunk files.
 
-    def __init__(self, *, direct: bool = True) -> None:
+    With a ``spare_dir`` (on the same file system as the chunks), deleted files are kept there
+    for reuse; spares found there at start (a previous run's) are adopted.
+    """
+
+    def __init__(self, *, direct: bool = True, spare_dir: Path | None = None) -> None:
         self.direct = bool(direct and _O_DIRECT)
         self._lock = threading.Lock()
+        self._spare_dir = spare_dir
+        self._spares: list[Path] = []  # list.pop/append are atomic: threads share it unlocked
+        if spare_dir is not None:
+            spare_dir.mkdir(exist_ok=True)
+            for entry in sorted(os.scandir(spare_dir), key=lambda e: e.name):
+                if len(self._spares) < MAX_SPARES and entry.is_file(follow_symlinks=False):
+                    self._spares.append(Path(entry.path))
+                else:
+                    _unlink(entry.path)
+
+    @property
+    def spares(self) -> int:
+        return len(self._spares)
+
+    def retire(self, path: Path) -> None:
+        """Delete the chunk file ``path`` (gone already is fine): keep it as a spare if there
+        is room, else unlink it."""
+        if self._spare_dir is None or len(self._spares) >= MAX_SPARES:
+            _unlink(path)
+            return
+        spare = self._spare_dir / secrets.token_hex(8)
+        try:
+            os.rename(path, spare)
+        except FileNotFoundError:
+            return
+        self._spares.append(spare)
+
+    def _take_spare(self) -> Path | None:
+        try:
+            return self._spares.pop()
+        except IndexError:
+            return None
 
     def _refused(self, exc: OSError, path: Path) -> bool:
         """True (and direct I/O off from now on) if ``exc`` says the file system refuses it."""
@@ -112,12 +159,21 @@ class ChunkFiles:
 
     def write(self, path: Path, data: Data) -> None:
         """Write ``data`` (a buffer, or a staging buffer) as the file ``path``: whole or absent
-        after a crash."""
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        after a crash. The bytes go into a spare file when there is one, else a new temporary
+        file; either is then renamed to ``path``."""
+        tmp = self._take_spare()
+        spare = tmp is not None
+        if tmp is None:
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             if self.direct:
                 try:
-                    self._write_direct(tmp, data)
+                    self._write_direct(tmp, data, spare=spare)
+                except FileNotFoundError:
+                    if not spare:
+                        raise
+                    self.write(path, data)  # the spare went (deleted by hand): take another
+                    return
                 except OSError as exc:
                     if not self._refused(exc, path):
                         raise
@@ -135,7 +191,7 @@ class ChunkFiles:
             f.write(data)
 
     @staticmethod
-    def _write_direct(tmp: Path, data: Data) -> None:
+    def _write_direct(tmp: Path, data: Data, *, spare: bool = False) -> None:
         # Direct I/O needs aligned memory: a staging buffer is, anything else is gathered into
         # this thread's buffer first.
         if isinstance(data, StagingBuffer):
@@ -145,7 +201,9 @@ class ChunkFiles:
             view = view[: _copy_into(view, (data,))]
         size = len(view)
         head = size - size % ALIGN
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | _O_DIRECT, 0o644)
+        # A spare is overwritten in place (its blocks stay allocated) and cut to size after.
+        flags = os.O_WRONLY | os.O_CLOEXEC | _O_DIRECT
+        fd = os.open(tmp, flags if spare else flags | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             with view:
                 done = 0
@@ -156,6 +214,8 @@ class ChunkFiles:
                     fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~_O_DIRECT)
                     while done < size:
                         done += os.pwrite(fd, view[done:size], done)
+            if spare:
+                os.ftruncate(fd, size)
         finally:
             os.close(fd)
 
@@ -185,3 +245,8 @@ class ChunkFiles:
                 return bytes(view[:size]) if got == size else None
         finally:
             os.close(fd)
+
+
+def _unlink(path: str | Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

@@ -39,12 +39,15 @@ from protocols.blobs.manifest import CHUNK_SIZE, Manifest, decode_manifest
 
 log = logging.getLogger(__name__)
 
-# Chunks checked and written at once: two, so one slow write does not stall the rest; not
-# more, since on two cores shared with both ends of a transfer four hashing threads only
-# crowd the event loops (256 MiB fetch, medians of 6: 4 threads 237-249 MiB/s, 2 threads 268-277).
-WRITER_THREADS = 2
+# Chunks checked and written at once: one. On two cores shared with both ends of a transfer,
+# every extra hashing thread crowds the event loops, which are what a fetch waits on (256 MiB
+# fetch between two daemons, 14 alternating rounds, medians: 2 threads 234 MiB/s, 1 thread 312,
+# with spare files; in session 3, 4 threads gave 237-249 and 2 gave 268-277). A chunk's write
+# into a spare file takes about 2 ms, so one thread keeps up with several hundred MiB/s.
+WRITER_THREADS = 1
 READER_THREADS = 2
 RECORD_BATCH = 32  # chunk rows per transaction
+SPARE_DIR = ".spare"  # deleted chunk files kept for reuse (chunkio.ChunkFiles.retire)
 OPEN_MARKER = ".open"  # present while a store is open: found at opening, the last stop was unclean
 
 
@@ -85,12 +88,12 @@ class BlobStore:
     def __init__(self, store: Store, root: Path, *, direct_io: bool = True) -> None:
         self.db = store
         self.root = root
-        self.files = ChunkFiles(direct=direct_io)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.files = ChunkFiles(direct=direct_io, spare_dir=self.root / SPARE_DIR)
         # Threads that check and write received chunks, and threads that read chunks to serve;
         # the blob service runs them (without it, calls fall back to trio's thread pool).
         self.writer = Workers(WRITER_THREADS)
         self.reader = Workers(READER_THREADS)
-        self.root.mkdir(parents=True, exist_ok=True)
         self._have: dict[bytes, int] = dict(store.db.execute("SELECT hash, size FROM chunks"))
         self.bytes_stored = sum(self._have.values())
         self._unrecorded: list[tuple[bytes, int]] = []  # in _have, row not yet written
@@ -305,7 +308,7 @@ class BlobStore:
             if still_used or mh not in self._have:
                 continue
             freed += self._have[mh]
-            self.chunk_path(mh).unlink(missing_ok=True)
+            self.files.retire(self.chunk_path(mh))
             self._forget_chunk(mh)
         return freed
 

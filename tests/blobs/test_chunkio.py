@@ -111,3 +111,59 @@ def test_a_refusal_switches_to_buffered_io_once(tmp_path: Path) -> None:
     data = os.urandom(ALIGN + 3)
     files.write(tmp_path / "c", data)
     assert files.read(tmp_path / "c") == data
+
+
+# -- spare files -------------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    old=st.binary(max_size=3 * ALIGN + 100),
+    new=st.binary(max_size=3 * ALIGN + 100),
+    direct=st.booleans(),
+)
+def test_a_retired_file_is_reused_and_holds_exactly_the_new_bytes(
+    tmp_path_factory: pytest.TempPathFactory, old: bytes, new: bytes, direct: bool
+) -> None:
+    root = tmp_path_factory.mktemp("c")
+    files = ChunkFiles(direct=direct, spare_dir=root / "spare")
+    files.write(root / "a", old)
+    inode = (root / "a").stat().st_ino
+    files.retire(root / "a")
+    assert not (root / "a").exists() and files.spares == 1
+    files.write(root / "b", new)
+    assert files.read(root / "b") == new, "longer or shorter than the spare, nothing else left"
+    assert files.spares == 0 and not list((root / "spare").iterdir())
+    if direct:
+        assert (root / "b").stat().st_ino == inode, "the spare's inode was reused"
+
+
+def test_a_spare_deleted_by_hand_is_skipped(tmp_path: Path) -> None:
+    files = ChunkFiles(spare_dir=tmp_path / "spare")
+    for name in ("a", "b"):
+        files.write(tmp_path / name, name.encode() * 5000)
+        files.retire(tmp_path / name)
+    for spare in (tmp_path / "spare").iterdir():
+        spare.unlink()
+    files.write(tmp_path / "c", b"c" * 7000)
+    assert files.read(tmp_path / "c") == b"c" * 7000
+    assert files.spares == 0
+
+
+def test_spares_are_bounded_and_adopted_by_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("p2pnode.blobs.chunkio.MAX_SPARES", 3)
+    files = ChunkFiles(spare_dir=tmp_path / "spare")
+    for i in range(5):
+        files.write(tmp_path / str(i), os.urandom(ALIGN))
+    for i in range(5):
+        files.retire(tmp_path / str(i))
+    assert files.spares == 3, "past the bound, a retired file is deleted"
+    assert len(list((tmp_path / "spare").iterdir())) == 3
+    files.retire(tmp_path / "never-written")  # gone already: nothing to do
+    (tmp_path / "spare" / "stray").write_bytes(b"x")  # one more than the bound, found at start
+    again = ChunkFiles(spare_dir=tmp_path / "spare")
+    assert again.spares == 3 and len(list((tmp_path / "spare").iterdir())) == 3
+    again.write(tmp_path / "reused", b"fresh")
+    assert again.read(tmp_path / "reused") == b"fresh" and again.spares == 2

@@ -146,3 +146,19 @@ async def test_rows_are_written_in_batches(tmp_path: Path) -> None:
     c = b"last" * 100
     assert await store.put_verified_chunk(chunk_hash(c), c)
     assert rows() == RECORD_BATCH
+
+
+async def test_removed_chunks_become_spares_that_the_next_blob_is_written_into(
+    tmp_path: Path,
+) -> None:
+    store = make(tmp_path)
+    first, second = os.urandom(3 * CHUNK_SIZE), os.urandom(2 * CHUNK_SIZE + 99)
+    key = await put(store, first)
+    assert store.remove(key) == len(first)
+    assert store.files.spares == 3
+    other = await put(store, second)
+    assert store.files.spares == 0, "two full chunks and a short one took all three"
+    assert await store.read_range(other, 0, len(second)) == second
+    store.close()
+    again = make(tmp_path)  # a reopened store reads the same bytes and finds no stray file
+    assert await again.read_range(other, 0, len(second)) == second

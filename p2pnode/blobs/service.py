@@ -80,6 +80,7 @@ PIPELINE = 3
 # chunk checks lag, so this bounds a fetch's memory as well as its connections.
 MAX_SOURCES = 6
 VERIFY_AHEAD = 4  # chunks hashed and written in threads while the next ones arrive
+MAX_SPARE_STAGING = 4 * VERIFY_AHEAD  # staging buffers kept between lanes (1 MiB each)
 READ_AHEAD = 2  # chunks a provider reads from disk while an earlier one is sent
 MAX_STRIKES = 3
 # A fetcher keeps a finished batch stream for the next fetch from that provider: opening one
@@ -128,6 +129,9 @@ class BlobService:
         )
         self._fetching: dict[str, trio.Event] = {}
         self._kept: dict[ID, list[tuple[INetStream, _Reader, float]]] = {}  # idle batch streams
+        # Staging buffers lanes are not using, kept for the next: a new one's megabyte of pages
+        # is faulted in on first use, and fresh pages are dear (docs/blobs.md).
+        self._spare_staging: list[StagingBuffer] = []
         rate = cfg.blobs.max_upload_rate * MiB
         self._upload = Pacer(rate=rate, burst=UPLOAD_BURST) if rate > 0 else None
         self.served_chunks = 0
@@ -375,7 +379,7 @@ class BlobService:
             finished = False  # every batch asked for was read: the stream can be kept
             asked: deque[list[int]] = deque()  # batches asked for on `stream`, not yet read
             verify = trio.Semaphore(VERIFY_AHEAD)
-            staging = [StagingBuffer() for _ in range(VERIFY_AHEAD)]  # one per chunk in `verify`
+            staging = self._staging_buffers(VERIFY_AHEAD)  # one per chunk in `verify`
             try:
                 async with trio.open_nursery() as storing:
                     while strikes[0] < MAX_STRIKES:
@@ -420,6 +424,8 @@ class BlobService:
                                 await stream.reset()
                             stream = reader = None
             finally:
+                # Every chunk task has ended with the nursery: all buffers are back.
+                self._spare_staging.extend(staging[: MAX_SPARE_STAGING - len(self._spare_staging)])
                 while asked:
                     queue.extend(asked.popleft())
                 if stream is not None:
@@ -431,6 +437,11 @@ class BlobService:
         async with trio.open_nursery() as nursery:
             for peer in providers:
                 nursery.start_soon(lane, peer, [0])
+
+    def _staging_buffers(self, n: int) -> list[StagingBuffer]:
+        spare = self._spare_staging
+        taken = [spare.pop() for _ in range(min(n, len(spare)))]
+        return taken + [StagingBuffer() for _ in range(n - len(taken))]
 
     def _kept_stream(self, peer: ID) -> tuple[INetStream, _Reader] | tuple[None, None]:
         """An idle batch stream to ``peer`` kept from an earlier fetch, if a fresh one is."""

@@ -46,6 +46,7 @@ from libp2p.peer.id import ID
 from p2pnode.blobs.chunkio import StagingBuffer
 from p2pnode.blobs.store import BlobStat, BlobStore, Ingest
 from p2pnode.config import Config
+from p2pnode.network.bulkread import bulk_reader
 from p2pnode.network.bulkwrite import BulkWriter, bulk_writer
 from p2pnode.network.dht import Dht
 from p2pnode.network.host import (
@@ -594,22 +595,29 @@ class _Reader:
         self.idle_timeout = idle_timeout
         self.decoder = FrameDecoder(max_frame)
         self._last = 0  # bytes the last read brought
+        # A fetch (no per-read timeout: the caller sets the deadlines) takes yamux's frames as
+        # they arrived instead of copies of them.
+        self._bulk = bulk_reader(stream) if timeout is None else None
 
     async def _more(self, *, idle: bool) -> None:
+        parts: list[bytes | memoryview]
         try:
             if idle:
-                data = b""  # waited ``idle_timeout`` for nothing: as if the stream ended
+                parts = [b""]  # waited ``idle_timeout`` for nothing: as if the stream ended
                 with trio.move_on_after(self.idle_timeout or math.inf):
-                    data = await self.stream.read(READ_SIZE)
+                    parts = [await self.stream.read(READ_SIZE)]
+            elif self._bulk is not None:
+                parts = await self._bulk.read()
             elif self.timeout is None:
-                data = await self.stream.read(READ_SIZE)
+                parts = [await self.stream.read(READ_SIZE)]
             else:
                 with trio.fail_after(self.timeout):
-                    data = await self.stream.read(READ_SIZE)
+                    parts = [await self.stream.read(READ_SIZE)]
         except StreamEOF:
-            data = b""
-        self._last = len(data)
-        self.decoder.receive_data(data)
+            parts = [b""]
+        self._last = sum(len(p) for p in parts)
+        for part in parts:
+            self.decoder.receive_data(part)  # type: ignore[arg-type]  # bytes() of a view
 
     async def frame(self, *, idle_ok: bool = False) -> dict[str, Any] | None:
         """The next frame; None at a clean end of stream (only when ``idle_ok``)."""

@@ -9,7 +9,8 @@
   otherwise tear down the swarm and stop the whole daemon, which a remote peer must never be
   able to cause.
 * Writes go out in pieces that make one yamux frame fill exactly one Noise message
-  (:func:`write_pieces`).
+  (:func:`write_pieces`), sealed into one buffer and sent with one call per write
+  (:mod:`p2pnode.network.bulkwrite`).
 * Yamux returns receive credit the go-yamux way, in batches of half the window, instead of
   one WINDOW_UPDATE per read (``PY_YAMUX_RELEASE_ON_READ=0``, unless the environment says
   otherwise).

@@ -16,8 +16,9 @@ A deleted chunk file is kept as a spare (renamed into a directory of its own, up
 and deleting one cost the file system an inode and extents to allocate and free (with the
 ``discard`` mount option, a TRIM too), and on ext4 without a journal each allocation scans past
 every inode deleted in the last half minute, which a node that fetches and drops gradients round
-after round always has: a quarter of a writer thread's CPU went there. Overwriting a spare's
-blocks needs none of it. Every function here blocks; the store calls them from worker threads
+after round always has (inode allocation was 15% of a writer thread's CPU in a profile).
+Overwriting a spare's blocks needs none of it: a chunk's write fell from 0.6-1.1 to 0.33-0.39 ms
+of CPU. Every function here blocks; the store calls them from worker threads
 (and ``retire`` from the event loop, as it did ``unlink``).
 """
 

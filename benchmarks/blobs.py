@@ -163,7 +163,7 @@ def main() -> int:
             wait_ready(nodes)
             time.sleep(1.0)
             try:
-                best1 = run(nodes, files, raw_addr, args.repeat, raw_server.pid)
+                run(nodes, files, raw_addr, args.repeat, raw_server.pid)
             finally:
                 stop(nodes)
             limited = prepare(
@@ -175,7 +175,7 @@ def main() -> int:
             wait_ready(limited)
             time.sleep(1.0)
             try:
-                run_limited(limited, files[256], args.repeat, best1)
+                run_limited(limited, files[256], args.repeat)
             finally:
                 stop(limited)
     finally:
@@ -250,8 +250,8 @@ def put(node, path: Path) -> str:  # type: ignore[no-untyped-def]
         return c.blob_put(path=path, pin=False)["key"]
 
 
-def run(nodes, files: dict[int, Path], raw_addr: str, repeat: int, raw_pid: int) -> float:  # type: ignore[no-untyped-def]
-    """The unlimited swarm; returns the median 256 MiB one-provider rate."""
+def run(nodes, files: dict[int, Path], raw_addr: str, repeat: int, raw_pid: int) -> None:  # type: ignore[no-untyped-def]
+    """The unlimited swarm."""
     print(
         "| transfer | daemon fetch MiB/s, median (best) | raw stream MiB/s, median (best) "
         "| ratio: median of pairs (best/best) |"
@@ -373,10 +373,9 @@ def run(nodes, files: dict[int, Path], raw_addr: str, repeat: int, raw_pid: int)
         f"       3 providers, no upload limit: {med3 / results[256][0]:.2f}x of one "
         f"(all four daemons share this machine's {os.cpu_count()} cores)"
     )
-    return results[256][0]
 
 
-def run_limited(nodes, path: Path, repeat: int, unlimited: float) -> None:  # type: ignore[no-untyped-def]
+def run_limited(nodes, path: Path, repeat: int) -> None:  # type: ignore[no-untyped-def]
     """Every provider's upload limited to UPLOAD_LIMIT MiB/s: one provider, then three."""
     key = put(nodes[0], path)
     one = statistics.median(fetch_rates(nodes[3], key, repeat))

@@ -93,6 +93,9 @@ class BulkWriter:
                 await self._wait_for_window()
                 continue
             conn = self._muxed.conn
+            # A whole run per hold of the lock. Other streams' frames mostly queue behind the
+            # socket's own send buffer (megabytes on a slow link), not behind this lock; runs
+            # capped at 4 frames cost 10% of a fetch (349 -> 314 MiB/s, alternating rounds).
             async with conn._write_lock:
                 # Sealed under the lock: the nonces must follow the order of the sends.
                 await self._raw.write(self._seal(frames))  # type: ignore[arg-type]

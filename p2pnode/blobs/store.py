@@ -41,8 +41,8 @@ log = logging.getLogger(__name__)
 
 # Chunks checked and written at once: one. On two cores shared with both ends of a transfer,
 # every extra hashing thread crowds the event loops, which are what a fetch waits on (256 MiB
-# fetch between two daemons, 14 alternating rounds, medians: 2 threads 234 MiB/s, 1 thread 312,
-# with spare files; in session 3, 4 threads gave 237-249 and 2 gave 268-277). A chunk's write
+# fetch between two daemons, 12 alternating rounds, medians, with spare files: 2 threads 241
+# MiB/s, 1 thread 303; in session 3, 4 threads gave 237-249 and 2 gave 268-277). A chunk's write
 # into a spare file takes about 2 ms, so one thread keeps up with several hundred MiB/s.
 WRITER_THREADS = 1
 READER_THREADS = 2

@@ -24,7 +24,6 @@ of CPU. Every function here blocks; the store calls them from worker threads
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import logging
@@ -123,7 +122,7 @@ class ChunkFiles:
                 if len(self._spares) < MAX_SPARES and entry.is_file(follow_symlinks=False):
                     self._spares.append(Path(entry.path))
                 else:
-                    _unlink(entry.path)
+                    Path(entry.path).unlink(missing_ok=True)
 
     @property
     def spares(self) -> int:
@@ -133,7 +132,7 @@ class ChunkFiles:
         """Delete the chunk file ``path`` (gone already is fine): keep it as a spare if there
         is room, else unlink it."""
         if self._spare_dir is None or len(self._spares) >= MAX_SPARES:
-            _unlink(path)
+            path.unlink(missing_ok=True)
             return
         spare = self._spare_dir / secrets.token_hex(8)
         try:
@@ -246,8 +245,3 @@ class ChunkFiles:
                 return bytes(view[:size]) if got == size else None
         finally:
             os.close(fd)
-
-
-def _unlink(path: str | Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)

@@ -8,10 +8,12 @@ not held) followed by that many raw bytes, then waits for the next batch on the 
 the data path costs what a plain stream costs, plus the hash check and the chunk write. A node
 serves only what it holds, at most ``blobs.max_upload_rate`` MiB/s over all peers.
 
-Fetching: the manifest comes from any provider and must hash to the blob key; then the missing
-chunks are taken from one shared queue, ``blobs.window`` per batch, by one lane per provider
-that keeps ``PIPELINE`` batches asked for on its stream, up to ``MAX_SOURCES`` providers at
-once, so faster providers take more; a finished stream is kept ``KEEP_FOR`` seconds for the
+Fetching: providers are taken as the DHT lookup finds them (or, in a first round, from the
+provider records this node holds as a replica, without a lookup); the manifest comes from the
+first that has it and must hash to the blob key; then the missing chunks are taken from one
+shared queue, ``blobs.window`` per batch, by one lane per provider that keeps ``PIPELINE``
+batches asked for on its stream, up to ``MAX_SOURCES`` providers at once, so faster providers
+take more; a finished stream is kept ``KEEP_FOR`` seconds for the
 next fetch from that provider. Each chunk is gathered into a page-aligned staging buffer and
 checked against its hash on a worker thread, while the next chunks arrive, before it is
 written from that buffer. A bad chunk, a timeout or a dropped stream puts the chunk back in
@@ -81,6 +83,7 @@ PIPELINE = 3
 # Providers fetched from at once. Each stream may buffer up to yamux's 16 MiB window while our
 # chunk checks lag, so this bounds a fetch's memory as well as its connections.
 MAX_SOURCES = 6
+MAX_PROVIDERS = 20  # providers a round's lookup looks for
 # Chunks hashed and written (by one thread) while the next ones arrive. Two: a fetch's last
 # chunks then wait less for the thread, and the lane leaves the rest in yamux, which reads more
 # efficiently with a backlog (alternating rounds, medians: 64 MiB 372 MiB/s with 2, 351 with 4;
@@ -144,6 +147,7 @@ class BlobService:
         self.fetched_chunks = 0
         self.bad_chunks = 0  # chunks a provider sent that did not match their hash
         self.streams_opened = 0  # batch streams this node opened to fetch (kept ones reused)
+        self.provider_lookups = 0  # fetch rounds that asked the DHT (not local records)
         self._background: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[BlobService] = trio.TASK_STATUS_IGNORED):
@@ -303,38 +307,11 @@ class BlobService:
         assert stat is not None
         return stat
 
-    async def _providers(self, key: str) -> list[ID]:
-        found = await self.dht.find_providers(key, limit=20)
-        out = []
-        for pid_text, _ in found:
-            if pid_text == self.dht.local_b58:
-                continue
-            try:
-                out.append(ID.from_base58(pid_text))
-            except Exception:
-                continue
-        return out
-
     async def _fetch(self, key: str) -> None:
-        manifest = self.store.manifest(key)
         backoff = 0.1
-        while True:
-            providers = await self._providers(key)
-            for peer in providers:
-                allow_redial(self.host, peer)  # a provider may have restarted since it failed
-            if manifest is None:
-                manifest = await self._fetch_manifest(key, providers)
-            if manifest is not None:
-                missing = self.store.missing(manifest)
-                if not missing:
-                    break
-                if providers:
-                    # At most MAX_SOURCES at once, a different draw each round: memory stays
-                    # bounded and providers that failed a round are not always the ones tried.
-                    sources = random.sample(providers, min(MAX_SOURCES, len(providers)))
-                    await self._download(manifest, missing, sources)
-                if not self.store.missing(manifest):
-                    break
+        first = True
+        while not await self._fetch_round(key, trust_local=first):
+            first = False
             await trio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
         self.store.mark_complete(key)
@@ -346,14 +323,65 @@ class BlobService:
             self._background.start_soon(self._announce, key)
         self.store.collect(self.cfg.blobs.max_store_bytes)
 
+    async def _fetch_round(self, key: str, *, trust_local: bool) -> bool:
+        """Find providers and take what is missing from them, starting on each as the lookup
+        finds it; True when the blob is complete.
+
+        With ``trust_local``, provider records this node holds stand for the lookup: holding
+        them makes it one of the replicas the providers announce to, so it knows what a lookup
+        would learn from one (the lookup stops at the first replica that answers), and the
+        lookup's requests would slow the fetch's start on a busy loop. Later rounds always
+        look up: a provider may have come or gone."""
+        send, recv = trio.open_memory_channel[ID](MAX_PROVIDERS)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._discover, key, send, trust_local)
+            sources = _Sources(recv)
+            manifest = self.store.manifest(key) or await self._fetch_manifest(key, sources)
+            if manifest is not None and (missing := self.store.missing(manifest)):
+                await self._download(manifest, missing, sources)
+            nursery.cancel_scope.cancel()  # the lookup, if it is still going
+        return manifest is not None and not self.store.missing(manifest)
+
+    async def _discover(
+        self, key: str, send: trio.MemorySendChannel[ID], trust_local: bool
+    ) -> None:
+        sent = 0
+
+        def found(pid_text: str, _addrs: list[str]) -> None:
+            nonlocal sent
+            if pid_text == self.dht.local_b58:
+                return
+            try:
+                peer = ID.from_base58(pid_text)
+            except Exception:
+                return
+            allow_redial(self.host, peer)  # a provider may have restarted since it failed
+            # At most MAX_PROVIDERS calls: the channel holds them all, nothing blocks.
+            send.send_nowait(peer)
+            sent += 1
+
+        async with send:
+            if trust_local:
+                for pid_text, addrs in self.dht.local_providers(key, MAX_PROVIDERS):
+                    found(pid_text, addrs)
+                if sent:
+                    return
+            self.provider_lookups += 1
+            try:
+                await self.dht.find_providers(key, limit=MAX_PROVIDERS, found=found)
+            except Exception as exc:  # as if no more were found; the next round looks again
+                log.info("looking up providers of %s failed: %r", key, exc)
+
     async def _announce(self, key: str) -> None:
         try:
             await self.dht.provide(key)
         except Exception as exc:  # the periodic republish tries again
             log.info("announcing %s failed: %r", key, exc)
 
-    async def _fetch_manifest(self, key: str, providers: list[ID]) -> Manifest | None:
-        for peer in providers:
+    async def _fetch_manifest(self, key: str, sources: _Sources) -> Manifest | None:
+        index = 0
+        while (peer := await sources.get(index)) is not None:
+            index += 1
             try:
                 reply = await self.rpc.request(
                     peer, {"op": "manifest", "key": key}, self.cfg.blobs.chunk_timeout
@@ -373,7 +401,10 @@ class BlobService:
                 log.warning("peer %s sent a bad manifest for %s: %s", peer, key, exc)
         return None
 
-    async def _download(self, manifest: Manifest, missing: list[int], providers: list[ID]) -> None:
+    async def _download(self, manifest: Manifest, missing: list[int], sources: _Sources) -> None:
+        """Take the ``missing`` chunks from up to ``MAX_SOURCES`` providers, one lane each,
+        started as the lookup finds them; returns when no lane is left and either nothing is
+        left to take or the lookup has ended."""
         queue = deque(missing)
         refused: set[tuple[ID, int]] = set()  # (provider, chunk) pairs that went wrong
         batch_size = max(1, min(MAX_BATCH, self.cfg.blobs.window))
@@ -440,9 +471,26 @@ class BlobService:
                     else:
                         await _close_stream(stream)
 
+        live = 0
+        finding = trio.CancelScope()  # waiting for the next provider
+
+        async def run_lane(peer: ID) -> None:
+            nonlocal live
+            try:
+                await lane(peer, [0])
+            finally:
+                live -= 1
+                if not live and not queue:
+                    finding.cancel()
+
         async with trio.open_nursery() as nursery:
-            for peer in providers:
-                nursery.start_soon(lane, peer, [0])
+            with finding:
+                for index in range(MAX_SOURCES):
+                    peer = await sources.get(index)
+                    if peer is None or not (live or queue):
+                        break
+                    live += 1
+                    nursery.start_soon(run_lane, peer)
 
     def _staging_buffers(self, n: int) -> list[StagingBuffer]:
         spare = self._spare_staging
@@ -565,6 +613,32 @@ class BlobService:
 async def _close_stream(stream: INetStream) -> None:
     with trio.move_on_after(1, shield=True), suppress(Exception):
         await stream.close()
+
+
+class _Sources:
+    """The providers a round's lookup has found so far, in the order found (each group that
+    arrives at once shuffled, so rounds draw differently among equals)."""
+
+    def __init__(self, found: trio.MemoryReceiveChannel[ID]) -> None:
+        self._found = found
+        self._ended = False
+        self.peers: list[ID] = []
+
+    async def get(self, index: int) -> ID | None:
+        """The ``index``-th provider, waiting for the lookup to find it; None if it ends first."""
+        while index >= len(self.peers) and not self._ended:
+            group: list[ID] = []
+            try:
+                group.append(await self._found.receive())
+                while True:
+                    group.append(self._found.receive_nowait())
+            except trio.WouldBlock:
+                pass
+            except trio.EndOfChannel:
+                self._ended = True
+            random.shuffle(group)
+            self.peers.extend(group)
+        return self.peers[index] if index < len(self.peers) else None
 
 
 @dataclass(frozen=True, slots=True)

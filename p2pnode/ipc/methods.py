@@ -77,6 +77,7 @@ def build_methods(node: Node) -> dict[str, Method]:
                 "fetched_chunks": node.blobs.fetched_chunks,
                 "bad_chunks": node.blobs.bad_chunks,
                 "streams_opened": node.blobs.streams_opened,
+                "provider_lookups": node.blobs.provider_lookups,
             },
         }
 

@@ -92,6 +92,12 @@ def provider_key(name: str) -> str:
     return PROVIDER_PREFIX + name
 
 
+def distance(key: str, peer: ID) -> int:
+    """Kademlia's XOR distance between a record key and a peer: the replicas of a key are the
+    ``dht.replication`` peers nearest it."""
+    return _peer_point(peer) ^ _distance_key(key)
+
+
 @dataclass(slots=True)
 class _Held:
     record: Record
@@ -450,9 +456,15 @@ class Dht:
         return response
 
     async def _lookup(
-        self, key: str, op: str, *, stop_on_value: bool
+        self,
+        key: str,
+        op: str,
+        *,
+        stop_on_value: bool,
+        on_response: Callable[[Response], None] | None = None,
     ) -> tuple[list[ID], list[Response]]:
-        """Iterative Kademlia lookup. Returns the closest responsive peers and all responses."""
+        """Iterative Kademlia lookup. Returns the closest responsive peers and all responses;
+        ``on_response`` sees each good response as it arrives, before its step ends."""
         target = _distance_key(key)
         seeds = self.kad.routing_table.find_local_closest_peers(
             key.encode(), self.cfg.dht.bucket_size
@@ -473,7 +485,9 @@ class Dht:
             results: dict[ID, Response | None] = {}
 
             async def one(peer: ID, into: dict[ID, Response | None]) -> None:
-                into[peer] = await self._ask(peer, Request(id=0, op=op, key=key))
+                resp = into[peer] = await self._ask(peer, Request(id=0, op=op, key=key))
+                if on_response is not None and resp is not None and resp.ok:
+                    on_response(resp)
 
             async with trio.open_nursery() as nursery:
                 for p in batch:
@@ -637,23 +651,48 @@ class Dht:
                 nursery.start_soon(one, p)
         return acked
 
-    async def find_providers(self, name: str, limit: int = 20) -> list[tuple[str, list[str]]]:
+    def local_providers(self, name: str, limit: int = 20) -> list[tuple[str, list[str]]]:
+        """The unexpired provider records of ``name`` this node holds (itself included): as a
+        replica of the key, or as a provider."""
+        key = provider_key(name)
+        self.validators.check_key(key)
+        return self.store.providers(key, time.time(), limit)
+
+    async def find_providers(
+        self,
+        name: str,
+        limit: int = 20,
+        *,
+        found: Callable[[str, list[str]], None] | None = None,
+    ) -> list[tuple[str, list[str]]]:
+        """Up to ``limit`` providers of ``name``: those this node holds records of, then those
+        a lookup finds. ``found`` is called with each new one as soon as it is known, so a
+        caller can start on the first while the lookup goes on."""
         started = time.perf_counter()
         out: dict[str, list[str]] = {}
+
+        def add(pid: str, addrs: list[str]) -> None:
+            if pid in out or len(out) >= limit:
+                return
+            out[pid] = addrs
+            if pid != self.local_b58:
+                with contextlib.suppress(Exception):
+                    self._add_addrs(ID.from_base58(pid), addrs)
+            if found is not None:
+                found(pid, addrs)
+
+        def take(resp: Response) -> None:
+            for pid, addrs in resp.providers:
+                add(pid, list(addrs))
+
         try:
-            key = provider_key(name)
-            self.validators.check_key(key)
-            for pid, addrs in self.store.providers(key, time.time(), limit):
-                out[pid] = addrs
+            for pid, addrs in self.local_providers(name, limit):
+                add(pid, addrs)
             if len(out) < limit:
-                _, responses = await self._lookup(key, "get_prov", stop_on_value=True)
-                for resp in responses:
-                    for pid, addrs in resp.providers:
-                        out.setdefault(pid, addrs)
-                        if pid != self.local_b58:
-                            with contextlib.suppress(Exception):
-                                self._add_addrs(ID.from_base58(pid), addrs)
-            return list(out.items())[:limit]
+                await self._lookup(
+                    provider_key(name), "get_prov", stop_on_value=True, on_response=take
+                )
+            return list(out.items())
         finally:
             self._observe("find_providers", time.perf_counter() - started, bool(out))
 

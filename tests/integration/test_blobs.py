@@ -20,6 +20,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from p2pnode import InvalidParams
+from p2pnode.network.dht import distance, provider_key
 from p2pnode.network.host import build_host
 from p2pnode.network.signing import sign_record
 from protocols.blobs.manifest import CHUNK_SIZE
@@ -161,6 +162,26 @@ def test_blob_held_by_three_providers_is_fetched_from_several(
     served = {i: counters(swarm, i)["served_chunks"] - before[i] for i in (2, 3, 4)}
     assert sum(served.values()) >= 64
     assert sum(1 for n in served.values() if n > 0) >= 2, served
+
+
+def test_a_node_without_provider_records_looks_providers_up(tmp_path: Path) -> None:
+    # One replica per record: the provider's record lands on the fetcher nearest its key, which
+    # starts its fetch from it; any other fetcher has to look the providers up in the DHT.
+    settings = {"dht.replication": 1, "blobs.chunk_timeout": 3.0, "network.request_timeout": 3.0}
+    with local_swarm(tmp_path / "swarm", 4, settings) as small:
+        data = os.urandom(2 * MiB + 5)
+        with small.client(1) as c1:
+            key = c1.blob_put(data=data)["key"]
+        nearest = min(
+            (2, 3, 4),
+            key=lambda i: distance(provider_key(key), ID.from_base58(small.node(i).peer_id)),
+        )
+        other = next(i for i in (2, 3, 4) if i != nearest)
+        for i, lookups in ((other, 1), (nearest, 0)):
+            before = counters(small, i)["provider_lookups"]
+            with small.client(i) as c:
+                assert c.blob_get(key)["data"] == data
+            assert counters(small, i)["provider_lookups"] - before == lookups, (i, nearest)
 
 
 def test_a_finished_batch_stream_is_reused_and_a_stale_one_costs_no_strike(

@@ -1,33 +1,35 @@
 """The blob service: store blobs, announce them, fetch them from whoever holds them.
 
-Two protocols. ``/p2pnode/blob/1.0.0`` (request/response frames on reused streams, see
-:mod:`p2pnode.network.rpc`) carries ``{"op": "manifest", "key": cid}``. Chunk data moves on
-``/p2pnode/blob-batch/1.0.0``: the fetcher sends ``{"hashes": [...]}`` (at most ``MAX_BATCH``)
-and the provider answers every hash, in order, with a header frame ``{"hash", "size"}`` (size 0:
-not held) followed by that many raw bytes, then waits for the next batch on the same stream. So
-the data path costs what a plain stream costs, plus the hash check and the chunk write. A node
-serves only what it holds, at most ``blobs.max_upload_rate`` MiB/s over all peers.
+One protocol, ``/p2pnode/blob/1.0.0``, one stream per provider and fetch (kept for the next):
+the fetcher sends ``{"hashes": [...]}`` (at most ``MAX_BATCH``) and the provider answers every
+hash, in order, with a header frame ``{"hash", "size"}`` (size 0: not held) followed by that
+many raw bytes, then waits for the next request on the same stream. A fetch that lacks the
+manifest opens with ``{"key", "first": n}``: the provider answers ``{"key", "size"}`` and the
+manifest's bytes (size 0: not held, nothing follows), then the blob's first n chunks as above,
+so the manifest and the first chunks cost one round trip. The data path costs what a plain
+stream costs, plus the hash check and the chunk write. A node serves only what it holds, at
+most ``blobs.max_upload_rate`` MiB/s over all peers.
 
 Fetching: providers are taken as the DHT lookup finds them (or, in a first round, from the
 provider records this node holds as a replica, without a lookup); the manifest comes from the
-first that has it and must hash to the blob key; then the missing chunks are taken from one
-shared queue, ``blobs.window`` per batch, by one lane per provider that keeps ``PIPELINE``
-batches asked for on its stream, up to ``MAX_SOURCES`` providers at once, so faster providers
-take more; a finished stream is kept ``KEEP_FOR`` seconds for the
-next fetch from that provider. Each chunk is gathered into a page-aligned staging buffer and
-checked against its hash on a worker thread, while the next chunks arrive, before it is
-written from that buffer. A bad chunk, a timeout or a dropped stream puts the chunk back in
-the queue, bars that provider from that chunk, and counts a strike (after ``MAX_STRIKES`` the
+first that has it, its first chunks right behind it, and must hash to the blob key; then the
+missing chunks are taken from one shared queue, ``blobs.window`` per batch, by one lane per
+provider that keeps ``PIPELINE`` batches asked for on its stream, up to ``MAX_SOURCES``
+providers at once, so faster providers take more; a finished stream is kept ``KEEP_FOR`` seconds
+for the next fetch from that provider. Each chunk is gathered into a page-aligned staging buffer
+and checked against its hash on a worker thread, while the next chunks arrive, before it is
+written from that buffer. A bad chunk, a timeout or a dropped stream puts the chunk back in the
+queue, bars that provider from that chunk, and counts a strike (after ``MAX_STRIKES`` the
 provider sits out the round). Chunks already on disk are never fetched again, so a fetch that
-stops part-way resumes where it stopped; rounds repeat with backoff, re-finding providers,
-until the blob is complete or ``blobs.fetch_timeout`` passes.
+stops part-way resumes where it stopped; rounds repeat with backoff, re-finding providers, until
+the blob is complete or ``blobs.fetch_timeout`` passes.
 
 Resources: per lane at most ``VERIFY_AHEAD`` received chunks (each in its staging buffer) wait
 for their hash check and yamux holds at most its receive window (16 MiB) of frames beyond
 them; a provider holds at most ``READ_AHEAD`` chunks read ahead per stream
 and ends a stream idle for ``SERVE_IDLE``; every header is bounded before it is buffered, and a
-chunk's size must match the manifest (itself bounded by ``MAX_CHUNK_SIZE``) before its bytes
-are read.
+manifest's size is bounded by ``MAX_MANIFEST_BYTES`` and a chunk's must match the manifest
+before their bytes are read.
 """
 
 from __future__ import annotations
@@ -60,19 +62,25 @@ from p2pnode.network.host import (
     shielded_write,
 )
 from p2pnode.network.ratelimit import Pacer
-from p2pnode.network.rpc import RpcError, RpcService
 from protocols.blobs.cid import CidError, manifest_cid, parse_cid
-from protocols.blobs.manifest import MAX_CHUNK_SIZE, MAX_MANIFEST_BYTES, Manifest, ManifestError
+from protocols.blobs.manifest import (
+    MAX_MANIFEST_BYTES,
+    Manifest,
+    ManifestError,
+    decode_manifest,
+)
 from protocols.framing import FrameDecoder, FrameError, encode_frame
 
 log = logging.getLogger(__name__)
 
+# One stream per provider carries a fetch. The fetcher sends {"hashes": [...]}, the provider
+# answers each hash with a header frame {"hash", "size"} (size 0: not held) followed by that
+# many raw bytes, back to back; then the fetcher may send the next batch. A fetch that lacks
+# the manifest opens with {"key", "first": n} instead: the provider answers {"key", "size"} and
+# the manifest's bytes (size 0: not held, and nothing follows), then the blob's first n chunks
+# as for their hashes, so the manifest and the first chunks cost one round trip. No per-chunk
+# request round trip, no CBOR around the data.
 PROTOCOL_ID = "/p2pnode/blob/1.0.0"
-# Bulk transfer: the fetcher sends {"hashes": [...]}, the provider answers each hash with a
-# header frame {"hash", "size"} (size 0: not held) followed by that many raw bytes, back to
-# back, on the same stream; then the fetcher may send the next batch. No per-chunk request
-# round trip, no CBOR around the data.
-BATCH_PROTOCOL_ID = "/p2pnode/blob-batch/1.0.0"
 MAX_BATCH = 64
 MAX_BATCH_REQUEST = 64 + MAX_BATCH * 40
 MAX_HEADER = 256
@@ -128,14 +136,6 @@ class BlobService:
         self.dht = dht
         self.store = store
         self.cfg = cfg
-        self.rpc = RpcService(
-            host,
-            PROTOCOL_ID,
-            self._handle,
-            max_frame=max(MAX_CHUNK_SIZE, MAX_MANIFEST_BYTES) + 65536,
-            max_inflight=cfg.blobs.window * 4,
-            write_timeout=cfg.blobs.chunk_timeout,
-        )
         self._fetching: dict[str, trio.Event] = {}
         self._kept: dict[ID, list[tuple[INetStream, _Reader, float]]] = {}  # idle batch streams
         # Staging buffers lanes are not using, kept for the next: a new one's megabyte of pages
@@ -154,8 +154,7 @@ class BlobService:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.store.writer.run)
             await nursery.start(self.store.reader.run)
-            await nursery.start(self.rpc.run)
-            set_guarded_handler(self.host, BATCH_PROTOCOL_ID, self._serve_batches)
+            set_guarded_handler(self.host, PROTOCOL_ID, self._serve)
             self._background = nursery
             task_status.started(self)
             while True:
@@ -165,22 +164,13 @@ class BlobService:
 
     # -- serving -------------------------------------------------------------------------------
 
-    async def _handle(self, peer: ID, frame: dict[str, Any]) -> dict[str, Any]:
-        op = frame.get("op")
-        if op == "manifest":
-            key = frame.get("key")
-            raw = self.store.manifest_bytes(key) if isinstance(key, str) else None
-            if raw is None:
-                return {"ok": False, "err": "not held"}
-            return {"ok": True, "data": raw}
-        return {"ok": False, "err": f"unknown op {op!r}"}
-
-    async def _serve_batches(self, stream: INetStream) -> None:
-        """Answer batch requests on one stream until the fetcher closes it. Chunks are read
-        from disk up to ``READ_AHEAD`` ahead of the one being written, so the disk's latency
-        hides behind the network's."""
+    async def _serve(self, stream: INetStream) -> None:
+        """Answer requests on one stream until the fetcher closes it. Chunks are read from disk
+        up to ``READ_AHEAD`` ahead of the one being written, so the disk's latency hides behind
+        the network's."""
         peer = stream.muxed_conn.peer_id
-        send, recv = trio.open_memory_channel[tuple[bytes, bytes]](READ_AHEAD)
+        # (header, bytes after it, whether they are a chunk)
+        send, recv = trio.open_memory_channel[tuple[dict[str, Any], bytes, bool]](READ_AHEAD)
 
         async def read_ahead() -> None:
             async with send:
@@ -188,11 +178,17 @@ class BlobService:
                     stream, self.cfg.blobs.chunk_timeout, MAX_BATCH_REQUEST, idle_timeout=SERVE_IDLE
                 )
                 while (frame := await reader.frame(idle_ok=True)) is not None:
-                    hashes = frame.get("hashes")
-                    if not isinstance(hashes, list) or not 0 < len(hashes) <= MAX_BATCH:
-                        raise BlobError(f"a batch names 1 to {MAX_BATCH} chunk hashes")
+                    if "key" in frame:
+                        key, first = _manifest_request(frame)
+                        raw = self.store.manifest_bytes(key) or b""
+                        await send.send(({"key": key, "size": len(raw)}, raw, False))
+                        chunks = decode_manifest(raw).chunks[:first] if raw else []
+                        hashes = [mh for mh, _ in chunks]
+                    else:
+                        hashes = _batch_request(frame)
                     for mh in hashes:
-                        await send.send((mh, await self._chunk_to_serve(mh)))
+                        data = await self._chunk_to_serve(mh)
+                        await send.send(({"hash": mh, "size": len(data)}, data, True))
 
         # Chunks go out as one continuous run of full frames: a chunk's last few hundred bytes
         # wait for the next chunk's header when that chunk is already read, instead of
@@ -203,17 +199,17 @@ class BlobService:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(read_ahead)
                 async with recv:
-                    async for mh, data in recv:
+                    async for head, data, is_chunk in recv:
                         if data and self._upload is not None:
                             wait = self._upload.reserve(len(data), trio.current_time())
                             if wait > 0:
                                 await trio.sleep(wait)
-                        header = encode_frame({"hash": mh, "size": len(data)})
+                        header = encode_frame(head)
                         more = recv.statistics().current_buffer_used > 0
                         await self._write(
                             stream, peer, header, data, cutter=cutter, flush=not more, writer=writer
                         )
-                        if data:
+                        if data and is_chunk:
                             self.served_chunks += 1
         finally:
             with trio.move_on_after(self.cfg.blobs.chunk_timeout, shield=True):
@@ -336,9 +332,16 @@ class BlobService:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._discover, key, send, trust_local)
             sources = _Sources(recv)
-            manifest = self.store.manifest(key) or await self._fetch_manifest(key, sources)
-            if manifest is not None and (missing := self.store.missing(manifest)):
-                await self._download(manifest, missing, sources)
+            manifest = self.store.manifest(key)
+            opening = None
+            if manifest is None:
+                opening = await self._open_with_manifest(key, sources)
+                manifest = opening.manifest if opening is not None else None
+            if manifest is not None:
+                asked = set(opening.batch) if opening is not None else set()
+                missing = [i for i in self.store.missing(manifest) if i not in asked]
+                if missing or opening is not None:
+                    await self._download(manifest, missing, sources, opening)
             nursery.cancel_scope.cancel()  # the lookup, if it is still going
         return manifest is not None and not self.store.missing(manifest)
 
@@ -378,43 +381,100 @@ class BlobService:
         except Exception as exc:  # the periodic republish tries again
             log.info("announcing %s failed: %r", key, exc)
 
-    async def _fetch_manifest(self, key: str, sources: _Sources) -> Manifest | None:
+    async def _open_with_manifest(self, key: str, sources: _Sources) -> _Opening | None:
+        """Ask the providers, in the order found, for the manifest and the blob's first chunks;
+        the first whose manifest hashes to ``key`` is returned with the stream on which those
+        chunks are arriving. A kept stream that fails is retried once on a fresh one (it may
+        only have gone stale)."""
+        first = self._batch_size()
         index = 0
         while (peer := await sources.get(index)) is not None:
             index += 1
-            try:
-                reply = await self.rpc.request(
-                    peer, {"op": "manifest", "key": key}, self.cfg.blobs.chunk_timeout
-                )
-            except RpcError as exc:
-                log.debug("manifest from %s: %s", peer, exc)
-                continue
-            data = reply.get("data")
-            if not reply.get("ok") or not isinstance(data, bytes):
-                continue
-            if manifest_cid(data) != key:
-                log.warning("peer %s sent a manifest that does not match %s", peer, key)
-                continue
-            try:
-                return self.store.add_manifest(key, data, pinned=False)
-            except ManifestError as exc:
-                log.warning("peer %s sent a bad manifest for %s: %s", peer, key, exc)
+            stream, reader = self._kept_stream(peer)
+            retry = stream is not None
+            while True:
+                if stream is None:
+                    stream = await self._open_batch_stream(peer)
+                    if stream is None:
+                        break
+                    reader = _Reader(stream, None, MAX_HEADER)
+                assert reader is not None
+                try:
+                    raw = await self._ask_manifest(stream, reader, peer, key, first)
+                except Exception as exc:  # ours (BlobError, FrameError, ...) or py-libp2p's
+                    log.info("manifest from %s failed: %r", peer, exc)
+                    with suppress(Exception):
+                        await stream.reset()
+                    stream = reader = None
+                    if retry:
+                        retry = False
+                        continue
+                    break
+                if raw is None:  # not held there; the stream is clean
+                    self._keep_stream(peer, stream, reader)
+                    break
+                manifest = self._accept_manifest(peer, key, raw)
+                if manifest is None:
+                    with suppress(Exception):
+                        await stream.reset()
+                    break
+                batch = list(range(min(first, len(manifest.chunks))))
+                return _Opening(peer, stream, reader, manifest, batch)
         return None
 
-    async def _download(self, manifest: Manifest, missing: list[int], sources: _Sources) -> None:
-        """Take the ``missing`` chunks from up to ``MAX_SOURCES`` providers, one lane each,
-        started as the lookup finds them; returns when no lane is left and either nothing is
-        left to take or the lookup has ended."""
+    async def _ask_manifest(
+        self, stream: INetStream, reader: _Reader, peer: ID, key: str, first: int
+    ) -> bytes | None:
+        """The manifest's bytes (None: not held), asked for with the ``first`` chunks."""
+        with trio.fail_after(self.cfg.blobs.chunk_timeout):
+            await self._write(stream, peer, encode_frame({"key": key, "first": first}))
+            header = await reader.frame()
+            if header is None or header.get("key") != key:
+                raise BlobError("reply out of order or cut short")
+            size = header.get("size")
+            if type(size) is not int or not 0 <= size <= MAX_MANIFEST_BYTES:
+                raise BlobError(f"a manifest of {size!r} bytes announced")
+            if size == 0:
+                return None
+            return b"".join(await reader.exactly(size))
+
+    def _accept_manifest(self, peer: ID, key: str, raw: bytes) -> Manifest | None:
+        if manifest_cid(raw) != key:
+            log.warning("peer %s sent a manifest that does not match %s", peer, key)
+            return None
+        try:
+            return self.store.add_manifest(key, raw, pinned=False)
+        except ManifestError as exc:
+            log.warning("peer %s sent a bad manifest for %s: %s", peer, key, exc)
+            return None
+
+    def _batch_size(self) -> int:
+        return max(1, min(MAX_BATCH, self.cfg.blobs.window))
+
+    async def _download(
+        self,
+        manifest: Manifest,
+        missing: list[int],
+        sources: _Sources,
+        opening: _Opening | None = None,
+    ) -> None:
+        """Take the ``missing`` chunks (and those ``opening`` brings) from up to
+        ``MAX_SOURCES`` providers, one lane each, started as the lookup finds them; returns
+        when no lane is left and either nothing is left to take or the lookup has ended."""
         queue = deque(missing)
         refused: set[tuple[ID, int]] = set()  # (provider, chunk) pairs that went wrong
-        batch_size = max(1, min(MAX_BATCH, self.cfg.blobs.window))
+        batch_size = self._batch_size()
 
-        async def lane(peer: ID, strikes: list[int]) -> None:
+        async def lane(peer: ID, strikes: list[int], opening: _Opening | None) -> None:
             stream: INetStream | None = None
             reader: _Reader | None = None
             kept = False  # `stream` was kept from an earlier fetch (and may have gone stale)
             finished = False  # every batch asked for was read: the stream can be kept
             asked: deque[list[int]] = deque()  # batches asked for on `stream`, not yet read
+            if opening is not None:  # its first chunks are on their way
+                stream, reader = opening.stream, opening.reader
+                if opening.batch:
+                    asked.append(opening.batch)
             verify = trio.Semaphore(VERIFY_AHEAD)
             staging = self._staging_buffers(VERIFY_AHEAD)  # one per chunk in `verify`
             try:
@@ -474,10 +534,10 @@ class BlobService:
         live = 0
         finding = trio.CancelScope()  # waiting for the next provider
 
-        async def run_lane(peer: ID) -> None:
+        async def run_lane(peer: ID, opening: _Opening | None) -> None:
             nonlocal live
             try:
-                await lane(peer, [0])
+                await lane(peer, [0], opening)
             finally:
                 live -= 1
                 if not live and not queue:
@@ -485,12 +545,18 @@ class BlobService:
 
         async with trio.open_nursery() as nursery:
             with finding:
-                for index in range(MAX_SOURCES):
+                if opening is not None:
+                    live += 1
+                    nursery.start_soon(run_lane, opening.peer, opening)
+                index = 0
+                while live < MAX_SOURCES:
                     peer = await sources.get(index)
+                    index += 1
                     if peer is None or not (live or queue):
                         break
-                    live += 1
-                    nursery.start_soon(run_lane, peer)
+                    if opening is None or peer != opening.peer:
+                        live += 1
+                        nursery.start_soon(run_lane, peer, None)
 
     def _staging_buffers(self, n: int) -> list[StagingBuffer]:
         spare = self._spare_staging
@@ -533,7 +599,7 @@ class BlobService:
         self.streams_opened += 1
         try:
             with trio.fail_after(self.cfg.blobs.chunk_timeout):
-                return await self.host.new_stream(peer, [BATCH_PROTOCOL_ID])
+                return await self.host.new_stream(peer, [PROTOCOL_ID])
         except Exception as exc:
             log.info("cannot open a blob stream to %s: %r", peer, exc)
             return None
@@ -610,6 +676,20 @@ class BlobService:
         return healthy, len(job.batch) - len(pending)
 
 
+def _manifest_request(frame: dict[str, Any]) -> tuple[str, int]:
+    key, first = frame.get("key"), frame.get("first", 0)
+    if not isinstance(key, str) or type(first) is not int or not 0 <= first <= MAX_BATCH:
+        raise BlobError(f"a manifest request names a key and 0 to {MAX_BATCH} first chunks")
+    return key, first
+
+
+def _batch_request(frame: dict[str, Any]) -> list[object]:
+    hashes = frame.get("hashes")
+    if not isinstance(hashes, list) or not 0 < len(hashes) <= MAX_BATCH:
+        raise BlobError(f"a batch names 1 to {MAX_BATCH} chunk hashes")
+    return hashes
+
+
 async def _close_stream(stream: INetStream) -> None:
     with trio.move_on_after(1, shield=True), suppress(Exception):
         await stream.close()
@@ -639,6 +719,17 @@ class _Sources:
             random.shuffle(group)
             self.peers.extend(group)
         return self.peers[index] if index < len(self.peers) else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Opening:
+    """A stream on which a provider sent the manifest and is sending the first chunks."""
+
+    peer: ID
+    stream: INetStream
+    reader: _Reader
+    manifest: Manifest
+    batch: list[int]  # the chunks asked for with the manifest
 
 
 @dataclass(frozen=True, slots=True)

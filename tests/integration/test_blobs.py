@@ -184,6 +184,69 @@ def test_a_node_without_provider_records_looks_providers_up(tmp_path: Path) -> N
             assert counters(small, i)["provider_lookups"] - before == lookups, (i, nearest)
 
 
+def test_a_provider_whose_manifest_does_not_match_is_passed_over(swarm: LocalSwarm) -> None:
+    # A stranger announces itself to node 4 as a provider of each blob node 2 puts, and answers
+    # every manifest request with bytes that do not hash to the key. Node 4 tries the two
+    # providers in a shuffled order: each fetch must still be right, and within a few blobs
+    # the stranger must have been asked (1 in 2 each time) and passed over.
+    hits = trio.run(_forged_manifest_provider, swarm)
+    assert hits >= 1
+
+
+async def _forged_manifest_provider(swarm: LocalSwarm) -> int:
+    kp = create_new_key_pair()
+    host = build_host(kp, psk=None, dial_timeout=5)
+    hits = 0
+
+    async def serve(stream) -> None:  # type: ignore[no-untyped-def]
+        nonlocal hits
+        decoder = FrameDecoder(1 << 16)
+        while (frame := decoder.next_frame()) is None:
+            decoder.receive_data(await stream.read(65536))
+        hits += 1
+        forged = os.urandom(300)
+        await stream.write(encode_frame({"key": frame["key"], "size": len(forged)}) + forged)
+        await stream.close()
+
+    def put(data: bytes) -> str:
+        with swarm.client(2) as c2:
+            return c2.blob_put(data=data)["key"]
+
+    def get(key: str) -> bytes:
+        with swarm.client(4) as c4:
+            return c4.blob_get(key)["data"]
+
+    host.set_stream_handler("/p2pnode/blob/1.0.0", serve)
+    target = info_from_p2p_addr(multiaddr.Multiaddr(swarm.node(4).addr))
+    async with host.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+        with trio.fail_after(120):
+            await host.connect(target)
+            dht = await host.new_stream(target.peer_id, ["/p2pnode/dht/1.0.0"])
+            decoder = FrameDecoder(1 << 20)
+            addrs = [str(a) for a in host.get_transport_addrs()]
+            for attempt in range(12):
+                data = os.urandom(MiB + attempt)
+                key = await trio.to_thread.run_sync(put, data)
+                await dht.write(
+                    encode_frame(
+                        {
+                            "id": attempt,
+                            "op": "add_prov",
+                            "key": provider_key(key),
+                            "addrs": addrs,
+                            "ttl": 60,
+                        }
+                    )
+                )
+                while (reply := decoder.next_frame()) is None:
+                    decoder.receive_data(await dht.read(65536))
+                assert reply["ok"], reply
+                assert await trio.to_thread.run_sync(get, key) == data
+                if hits:
+                    break
+    return hits
+
+
 def test_a_finished_batch_stream_is_reused_and_a_stale_one_costs_no_strike(
     swarm: LocalSwarm, tmp_path: Path
 ) -> None:

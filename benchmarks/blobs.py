@@ -6,8 +6,8 @@ moving the same number of bytes, and their ratio; for reference the same raw str
 the daemons move it (frame-sized pieces through the bulk writer, coalesced reads: the best this
 transport does here); the 256 MiB fetch from three providers, unlimited and with every
 provider's upload limited (``blobs.max_upload_rate``, as a home uplink would be); the IPC cost
-of putting and getting a 64 MiB tensor through the socket; and the growth of the fetching
-daemon's peak RSS.
+of putting and getting a 64 MiB tensor through the socket; the latency of fetching small
+blobs (64 KiB to 4 MiB); and the growth of the fetching daemon's peak RSS.
 
 Fetches and raw transfers run in pairs, back to back (``--repeat`` pairs, the order swapped
 each time), and the ratio is the median of the pairs' ratios: the 2-core VM this is measured
@@ -338,6 +338,8 @@ def run(nodes, files: dict[int, Path], raw_addr: str, repeat: int, raw_pid: int)
         f"| {med3 / results[256][0]:.2f}x of 1 provider (medians) |"
     )
 
+    small_blob_latency(nodes[0], nodes[1], repeat)
+
     # IPC: a 64 MiB float32 tensor through the socket, against the daemon reading a file.
     tensor = {"w": np.random.default_rng(0).standard_normal(16 * MiB).astype(np.float32)}
     with Client(socket_path=nodes[5].socket, timeout=600) as c5:
@@ -373,6 +375,27 @@ def run(nodes, files: dict[int, Path], raw_addr: str, repeat: int, raw_pid: int)
         f"       3 providers, no upload limit: {med3 / results[256][0]:.2f}x of one "
         f"(all four daemons share this machine's {os.cpu_count()} cores)"
     )
+
+
+def small_blob_latency(provider, fetcher, repeat: int) -> None:  # type: ignore[no-untyped-def]
+    """Milliseconds from asking for a small blob to holding it (client to daemon and back
+    included), as a training round's gradients of a small model would move."""
+    print()
+    for size in (64 << 10, MiB, 4 * MiB):
+        with Client(socket_path=provider.socket, timeout=60) as c:
+            keys = [c.blob_put(data=os.urandom(size), pin=False)["key"] for _ in range(4 * repeat)]
+        took = []
+        for key in keys:
+            time.sleep(0.2)  # the previous fetch's announcement has gone out
+            t = time.perf_counter()
+            with Client(socket_path=fetcher.socket, timeout=60) as c:
+                c.blob_fetch(key)
+            took.append((time.perf_counter() - t) * 1e3)
+        took.sort()
+        print(
+            f"small blob fetch, {size // 1024} KiB: median {statistics.median(took):.1f} ms, "
+            f"fastest {took[0]:.1f}, slowest {took[-1]:.1f} ({len(took)} blobs)"
+        )
 
 
 def run_limited(nodes, path: Path, repeat: int) -> None:  # type: ignore[no-untyped-def]

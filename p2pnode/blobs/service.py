@@ -401,6 +401,9 @@ class BlobService:
                 assert reader is not None
                 try:
                     raw = await self._ask_manifest(stream, reader, peer, key, first)
+                except trio.Cancelled:  # the fetch's deadline: the stream is not ours to keep
+                    self._close_soon(stream)
+                    raise
                 except Exception as exc:  # ours (BlobError, FrameError, ...) or py-libp2p's
                     log.info("manifest from %s failed: %r", peer, exc)
                     with suppress(Exception):
@@ -410,8 +413,11 @@ class BlobService:
                         retry = False
                         continue
                     break
-                if raw is None:  # not held there; the stream is clean
-                    self._keep_stream(peer, stream, reader)
+                if raw is None:  # not held there: nothing follows
+                    if reader.decoder.buffered:
+                        self._close_soon(stream)
+                    else:
+                        self._keep_stream(peer, stream, reader)
                     break
                 manifest = self._accept_manifest(peer, key, raw)
                 if manifest is None:

@@ -18,7 +18,7 @@ from p2pnode.blobs.service import BlobError, BlobNotFound, check_key
 from p2pnode.blobs.store import BlobStoreError, Ingest
 from p2pnode.ipc.errors import InvalidParams, NetworkError, NotFound
 from p2pnode.ipc.methods import _param
-from p2pnode.ipc.server import Method, Session
+from p2pnode.ipc.server import DataResult, Method, Session
 from protocols.blobs.pointers import pointer_key
 from protocols.dht.errors import LocalProtocolError
 
@@ -181,7 +181,7 @@ def build_blob_methods(node: Node) -> dict[str, Method]:
         if not store.is_complete(key):
             raise NotFound(f"blob {key} is not complete here: fetch it first")
         try:
-            return {"data": await store.read_range(key, offset, length)}
+            return DataResult(await store.read_range_parts(key, offset, length))
         except BlobStoreError as exc:
             raise NotFound(str(exc)) from None
 

@@ -276,21 +276,25 @@ class BlobStore:
         return [k for (k,) in self.db.db.execute("SELECT key FROM blobs WHERE complete = 1")]
 
     async def read_range(self, key: str, offset: int, length: int) -> bytes:
+        return b"".join(await self.read_range_parts(key, offset, length))
+
+    async def read_range_parts(self, key: str, offset: int, length: int) -> list[memoryview]:
+        """Up to ``length`` bytes of the blob from ``offset``, as views of the chunks read."""
         manifest = self.manifest(key)
         if manifest is None:
             raise BlobStoreError(f"blob {key} is not held here")
         end = min(manifest.size, offset + length)
-        out = bytearray()
+        out = []
         at = 0
         for mh, size in manifest.chunks:
             if at + size > offset and at < end:
                 data = await self.read_chunk(mh)
-                out += data[max(0, offset - at) : min(size, end - at)]
+                out.append(memoryview(data)[max(0, offset - at) : min(size, end - at)])
             at += size
             if at >= end:
                 break
         self.touch(key)
-        return bytes(out)
+        return out
 
     def remove(self, key: str) -> int:
         """Forget a blob and delete the chunks no other blob uses; returns bytes freed."""

@@ -2,9 +2,13 @@
 
 Equal tensors always give equal bytes, hence equal blob keys: each array is written as its
 little-endian dtype string, shape and C-order bytes, in the mapping's order, inside a CBOR
-envelope ``["p2pnode-tensors", 1, [[name, dtype, shape, data], ...]]``. The encoder yields
-pieces (small CBOR headers and zero-copy views of the arrays), so a model is never copied
-whole just to be sent.
+envelope ``["p2pnode-tensors", 2, [[name, dtype, shape, pad, data], ...]]``. ``pad`` is a byte
+string of zeros, as short as it can be, that puts the first byte of ``data`` at a multiple of
+``ALIGN`` from the start of the blob: decoded from an aligned buffer, every array is then a
+view of it, where an unaligned one would have to be copied (a 64 MiB array decodes in 0.5 ms
+instead of 6-7, more where the copy's pages are new). Version 1 blobs (no ``pad``) still decode.
+The encoder yields pieces (small CBOR headers and zero-copy views of the arrays), so a model is
+never copied whole just to be sent.
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ from typing import Any
 import cbor2
 import numpy as np
 
+from protocols.framing import cbor_head
+
 MAGIC = "p2pnode-tensors"
-VERSION = 1
+VERSION = 2
+ALIGN = 64  # arrays' bytes start at multiples of this: numpy needs at most 16, a cache line 64
 MEDIA_TYPE = "application/x-p2pnode-tensors"
 
 
@@ -24,21 +31,23 @@ class TensorCodecError(ValueError):
     """An array that cannot be encoded, or bytes that are not an encoded state dict."""
 
 
-def _head(major: int, n: int) -> bytes:
-    """A CBOR head: major type and argument, shortest form (canonical)."""
-    if n < 24:
-        return bytes([major << 5 | n])
-    for extra, code in ((1, 24), (2, 25), (4, 26), (8, 27)):
-        if n < 1 << (8 * extra):
-            return bytes([major << 5 | code]) + n.to_bytes(extra, "big")
-    raise TensorCodecError("length too large for CBOR")
+def _pad(at: int, data_head: int) -> bytes:
+    """The shortest zero-filled byte string item after which, and a head of ``data_head``
+    bytes, the next byte is at a multiple of ALIGN (``at``: where the item starts)."""
+    for n in range(2 * ALIGN):
+        item = cbor_head(2, n)
+        if (at + len(item) + n + data_head) % ALIGN == 0:
+            return item + bytes(n)
+    raise AssertionError("some padding below 2 * ALIGN always fits")
 
 
 def encode_pieces(tensors: Mapping[str, Any]) -> Iterator[bytes | memoryview]:
     """Yield the encoding of ``tensors`` in pieces whose concatenation is the blob."""
     if not isinstance(tensors, Mapping):
         raise TensorCodecError("tensors must be a mapping of names to arrays")
-    yield _head(4, 3) + cbor2.dumps(MAGIC) + cbor2.dumps(VERSION) + _head(4, len(tensors))
+    piece = cbor_head(4, 3) + cbor2.dumps(MAGIC) + cbor2.dumps(VERSION) + cbor_head(4, len(tensors))
+    at = len(piece)  # bytes yielded so far
+    yield piece
     for name, value in tensors.items():
         if not isinstance(name, str):
             raise TensorCodecError(f"tensor names must be strings, got {type(name).__name__}")
@@ -49,13 +58,16 @@ def encode_pieces(tensors: Mapping[str, Any]) -> Iterator[bytes | memoryview]:
         le = dtype.newbyteorder("<") if dtype.itemsize > 1 else dtype
         array = array.astype(le, order="C", copy=False)  # keeps 0-d arrays 0-d
         data = memoryview(array.reshape(-1).view(np.uint8)) if array.size else memoryview(b"")
-        yield (
-            _head(4, 4)
+        entry = (
+            cbor_head(4, 5)
             + cbor2.dumps(name, canonical=True)
             + cbor2.dumps(le.str, canonical=True)
             + cbor2.dumps(list(array.shape), canonical=True)
-            + _head(2, data.nbytes)
         )
+        data_head = cbor_head(2, data.nbytes)
+        piece = entry + _pad(at + len(entry), len(data_head)) + data_head
+        at += len(piece) + data.nbytes
+        yield piece
         if data.nbytes:
             yield data
 
@@ -132,11 +144,11 @@ def decode(data: bytes | bytearray | memoryview) -> dict[str, np.ndarray]:
     if walk.head(4) != 3 or walk.text() != MAGIC:
         raise TensorCodecError("not an encoded state dict (bad envelope)")
     version = walk.head(0)
-    if version != VERSION:
+    if version not in (1, VERSION):
         raise TensorCodecError(f"unsupported tensor codec version {version!r}")
     out: dict[str, np.ndarray] = {}
     for _ in range(walk.head(4)):
-        if walk.head(4) != 4:
+        if walk.head(4) != (4 if version == 1 else 5):
             raise TensorCodecError("bad tensor entry")
         name = walk.text()
         dtype_str = walk.text()
@@ -144,6 +156,10 @@ def decode(data: bytes | bytearray | memoryview) -> dict[str, np.ndarray]:
         if rank > 64:
             raise TensorCodecError(f"tensor {name!r}: rank {rank}")
         shape = [walk.head(0) for _ in range(rank)]
+        if version > 1:
+            pad_start, pad_end = walk.span(2)
+            if pad_end - pad_start >= 2 * ALIGN or any(view[pad_start:pad_end]):
+                raise TensorCodecError(f"tensor {name!r}: bad padding")
         start, end = walk.span(2)
         try:
             dtype = np.dtype(dtype_str)

@@ -13,17 +13,19 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+import struct
 import threading
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import trio
 
 from p2pnode.config import SOCKET_FILE, resolve_data_dir
 from p2pnode.ipc.errors import DaemonNotRunning, InternalError, IpcError, error_from_wire
-from protocols.framing import FrameDecoder, FrameError, encode_frame
+from protocols.framing import HEADER_SIZE, FrameDecoder, FrameError, decode_payload, encode_frame
 
 DEFAULT_TIMEOUT = 60.0
 MAX_REPLY = 1 << 30
@@ -195,10 +197,7 @@ class Client(_Api):
         with self._lock:
             rid = next(self._ids)
             self._send({"id": rid, "method": method, "params": params or {}})
-            while True:
-                frame = self._recv()
-                if frame.get("id") == rid or frame.get("id") is None:
-                    return _result(frame)
+            return _result(self._reply(rid))
 
     _call = call
 
@@ -267,14 +266,80 @@ class Client(_Api):
         size = self.blob_fetch(key)["size"]
         # One buffer of the final size, filled in place; the arrays are views of it.
         buf = bytearray(size)
-        at = 0
-        while at < size:
-            data = self.blob_read(key, at, min(PIECE, size - at))["data"]
-            if not data:
-                raise InternalError(f"blob {key} ended at {at} of {size} bytes")
-            buf[at : at + len(data)] = data
-            at += len(data)
+        with memoryview(buf) as view:
+            at = 0
+            while at < size:
+                got = self.read_into(key, at, view[at : at + PIECE])
+                if not got:
+                    raise InternalError(f"blob {key} ended at {at} of {size} bytes")
+                at += got
         return codec.decode(buf)
+
+    def read_into(self, key: str, offset: int, dest: memoryview) -> int:
+        """``blob.read`` of up to ``len(dest)`` (at most PIECE) bytes from ``offset``, received
+        straight into ``dest``; returns how many came (0: the blob ends at ``offset``).
+
+        The reply's frame is parsed as it arrives and its data lands in ``dest`` with no copy
+        in between; a reply of another shape (an error) is decoded as usual."""
+        with self._lock:
+            rid = next(self._ids)
+            params = {"key": key, "offset": offset, "length": len(dest)}
+            self._send({"id": rid, "method": "blob.read", "params": params})
+            if self._decoder.buffered:  # bytes of a reply already here: the plain way
+                return _copy_data(self._reply(rid), dest)
+            while True:
+                (size,) = _FRAME_HEADER.unpack(self._recv_exactly(HEADER_SIZE))
+                if size > MAX_REPLY:
+                    raise InternalError(f"reply of {size} bytes from the daemon")
+                # A success is {"id": rid, "result": {"data": <byte string>}}: this prefix,
+                # the byte string's head, then its bytes to the end of the frame.
+                prefix = _data_reply_prefix(rid)
+                body = bytearray(self._recv_exactly(min(size, len(prefix) + 1)))
+                if body[:-1] == prefix and len(body) == len(prefix) + 1 and body[-1] >> 5 == 2:
+                    info = body[-1] & 31
+                    extra = 0 if info < 24 else _CBOR_EXTRA.get(info, size)
+                    if extra <= size - len(body):
+                        more = self._recv_exactly(extra)
+                        body += more
+                        n = int.from_bytes(more, "big") if extra else info
+                        if len(body) + n == size and n <= len(dest):
+                            self._recv_into(dest[:n])
+                            return n
+                body += self._recv_exactly(size - len(body))
+                try:
+                    frame = decode_payload(bytes(body))
+                except FrameError as exc:
+                    raise InternalError(f"malformed reply from the daemon: {exc}") from None
+                if frame.get("id") in (rid, None):
+                    return _copy_data(frame, dest)
+
+    def _reply(self, rid: int) -> dict[str, Any]:
+        while True:
+            frame = self._recv()
+            if frame.get("id") in (rid, None):
+                return frame
+
+    def _recv_exactly(self, n: int) -> bytes:
+        buf = bytearray(n)
+        self._recv_into(memoryview(buf))
+        return bytes(buf)
+
+    def _recv_into(self, view: memoryview) -> None:
+        while view.nbytes:
+            view = view[self._receive(self._sock.recv_into, view) :]
+
+    def _receive(self, op: Callable[[Any], Any], arg: Any) -> Any:
+        """``op(arg)`` (a receive on the socket), failing as the client fails: no data is a
+        closed connection."""
+        try:
+            got = op(arg)
+        except TimeoutError:
+            raise IpcError(f"no reply from the daemon within {self.timeout:g} s") from None
+        except OSError as exc:
+            raise DaemonNotRunning(f"lost the daemon at {self.path}: {exc}") from None
+        if not got:
+            raise DaemonNotRunning(f"the daemon at {self.path} closed the connection")
+        return got
 
     def _send(self, frame: dict[str, Any]) -> None:
         try:
@@ -290,15 +355,24 @@ class Client(_Api):
                 raise InternalError(f"malformed reply from the daemon: {exc}") from None
             if frame is not None:
                 return frame
-            try:
-                data = self._sock.recv(1 << 16)
-            except TimeoutError:
-                raise IpcError(f"no reply from the daemon within {self.timeout:g} s") from None
-            except OSError as exc:
-                raise DaemonNotRunning(f"lost the daemon at {self.path}: {exc}") from None
-            if not data:
-                raise DaemonNotRunning(f"the daemon at {self.path} closed the connection")
-            self._decoder.receive_data(data)
+            self._decoder.receive_data(self._receive(self._sock.recv, 1 << 16))
+
+
+_FRAME_HEADER = struct.Struct(">I")
+_CBOR_EXTRA = {24: 1, 25: 2, 26: 4, 27: 8}  # CBOR head: additional info -> argument bytes
+
+
+def _data_reply_prefix(rid: int) -> bytes:
+    """The bytes of ``{"id": rid, "result": {"data": b"..."}}`` before the byte string's head."""
+    return cbor2.dumps({"id": rid, "result": {"data": b""}}, canonical=True)[:-1]
+
+
+def _copy_data(frame: dict[str, Any], dest: memoryview) -> int:
+    data = _result(frame)["data"]
+    if len(data) > len(dest):
+        raise InternalError(f"the daemon sent {len(data)} bytes for {len(dest)} asked")
+    dest[: len(data)] = data
+    return len(data)
 
 
 def _repiece(pieces: Iterable[bytes | memoryview]) -> Iterator[bytes]:

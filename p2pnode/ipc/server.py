@@ -25,18 +25,35 @@ import os
 import socket as stdsocket
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from p2pnode.ipc.errors import BadRequest, InternalError, IpcError, UnknownMethod
-from protocols.framing import FrameDecoder, FrameError, FrameTooLarge, MalformedFrame, encode_frame
+from protocols.framing import (
+    FrameDecoder,
+    FrameError,
+    FrameTooLarge,
+    MalformedFrame,
+    encode_frame,
+    encode_frame_with_data,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_INFLIGHT = 64
 READ_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class DataResult:
+    """A method's result ``{**fields, "data": b"".join(parts)}``, sent with the parts as they
+    are: a 4 MiB read is neither joined nor copied into a CBOR encoding on its way out."""
+
+    parts: list[bytes | memoryview]
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 class Session:
@@ -52,12 +69,16 @@ class Session:
         self.on_close: list[Callable[[], None]] = []
 
     async def send(self, frame: dict[str, Any]) -> None:
-        data = encode_frame(frame)
+        await self.send_buffers([encode_frame(frame)])
+
+    async def send_buffers(self, buffers: list[bytes | memoryview]) -> None:
+        """Send one frame given as consecutive buffers, whole, between other frames."""
         async with self._lock:
             if self.closed:
                 return
             try:
-                await self._stream.send_all(data)
+                for data in buffers:
+                    await self._stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self.closed = True
 
@@ -192,7 +213,13 @@ class IpcServer:
             if method is None:
                 raise UnknownMethod(f"unknown method {method_name!r}")
             result = await method(params, session, rid)
-            await session.send({"id": rid, "result": result})
+            if isinstance(result, DataResult):
+                frame = {"id": rid, "result": {**result.fields, "data": b""}}
+                await session.send_buffers(
+                    encode_frame_with_data(frame, ("result", "data"), result.parts)
+                )
+            else:
+                await session.send({"id": rid, "result": result})
         except IpcError as exc:
             outcome = exc.code
             await session.send(_error(rid if isinstance(rid, int) else None, exc))

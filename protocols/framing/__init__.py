@@ -13,9 +13,11 @@ from protocols.framing.codec import (
     FrameError,
     FrameTooLarge,
     MalformedFrame,
+    cbor_head,
     decode_payload,
     encode_frame,
     encode_frame_parts,
+    encode_frame_with_data,
 )
 
 __all__ = [
@@ -24,7 +26,9 @@ __all__ = [
     "FrameError",
     "FrameTooLarge",
     "MalformedFrame",
+    "cbor_head",
     "decode_payload",
     "encode_frame",
     "encode_frame_parts",
+    "encode_frame_with_data",
 ]

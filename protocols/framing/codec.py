@@ -53,6 +53,46 @@ def encode_frame_parts(
     return _HEADER.pack(len(body)), body
 
 
+def cbor_head(major: int, n: int) -> bytes:
+    """A CBOR item's head: major type and argument in the shortest form (canonical)."""
+    if n < 24:
+        return bytes([major << 5 | n])
+    for extra, code in ((1, 24), (2, 25), (4, 26), (8, 27)):
+        if n < 1 << (8 * extra):
+            return bytes([major << 5 | code]) + n.to_bytes(extra, "big")
+    raise ValueError("length too large for CBOR")
+
+
+# Stands in for a byte string while the rest of a frame is encoded (see encode_frame_with_data).
+_MARK = b"\x00p2pnode: bulk data goes here\x00"
+_MARKED = cbor_head(2, len(_MARK)) + _MARK
+
+
+def encode_frame_with_data(
+    payload: dict[str, Any], path: tuple[str, ...], parts: list[bytes | memoryview]
+) -> list[bytes | memoryview]:
+    """The frame of ``payload`` with the byte string ``b"".join(parts)`` at ``path`` (a
+    chain of map keys), as buffers to send one after another: the parts themselves are
+    among them, never joined or copied. The bytes are those of :func:`encode_frame`: canonical
+    CBOR orders map keys, not values, so the byte string sits where a marker sat."""
+    marked = dict(payload)
+    inner = marked
+    for key in path[:-1]:
+        inner[key] = dict(inner[key])
+        inner = inner[key]
+    inner[path[-1]] = _MARK
+    body = cbor2.dumps(marked, canonical=True)
+    at = body.find(_MARKED)
+    size = sum(len(p) for p in parts)
+    if at < 0 or body.find(_MARKED, at + 1) >= 0:  # the marker's bytes occur elsewhere too
+        inner[path[-1]] = b"".join(parts)
+        return [encode_frame(marked)]
+    before, after = body[:at], body[at + len(_MARKED) :]
+    head = cbor_head(2, size)
+    total = len(before) + len(head) + size + len(after)
+    return [_HEADER.pack(total) + before + head, *parts, after]
+
+
 def decode_payload(body: bytes) -> dict[str, Any]:
     """Decode one frame body into a map, converting every failure into :class:`MalformedFrame`."""
     try:

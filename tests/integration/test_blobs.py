@@ -19,7 +19,7 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
-from p2pnode import InvalidParams
+from p2pnode import InvalidParams, NotFound
 from p2pnode.network.dht import distance, provider_key
 from p2pnode.network.host import build_host
 from p2pnode.network.signing import sign_record
@@ -292,6 +292,24 @@ def test_tensors_round_trip_across_nodes(swarm: LocalSwarm) -> None:
         np.testing.assert_array_equal(got[name], model[name])
     assert stat["media_type"] == "application/x-p2pnode-tensors"
     assert stat["meta"]["tensors"][0] == ["layer1.weight", "<f4", [256, 512]]
+
+
+def test_reading_into_a_buffer_gives_the_bytes_or_the_daemons_error(swarm: LocalSwarm) -> None:
+    data = os.urandom(3 * MiB + 17)
+    with swarm.client(3) as c3:
+        elsewhere = c3.blob_put(data=os.urandom(100))["key"]
+    with swarm.client(2) as c2:
+        key = c2.blob_put(data=data)["key"]
+        buf = bytearray(4 * MiB)
+        view = memoryview(buf)
+        assert c2.read_into(key, 0, view) == len(data)
+        assert buf[: len(data)] == data
+        assert c2.read_into(key, MiB + 5, view[:1000]) == 1000
+        assert buf[:1000] == data[MiB + 5 : MiB + 1005]
+        assert c2.read_into(key, len(data), view[:10]) == 0
+        with pytest.raises(NotFound, match="not complete here"):
+            c2.read_into(elsewhere, 0, view[:10])
+        assert c2.blob_stat(key)["size"] == len(data)  # the connection is still in step
 
 
 def test_pointer_updates_lower_seq_and_forgeries_are_refused(swarm: LocalSwarm) -> None:

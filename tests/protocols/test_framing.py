@@ -17,7 +17,9 @@ from protocols.framing import (
     MalformedFrame,
     decode_payload,
     encode_frame,
+    encode_frame_with_data,
 )
+from protocols.framing.codec import _MARK
 
 scalars = (
     st.none()
@@ -178,3 +180,22 @@ def test_raw_bytes_cut_short_are_an_error_at_eof() -> None:
     decoder.receive_data(b"")
     with pytest.raises(FrameError, match="raw data"):
         decoder.next_raw(5)
+
+
+@given(payloads, st.text(max_size=10), st.lists(st.binary(max_size=300), max_size=4))
+def test_a_frame_with_data_is_the_frame_with_the_data_joined(
+    payload: dict, key: str, parts: list[bytes]
+) -> None:
+    frame = {**payload, "result": {key: b""}}
+    views = [memoryview(p) for p in parts]
+    pieces = encode_frame_with_data(frame, ("result", key), views)
+    joined = {**payload, "result": {key: b"".join(parts)}}
+    assert b"".join(pieces) == encode_frame(joined)
+    if len(pieces) > 1:  # the data went out as the very buffers it was given
+        assert all(any(x is v for x in pieces) for v in views)
+
+
+def test_data_that_contains_the_marker_is_still_encoded_right() -> None:
+    frame = {"id": 1, "note": _MARK, "result": {"data": b""}}
+    pieces = encode_frame_with_data(frame, ("result", "data"), [b"abc", _MARK])
+    assert b"".join(pieces) == encode_frame({**frame, "result": {"data": b"abc" + _MARK}})

@@ -25,7 +25,14 @@ import trio
 
 from p2pnode.config import SOCKET_FILE, resolve_data_dir
 from p2pnode.ipc.errors import DaemonNotRunning, InternalError, IpcError, error_from_wire
-from protocols.framing import HEADER_SIZE, FrameDecoder, FrameError, decode_payload, encode_frame
+from protocols.framing import (
+    HEADER_SIZE,
+    FrameDecoder,
+    FrameError,
+    decode_payload,
+    encode_frame,
+    encode_frame_with_data,
+)
 
 DEFAULT_TIMEOUT = 60.0
 MAX_REPLY = 1 << 30
@@ -194,9 +201,15 @@ class Client(_Api):
         self.close()
 
     def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        return self._request(method, params or {})
+
+    def _request(
+        self, method: str, params: dict[str, Any], data: list[memoryview] | None = None
+    ) -> Any:
+        """One request; ``data`` (if given) goes out as ``params["data"]`` without a copy."""
         with self._lock:
             rid = next(self._ids)
-            self._send({"id": rid, "method": method, "params": params or {}})
+            self._send({"id": rid, "method": method, "params": params}, data)
             return _result(self._reply(rid))
 
     _call = call
@@ -242,8 +255,8 @@ class Client(_Api):
         begin = {"media_type": media_type, "meta": meta or {}, "pin": pin}
         upload = self.call("blob.upload.begin", begin)["upload"]
         try:
-            for piece in _repiece(pieces):
-                self.call("blob.upload.write", {"upload": upload, "data": piece})
+            for group in _groups(pieces):
+                self._request("blob.upload.write", {"upload": upload}, group)
         except BaseException:
             with suppress(IpcError):
                 self.call("blob.upload.abort", {"upload": upload})
@@ -341,9 +354,10 @@ class Client(_Api):
             raise DaemonNotRunning(f"the daemon at {self.path} closed the connection")
         return got
 
-    def _send(self, frame: dict[str, Any]) -> None:
+    def _send(self, frame: dict[str, Any], data: list[memoryview] | None = None) -> None:
         try:
-            self._sock.sendall(encode_frame(frame))
+            for buffer in _frame_buffers(frame, data):
+                self._sock.sendall(buffer)
         except OSError as exc:
             raise DaemonNotRunning(f"lost the daemon at {self.path}: {exc}") from None
 
@@ -375,20 +389,32 @@ def _copy_data(frame: dict[str, Any], dest: memoryview) -> int:
     return len(data)
 
 
-def _repiece(pieces: Iterable[bytes | memoryview]) -> Iterator[bytes]:
-    """Regroup arbitrary pieces into frames of at most PIECE bytes."""
-    pending = bytearray()
+def _groups(pieces: Iterable[bytes | memoryview]) -> Iterator[list[memoryview]]:
+    """Regroup arbitrary pieces into groups of at most PIECE bytes, as views of them: an upload
+    frame is sent from the caller's own buffers (a model's arrays), never copied into one."""
+    group: list[memoryview] = []
+    have = 0
     for piece in pieces:
         view = memoryview(piece).cast("B")
         while view.nbytes:
-            take = min(PIECE - len(pending), view.nbytes)
-            pending += view[:take]
+            take = min(PIECE - have, view.nbytes)
+            group.append(view[:take])
+            have += take
             view = view[take:]
-            if len(pending) == PIECE:
-                yield bytes(pending)
-                pending.clear()
-    if pending:
-        yield bytes(pending)
+            if have == PIECE:
+                yield group
+                group, have = [], 0
+    if group:
+        yield group
+
+
+def _frame_buffers(
+    frame: dict[str, Any], data: list[memoryview] | None
+) -> list[bytes | memoryview]:
+    if data is None:
+        return [encode_frame(frame)]
+    frame["params"]["data"] = b""
+    return encode_frame_with_data(frame, ("params", "data"), data)
 
 
 def _connect_blocking(path: Path, timeout: float) -> socket.socket:
@@ -472,23 +498,35 @@ class AsyncClient(_Api):
             for channel in self._waiting.values():
                 channel.close()
 
-    async def _send(self, frame: dict[str, Any]) -> None:
+    async def _send(self, frame: dict[str, Any], data: list[memoryview] | None = None) -> None:
         if self._broken is not None:
             raise self._broken
         async with self._send_lock:
             try:
-                await self._stream.send_all(encode_frame(frame))
+                for buffer in _frame_buffers(frame, data):
+                    await self._stream.send_all(buffer)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise DaemonNotRunning(f"lost the daemon at {self.path}: {exc}") from None
 
     async def call(
         self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None
     ) -> Any:
+        return await self._request(method, params or {}, timeout=timeout)
+
+    async def _request(
+        self,
+        method: str,
+        params: dict[str, Any],
+        data: list[memoryview] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """One request; ``data`` (if given) goes out as ``params["data"]`` without a copy."""
         rid = next(self._ids)
         send, receive = trio.open_memory_channel[dict[str, Any]](1)
         self._waiting[rid] = send
         try:
-            await self._send({"id": rid, "method": method, "params": params or {}})
+            await self._send({"id": rid, "method": method, "params": params}, data)
             with trio.fail_after(self.timeout if timeout is None else timeout):
                 try:
                     frame = await receive.receive()
@@ -514,8 +552,8 @@ class AsyncClient(_Api):
         begin = {"media_type": media_type, "meta": meta or {}, "pin": pin}
         upload = (await self.call("blob.upload.begin", begin))["upload"]
         try:
-            for piece in _repiece(pieces):
-                await self.call("blob.upload.write", {"upload": upload, "data": piece})
+            for group in _groups(pieces):
+                await self._request("blob.upload.write", {"upload": upload}, group)
         except BaseException:
             with trio.CancelScope(shield=True), suppress(IpcError):
                 await self.call("blob.upload.abort", {"upload": upload})

@@ -6,6 +6,7 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import trio
 
@@ -52,6 +53,12 @@ async def test_async_client_many_in_flight_and_peer_events(tmp_path: Path) -> No
                 for i in range(50):
                     nursery.start_soon(put_get, i)
             assert results == {i: f"v{i}".encode() for i in range(50)}
+
+            # A model of several upload frames (4 MiB each) and back.
+            model = {"w": np.arange(3 << 20, dtype=np.float32), "b": np.ones(7, np.int16)}
+            got = await c.get_tensors(await c.put_tensors(model))
+            assert list(got) == ["w", "b"]
+            assert all(np.array_equal(got[n], model[n]) for n in model)
 
             async with c.subscribe("peers") as events:
                 await c.disconnect(s.node(2).peer_id)

@@ -1,26 +1,26 @@
 """The membership service: one ``protocols.heartbeat.Membership`` machine bound to libp2p.
 
-Transport: ``/p2pnode/swim/1.0.0``, datagram-like. Each peer pair keeps one long-lived outbound
-stream per direction, carrying 4-byte length-prefixed packets; nothing is answered on the
-stream it came in on (an ACK is a packet of its own, on our own stream to the prober), so SWIM's
-asynchronous messages map one to one onto frames. A reused stream costs one yamux frame per
-packet (about 1 ms round trip on loopback; a new stream per packet would be 4.5 ms). Each peer
-has a bounded outbound queue and one writer task: when the queue is full the packet is dropped,
-as a datagram would be, and the protocol's timeouts deal with it.
+Transport: ``/p2pnode/swim/1.0.0`` on :class:`p2pnode.network.datagram.DatagramTransport`, the
+one PBFT uses: one long-lived outbound stream per peer and direction carrying length-prefixed
+packets; nothing is answered on the stream it came in on (an ACK is a packet of its own, on our
+own stream to the prober), so SWIM's asynchronous messages map one to one onto packets. Each
+peer has a bounded outbound queue and one writer task: when the queue is full the packet is
+dropped, as a datagram would be, and the protocol's timeouts deal with it. A peer's inbound
+stream ending is news for the machine (a killed daemon's stream ends within ~15 ms).
 
 The machine runs in one task: packets, connection hints and state changes arrive on a memory
 channel, timers live in a heap here, and every effect is carried out before the next input.
 
-Cancellation: writes are shielded under ``write_timeout`` (a write cancelled half-way can
-corrupt the Noise session); a write that misses it disconnects the peer. Cancelling ``run``
-stops the loop, the writers and the handler.
+Cancellation: the transport shields writes under ``write_timeout`` (a write cancelled half-way
+can corrupt the Noise session); a write that misses it disconnects the peer. Cancelling ``run``
+stops the loop and the transport.
 
 Errors: undecodable, oversized, unsigned, forged, stale or too-frequent packets are refused and
 counted by reason (``refused``); none reaches the machine's state. A handler never raises into
 the swarm (``set_guarded_handler``).
 
 Resources: one writer task and at most ``QUEUE`` packets per peer; inbound packets per peer are
-rate limited (``membership.max_packets_per_second``); frames are bounded before allocation.
+rate limited (``membership.max_packets_per_second``); packets are bounded before allocation.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import heapq
 import logging
 import math
 import random
-import struct
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -39,15 +38,14 @@ from typing import Any
 
 import multiaddr
 import trio
-from libp2p.abc import IHost, INetStream
+from libp2p.abc import IHost
 from libp2p.crypto.keys import KeyPair
-from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
 
 from p2pnode import __version__
 from p2pnode.membership import sysinfo
 from p2pnode.membership.settings import heartbeat_config
-from p2pnode.network.host import WriteOutcome, set_guarded_handler, shielded_write
+from p2pnode.network.datagram import DatagramTransport
 from p2pnode.network.ratelimit import TokenBuckets
 from p2pnode.network.signing import Ed25519Signer, Ed25519Verifier
 from protocols.heartbeat import (
@@ -76,7 +74,6 @@ log = logging.getLogger(__name__)
 
 PROTOCOL = "/p2pnode/swim/1.0.0"
 QUEUE = 64
-_HEADER = struct.Struct(">I")
 DISCOVERY_INTERVAL = 2.0
 
 
@@ -136,14 +133,25 @@ class MembershipService:
             state=self.state,
         )
         self.refused: Counter[str] = Counter()
-        self.sent = Counter[str]()
         self._inbox_send, self._inbox = trio.open_memory_channel[Any](1024)
         self._timers: list[tuple[float, int, tuple[Any, ...], int]] = []
         self._tn = 0
-        self._outq: dict[bytes, trio.MemorySendChannel[bytes]] = {}
         self._buckets = TokenBuckets(rate=max_packets_per_second, burst=2 * max_packets_per_second)
-        self._nursery: trio.Nursery | None = None
         self.bandwidth_mbps = 0.0
+        self.transport = DatagramTransport(
+            host,
+            PROTOCOL,
+            self._receive,
+            max_packet=max(config.max_packet_bytes, config.max_sync_bytes + 1024),
+            queue_size=QUEUE,
+            write_timeout=write_timeout,
+            connect_timeout=connect_timeout,
+            # No backoff: the next packet to an unreachable peer dials again, so a restarted
+            # member is reached by the first probe after it is back.
+            redial_backoff=0.0,
+            on_stream_end=self._stream_ended,
+            on_write=self._wrote,
+        )
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -163,7 +171,11 @@ class MembershipService:
         out = dict(self.machine.counters)
         for k, v in self.refused.items():
             out[k] = out.get(k, 0) + v
-        out.update(self.sent)
+        sent = self.transport.counters
+        out["oversized"] = out.get("oversized", 0) + sent["refused_oversized"]
+        out["send_queue_full"] = sent["dropped_queue_full"]
+        out["packets_sent"] = sent["packets_sent"]
+        out["bytes_sent"] = sent["bytes_sent"]
         return out
 
     def _set_state(self, state: NodeState) -> None:
@@ -178,8 +190,7 @@ class MembershipService:
         self, *, task_status: trio.TaskStatus[MembershipService] = trio.TASK_STATUS_IGNORED
     ) -> None:
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            set_guarded_handler(self.host, PROTOCOL, self._serve)
+            await nursery.start(self.transport.run)
             addrs = tuple(str(a) for a in self.host.get_addrs())[:8]
             self.state = replace(self.state, addrs=addrs)
             self.machine.state = self.state
@@ -187,12 +198,7 @@ class MembershipService:
             self._apply(self.machine.handle(Started(announce=True), trio.current_time()))
             nursery.start_soon(self._discover)
             task_status.started(self)
-            try:
-                await self._loop()
-            finally:
-                self._nursery = None
-                for q in self._outq.values():
-                    q.close()
+            await self._loop()
 
     async def _loop(self) -> None:
         m = self.machine
@@ -244,103 +250,20 @@ class MembershipService:
                 ma = multiaddr.Multiaddr(a.split("/p2p/")[0])
                 ps.add_addrs(peer, [ma], 3600)
 
-    # -- outbound ------------------------------------------------------------------------------
+    # -- transport -----------------------------------------------------------------------------
 
     def _send(self, to: bytes, packet: Any) -> None:
-        if self._nursery is None:
-            return
-        q = self._outq.get(to)
-        if q is None:
-            send, recv = trio.open_memory_channel[bytes](QUEUE)
-            self._outq[to] = q = send
-            self._nursery.start_soon(self._writer, to, recv)
-        data = encode_packet(packet)
-        self.sent["packets_sent"] += 1
-        self.sent["bytes_sent"] += len(data) + 4
-        try:
-            q.send_nowait(_HEADER.pack(len(data)) + data)
-        except trio.WouldBlock:
-            self.refused["send_queue_full"] += 1
-        except trio.BrokenResourceError:
-            self._outq.pop(to, None)
+        self.transport.send(to, encode_packet(packet))
 
-    async def _writer(self, to: bytes, recv: trio.MemoryReceiveChannel[bytes]) -> None:
-        peer = ID(to)
-        stream: INetStream | None = None
-        try:
-            async with recv:
-                async for frame in recv:
-                    if stream is None:
-                        with trio.move_on_after(self.connect_timeout):
-                            try:
-                                stream = await self.host.new_stream(peer, [PROTOCOL])  # type: ignore[list-item]
-                            except Exception as exc:
-                                log.debug("no swim stream to %s: %r", peer, exc)
-                        if stream is None:
-                            # Unreachable: drop what is queued (the protocol times out on it)
-                            # and let the next packet try again.
-                            while True:
-                                try:
-                                    recv.receive_nowait()
-                                except trio.WouldBlock:
-                                    break
-                            continue
-                    if not await self._write(peer, stream, frame):
-                        with suppress(Exception):
-                            await stream.reset()
-                        stream = None
-        finally:
-            if self._outq.get(to) is not None and self._nursery is None:
-                self._outq.pop(to, None)
-            if stream is not None:
-                with trio.move_on_after(self.write_timeout, shield=True):
-                    with suppress(Exception):
-                        await stream.reset()
-
-    async def _write(self, peer: ID, stream: INetStream, frame: bytes) -> bool:
-        t0 = time.perf_counter()
-        outcome = await shielded_write(
-            self.host, stream, peer, (frame,), timeout=self.write_timeout
-        )
-        if outcome is not WriteOutcome.OK:
-            return False
-        if len(frame) > 8192:  # push-pull pages: a crude, measured bandwidth estimate
-            mbps = len(frame) * 8 / max(time.perf_counter() - t0, 1e-6) / 1e6
+    def _wrote(self, size: int, seconds: float) -> None:
+        if size > 8192:  # push-pull pages: a crude, measured bandwidth estimate
+            mbps = size * 8 / max(seconds, 1e-6) / 1e6
             self.bandwidth_mbps = min(1e6, 0.8 * self.bandwidth_mbps + 0.2 * mbps)
-        return True
 
-    # -- inbound -------------------------------------------------------------------------------
-
-    async def _serve(self, stream: INetStream) -> None:
-        peer: ID = stream.muxed_conn.peer_id
-        sender = peer.to_bytes()
-        limit = max(self.cfg.max_packet_bytes, self.cfg.max_sync_bytes + 1024)
-        buf = bytearray()
-        try:
-            while True:
-                try:
-                    chunk = await stream.read(1 << 16)
-                except StreamEOF:
-                    return
-                if not chunk:
-                    return
-                buf += chunk
-                while len(buf) >= 4:
-                    (n,) = _HEADER.unpack_from(buf)
-                    if n > limit:
-                        self.refused["oversized"] += 1
-                        return  # cannot resynchronise: drop the stream
-                    if len(buf) < 4 + n:
-                        break
-                    data = bytes(buf[4 : 4 + n])
-                    del buf[: 4 + n]
-                    self._receive(sender, data)
-        finally:
-            # The peer's stream ended: it may have died (SIGKILL shows as EOF within ~15 ms).
-            with suppress(trio.WouldBlock, trio.ClosedResourceError):
-                self._inbox_send.send_nowait(PeerDisconnected(node=sender))
-            with suppress(Exception):
-                await stream.reset()
+    def _stream_ended(self, sender: bytes) -> None:
+        # The peer's stream ended: it may have died (SIGKILL shows as EOF within ~15 ms).
+        with suppress(trio.WouldBlock, trio.ClosedResourceError):
+            self._inbox_send.send_nowait(PeerDisconnected(node=sender))
 
     def _receive(self, sender: bytes, data: bytes) -> None:
         now = trio.current_time()

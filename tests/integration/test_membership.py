@@ -138,13 +138,18 @@ def test_forged_and_replayed_packets_are_refused(swarm: LocalSwarm, tmp_path: Pa
                 await stream.write(frame(rec(me, 5)))
                 await stream.write(frame(rec(me, 6)))
                 await stream.write(frame(rec(me, 5)))
-                # Garbage and an oversized frame header.
+                # Garbage, then a frame header far over the cap: the stream is dropped.
                 await stream.write(b"\x00\x00\x00\x03abc")
+                await stream.write((1 << 30).to_bytes(4, "big"))
                 await trio.sleep(1.0)
                 await stream.reset()
 
     trio.run(attack)
-    after = wait_for(lambda: (c := counters()).get("stale", 0) > before.get("stale", 0) and c, 10)
+
+    def grew(c: dict[str, int]) -> bool:
+        return all(c.get(k, 0) > before.get(k, 0) for k in ("stale", "oversized"))
+
+    after = wait_for(lambda: c if grew(c := counters()) else None, 10)
     assert after.get("forged", 0) > before.get("forged", 0)
     assert after.get("malformed", 0) > before.get("malformed", 0)
     v = views(swarm, [1])[1]

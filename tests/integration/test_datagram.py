@@ -27,6 +27,8 @@ def transport(host, got: list[tuple[bytes, bytes]], **kw) -> DatagramTransport: 
         queue_size=kw.get("queue_size", 1024),
         write_timeout=5,
         connect_timeout=5,
+        on_stream_end=kw.get("on_stream_end"),
+        on_write=kw.get("on_write"),
     )
 
 
@@ -92,4 +94,24 @@ async def test_an_oversized_inbound_frame_drops_only_that_stream() -> None:
         assert ta.send(b.get_id().to_bytes(), b"fine")
         await wait_for(lambda: (a.get_id().to_bytes(), b"fine") in got)
         assert (a.get_id().to_bytes(), b"bad") not in got
+        n.cancel_scope.cancel()
+
+
+async def test_writes_and_the_end_of_a_peers_stream_are_reported() -> None:
+    a, b = (build_host(create_new_key_pair(), psk=None, dial_timeout=5) for _ in range(2))
+    writes: list[tuple[int, float]] = []
+    ended: list[bytes] = []
+    got: list[tuple[bytes, bytes]] = []
+    ta = transport(a, [], on_write=lambda size, took: writes.append((size, took)))
+    tb = transport(b, got, on_stream_end=ended.append)
+    async with a.run(listen_addrs=LISTEN), b.run(listen_addrs=LISTEN), trio.open_nursery() as n:
+        await n.start(ta.run)
+        await n.start(tb.run)
+        await a.connect(info_from_p2p_addr(b.get_addrs()[0]))
+        assert ta.send(b.get_id().to_bytes(), b"x" * 3000)
+        await wait_for(lambda: len(got) == 1)
+        assert writes and writes[0][0] == 3004 and writes[0][1] >= 0  # the packet and its length
+        assert not ended
+        await a.disconnect(b.get_id())  # a's stream to b ends with the connection
+        await wait_for(lambda: ended == [a.get_id().to_bytes()])
         n.cancel_scope.cancel()

@@ -86,3 +86,68 @@ async def test_garbage_on_every_protocol_leaves_the_daemon_serving(daemon: Local
         assert c.status()["pid"] == daemon.node(1).process.pid  # type: ignore[union-attr]
         c.dht_put("still-alive", b"yes")
         assert c.dht_get("still-alive")["value"] == b"yes"
+
+
+class _Wire:
+    """Frames and raw bytes from one stream, as a blob fetcher reads them."""
+
+    def __init__(self, stream) -> None:  # type: ignore[no-untyped-def]
+        self.stream = stream
+        self.decoder = FrameDecoder(1 << 20)
+
+    async def _more(self) -> bool:
+        try:
+            data = await self.stream.read(1 << 20)
+        except Exception:
+            data = b""
+        self.decoder.receive_data(data)
+        return bool(data)
+
+    async def frame(self) -> dict | None:
+        while (frame := self.decoder.next_frame()) is None:
+            if not await self._more():
+                return None
+        return frame
+
+    async def raw(self, n: int) -> bytes:
+        while (data := self.decoder.next_raw(n)) is None:
+            assert await self._more(), "stream ended inside raw bytes"
+        return data
+
+
+async def test_blob_requests_out_of_bounds_end_the_stream_and_nothing_else(
+    daemon: LocalSwarm,
+) -> None:
+    from protocols.blobs.cid import manifest_cid, multihash
+    from protocols.blobs.manifest import decode_manifest
+
+    with daemon.client(1) as c:
+        key = c.blob_put(data=bytes(range(256)) * (12 << 10))["key"]  # 3 MiB: 3 chunks
+    host = build_host(create_new_key_pair(), psk=None, dial_timeout=5)
+    target = info_from_p2p_addr(multiaddr.Multiaddr(daemon.node(1).addr))
+    async with host.run(listen_addrs=LISTEN):
+        with trio.fail_after(30):
+            await host.connect(target)
+            s = _Wire(await host.new_stream(target.peer_id, ["/p2pnode/blob/1.0.0"]))
+            # The manifest and the first two chunks, in one answer.
+            await s.stream.write(encode_frame({"key": key, "first": 2}))
+            head = await s.frame()
+            assert head is not None and head["key"] == key
+            manifest = await s.raw(head["size"])
+            assert manifest_cid(manifest) == key
+            for mh, size in decode_manifest(manifest).chunks[:2]:
+                assert await s.frame() == {"hash": mh, "size": size}
+                assert multihash(await s.raw(size)) == mh
+            # Not held: size 0 and nothing after it; the stream goes on.
+            other = "bafyreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+            await s.stream.write(encode_frame({"key": other, "first": 1}))
+            assert await s.frame() == {"key": other, "size": 0}
+            # Out of bounds: the provider ends the stream.
+            await s.stream.write(encode_frame({"key": key, "first": 10**6}))
+            assert await s.frame() is None
+            t = _Wire(await host.new_stream(target.peer_id, ["/p2pnode/blob/1.0.0"]))
+            await t.stream.write(encode_frame({"hashes": [b"x"] * 65}))
+            assert await t.frame() is None
+    with daemon.client(1) as c:
+        assert c.blob_stat(key)["complete"]
+        assert c.status()["blobs"]["served_chunks"] >= 2

@@ -300,31 +300,43 @@ class Client(_Api):
             self._send({"id": rid, "method": "blob.read", "params": params})
             if self._decoder.buffered:  # bytes of a reply already here: the plain way
                 return _copy_data(self._reply(rid), dest)
-            while True:
-                (size,) = _FRAME_HEADER.unpack(self._recv_exactly(HEADER_SIZE))
-                if size > MAX_REPLY:
-                    raise InternalError(f"reply of {size} bytes from the daemon")
-                # A success is {"id": rid, "result": {"data": <byte string>}}: this prefix,
-                # the byte string's head, then its bytes to the end of the frame.
-                prefix = _data_reply_prefix(rid)
-                body = bytearray(self._recv_exactly(min(size, len(prefix) + 1)))
-                if body[:-1] == prefix and len(body) == len(prefix) + 1 and body[-1] >> 5 == 2:
-                    info = body[-1] & 31
-                    extra = 0 if info < 24 else _CBOR_EXTRA.get(info, size)
-                    if extra <= size - len(body):
-                        more = self._recv_exactly(extra)
-                        body += more
-                        n = int.from_bytes(more, "big") if extra else info
-                        if len(body) + n == size and n <= len(dest):
-                            self._recv_into(dest[:n])
-                            return n
-                body += self._recv_exactly(size - len(body))
-                try:
-                    frame = decode_payload(bytes(body))
-                except FrameError as exc:
-                    raise InternalError(f"malformed reply from the daemon: {exc}") from None
-                if frame.get("id") in (rid, None):
-                    return _copy_data(frame, dest)
+            try:
+                got = self._read_reply_into(rid, dest)
+            except (IpcError, KeyboardInterrupt):
+                # A reply cut off part-way leaves the socket out of step with the frames:
+                # close it, so the next call fails plainly instead of reading garbage.
+                self._sock.close()
+                raise
+            return got if isinstance(got, int) else _copy_data(got, dest)
+
+    def _read_reply_into(self, rid: int, dest: memoryview) -> int | dict[str, Any]:
+        """How many bytes of data landed in ``dest``, or the whole reply when it was not
+        data (an error, for the caller to raise once the frame is consumed)."""
+        while True:
+            (size,) = _FRAME_HEADER.unpack(self._recv_exactly(HEADER_SIZE))
+            if size > MAX_REPLY:
+                raise InternalError(f"reply of {size} bytes from the daemon")
+            # A success is {"id": rid, "result": {"data": <byte string>}}: this prefix,
+            # the byte string's head, then its bytes to the end of the frame.
+            prefix = _data_reply_prefix(rid)
+            body = bytearray(self._recv_exactly(min(size, len(prefix) + 1)))
+            if body[:-1] == prefix and len(body) == len(prefix) + 1 and body[-1] >> 5 == 2:
+                info = body[-1] & 31
+                extra = 0 if info < 24 else _CBOR_EXTRA.get(info, size)
+                if extra <= size - len(body):
+                    more = self._recv_exactly(extra)
+                    body += more
+                    n = int.from_bytes(more, "big") if extra else info
+                    if len(body) + n == size and n <= len(dest):
+                        self._recv_into(dest[:n])
+                        return n
+            body += self._recv_exactly(size - len(body))
+            try:
+                frame = decode_payload(bytes(body))
+            except FrameError as exc:
+                raise InternalError(f"malformed reply from the daemon: {exc}") from None
+            if frame.get("id") in (rid, None):
+                return frame
 
     def _reply(self, rid: int) -> dict[str, Any]:
         while True:
@@ -359,6 +371,7 @@ class Client(_Api):
             for buffer in _frame_buffers(frame, data):
                 self._sock.sendall(buffer)
         except OSError as exc:
+            self._sock.close()  # a frame sent in part: the daemon would read garbage next
             raise DaemonNotRunning(f"lost the daemon at {self.path}: {exc}") from None
 
     def _recv(self) -> dict[str, Any]:

@@ -364,13 +364,13 @@ class BlobService:
             sent += 1
 
         async with send:
-            if trust_local:
-                for pid_text, addrs in self.dht.local_providers(key, MAX_PROVIDERS):
-                    found(pid_text, addrs)
-                if sent:
-                    return
-            self.provider_lookups += 1
             try:
+                if trust_local:
+                    for pid_text, addrs in self.dht.local_providers(key, MAX_PROVIDERS):
+                        found(pid_text, addrs)
+                    if sent:
+                        return
+                self.provider_lookups += 1
                 await self.dht.find_providers(key, limit=MAX_PROVIDERS, found=found)
             except Exception as exc:  # as if no more were found; the next round looks again
                 log.info("looking up providers of %s failed: %r", key, exc)

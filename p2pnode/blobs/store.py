@@ -348,18 +348,29 @@ class Ingest:
         self.size = 0
 
     async def write(self, data: bytes | memoryview) -> None:
-        self._buf += data
-        self.size += len(data)
-        while len(self._buf) >= CHUNK_SIZE:
-            piece = bytes(self._buf[:CHUNK_SIZE])
-            del self._buf[:CHUNK_SIZE]
+        """Take ``data`` (not kept after this returns). Whole chunks inside it are hashed and
+        written straight from it; only a chunk's head or tail is gathered in a buffer."""
+        view = memoryview(data).cast("B")
+        self.size += view.nbytes
+        if self._buf:
+            take = min(CHUNK_SIZE - len(self._buf), view.nbytes)
+            self._buf += view[:take]
+            view = view[take:]
+            if len(self._buf) < CHUNK_SIZE:
+                return
+            piece = bytes(self._buf)
+            self._buf.clear()
             await self._emit(piece)
+        while view.nbytes >= CHUNK_SIZE:
+            await self._emit(view[:CHUNK_SIZE])
+            view = view[CHUNK_SIZE:]
+        self._buf += view
 
     async def write_all(self, pieces: Iterable[bytes | memoryview]) -> None:
         for piece in pieces:
             await self.write(piece)
 
-    async def _emit(self, piece: bytes) -> None:
+    async def _emit(self, piece: bytes | memoryview) -> None:
         store = self.store
 
         def work() -> bytes:  # hash and write in one hop to a worker thread

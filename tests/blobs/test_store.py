@@ -32,8 +32,10 @@ async def test_ingest_chunks_and_reads_back_any_range(tmp_path: Path) -> None:
     assert stat is not None and stat.complete and stat.chunks == 3 and stat.size == len(data)
     assert await store.read_range(key, 0, len(data)) == data
     assert await store.read_range(key, CHUNK_SIZE - 5, 10) == data[CHUNK_SIZE - 5 : CHUNK_SIZE + 5]
-    # Same bytes, same key, however they were cut.
-    assert await put(store, data, piece=1 << 20) == key
+    # Same bytes, same key, however they were cut: chunks whole inside a piece, spanning two
+    # pieces, or pieces larger than several chunks.
+    for piece in (CHUNK_SIZE, CHUNK_SIZE - 1, 3 * CHUNK_SIZE + 7):
+        assert await put(store, data, piece=piece) == key
 
 
 async def test_store_survives_reopen(tmp_path: Path) -> None:

@@ -247,6 +247,33 @@ async def _forged_manifest_provider(swarm: LocalSwarm) -> int:
     return hits
 
 
+def test_every_trainer_fetching_the_model_at_once_gets_it_whole(
+    swarm: LocalSwarm, tmp_path: Path
+) -> None:
+    # A round's start: every other node asks for the same model at the same moment.
+    src = tmp_path / "model.bin"
+    want = random_file(src, 24 * MiB + 3)
+    with swarm.client(1, timeout=60) as c1:
+        key = c1.blob_put(path=src)["key"]
+    errors: list[BaseException] = []
+
+    def fetch(i: int) -> None:
+        try:
+            with swarm.client(i, timeout=120) as c:
+                c.blob_get(key, path=tmp_path / f"model-{i}.out")
+        except BaseException as exc:  # reported below, with the node it happened on
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fetch, args=(i,)) for i in (2, 3, 4, 5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(150)
+    assert not errors, errors
+    for i in (2, 3, 4, 5):
+        assert file_sha256(tmp_path / f"model-{i}.out") == want
+
+
 def test_a_finished_batch_stream_is_reused_and_a_stale_one_costs_no_strike(
     swarm: LocalSwarm, tmp_path: Path
 ) -> None:

@@ -223,6 +223,14 @@ SCHEMA: tuple[Setting, ...] = (
         _range(1, 86400),
     ),
     Setting(
+        "blobs.find_timeout",
+        float,
+        30.0,
+        "Seconds a fetch looks for a first provider before it fails as not found (once one is "
+        "known, blobs.fetch_timeout applies).",
+        _range(0.1, 86400),
+    ),
+    Setting(
         "blobs.chunk_timeout",
         float,
         30.0,
@@ -487,6 +495,7 @@ class NetworkConfig:
 class BlobsConfig:
     max_store_bytes: int
     fetch_timeout: float
+    find_timeout: float
     chunk_timeout: float
     window: int
     direct_io: bool

@@ -22,7 +22,8 @@ written from that buffer. A bad chunk, a timeout or a dropped stream puts the ch
 queue, bars that provider from that chunk, and counts a strike (after ``MAX_STRIKES`` the
 provider sits out the round). Chunks already on disk are never fetched again, so a fetch that
 stops part-way resumes where it stopped; rounds repeat with backoff, re-finding providers, until
-the blob is complete or ``blobs.fetch_timeout`` passes.
+the blob is complete or ``blobs.fetch_timeout`` passes (``blobs.find_timeout`` if no provider is
+ever found).
 
 Resources: per lane at most ``VERIFY_AHEAD`` received chunks (each in its staging buffer) wait
 for their hash check and yamux holds at most its receive window (16 MiB) of frames beyond
@@ -306,7 +307,17 @@ class BlobService:
     async def _fetch(self, key: str) -> None:
         backoff = 0.1
         first = True
-        while not await self._fetch_round(key, trust_local=first):
+        give_up = trio.current_time() + self.cfg.blobs.find_timeout
+        found_any = self.store.manifest(key) is not None
+        while True:
+            complete, found = await self._fetch_round(key, trust_local=first)
+            if complete:
+                break
+            found_any = found_any or found
+            if not found_any and trio.current_time() >= give_up:
+                raise BlobNotFound(
+                    f"no provider of {key} found within {self.cfg.blobs.find_timeout:g} s"
+                )
             first = False
             await trio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
@@ -319,9 +330,9 @@ class BlobService:
             self._background.start_soon(self._announce, key)
         self.store.collect(self.cfg.blobs.max_store_bytes)
 
-    async def _fetch_round(self, key: str, *, trust_local: bool) -> bool:
+    async def _fetch_round(self, key: str, *, trust_local: bool) -> tuple[bool, bool]:
         """Find providers and take what is missing from them, starting on each as the lookup
-        finds it; True when the blob is complete.
+        finds it; returns whether the blob is complete and whether any provider was found.
 
         With ``trust_local``, provider records this node holds stand for the lookup: holding
         them makes it one of the replicas the providers announce to, so it knows what a lookup
@@ -343,7 +354,8 @@ class BlobService:
                 if missing or opening is not None:
                     await self._download(manifest, missing, sources, opening)
             nursery.cancel_scope.cancel()  # the lookup, if it is still going
-        return manifest is not None and not self.store.missing(manifest)
+        complete = manifest is not None and not self.store.missing(manifest)
+        return complete, bool(sources.peers)
 
     async def _discover(
         self, key: str, send: trio.MemorySendChannel[ID], trust_local: bool

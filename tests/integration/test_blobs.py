@@ -23,7 +23,8 @@ from p2pnode import InvalidParams, NotFound
 from p2pnode.network.dht import distance, provider_key
 from p2pnode.network.host import build_host
 from p2pnode.network.signing import sign_record
-from protocols.blobs.manifest import CHUNK_SIZE
+from protocols.blobs.cid import multihash
+from protocols.blobs.manifest import CHUNK_SIZE, Manifest
 from protocols.blobs.pointers import pointer_key
 from protocols.framing import FrameDecoder, encode_frame
 from tests.integration.harness import LocalSwarm, local_swarm
@@ -34,7 +35,11 @@ MiB = 1 << 20
 
 @pytest.fixture(scope="module")
 def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSwarm]:
-    settings = {"blobs.chunk_timeout": 3.0, "network.request_timeout": 3.0}
+    settings = {
+        "blobs.chunk_timeout": 3.0,
+        "blobs.find_timeout": 2.0,
+        "network.request_timeout": 3.0,
+    }
     with local_swarm(tmp_path_factory.mktemp("blobs"), 5, settings) as s:
         yield s
 
@@ -272,6 +277,14 @@ def test_every_trainer_fetching_the_model_at_once_gets_it_whole(
     assert not errors, errors
     for i in (2, 3, 4, 5):
         assert file_sha256(tmp_path / f"model-{i}.out") == want
+
+
+def test_a_blob_nobody_holds_is_not_found_within_the_find_timeout(swarm: LocalSwarm) -> None:
+    nobody = Manifest(chunks=((multihash(b"never put"), 9),), size=9).key
+    started = time.monotonic()
+    with swarm.client(3) as c3, pytest.raises(NotFound, match=r"no provider of .* within 2 s"):
+        c3.blob_get(nobody)
+    assert time.monotonic() - started < 10
 
 
 def test_a_finished_batch_stream_is_reused_and_a_stale_one_costs_no_strike(

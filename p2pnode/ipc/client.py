@@ -582,18 +582,16 @@ class AsyncClient(_Api):
         return str(result["key"])
 
     async def get_tensors(self, key: str) -> dict[str, Any]:
-        from p2pnode.blobs import tensors as codec
+        """Fetch (cancellable, here), then read the now local blob as the blocking client
+        does, on a connection of its own in a worker thread: the bytes go from the socket
+        straight into the model's buffer (``Client.read_into``), and this loop stays free."""
+        await self.blob_fetch(key)
 
-        size = (await self.blob_fetch(key))["size"]
-        buf = bytearray(size)  # filled in place; the arrays are views of it
-        at = 0
-        while at < size:
-            data = (await self.blob_read(key, at, min(PIECE, size - at)))["data"]
-            if not data:
-                raise InternalError(f"blob {key} ended at {at} of {size} bytes")
-            buf[at : at + len(data)] = data
-            at += len(data)
-        return codec.decode(buf)
+        def read() -> dict[str, Any]:
+            with Client(socket_path=self.path, timeout=self.timeout) as c:
+                return c.get_tensors(key)
+
+        return await trio.to_thread.run_sync(read)
 
     @asynccontextmanager
     async def subscribe(self, topic: str) -> AsyncIterator[trio.MemoryReceiveChannel[Any]]:

@@ -46,27 +46,38 @@ def read_frame(s: socket.socket) -> dict | None:
 
 @pytest.fixture
 def background_traffic(daemon: LocalSwarm) -> Iterator[list[int]]:
-    """Another client calling status in a loop while a test misbehaves."""
+    """Another client calling status in a loop while a test misbehaves: served before the test
+    starts, and again after it has done its worst."""
     done = threading.Event()
     served = [0]
     errors: list[BaseException] = []
+    progress = threading.Condition()
 
     def loop() -> None:
         try:
             with daemon.client(1) as c:
                 while not done.is_set():
                     assert c.status()["peer_id"] == daemon.node(1).peer_id
-                    served[0] += 1
+                    with progress:
+                        served[0] += 1
+                        progress.notify_all()
         except BaseException as exc:
             errors.append(exc)
+            with progress:
+                progress.notify_all()
+
+    def served_beyond(count: int) -> bool:
+        with progress:
+            return progress.wait_for(lambda: served[0] > count or bool(errors), timeout=10)
 
     t = threading.Thread(target=loop)
     t.start()
+    assert served_beyond(0), "the background client was never served"
     yield served
+    assert served_beyond(served[0]), "the background client was not served after the test"
     done.set()
     t.join(10)
     assert not errors, errors
-    assert served[0] > 0
 
 
 def test_garbage_body_gets_bad_request_and_the_connection_survives(

@@ -406,10 +406,9 @@ class BlobService:
             retry = stream is not None
             while True:
                 if stream is None:
-                    stream = await self._open_batch_stream(peer)
+                    stream, reader = await self._open_batch_stream(peer)
                     if stream is None:
                         break
-                    reader = _Reader(stream, None, MAX_HEADER)
                 assert reader is not None
                 try:
                     raw = await self._ask_manifest(stream, reader, peer, key, first)
@@ -509,12 +508,10 @@ class BlobService:
                                 stream, reader = self._kept_stream(peer)
                                 kept = stream is not None
                             if stream is None:
-                                stream = await self._open_batch_stream(peer)
+                                stream, reader = await self._open_batch_stream(peer)
                                 if stream is None:
                                     strikes[0] = MAX_STRIKES
                                     return
-                                # One reader per stream: a read may carry the next batch's bytes.
-                                reader = _Reader(stream, None, MAX_HEADER)
                             hashes = [manifest.chunks[i][0] for i in batch]
                             try:
                                 await self._write(stream, peer, encode_frame({"hashes": hashes}))
@@ -613,14 +610,17 @@ class BlobService:
         if self._background is not None:
             self._background.start_soon(_close_stream, stream)
 
-    async def _open_batch_stream(self, peer: ID) -> INetStream | None:
+    async def _open_batch_stream(self, peer: ID) -> tuple[INetStream, _Reader] | tuple[None, None]:
+        """A new stream to ``peer`` and its reader (one per stream: a read may carry the next
+        batch's bytes), or Nones if it cannot be opened."""
         self.streams_opened += 1
         try:
             with trio.fail_after(self.cfg.blobs.chunk_timeout):
-                return await self.host.new_stream(peer, [PROTOCOL_ID])
+                stream = await self.host.new_stream(peer, [PROTOCOL_ID])
         except Exception as exc:
             log.info("cannot open a blob stream to %s: %r", peer, exc)
-            return None
+            return None, None
+        return stream, _Reader(stream, None, MAX_HEADER)
 
     @staticmethod
     def _take_batch(

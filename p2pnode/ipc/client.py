@@ -426,7 +426,6 @@ def _frame_buffers(
 ) -> list[bytes | memoryview]:
     if data is None:
         return [encode_frame(frame)]
-    frame["params"]["data"] = b""
     return encode_frame_with_data(frame, ("params", "data"), data)
 
 

@@ -25,7 +25,7 @@ import os
 import socket as stdsocket
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +49,10 @@ READ_CHUNK = 1 << 16
 
 @dataclass(frozen=True, slots=True)
 class DataResult:
-    """A method's result ``{**fields, "data": b"".join(parts)}``, sent with the parts as they
-    are: a 4 MiB read is neither joined nor copied into a CBOR encoding on its way out."""
+    """A method's result ``{"data": b"".join(parts)}``, sent with the parts as they are: a
+    4 MiB read is neither joined nor copied into a CBOR encoding on its way out."""
 
     parts: list[bytes | memoryview]
-    fields: dict[str, Any] = field(default_factory=dict)
 
 
 class Session:
@@ -214,7 +213,7 @@ class IpcServer:
                 raise UnknownMethod(f"unknown method {method_name!r}")
             result = await method(params, session, rid)
             if isinstance(result, DataResult):
-                frame = {"id": rid, "result": {**result.fields, "data": b""}}
+                frame = {"id": rid, "result": {}}
                 await session.send_buffers(
                     encode_frame_with_data(frame, ("result", "data"), result.parts)
                 )

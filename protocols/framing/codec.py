@@ -71,10 +71,11 @@ _MARKED = cbor_head(2, len(_MARK)) + _MARK
 def encode_frame_with_data(
     payload: dict[str, Any], path: tuple[str, ...], parts: list[bytes | memoryview]
 ) -> list[bytes | memoryview]:
-    """The frame of ``payload`` with the byte string ``b"".join(parts)`` at ``path`` (a
-    chain of map keys), as buffers to send one after another: the parts themselves are
-    among them, never joined or copied. The bytes are those of :func:`encode_frame`: canonical
-    CBOR orders map keys, not values, so the byte string sits where a marker sat."""
+    """The frame of ``payload`` with the byte string ``b"".join(parts)`` set at ``path`` (a
+    chain of map keys; the last need not be there yet), as buffers to send one after another:
+    the parts themselves are among them, never joined or copied. The bytes are those of
+    :func:`encode_frame`: canonical CBOR orders map keys, not values, so the byte string sits
+    where a marker sat."""
     marked = dict(payload)
     inner = marked
     for key in path[:-1]:

@@ -43,10 +43,10 @@ from protocols.heartbeat import (
     KeyedHashVerifier,
     MemberBase,
     Membership,
+    MessageReceived,
     NodeState,
     Packet,
     PacketKind,
-    PacketReceived,
     Send,
     SetTimer,
     Started,
@@ -178,9 +178,9 @@ def _absorb(heap: list, order: Iterator[int], effects: list, now: float) -> None
         if type(e) is SetTimer:
             ev: object = TimerFired(key=e.key, generation=e.generation)
             heapq.heappush(heap, (e.at, next(order), ev))
-        elif type(e) is Send and e.packet.kind is PacketKind.PING:
-            ack = Packet(kind=PacketKind.ACK, sender=e.to, seq=e.packet.seq, yinc=0)
-            ev = PacketReceived(sender=e.to, packet=ack)
+        elif type(e) is Send and e.msg.kind is PacketKind.PING:
+            ack = Packet(kind=PacketKind.ACK, sender=e.to, seq=e.msg.seq, yinc=0)
+            ev = MessageReceived(sender=e.to, msg=ack)
             heapq.heappush(heap, (now + 0.001, next(order), ev))
 
 
@@ -198,21 +198,21 @@ def machine_cost(n: int, seconds: float = 300.0, repeats: int = 3) -> float:
     base = MemberBase(records)
     talkers = ids[1:1000]
     srng = random.Random(7)
-    stream: list[tuple[float, PacketReceived]] = []
+    stream: list[tuple[float, MessageReceived]] = []
     incs = dict.fromkeys(talkers, 0)
     t, seq = 1.0, 0
     while t < seconds:
         x = srng.choice(talkers)
         seq += 1
         ping = Packet(kind=PacketKind.PING, sender=x, seq=seq, target=ids[0], yinc=0, ystatus=0)
-        stream.append((t, PacketReceived(sender=x, packet=ping)))
+        stream.append((t, MessageReceived(sender=x, msg=ping)))
         if round(t / 0.15) % 3 == 0:  # about every 0.5 s: news about another member
             y = srng.choice(talkers)
             incs[y] += 1
             sig = verifier.signer_for(y).sign(alive_payload(y, incs[y], _STATE))
             u = Alive(node=y, incarnation=incs[y], state=_STATE, signature=sig)
             g = Packet(kind=PacketKind.GOSSIP, sender=x, updates=(u,), yinc=0, ystatus=0)
-            stream.append((t + 0.01, PacketReceived(sender=x, packet=g)))
+            stream.append((t + 0.01, MessageReceived(sender=x, msg=g)))
         t += 0.15
     best = float("inf")
     for _ in range(repeats):

@@ -31,8 +31,8 @@ from protocols.heartbeat import (
     MemberBase,
     MemberChanged,
     Membership,
+    MessageReceived,
     NodeState,
-    PacketReceived,
     Send,
     SetTimer,
     Started,
@@ -198,7 +198,7 @@ class HeartbeatWorld:
         for e in effects:
             t = type(e)
             if t is Send:
-                p = e.packet
+                p = e.msg
                 if self.sc.wire:
                     data = encode_packet(p)
                     net.send(i, index[e.to], data, len(data))
@@ -232,7 +232,7 @@ class HeartbeatWorld:
             except Exception:
                 self.stats["refused"] += 1
                 return
-        ev = PacketReceived(sender=self.ids[src], packet=payload)  # type: ignore[arg-type]
+        ev = MessageReceived(sender=self.ids[src], msg=payload)  # type: ignore[arg-type]
         t0 = _clock()
         effects = m.handle(ev, self.clock.now)
         self.machine_cpu += _clock() - t0

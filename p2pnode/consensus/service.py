@@ -12,7 +12,7 @@ long poll so a follower hears of a commit one round trip after its validator doe
 
 The machine loop. One task owns the replica: it takes every event queued (up to ``DRAIN``),
 hands each to ``Replica.handle``, fires due timers, then carries out the effects of the whole
-step. Every ``PersistState`` of the step (the last one supersedes the earlier ones: each is the
+step. Every ``Persist`` of the step (the last one supersedes the earlier ones: each is the
 whole durable state) and every ``Commit``'s log row are written in **one SQLite transaction
 before any other effect of the step is carried out**: a message is never sent, nor a client
 told, before what it depends on is on disk (a group commit, as in databases' WAL writers).
@@ -69,7 +69,7 @@ from protocols.pbft import (
     MessageReceived,
     NewView,
     PbftConfig,
-    PersistState,
+    Persist,
     RemoteProtocolError,
     Replica,
     Request,
@@ -302,7 +302,7 @@ class ConsensusService:
         rows: list[LogRow] = []
         for e in effects:
             t = type(e)
-            if t is PersistState:
+            if t is Persist:
                 persist = e.state
             elif t is Commit:
                 rows.append(
@@ -313,7 +313,7 @@ class ConsensusService:
                         [[r.client, r.request_id, r.status, r.detail] for r in e.results],
                     )
                 )
-        # Durable first: the step's last PersistState (it is the whole state) and its log rows,
+        # Durable first: the step's last Persist (it is the whole state) and its log rows,
         # in one transaction, before any message leaves or any client hears of a commit.
         self.db.save(persist, rows)
         encoded: dict[int, bytes] = {}

@@ -6,7 +6,7 @@ proof), ``consensus_certified`` (certified entries above the stable checkpoint) 
 ``consensus_log`` (every committed entry with its certificate, kept forever, idempotent per
 seq).
 
-``DurableState`` is the whole state, but writing it whole on every ``PersistState`` would
+``DurableState`` is the whole state, but writing it whole on every ``Persist`` would
 re-encode the window (up to L batches) per message. :meth:`ConsensusStore.save` diffs it against
 the last state written, by object identity (the machine's records are immutable, so an
 unchanged slot keeps the same objects), and writes only rows that changed, all in one

@@ -55,8 +55,8 @@ from protocols.heartbeat import (
     MemberChanged,
     Membership,
     MemberView,
+    MessageReceived,
     NodeState,
-    PacketReceived,
     PeerDisconnected,
     PeerDiscovered,
     RemoteProtocolError,
@@ -218,7 +218,7 @@ class MembershipService:
         for e in effects:
             t = type(e)
             if t is Send:
-                self._send(e.to, e.packet)
+                self._send(e.to, e.msg)
             elif t is SetTimer:
                 self._tn += 1
                 heapq.heappush(self._timers, (e.at, self._tn, e.key, e.generation))
@@ -282,7 +282,7 @@ class MembershipService:
             log.debug("refused swim packet from %s: %s", ID(sender), exc)
             return
         try:
-            self._inbox_send.send_nowait(PacketReceived(sender=sender, packet=packet))
+            self._inbox_send.send_nowait(MessageReceived(sender=sender, msg=packet))
         except trio.WouldBlock:
             self.refused["inbox_full"] += 1
 

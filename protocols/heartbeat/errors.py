@@ -9,6 +9,8 @@ anything, is worth sending back (always None today: a refused packet gets no rep
 
 from __future__ import annotations
 
+from .. import machine
+
 __all__ = ["REFUSAL_REASONS", "HeartbeatError", "LocalProtocolError", "RemoteProtocolError"]
 
 #: Why a packet or record was refused. ``forged``: bad signature or a sender that is not the
@@ -18,18 +20,17 @@ __all__ = ["REFUSAL_REASONS", "HeartbeatError", "LocalProtocolError", "RemotePro
 REFUSAL_REASONS = ("forged", "unsigned", "stale", "oversized", "too_frequent", "malformed")
 
 
-class HeartbeatError(Exception):
+class HeartbeatError(machine.ProtocolError):
     """Abstract base of every heartbeat protocol error."""
 
     def __init__(self, msg: str, *, reason: str = "malformed", reply_hint: str | None = None):
-        super().__init__(msg)
+        super().__init__(msg, reply_hint=reply_hint)
         self.reason = reason
-        self.reply_hint = reply_hint
 
 
-class LocalProtocolError(HeartbeatError):
+class LocalProtocolError(HeartbeatError, machine.LocalProtocolError):
     """We (or our caller) broke the protocol: a bug, never the peer's fault."""
 
 
-class RemoteProtocolError(HeartbeatError):
+class RemoteProtocolError(HeartbeatError, machine.RemoteProtocolError):
     """A peer sent something malformed, unsigned, forged, stale or out of bounds."""

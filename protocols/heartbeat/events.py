@@ -1,10 +1,13 @@
 """Inputs to ``Membership.handle`` and the effects it returns.
 
-Inputs: ``Started``, ``PacketReceived``, ``TimerFired``, ``PeerDiscovered`` (the transport met a
-peer that speaks the protocol), ``PeerDisconnected`` (the transport lost its connection: probe
-it now rather than when the round robin comes to it), ``LocalStateChanged``, ``TaskOutcome``.
-Effects: ``Send``, ``SetTimer`` (a ``TimerFired`` whose generation is no longer current is
-ignored, so there is no cancel) and ``MemberChanged``. All are frozen, slotted, keyword-only.
+The shared vocabulary (``MessageReceived`` carrying a :class:`Packet`, ``TimerFired``, ``Send``,
+``SetTimer``) is :mod:`protocols.machine`'s, re-exported here. Membership adds the inputs
+``Started`` (with this node's state, listen addresses included, to sign its first alive record),
+``PeerDiscovered`` (the transport met a peer that speaks the protocol), ``PeerDisconnected``
+(the transport lost its connection: probe it now rather than when the round robin comes to it),
+``LocalStateChanged`` and ``TaskOutcome``, and the notification ``MemberChanged``. A
+``TimerFired`` whose generation is no longer current is ignored, so membership never cancels a
+timer. All are frozen, slotted, keyword-only dataclasses.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from .errors import LocalProtocolError
-from .messages import Alive, NodeState, Packet
+from ..machine import Effect, Event, MessageReceived, Notify, Send, SetTimer, TimerFired
+from .messages import Alive, NodeState
 from .state import MemberStatus
 
 __all__ = [
@@ -22,7 +25,8 @@ __all__ = [
     "Event",
     "LocalStateChanged",
     "MemberChanged",
-    "PacketReceived",
+    "MessageReceived",
+    "Notify",
     "PeerDisconnected",
     "PeerDiscovered",
     "Send",
@@ -49,71 +53,41 @@ class TimerKind(Enum):
     FINAL = "final"  #: a suspicion ran out and we pinged the suspect: ping again, or declare
 
 
-# -- inputs -----------------------------------------------------------------------------------
+# -- inputs (MessageReceived and TimerFired are protocols.machine's) -----------------------
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Started:
+class Started(Event):
     #: Queue our own alive record for gossip (a (re)joining node announces itself).
     announce: bool = True
+    #: This node's state as the service knows it once listening (addresses included): the
+    #: machine adopts it and signs its first alive record with it. None keeps the state the
+    #: machine was built with.
+    state: NodeState | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PacketReceived:
-    #: The peer the transport authenticated (the libp2p stream's remote peer).
-    sender: bytes
-    packet: Packet
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TimerFired:
-    key: tuple[TimerKind, object]
-    generation: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PeerDiscovered:
+class PeerDiscovered(Event):
     node: bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PeerDisconnected:
+class PeerDisconnected(Event):
     node: bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LocalStateChanged:
+class LocalStateChanged(Event):
     state: NodeState
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TaskOutcome:
+class TaskOutcome(Event):
     node: bytes
     success: bool
 
 
-Event = Started | PacketReceived | TimerFired | PeerDiscovered | PeerDisconnected
-Event = Event | LocalStateChanged | TaskOutcome
-
-
-# -- effects ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Send:
-    to: bytes
-    packet: Packet
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SetTimer:
-    key: tuple[TimerKind, object]
-    at: float
-    generation: int
-
-    def __post_init__(self) -> None:
-        if not self.at == self.at:  # NaN
-            raise LocalProtocolError("timer deadline is NaN")
+# -- notifications (Send and SetTimer are protocols.machine's) ---------------------------------
 
 
 class ChangeKind(Enum):
@@ -125,7 +99,7 @@ class ChangeKind(Enum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class MemberChanged:
+class MemberChanged(Notify):
     kind: ChangeKind
     node: bytes
     incarnation: int
@@ -134,6 +108,3 @@ class MemberChanged:
     alive: Alive | None
     #: Who accused it (SUSPECT, DEAD), else empty.
     accuser: bytes = b""
-
-
-Effect = Send | SetTimer | MemberChanged

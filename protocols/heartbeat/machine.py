@@ -26,9 +26,9 @@ from __future__ import annotations
 import bisect
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .awareness import Awareness
 from .broadcast_queue import BroadcastQueue
@@ -42,7 +42,7 @@ from .events import (
     Event,
     LocalStateChanged,
     MemberChanged,
-    PacketReceived,
+    MessageReceived,
     PeerDisconnected,
     PeerDiscovered,
     Send,
@@ -194,33 +194,40 @@ class Membership:
         self._ring_ref: list[tuple[int, bytes]] | None = None
         self._ring_at = 0
         self._declared_dead = False
+        self._on_event: dict[type[Event], Callable[[Any, float, list[Effect]], None]] = {
+            MessageReceived: self._on_message,
+            TimerFired: self._on_timer_fired,
+            Started: self._on_start,
+            PeerDiscovered: lambda e, now, out: self._on_discovered(e.node, now, out),
+            PeerDisconnected: lambda e, now, out: self._on_disconnected(e.node, now, out),
+            LocalStateChanged: lambda e, now, out: self._on_local_state(e.state, now, out),
+            TaskOutcome: self._on_task_outcome,
+        }
 
     # -- entry point ---------------------------------------------------------------------------
 
     def handle(self, event: Event, now: float) -> list[Effect]:
         out: list[Effect] = []
-        t = type(event)
-        if t is PacketReceived:
-            self._on_packet(event.sender, event.packet, now, out)  # type: ignore[union-attr]
-        elif t is TimerFired:
-            key, gen = event.key, event.generation  # type: ignore[union-attr]
-            if self._gens.get(key) == gen:
-                del self._gens[key]
-                self._on_timer(key, now, out)
-        elif t is Started:
-            self._on_start(event, now, out)  # type: ignore[arg-type]
-        elif t is PeerDiscovered:
-            self._on_discovered(event.node, now, out)  # type: ignore[union-attr]
-        elif t is PeerDisconnected:
-            self._on_disconnected(event.node, now, out)  # type: ignore[union-attr]
-        elif t is LocalStateChanged:
-            self._on_local_state(event.state, now, out)  # type: ignore[union-attr]
-        elif t is TaskOutcome:
-            if event.node in self.reliability or self.table.get(event.node) is not None:  # type: ignore[union-attr]
-                self._rel(event.node, now).task_outcome(event.success)  # type: ignore[union-attr]
-        else:
+        handler = self._on_event.get(type(event))
+        if handler is None:
             raise LocalProtocolError(f"unknown event {event!r}")
+        handler(event, now, out)
         return out
+
+    def _on_message(self, event: MessageReceived, now: float, out: list[Effect]) -> None:
+        if type(event.msg) is not Packet:
+            raise LocalProtocolError("MessageReceived needs a heartbeat Packet")
+        self._on_packet(event.sender, event.msg, now, out)
+
+    def _on_timer_fired(self, event: TimerFired, now: float, out: list[Effect]) -> None:
+        key = event.key
+        if self._gens.get(key) == event.generation:
+            del self._gens[key]
+            self._on_timer(key, now, out)  # type: ignore[arg-type]
+
+    def _on_task_outcome(self, event: TaskOutcome, now: float, out: list[Effect]) -> None:
+        if event.node in self.reliability or self.table.get(event.node) is not None:
+            self._rel(event.node, now).task_outcome(event.success)
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -422,6 +429,9 @@ class Membership:
 
     def _on_start(self, event: Started, now: float, out: list[Effect]) -> None:
         cfg, rng = self.cfg, self._rng
+        if event.state is not None:
+            self.state = event.state
+            self.self_alive = self._sign_alive()
         if event.announce:
             self._queue(self.self_alive)
         # Random phases: members started together must not probe in lock step.
@@ -447,10 +457,10 @@ class Membership:
         for peer in self._random_nodes(1, set(), now):
             self._synced = True
             if full:
-                out.append(Send(to=peer, packet=self._sync_packet(PacketKind.SYNC, peer)))
+                out.append(Send(to=peer, msg=self._sync_packet(PacketKind.SYNC, peer)))
             else:
                 pk = self._page_packet(PacketKind.SYNC, peer, ())
-                out.append(Send(to=peer, packet=pk))
+                out.append(Send(to=peer, msg=pk))
 
     # -- anti-entropy --------------------------------------------------------------------------
 
@@ -541,7 +551,7 @@ class Membership:
                 pk = self._page_packet(
                     PacketKind.SYNC_ACK, sender, tuple(self._diff_records(diff, set()))
                 )
-            out.append(Send(to=sender, packet=pk))
+            out.append(Send(to=sender, msg=pk))
         elif kind is PacketKind.SYNC_ACK and diff:
             # What still differs after their records: ours may be the newer ones.
             if heavy:
@@ -552,7 +562,7 @@ class Membership:
                 if not page:
                     return
                 pk = self._page_packet(PacketKind.SYNC_PAGE, sender, tuple(page), digest=False)
-            out.append(Send(to=sender, packet=pk))
+            out.append(Send(to=sender, msg=pk))
 
     def _sync_packet(self, kind: PacketKind, to: bytes) -> Packet:
         """A bounded page of our view: accusations (newest first), then random alive records
@@ -614,7 +624,7 @@ class Membership:
         out.append(
             Send(
                 to=node,
-                packet=self._packet(
+                msg=self._packet(
                     PacketKind.PING, node, seq=seq, target=node, first=(self.self_alive,)
                 ),
             )
@@ -641,7 +651,7 @@ class Membership:
         if d is not None:
             d.last_probed = now
         out.append(
-            Send(to=target, packet=self._packet(PacketKind.PING, target, seq=seq, target=target))
+            Send(to=target, msg=self._packet(PacketKind.PING, target, seq=seq, target=target))
         )
         # One more ping halfway through the probe timeout, one with the helpers' requests: on a
         # lossy link a lost ping or ack then rarely turns into a false suspicion (each costs
@@ -688,7 +698,7 @@ class Membership:
                 pr.helpers = tuple(helpers)
                 for h in helpers:
                     pk = self._packet(PacketKind.PING_REQ, h, seq=pr.seq, target=pr.target)
-                    out.append(Send(to=h, packet=pk))
+                    out.append(Send(to=h, msg=pk))
         elif kind is TimerKind.INDIRECT:
             pr = self._open.get(arg)  # type: ignore[arg-type]
             if pr is not None:
@@ -704,7 +714,7 @@ class Membership:
                 if m is not None and m.status != _DEAD:
                     first = (self._accusation(Suspect, target, m.incarnation),)
                 pk = self._packet(PacketKind.NACK, origin, seq=oseq, target=target, first=first)
-                out.append(Send(to=origin, packet=pk))
+                out.append(Send(to=origin, msg=pk))
         elif kind is TimerKind.SUSPICION:
             node = arg
             m = self.table.get(node)  # type: ignore[arg-type]
@@ -750,7 +760,7 @@ class Membership:
                 for t in self._random_nodes(cfg.gossip_nodes, set(), now, dead_ok=True):
                     pk = self._packet(PacketKind.GOSSIP, t)
                     if pk.updates:
-                        out.append(Send(to=t, packet=pk))
+                        out.append(Send(to=t, msg=pk))
             self._gossip_at = now + cfg.gossip_interval
             out.append(self._timer(TimerKind.GOSSIP, None, self._gossip_at))
         elif kind is TimerKind.RECONNECT:
@@ -835,7 +845,7 @@ class Membership:
         """Ping ``target`` again under a probe's (or relay's) sequence number."""
         self.counters["ping_resends"] += 1
         pk = self._packet(PacketKind.PING, target, seq=seq, target=target)
-        out.append(Send(to=target, packet=pk))
+        out.append(Send(to=target, msg=pk))
 
     def _close_probe(self, pr: _Probe) -> None:
         self._open.pop(pr.seq, None)
@@ -863,7 +873,7 @@ class Membership:
         # Tell the suspect itself at once: a live one refutes in one round trip (its answer
         # comes straight back to us) instead of waiting for the news to reach it by gossip.
         pk = self._packet(PacketKind.GOSSIP, m.node, first=(accusation,))
-        out.append(Send(to=m.node, packet=pk))
+        out.append(Send(to=m.node, msg=pk))
         if self.cfg.final_ping:
             self._mid_suspicion_ping(m.node, m.incarnation, now, out)
         # The helpers that could not reach it either are independent confirmations (Lifeguard):
@@ -920,7 +930,7 @@ class Membership:
             first = (self.self_alive,) if push_mine else ()
             self._pushed[sender] = self.incarnation if push_mine else self._pushed.get(sender, -1)
             out.append(
-                Send(to=sender, packet=self._packet(PacketKind.ACK, sender, seq=p.seq, first=first))
+                Send(to=sender, msg=self._packet(PacketKind.ACK, sender, seq=p.seq, first=first))
             )
             push_mine = False
         elif kind is PacketKind.ACK:
@@ -935,7 +945,7 @@ class Membership:
             elif p.seq in self._relays and self._relays[p.seq][2] == sender:
                 origin, oseq, target = self._relays.pop(p.seq)
                 pk = self._packet(PacketKind.ACK, origin, seq=oseq, target=target)
-                out.append(Send(to=origin, packet=pk))
+                out.append(Send(to=origin, msg=pk))
             elif fin is not None and fin.node == sender:
                 self._end_final(p.seq)
                 self._answered_final(sender, fin.inc, now, out)
@@ -949,7 +959,7 @@ class Membership:
                     seq = self._next_seq()
                     self._relays[seq] = (sender, p.seq, p.target)
                     pk = self._packet(PacketKind.PING, p.target, seq=seq, target=p.target)
-                    out.append(Send(to=p.target, packet=pk))
+                    out.append(Send(to=p.target, msg=pk))
                     at = now + self.awareness.scale(self.cfg.probe_timeout)
                     out.append(self._timer(TimerKind.RESEND, seq, now + (at - now) / 2))
                     out.append(self._timer(TimerKind.RELAY, seq, at))
@@ -971,7 +981,7 @@ class Membership:
                 self._pushed.clear()
             self._pushed[sender] = self.incarnation
             pk = self._packet(PacketKind.GOSSIP, sender, first=(self.self_alive,))
-            out.append(Send(to=sender, packet=pk))
+            out.append(Send(to=sender, msg=pk))
         # A member we hold dead is talking to us: our next packet's header tells it (buddy).
         m = self.table.get(sender)
         if (
@@ -981,7 +991,7 @@ class Membership:
             and self._pushed.get(b"dead:" + sender) != m.incarnation
         ):
             self._pushed[b"dead:" + sender] = m.incarnation
-            out.append(Send(to=sender, packet=self._packet(PacketKind.GOSSIP, sender)))
+            out.append(Send(to=sender, msg=self._packet(PacketKind.GOSSIP, sender)))
 
     def _answered_final(self, node: bytes, inc: int, now: float, out: list[Effect]) -> None:
         """The suspect answered our final ping. Its ACK carried its refutation (applied before
@@ -1047,7 +1057,7 @@ class Membership:
                 change: ChangeKind | None = ChangeKind.JOIN
                 if not self._synced:
                     self._synced = True
-                    out.append(Send(to=node, packet=self._sync_packet(PacketKind.SYNC, node)))
+                    out.append(Send(to=node, msg=self._sync_packet(PacketKind.SYNC, node)))
             elif m.status != _ALIVE:
                 change = ChangeKind.RECOVERED
                 self._rel(node, now).status(now, True, self.cfg.reliability_half_life)

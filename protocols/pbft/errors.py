@@ -8,21 +8,18 @@ drops the message. ``reply_hint`` names what, if anything, is worth sending back
 
 from __future__ import annotations
 
+from .. import machine
+
 __all__ = ["LocalProtocolError", "PbftError", "RemoteProtocolError"]
 
 
-class PbftError(Exception):
+class PbftError(machine.ProtocolError):
     """Abstract base of every PBFT protocol error."""
 
-    def __init__(self, msg: str, *, reply_hint: str | None = None) -> None:
-        super().__init__(msg)
-        #: What the caller may send back to the peer (a message type name), or None for "nothing".
-        self.reply_hint = reply_hint
 
-
-class LocalProtocolError(PbftError):
+class LocalProtocolError(PbftError, machine.LocalProtocolError):
     """We (or our caller) broke the protocol: a bug, never the peer's fault."""
 
 
-class RemoteProtocolError(PbftError):
+class RemoteProtocolError(PbftError, machine.RemoteProtocolError):
     """A peer sent something malformed, unsigned, forged or out of bounds."""

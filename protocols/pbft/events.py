@@ -1,9 +1,12 @@
 """Inputs to ``Replica.handle`` and the effects it returns, plus the durable state record.
 
-Inputs: ``MessageReceived``, ``ClientRequest``, ``TimerFired``, ``Restarted``. Effects are values
-for the caller to carry out *in order*: ``PersistState`` always comes first when present, and the
-caller must make it durable before it carries out anything after it (a replica must never
-forget a vote it may have sent). All are frozen, slotted, keyword-only dataclasses.
+The shared vocabulary (``MessageReceived``, ``TimerFired``, ``Send``, ``Broadcast``, ``SetTimer``,
+``CancelTimer``, ``Persist``) is :mod:`protocols.machine`'s, re-exported here; PBFT adds the
+inputs ``ClientRequest`` and ``Restarted`` and the notifications ``Commit``, ``StateInstalled``,
+``Evidence`` and ``ViewEntered``. Effects are values for the caller to carry out *in order*:
+``Persist`` (holding a :class:`DurableState`) always comes first when present, and the caller
+must make it durable before it carries out anything after it (a replica must never forget a
+vote it may have sent). All are frozen, slotted, keyword-only dataclasses.
 """
 
 from __future__ import annotations
@@ -11,6 +14,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from ..machine import (
+    Broadcast,
+    CancelTimer,
+    Effect,
+    Event,
+    MessageReceived,
+    Notify,
+    Persist,
+    Send,
+    SetTimer,
+    TimerFired,
+)
 from .errors import LocalProtocolError
 from .messages import (
     Certificate,
@@ -37,7 +52,8 @@ __all__ = [
     "Event",
     "Evidence",
     "MessageReceived",
-    "PersistState",
+    "Notify",
+    "Persist",
     "Restarted",
     "Send",
     "SetTimer",
@@ -90,25 +106,7 @@ class DurableState:
     certified: tuple[CertifiedEntry, ...]
 
 
-# -- inputs -----------------------------------------------------------------------------------
-
-
-class Event:
-    """Empty base of every input."""
-
-    __slots__ = ()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MessageReceived(Event):
-    """``msg`` arrived from the transport-authenticated peer ``sender``."""
-
-    sender: bytes
-    msg: Message
-
-    def __post_init__(self) -> None:
-        if type(self.sender) is not bytes or not isinstance(self.msg, Message):
-            raise LocalProtocolError("MessageReceived needs a sender id and a Message")
+# -- inputs (the shared ones are protocols.machine's) -------------------------------------------
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,18 +121,8 @@ class ClientRequest(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TimerFired(Event):
-    key: TimerKey
-    generation: int
-
-    def __post_init__(self) -> None:
-        if type(self.key) is not TimerKey or type(self.generation) is not int:
-            raise LocalProtocolError("TimerFired needs a TimerKey and an int generation")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Restarted(Event):
-    """Boot: ``durable`` is None on first start, else what the last ``PersistState`` carried."""
+    """Boot: ``durable`` is None on first start, else what the last ``Persist`` carried."""
 
     durable: DurableState | None
 
@@ -143,45 +131,11 @@ class Restarted(Event):
             raise LocalProtocolError("Restarted needs a DurableState or None")
 
 
-# -- effects ----------------------------------------------------------------------------------
-
-
-class Effect:
-    """Empty base of every effect."""
-
-    __slots__ = ()
+# -- notifications (the transport and timer effects are protocols.machine's) ---------------------
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Send(Effect):
-    to: bytes
-    msg: Message
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Broadcast(Effect):
-    """Send ``msg`` to every other validator of the committee."""
-
-    msg: Message
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SetTimer(Effect):
-    """Deliver ``TimerFired(key, generation)`` at ``at``; replaces any timer with that key."""
-
-    key: TimerKey
-    at: float
-    generation: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CancelTimer(Effect):
-    key: TimerKey
-    generation: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Commit(Effect):
+class Commit(Notify):
     """Entry ``seq`` is committed and executed (in order). May repeat after a restart with the
     same value: the caller's log writer must be idempotent per seq."""
 
@@ -192,9 +146,9 @@ class Commit(Effect):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class StateInstalled(Effect):
+class StateInstalled(Notify):
     """Execution resumes from stable checkpoint ``seq``: after a state transfer, or on restart
-    from durable state (a crash between ``PersistState`` and the ``Commit`` effects after it can
+    from durable state (a crash between ``Persist`` and the ``Commit`` effects after it can
     lose Commits that the checkpoint covers). Entries up to ``seq`` that the caller's log lacks
     must be fetched with their certificates if the local log must be complete."""
 
@@ -203,14 +157,7 @@ class StateInstalled(Effect):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PersistState(Effect):
-    """Make ``state`` durable before carrying out the effects after this one."""
-
-    state: DurableState
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Evidence(Effect):
+class Evidence(Notify):
     """Two validly signed, conflicting messages from ``offender`` (see ``certificates``)."""
 
     offender: bytes
@@ -219,7 +166,7 @@ class Evidence(Effect):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ViewEntered(Effect):
+class ViewEntered(Notify):
     """The replica now runs ``view``, whose primary is ``primary``."""
 
     view: int

@@ -20,7 +20,7 @@ Castro & Liskov's protocol with signatures (not MACs), so every proof travels as
 - evidence: two validly signed conflicting messages from one sender become an ``Evidence`` effect.
 
 Durability: whenever something a replica must not forget changes (an accepted pre-prepare, a
-prepared proof, a certificate, a checkpoint, a view), the first effect is ``PersistState``.
+prepared proof, a certificate, a checkpoint, a view), the first effect is ``Persist``.
 
 ``handle`` raises ``RemoteProtocolError`` for a message that is malformed, forged, or from a
 non-member, and then has changed nothing. Any other exception is our bug: the replica moves to
@@ -30,6 +30,8 @@ non-member, and then has changed nothing. Any other exception is our bug: the re
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from .certificates import (
     check_certified_entry,
@@ -54,7 +56,7 @@ from .events import (
     Event,
     Evidence,
     MessageReceived,
-    PersistState,
+    Persist,
     Restarted,
     Send,
     SetTimer,
@@ -179,6 +181,17 @@ class Replica:
         self._effects: list[Effect] = []
         self._dirty = False
         self._now = 0.0
+        self._on_event: dict[type[Event], Callable[[Any], None]] = {
+            Restarted: self._on_restarted,
+            MessageReceived: self._on_message_received,
+            ClientRequest: self._on_client_request,
+            TimerFired: self._on_timer,
+        }
+        self._on_timer_key: dict[TimerKey, Callable[[], None]] = {
+            TimerKey.STATUS: self._status_timer,
+            TimerKey.REQUEST: self._request_timer,
+            TimerKey.VIEW_CHANGE: self._view_change_timer,
+        }
 
     # -- read-only views for callers and tests ---------------------------------------------------
 
@@ -206,18 +219,12 @@ class Replica:
         self._dirty = False
         self._now = float(now)
         try:
-            if isinstance(event, Restarted):
-                self._on_restarted(event)
-            elif self.status is ReplicaStatus.INIT:
-                raise LocalProtocolError("the first event must be Restarted")
-            elif isinstance(event, MessageReceived):
-                self._on_message(event.msg)
-            elif isinstance(event, ClientRequest):
-                self._on_request(event.request, local=True)
-            elif isinstance(event, TimerFired):
-                self._on_timer(event)
-            else:
+            handler = self._on_event.get(type(event))
+            if handler is None:
                 raise LocalProtocolError(f"unknown event {event!r}")
+            if self.status is ReplicaStatus.INIT and type(event) is not Restarted:
+                raise LocalProtocolError("the first event must be Restarted")
+            handler(event)
             self._after_event()
         except RemoteProtocolError:
             # Every handler validates before it mutates, so nothing changed.
@@ -233,7 +240,7 @@ class Replica:
             raise LocalProtocolError(f"bug in the PBFT replica: {exc!r}") from exc
         effects = self._effects
         if self._dirty:
-            effects.insert(0, PersistState(state=self.durable_state()))
+            effects.insert(0, Persist(state=self.durable_state()))
         self._effects = []
         return effects
 
@@ -321,7 +328,7 @@ class Replica:
         self.view = d.view
         self.stable = d.stable
         if self.stable.seq > 0:
-            # A crash between PersistState and the Commit effects after it can lose Commits of
+            # A crash between Persist and the Commit effects after it can lose Commits of
             # entries that the persisted checkpoint already covers: say where execution resumes,
             # so the caller can fetch what its log lacks (with certificates) from any peer.
             digest = state_digest(self.stable.snapshot)
@@ -660,18 +667,33 @@ class Replica:
         cfg = self.config
         return min(cfg.request_timeout * 2**self._backoff, cfg.max_view_change_timeout)
 
+    def _on_message_received(self, ev: MessageReceived) -> None:
+        if not isinstance(ev.msg, Message):
+            raise LocalProtocolError("MessageReceived needs a PBFT Message")
+        self._on_message(ev.msg)
+
+    def _on_client_request(self, ev: ClientRequest) -> None:
+        self._on_request(ev.request, local=True)
+
     def _on_timer(self, ev: TimerFired) -> None:
+        if type(ev.key) is not TimerKey:
+            raise LocalProtocolError(f"not a PBFT timer: {ev.key!r}")
         if ev.generation != self._timer_gen[ev.key] or not self._timer_armed[ev.key]:
             return  # stale: the timer was reset or cancelled since
         self._timer_armed[ev.key] = False
-        if ev.key is TimerKey.STATUS:
-            self._status_tick()
-            self._set_timer(TimerKey.STATUS, self.config.status_interval)
-        elif ev.key is TimerKey.REQUEST:
-            if self.status is ReplicaStatus.NORMAL:
-                log.debug("request timeout in view %d: suspecting the primary", self.view)
-                self._start_view_change(self.view + 1)
-        elif ev.key is TimerKey.VIEW_CHANGE and self.status is ReplicaStatus.VIEW_CHANGE:
+        self._on_timer_key[ev.key]()
+
+    def _status_timer(self) -> None:
+        self._status_tick()
+        self._set_timer(TimerKey.STATUS, self.config.status_interval)
+
+    def _request_timer(self) -> None:
+        if self.status is ReplicaStatus.NORMAL:
+            log.debug("request timeout in view %d: suspecting the primary", self.view)
+            self._start_view_change(self.view + 1)
+
+    def _view_change_timer(self) -> None:
+        if self.status is ReplicaStatus.VIEW_CHANGE:
             self._start_view_change(self.view + 1)
 
     def _reset_slots_for_view(self) -> None:

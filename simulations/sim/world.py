@@ -6,7 +6,7 @@ two phases, as in TigerBeetle's VOPR:
 
 1. *safety*, for ``safety_time`` virtual seconds: loss, duplication, reordering (random delays),
    partitions that come and go, crashes of correct replicas (some torn: only a prefix of a
-   handle's effects is carried out, after its ``PersistState``) with restart from durable state,
+   handle's effects is carried out, after its ``Persist``) with restart from durable state,
    and up to f Byzantine replicas;
 2. *liveness*: partitions heal, loss stops, crashed replicas restart. Byzantine replicas stay
    Byzantine. Within ``liveness_budget`` every submitted request must commit at every correct
@@ -42,7 +42,7 @@ from protocols.pbft import (
     MessageReceived,
     Noop,
     PbftConfig,
-    PersistState,
+    Persist,
     RemoteProtocolError,
     Replica,
     Request,
@@ -311,7 +311,7 @@ class World:
         if self.healed or self.replicas[node] is None:
             return
         if torn:
-            # Die during the next handle: after its PersistState, partway through its effects.
+            # Die during the next handle: after its Persist, partway through its effects.
             self._torn.add(node)
         else:
             self._kill(node)
@@ -348,7 +348,7 @@ class World:
             return
         if node in self._torn:
             keep = 1 + self._fault_rng.randrange(len(effects) + 1)
-            effects = effects[:keep] if effects and isinstance(effects[0], PersistState) else []
+            effects = effects[:keep] if effects and isinstance(effects[0], Persist) else []
             self._apply(node, effects)
             self._kill(node)
             return
@@ -373,7 +373,7 @@ class World:
                 self._push(max(at, self.now), _TIMER, (node, inc, e.key, e.generation))  # type: ignore[attr-defined]
             elif t is CancelTimer:
                 pass  # generations make the stale TimerFired a no-op inside the replica
-            elif t is PersistState:
+            elif t is Persist:
                 self.durable[node] = e.state  # type: ignore[attr-defined]
             elif t is Commit:
                 self.checker.on_commit(node, e)  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ from protocols.pbft import (
     Message,
     MessageReceived,
     PbftConfig,
-    PersistState,
+    Persist,
     Replica,
     Request,
     Restarted,
@@ -121,7 +121,7 @@ class Cluster:
                 self.queue.append((node, e.to, e.msg))
             elif isinstance(e, SetTimer):
                 self.timers[node][e.key] = e
-            elif isinstance(e, PersistState):
+            elif isinstance(e, Persist):
                 self.durable[node] = e.state
             elif isinstance(e, Commit):
                 self.commits[node].append(e)

@@ -18,10 +18,10 @@ from protocols.heartbeat import (
     KeyedHashVerifier,
     Membership,
     MemberStatus,
+    MessageReceived,
     NodeState,
     Packet,
     PacketKind,
-    PacketReceived,
     RemoteProtocolError,
     Suspect,
     Suspicion,
@@ -264,9 +264,9 @@ def machine(node: bytes = b"m" * 38) -> Membership:
     )
 
 
-def gossip(sender: bytes, *updates) -> PacketReceived:  # type: ignore[no-untyped-def]
-    return PacketReceived(
-        sender=sender, packet=Packet(kind=PacketKind.GOSSIP, sender=sender, inc=1, updates=updates)
+def gossip(sender: bytes, *updates) -> MessageReceived:  # type: ignore[no-untyped-def]
+    return MessageReceived(
+        sender=sender, msg=Packet(kind=PacketKind.GOSSIP, sender=sender, inc=1, updates=updates)
     )
 
 
@@ -293,7 +293,7 @@ def test_forged_and_replayed_records_are_refused_and_counted() -> None:
     m.handle(gossip(x, alive(x, 5)), 3.0)
     assert m.table.get(x).incarnation == 6 and m.counters["stale"] == 1  # type: ignore[union-attr]
     # A packet claiming another sender than the authenticated one.
-    m.handle(PacketReceived(sender=y, packet=Packet(kind=PacketKind.PING, sender=x)), 4.0)
+    m.handle(MessageReceived(sender=y, msg=Packet(kind=PacketKind.PING, sender=x)), 4.0)
     assert m.counters["forged"] == 3
 
 

@@ -25,9 +25,9 @@ from protocols.heartbeat import (
     MemberBase,
     Membership,
     MemberStatus,
+    MessageReceived,
     Packet,
     PacketKind,
-    PacketReceived,
     RemoteProtocolError,
     Send,
     SetTimer,
@@ -152,7 +152,7 @@ class Pair:
 
     def deliver(self, send: Send, now: float) -> list[Send]:
         j = self.ids.index(send.to)
-        ev = PacketReceived(sender=send.packet.sender, packet=send.packet)
+        ev = MessageReceived(sender=send.msg.sender, msg=send.msg)
         return self.absorb(j, self.m[j].handle(ev, now))
 
     def push_pull(self, now: float) -> list[Packet]:
@@ -164,8 +164,8 @@ class Pair:
         travelled = []
         while sends:
             s = sends.pop(0)
-            travelled.append(s.packet)
-            sends += [r for r in self.deliver(s, now) if r.packet.kind >= PacketKind.SYNC]
+            travelled.append(s.msg)
+            sends += [r for r in self.deliver(s, now) if r.msg.kind >= PacketKind.SYNC]
         return travelled
 
 
@@ -185,15 +185,15 @@ def test_push_pull_repairs_a_difference_both_ways() -> None:
     x, y = pair.ids[5], pair.ids[6]
     # b heard x's new state; a heard y suspected.
     b.handle(
-        PacketReceived(
-            sender=x, packet=Packet(kind=PacketKind.GOSSIP, sender=x, updates=(alive(x, 3),))
+        MessageReceived(
+            sender=x, msg=Packet(kind=PacketKind.GOSSIP, sender=x, updates=(alive(x, 3),))
         ),
         0.5,
     )
     a.handle(
-        PacketReceived(
+        MessageReceived(
             sender=pair.ids[7],
-            packet=Packet(
+            msg=Packet(
                 kind=PacketKind.GOSSIP,
                 sender=pair.ids[7],
                 updates=(accuse(Suspect, y, 0, pair.ids[7]),),
@@ -239,13 +239,13 @@ def test_a_lost_ping_is_sent_again_inside_the_probe_timeout() -> None:
     pair = Pair(2)
     a, b = pair.m
     first = pair.fire(0, TimerKind.PROBE, 1.0)
-    assert [s.packet.kind for s in first] == [PacketKind.PING]
+    assert [s.msg.kind for s in first] == [PacketKind.PING]
     resend = pair.timers[0][TimerKind.RESEND]
     assert resend.at == pytest.approx(1.0 + CFG.probe_timeout / 2)
     # The first ping is lost; the second gets through and is answered.
     again = pair.fire(0, TimerKind.RESEND, resend.at)
-    assert [(s.to, s.packet.kind, s.packet.seq) for s in again] == [
-        (b.me, PacketKind.PING, first[0].packet.seq)
+    assert [(s.to, s.msg.kind, s.msg.seq) for s in again] == [
+        (b.me, PacketKind.PING, first[0].msg.seq)
     ]
     (ack,) = pair.deliver(again[0], resend.at + 0.01)
     pair.deliver(ack, resend.at + 0.02)
@@ -264,7 +264,7 @@ def test_the_suspect_is_told_directly_and_refutes_in_one_round_trip() -> None:
     told = pair.fire(0, TimerKind.INDIRECT, 2.0)
     assert a.status_of(b.me) is MemberStatus.SUSPECT
     direct = [s for s in told if s.to == b.me]
-    assert direct and isinstance(direct[0].packet.updates[0], Suspect)
+    assert direct and isinstance(direct[0].msg.updates[0], Suspect)
     back = pair.deliver(direct[0], 2.01)
     assert b.incarnation == 1
     for s in back:
@@ -311,20 +311,20 @@ def test_the_simulator_runs_the_daemon_defaults() -> None:
 # -- helpers' witness statements ----------------------------------------------------------------
 
 
-def nack_from(helper: bytes, seq: int, target: bytes, inc: int = 0) -> PacketReceived:
+def nack_from(helper: bytes, seq: int, target: bytes, inc: int = 0) -> MessageReceived:
     w = accuse(Suspect, target, inc, helper)
     pk = Packet(kind=PacketKind.NACK, sender=helper, seq=seq, target=target, updates=(w,))
-    return PacketReceived(sender=helper, packet=pk)
+    return MessageReceived(sender=helper, msg=pk)
 
 
 def failed_probe_with_helpers(n: int = 6) -> tuple[Pair, Membership, bytes, int, tuple[bytes, ...]]:
     pair = Pair(n)
     a = pair.m[0]
     (ping,) = pair.fire(0, TimerKind.PROBE, 1.0)
-    target, seq = ping.to, ping.packet.seq
+    target, seq = ping.to, ping.msg.seq
     pair.fire(0, TimerKind.RESEND, 1.2)
     reqs = pair.fire(0, TimerKind.ACK, 1.4)
-    helpers = tuple(s.to for s in reqs if s.packet.kind is PacketKind.PING_REQ)
+    helpers = tuple(s.to for s in reqs if s.msg.kind is PacketKind.PING_REQ)
     assert len(helpers) == CFG.indirect_checks
     return pair, a, target, seq, helpers
 
@@ -334,10 +334,10 @@ def test_every_helper_nacking_with_a_witness_starts_the_suspicion_at_its_minimum
     pair = Pair(8, cfg)
     a = pair.m[0]
     (ping,) = pair.fire(0, TimerKind.PROBE, 1.0)
-    target, seq = ping.to, ping.packet.seq
+    target, seq = ping.to, ping.msg.seq
     pair.fire(0, TimerKind.RESEND, 1.2)
     helpers = [
-        s.to for s in pair.fire(0, TimerKind.ACK, 1.4) if s.packet.kind is PacketKind.PING_REQ
+        s.to for s in pair.fire(0, TimerKind.ACK, 1.4) if s.msg.kind is PacketKind.PING_REQ
     ]
     for h in helpers[:-1]:
         a.handle(nack_from(h, seq, target), 1.8)
@@ -357,7 +357,7 @@ def test_a_witness_is_never_applied_when_the_probe_succeeds() -> None:
     pair, a, target, seq, helpers = failed_probe_with_helpers()
     # The target answers late (within the period); then a helper's NACK with its witness.
     ack = Packet(kind=PacketKind.ACK, sender=target, seq=seq, target=target)
-    a.handle(PacketReceived(sender=target, packet=ack), 1.6)
+    a.handle(MessageReceived(sender=target, msg=ack), 1.6)
     a.handle(nack_from(helpers[0], seq, target), 1.7)
     assert a.status_of(target) is MemberStatus.ALIVE
     # A witness about another probe, or from a member that was not asked, is dropped too.
@@ -383,14 +383,14 @@ def test_a_member_declared_dead_brings_its_next_digest_exchange_forward() -> Non
     assert before >= 0.5 * CFG.push_pull_interval
     x = pair.ids[4]
     pk = Packet(kind=PacketKind.GOSSIP, sender=x, updates=(accuse(Dead, a.me, 0, x),))
-    pair.absorb(0, a.handle(PacketReceived(sender=x, packet=pk), 2.0))
+    pair.absorb(0, a.handle(MessageReceived(sender=x, msg=pk), 2.0))
     assert a.incarnation == 1
     soon = pair.timers[0][TimerKind.PUSH_PULL].at
     assert 2.0 + 3 * CFG.probe_interval <= soon <= 2.0 + 6 * CFG.probe_interval
     # A suspicion alone does not: only members that were cut off pay for an early exchange.
     b = pair.m[1]
     pk = Packet(kind=PacketKind.GOSSIP, sender=x, updates=(accuse(Suspect, b.me, 0, x),))
-    pair.absorb(1, b.handle(PacketReceived(sender=x, packet=pk), 2.0))
+    pair.absorb(1, b.handle(MessageReceived(sender=x, msg=pk), 2.0))
     assert pair.timers[1][TimerKind.PUSH_PULL].at >= 0.5 * CFG.push_pull_interval
 
 
@@ -410,9 +410,9 @@ def test_every_other_probe_goes_to_the_ring_successor_and_skips_the_dead() -> No
     def probe(now: float) -> bytes:
         # Each probe is answered at once (no one is accused), then the next one starts.
         sends = pair.fire(0, TimerKind.PROBE, now)
-        ping = next(s for s in reversed(sends) if s.packet.kind is PacketKind.PING)
-        pk = Packet(kind=PacketKind.ACK, sender=ping.to, seq=ping.packet.seq, target=ping.to)
-        a.handle(PacketReceived(sender=ping.to, packet=pk), now + 0.01)
+        ping = next(s for s in reversed(sends) if s.msg.kind is PacketKind.PING)
+        pk = Packet(kind=PacketKind.ACK, sender=ping.to, seq=ping.msg.seq, target=ping.to)
+        a.handle(MessageReceived(sender=ping.to, msg=pk), now + 0.01)
         return ping.to
 
     for _ in range(6):
@@ -441,7 +441,7 @@ def test_the_ring_is_shared_with_the_base_until_a_member_joins() -> None:
     assert a.table.ring() is pair.base.ring
     x = nid(99)
     pk = Packet(kind=PacketKind.GOSSIP, sender=x, updates=(alive(x, 1),))
-    a.handle(PacketReceived(sender=x, packet=pk), 1.0)
+    a.handle(MessageReceived(sender=x, msg=pk), 1.0)
     ring = a.table.ring()
     assert ring is not pair.base.ring and (ring_position(x), x) in ring
     assert ring == sorted(ring) and len(ring) == 21

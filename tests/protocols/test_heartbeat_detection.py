@@ -25,9 +25,9 @@ from protocols.heartbeat import (
     LocalProtocolError,
     MemberChanged,
     MemberStatus,
+    MessageReceived,
     Packet,
     PacketKind,
-    PacketReceived,
     Suspect,
     TimerFired,
 )
@@ -40,14 +40,14 @@ from tests.protocols.test_heartbeat_antientropy import CFG, Pair
 FAST = replace(CFG, final_ping=True, eager_dead=True)
 
 
-def ack(sender: bytes, seq: int, *updates: Alive) -> PacketReceived:
+def ack(sender: bytes, seq: int, *updates: Alive) -> MessageReceived:
     pk = Packet(kind=PacketKind.ACK, sender=sender, seq=seq, target=sender, updates=updates)
-    return PacketReceived(sender=sender, packet=pk)
+    return MessageReceived(sender=sender, msg=pk)
 
 
-def gossip_from(sender: bytes, *updates: object) -> PacketReceived:
+def gossip_from(sender: bytes, *updates: object) -> MessageReceived:
     pk = Packet(kind=PacketKind.GOSSIP, sender=sender, updates=updates)  # type: ignore[arg-type]
-    return PacketReceived(sender=sender, packet=pk)
+    return MessageReceived(sender=sender, msg=pk)
 
 
 # -- the ring every period, the round robin in its own lane -------------------------------------
@@ -72,9 +72,9 @@ def test_the_ring_takes_every_period_and_the_round_robin_has_its_own_probe() -> 
             rr_targets.append(rr.to)
             assert rr.to != succ and len(a._open) == 2  # two probes open at once
             # Each ACK closes its own probe only.
-            a.handle(ack(rr.to, rr.packet.seq), t + 0.01)
+            a.handle(ack(rr.to, rr.msg.seq), t + 0.01)
             assert len(a._open) == 1
-        a.handle(ack(succ, ping.packet.seq), now + 0.6)
+        a.handle(ack(succ, ping.msg.seq), now + 0.6)
         assert not a._open
         now += cfg.probe_interval
     assert len(set(rr_targets)) == len(rr_targets) == 3  # the round robin moves on
@@ -115,12 +115,12 @@ def test_a_suspect_that_answers_the_final_ping_is_not_declared_dead() -> None:
     sends = pair.fire(0, TimerKind.SUSPICION, at)
     # No death yet: a ping to the suspect, whose header says we hold it suspect.
     (ping,) = [s for s in sends if s.to == b.me]
-    assert ping.packet.kind is PacketKind.PING and ping.packet.ystatus == MemberStatus.SUSPECT
+    assert ping.msg.kind is PacketKind.PING and ping.msg.ystatus == MemberStatus.SUSPECT
     assert a.status_of(b.me) is MemberStatus.SUSPECT and a.counters["final_checks"] == 1
     # b never heard the accusation: the ping's header makes it refute, and its ACK carries
     # the new record.
     (answer,) = pair.deliver(ping, at + 0.01)
-    assert b.incarnation == 1 and answer.packet.kind is PacketKind.ACK
+    assert b.incarnation == 1 and answer.msg.kind is PacketKind.ACK
     pair.deliver(answer, at + 0.02)
     assert a.status_of(b.me) is MemberStatus.ALIVE and a.counters["final_answers"] == 1
     # The check's timer, if it fires at all, changes nothing.
@@ -138,7 +138,7 @@ def test_a_silent_suspect_is_pinged_twice_then_declared_dead() -> None:
     half = pair.timers[0][TimerKind.FINAL].at
     assert half == pytest.approx(at + FAST.probe_timeout / 2)
     (again,) = [s for s in pair.fire(0, TimerKind.FINAL, half) if s.to == b.me]
-    assert again.packet.kind is PacketKind.PING and again.packet.seq == first.packet.seq
+    assert again.msg.kind is PacketKind.PING and again.msg.seq == first.msg.seq
     assert a.status_of(b.me) is MemberStatus.SUSPECT
     end = pair.timers[0][TimerKind.FINAL].at
     assert end == pytest.approx(at + FAST.probe_timeout)
@@ -160,7 +160,7 @@ def test_the_accuser_pings_halfway_through_and_then_declares_without_a_check() -
     mid = pair.timers[0][TimerKind.FINAL].at
     assert mid == pytest.approx(2.0 + lo / 2)
     (ping,) = [s for s in pair.fire(0, TimerKind.FINAL, mid) if s.to == b.me]
-    assert ping.packet.kind is PacketKind.PING
+    assert ping.msg.kind is PacketKind.PING
     assert a.counters["mid_suspicion_pings"] == 1
     # Lost too: at the end of its suspicion the accuser declares b dead at once.
     t = pair.timers[0].pop(TimerKind.SUSPICION)
@@ -196,7 +196,7 @@ def test_a_death_brings_the_next_gossip_round_forward_and_leads_the_piggyback() 
     # Not closer than half an interval to the last round.
     assert pair.timers[0][TimerKind.GOSSIP].at == pytest.approx(1.0 + FAST.gossip_interval / 2)
     sends = pair.fire(0, TimerKind.GOSSIP, 1.1)
-    assert sends and all(type(s.packet.updates[0]) is Dead for s in sends)
+    assert sends and all(type(s.msg.updates[0]) is Dead for s in sends)
     # A death more than half an interval after the last round: the round is now.
     pair.fire(0, TimerKind.GOSSIP, 4.8)
     pair.absorb(0, a.handle(gossip_from(y, accuse(Dead, z, 0, y)), 4.95))

@@ -22,8 +22,8 @@ from protocols.heartbeat import (
     KeyedHashVerifier,
     Membership,
     MemberStatus,
+    MessageReceived,
     NodeState,
-    PacketReceived,
     PeerDiscovered,
     Send,
     SetTimer,
@@ -82,7 +82,7 @@ class MembershipMachines(RuleBasedStateMachine):
         for e in effects:
             if isinstance(e, Send):
                 if len(self.inflight) < 400:  # bound the model, as a real queue would
-                    self.inflight.append((node, e.to, e.packet))
+                    self.inflight.append((node, e.to, e.msg))
             elif isinstance(e, SetTimer):
                 self.timers[node][e.key] = (e.at, e.generation)
 
@@ -98,7 +98,7 @@ class MembershipMachines(RuleBasedStateMachine):
         sender, to, packet = self.inflight.pop(i)
         if to in self.crashed or sender in self.crashed or frozenset((sender, to)) in self.cut:
             return
-        event = PacketReceived(sender=sender, packet=packet)  # type: ignore[arg-type]
+        event = MessageReceived(sender=sender, msg=packet)  # type: ignore[arg-type]
         self.apply(to, self.nodes[to].handle(event, self.now))
 
     @precondition(lambda self: self.inflight)
@@ -120,7 +120,7 @@ class MembershipMachines(RuleBasedStateMachine):
                 continue
             if frozenset((sender, to)) in self.cut:
                 continue
-            event = PacketReceived(sender=sender, packet=packet)  # type: ignore[arg-type]
+            event = MessageReceived(sender=sender, msg=packet)  # type: ignore[arg-type]
             self.apply(to, self.nodes[to].handle(event, self.now))
 
     @rule(dt=st.sampled_from([0.05, 0.3, 1.0, 3.0]))

@@ -37,7 +37,7 @@ from protocols.pbft import (
     Message,
     MessageReceived,
     PbftConfig,
-    PersistState,
+    Persist,
     Prepare,
     PrePrepare,
     RemoteProtocolError,
@@ -122,7 +122,7 @@ class PbftMachine(RuleBasedStateMachine):
                 out.append(InFlight(i, self.ids.index(e.to), e.msg))
             elif isinstance(e, SetTimer):
                 self.timers[i][e.key] = e
-            elif isinstance(e, PersistState):
+            elif isinstance(e, Persist):
                 self.durable[i] = e.state
             elif isinstance(e, Commit):
                 self._on_commit(i, e)

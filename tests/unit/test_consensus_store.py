@@ -16,7 +16,7 @@ from protocols.pbft import (
     KvPut,
     MessageReceived,
     PbftConfig,
-    PersistState,
+    Persist,
     Replica,
     Request,
     Restarted,
@@ -48,7 +48,7 @@ def _run(replicas, stores, requests) -> list[Commit]:  # type: ignore[no-untyped
     while queue:
         i, event = queue.pop(0)
         effects = replicas[i].handle(event, 0.0)
-        persist = next((e.state for e in effects if type(e) is PersistState), None)
+        persist = next((e.state for e in effects if type(e) is Persist), None)
         rows = [
             LogRow(
                 e.seq,
@@ -82,7 +82,7 @@ def test_durable_state_round_trip_and_idempotent_log(tmp_path: Path) -> None:
         assert stores[i].load() is None
         stores[i].save(
             next(
-                e.state for e in r.handle(Restarted(durable=None), 0.0) if type(e) is PersistState
+                e.state for e in r.handle(Restarted(durable=None), 0.0) if type(e) is Persist
             ),
             [],
         )
@@ -127,7 +127,7 @@ def test_saves_are_diffed(tmp_path: Path) -> None:
     make = _cluster()[2]
     store = ConsensusStore(Store(tmp_path / "a.db"))
     r = make(0)
-    state = next(e.state for e in r.handle(Restarted(durable=None), 0.0) if type(e) is PersistState)
+    state = next(e.state for e in r.handle(Restarted(durable=None), 0.0) if type(e) is Persist)
     store.save(state, [])
     db = store._db
     before = db.total_changes

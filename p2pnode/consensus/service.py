@@ -10,13 +10,14 @@ bounded queue and one shielded writer per peer. The log is served over request/r
 reused streams (``/p2pnode/pbft-log/1.0.0``, :class:`~p2pnode.network.rpc.RpcService`), with a
 long poll so a follower hears of a commit one round trip after its validator does.
 
-The machine loop. One task owns the replica: it takes every event queued (up to ``DRAIN``),
-hands each to ``Replica.handle``, fires due timers, then carries out the effects of the whole
-step. Every ``Persist`` of the step (the last one supersedes the earlier ones: each is the
-whole durable state) and every ``Commit``'s log row are written in **one SQLite transaction
-before any other effect of the step is carried out**: a message is never sent, nor a client
-told, before what it depends on is on disk (a group commit, as in databases' WAL writers).
-Timers are a dict of the machine's three keys; stale generations are ignored by the machine.
+The machine. The replica runs on the daemon's :class:`~p2pnode.machine_driver.MachineDriver`:
+it takes every event queued (up to ``DRAIN``), hands each to ``Replica.handle``, fires due
+timers, then carries out the effects of the whole step. The driver's persist hook writes every
+``Persist`` of the step (the last one supersedes the earlier ones: each is the whole durable
+state) and every ``Commit``'s log row in **one SQLite transaction before any other effect of
+the step is carried out**: a message is never sent, nor a client told, before what it depends
+on is on disk (a group commit, as in databases' WAL writers). The service talks to its replica
+only through events; it reads the replica's view and log position for ``status``.
 
 Clients. ``submit`` signs a transaction with one of ``client_lanes`` lane keys derived from the
 node key (PBFT keeps one outstanding request per client id, so a lane is one client with at
@@ -30,8 +31,9 @@ SQLite writes are synchronous and atomic, so a cancel or ``kill -9`` leaves the 
 or the new one.
 
 Errors: a peer's malformed, forged or non-member message is refused (``RemoteProtocolError``)
-and counted; it changes nothing. A bug in the replica (``LocalProtocolError``) stops the loop;
-``status`` reports it and the rest of the daemon keeps running. A follower that receives an
+and counted; it changes nothing. A bug in the replica, or a log write that fails, stops this
+service only (the driver's error policy); ``status`` reports it and the rest of the daemon keeps
+running. A follower that receives an
 entry whose certificate does not check drops the reply and asks another validator.
 
 Resources: the inbox holds ``INBOX`` events (more are dropped: PBFT retransmits); each peer's
@@ -43,8 +45,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import trio
@@ -53,19 +55,18 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.peer.id import ID
 
 from p2pnode.consensus.store import ConsensusStore, LogRow, decode_entries
+from p2pnode.machine_driver import MachineDriver
 from p2pnode.network.datagram import DatagramTransport
 from p2pnode.network.rpc import RpcError, RpcService
 from p2pnode.network.signing import Ed25519Signer, Ed25519Verifier
 from p2pnode.store import Store
 from protocols.pbft import (
-    Broadcast,
-    CancelTimer,
     CertifiedEntry,
     ClientRequest,
     Commit,
     Committee,
+    Effect,
     Evidence,
-    LocalProtocolError,
     MessageReceived,
     NewView,
     PbftConfig,
@@ -74,11 +75,7 @@ from protocols.pbft import (
     Replica,
     Request,
     Restarted,
-    Send,
-    SetTimer,
     StateInstalled,
-    TimerFired,
-    TimerKey,
     ViewEntered,
     check_certified_entry,
     decode,
@@ -155,6 +152,7 @@ class ConsensusService:
         self.verifier = Ed25519Verifier()
         self.is_validator = self.committee.is_member(self.me)
         self.replica: Replica | None = None
+        self.driver: MachineDriver | None = None
         if self.is_validator:
             self.replica = Replica(
                 committee=self.committee,
@@ -162,6 +160,12 @@ class ConsensusService:
                 signer=self.signer,
                 verifier=self.verifier,
             )
+        self._on_notify: dict[type, Any] = {
+            Commit: lambda e: self._committed(_log_row(e)),
+            StateInstalled: self._state_installed,
+            ViewEntered: self._view_entered,
+            Evidence: self._evidence,
+        }
         self.db = ConsensusStore(store)
         self._lane_seed = key_pair.private_key.to_bytes()
         self.transport = DatagramTransport(
@@ -182,8 +186,19 @@ class ConsensusService:
             write_timeout=cfg.network.request_timeout,
         )
         self.request_timeout = cfg.network.request_timeout
-        self._inbox_send, self._inbox = trio.open_memory_channel[Any](INBOX)
-        self._timers: dict[TimerKey, tuple[float, int]] = {}
+        if self.replica is not None:
+            self.driver = MachineDriver(
+                self.replica,
+                name="consensus",
+                send=self.transport.send,
+                encode=encode,
+                me=self.me,
+                group=lambda: self.committee.validators,
+                notify=self._notified,
+                persist=self._persist,
+                inbox_size=INBOX,
+                drain=DRAIN,
+            )
         self._waiters: dict[tuple[bytes, int], _Waiter] = {}
         self._lane_signers: dict[int, Ed25519Signer] = {}
         self._lane_count: dict[int, int] = {}
@@ -197,11 +212,13 @@ class ConsensusService:
         self._gap = trio.Event()
         #: Highest checkpoint installed without executing the entries below it.
         self._installed = 0
-        self.view = 0
-        self.in_view_change = False
         self.counters: Counter[str] = Counter()
-        self.error: str | None = None
         self.last_view_entered_at: float | None = None
+
+    @property
+    def error(self) -> str | None:
+        """Why the replica stopped (a bug, a failed log write), or None while it runs."""
+        return self.driver.error if self.driver is not None else None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -228,8 +245,8 @@ class ConsensusService:
                     "first boot" if durable is None else f"restarted in view {durable.view}",
                     self.log_top,
                 )
-                self._carry_out(self._handle(Restarted(durable=durable), trio.current_time()))
-                nursery.start_soon(self._machine_loop)
+                assert self.driver is not None
+                await nursery.start(self.driver.run, Restarted(durable=durable))
                 nursery.start_soon(self._fill_gaps)
             else:
                 log.info(
@@ -252,114 +269,39 @@ class ConsensusService:
         if type(msg) not in (Request, NewView) and msg.sender != sender:  # type: ignore[attr-defined]
             self.counters["refused_relayed"] += 1
             return
-        if self.replica is None:
-            return
-        try:
-            self._inbox_send.send_nowait(MessageReceived(sender=sender, msg=msg))
-        except trio.WouldBlock:
-            self.counters["dropped_inbox_full"] += 1
+        if self.driver is not None:
+            self.driver.submit(MessageReceived(sender=sender, msg=msg))
 
-    def _handle(self, event: Any, now: float) -> list[Any]:
-        assert self.replica is not None
-        try:
-            return self.replica.handle(event, now)
-        except RemoteProtocolError as exc:
-            self.counters["refused"] += 1
-            log.debug("refused PBFT input %r: %s", event, exc)
-            return []
-        except LocalProtocolError as exc:
-            if self.error is None:
-                log.exception("PBFT replica stopped by a bug")
-                self.error = str(exc)
-            return []
-
-    async def _machine_loop(self) -> None:
-        while self.error is None:
-            deadline = min((at for at, _ in self._timers.values()), default=math.inf)
-            batch = []
-            with trio.move_on_at(deadline):
-                batch.append(await self._inbox.receive())
-            while len(batch) < DRAIN:
-                try:
-                    batch.append(self._inbox.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            now = trio.current_time()
-            effects: list[Any] = []
-            for event in batch:
-                effects += self._handle(event, now)
-            for key, (at, gen) in list(self._timers.items()):
-                if at <= now and self._timers.get(key) == (at, gen):
-                    del self._timers[key]
-                    effects += self._handle(TimerFired(key=key, generation=gen), now)
-            self._carry_out(effects)
-            # A busy inbox never blocks the receive above: let writers and readers run.
-            await trio.lowlevel.checkpoint()
-        await trio.sleep_forever()
-
-    def _carry_out(self, effects: list[Any]) -> None:
+    def _persist(self, effects: Sequence[Effect]) -> None:
+        """Durable first: the step's last ``Persist`` (it is the whole state) and its log rows,
+        in one transaction, before any message leaves or any client hears of a commit."""
         persist = None
         rows: list[LogRow] = []
         for e in effects:
             t = type(e)
             if t is Persist:
-                persist = e.state
+                persist = e.state  # type: ignore[attr-defined]
             elif t is Commit:
-                rows.append(
-                    LogRow(
-                        e.seq,
-                        e.entry.digest,
-                        CertifiedEntry(entry=e.entry, certificate=e.certificate),
-                        [[r.client, r.request_id, r.status, r.detail] for r in e.results],
-                    )
-                )
-        # Durable first: the step's last Persist (it is the whole state) and its log rows,
-        # in one transaction, before any message leaves or any client hears of a commit.
-        self.db.save(persist, rows)
-        encoded: dict[int, bytes] = {}
-        for e in effects:
-            t = type(e)
-            if t is Send:
-                self._send(e.to, self._encoded(e.msg, encoded))
-            elif t is Broadcast:
-                data = self._encoded(e.msg, encoded)
-                for v in self.committee.validators:
-                    if v != self.me:
-                        self._send(v, data)
-            elif t is SetTimer:
-                self._timers[e.key] = (e.at, e.generation)
-            elif t is CancelTimer:
-                self._timers.pop(e.key, None)
-            elif t is StateInstalled:
-                log.info("PBFT state installed at checkpoint %d", e.seq)
-                self._installed = max(self._installed, e.seq)
-                self._gap.set()
-            elif t is ViewEntered:
-                self._view_entered(e)
-            elif t is Evidence:
-                self.counters["evidence"] += 1
-                log.warning(
-                    "PBFT evidence against %s: %r vs %r", b58(e.offender), e.first, e.second
-                )
-        for row in rows:
-            self._committed(row)
-        if self.replica is not None:
-            self.in_view_change = self.replica.status.name == "VIEW_CHANGE"
-            self.view = self.replica.view
-
-    @staticmethod
-    def _encoded(msg: Any, cache: dict[int, bytes]) -> bytes:
-        data = cache.get(id(msg))
-        if data is None:
-            data = cache[id(msg)] = encode(msg)
-        return data
+                rows.append(_log_row(e))  # type: ignore[arg-type]
+        self.db.save(persist, rows)  # type: ignore[arg-type]
 
     def _send(self, to: bytes, data: bytes) -> None:
         if not self.transport.send(to, data):
             self.counters["send_dropped"] += 1
 
+    def _notified(self, e: Any) -> None:
+        self._on_notify[type(e)](e)
+
+    def _state_installed(self, e: StateInstalled) -> None:
+        log.info("PBFT state installed at checkpoint %d", e.seq)
+        self._installed = max(self._installed, e.seq)
+        self._gap.set()
+
+    def _evidence(self, e: Evidence) -> None:
+        self.counters["evidence"] += 1
+        log.warning("PBFT evidence against %s: %r vs %r", b58(e.offender), e.first, e.second)
+
     def _view_entered(self, e: ViewEntered) -> None:
-        self.view = e.view
         self.last_view_entered_at = trio.current_time()
         log.info("PBFT view %d, primary %s", e.view, b58(e.primary))
         self._publish({"event": "view", "view": e.view, "primary": b58(e.primary)})
@@ -543,13 +485,9 @@ class ConsensusService:
             self._waiters.pop(key, None)
 
     def _dispatch(self, req: Request, data: bytes, first: bool) -> None:
-        if first and self.replica is not None:
-            try:
-                # Our replica validates it, keeps it pending and broadcasts it to the others.
-                self._inbox_send.send_nowait(ClientRequest(request=req))
-                return
-            except trio.WouldBlock:
-                pass
+        # Our replica validates it, keeps it pending and broadcasts it to the others.
+        if first and self.driver is not None and self.driver.submit(ClientRequest(request=req)):
+            return
         if not first:
             self.counters["submit_resends"] += 1
         for v in self.committee.validators:
@@ -566,7 +504,10 @@ class ConsensusService:
             "f": self.committee.f,
             "log_last": self.log_top,
             "error": self.error,
-            "counters": {**self.counters, **self.transport.counters},
+            "counters": {
+                **(self.counters + (self.driver.counters if self.driver else Counter())),
+                **self.transport.counters,
+            },
         }
         if r is not None:
             out.update(
@@ -585,6 +526,15 @@ class ConsensusService:
                 stable_checkpoint=None,
             )
         return out
+
+
+def _log_row(e: Commit) -> LogRow:
+    return LogRow(
+        e.seq,
+        e.entry.digest,
+        CertifiedEntry(entry=e.entry, certificate=e.certificate),
+        [[r.client, r.request_id, r.status, r.detail] for r in e.results],
+    )
 
 
 def certificate_dict(cert: Any) -> dict[str, Any]:

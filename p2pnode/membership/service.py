@@ -8,8 +8,10 @@ peer has a bounded outbound queue and one writer task: when the queue is full th
 dropped, as a datagram would be, and the protocol's timeouts deal with it. A peer's inbound
 stream ending is news for the machine (a killed daemon's stream ends within ~15 ms).
 
-The machine runs in one task: packets, connection hints and state changes arrive on a memory
-channel, timers live in a heap here, and every effect is carried out before the next input.
+The machine runs on the daemon's :class:`~p2pnode.machine_driver.MachineDriver`: packets,
+connection hints and state changes are submitted to its bounded inbox as events; it owns the
+timers, carries out ``Send`` through the transport and hands ``MemberChanged`` back here. The
+service talks to its machine only through events (it reads ``members`` for queries).
 
 Cancellation: the transport shields writes under ``write_timeout`` (a write cancelled half-way
 can corrupt the Noise session); a write that misses it disconnects the peer. Cancelling ``run``
@@ -17,7 +19,8 @@ stops the loop and the transport.
 
 Errors: undecodable, oversized, unsigned, forged, stale or too-frequent packets are refused and
 counted by reason (``refused``); none reaches the machine's state. A handler never raises into
-the swarm (``set_guarded_handler``).
+the swarm (``set_guarded_handler``). A bug in the machine stops this service only (the driver's
+error policy): ``error`` says why, and the daemon goes on serving DHT, blobs and IPC.
 
 Resources: one writer task and at most ``QUEUE`` packets per peer; inbound packets per peer are
 rate limited (``membership.max_packets_per_second``); packets are bounded before allocation.
@@ -25,9 +28,7 @@ rate limited (``membership.max_packets_per_second``); packets are bounded before
 
 from __future__ import annotations
 
-import heapq
 import logging
-import math
 import random
 import time
 from collections import Counter
@@ -43,6 +44,7 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.peer.id import ID
 
 from p2pnode import __version__
+from p2pnode.machine_driver import MachineDriver
 from p2pnode.membership import sysinfo
 from p2pnode.membership.settings import heartbeat_config
 from p2pnode.network.datagram import DatagramTransport
@@ -60,11 +62,8 @@ from protocols.heartbeat import (
     PeerDisconnected,
     PeerDiscovered,
     RemoteProtocolError,
-    Send,
-    SetTimer,
     Started,
     TaskOutcome,
-    TimerFired,
     decode_packet,
     encode_packet,
 )
@@ -74,6 +73,8 @@ log = logging.getLogger(__name__)
 
 PROTOCOL = "/p2pnode/swim/1.0.0"
 QUEUE = 64
+#: Events queued for the machine; more are dropped and counted (``inbox_full``).
+INBOX = 1024
 DISCOVERY_INTERVAL = 2.0
 
 
@@ -133,9 +134,6 @@ class MembershipService:
             state=self.state,
         )
         self.refused: Counter[str] = Counter()
-        self._inbox_send, self._inbox = trio.open_memory_channel[Any](1024)
-        self._timers: list[tuple[float, int, tuple[Any, ...], int]] = []
-        self._tn = 0
         self._buckets = TokenBuckets(rate=max_packets_per_second, burst=2 * max_packets_per_second)
         self.bandwidth_mbps = 0.0
         self.transport = DatagramTransport(
@@ -152,6 +150,15 @@ class MembershipService:
             on_stream_end=self._stream_ended,
             on_write=self._wrote,
         )
+        self.driver = MachineDriver(
+            self.machine,
+            name="membership",
+            send=self.transport.send,
+            encode=encode_packet,
+            me=self.me,
+            notify=self._changed,  # type: ignore[arg-type]
+            inbox_size=INBOX,
+        )
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -165,12 +172,18 @@ class MembershipService:
         self._set_state(replace(self.state, models=models[:16]))
 
     def record_task(self, peer: bytes, success: bool) -> None:
-        self._inbox_send.send_nowait(TaskOutcome(node=peer, success=success))
+        self.driver.submit(TaskOutcome(node=peer, success=success))
+
+    @property
+    def error(self) -> str | None:
+        """Why the service stopped (a bug in its machine), or None while it runs."""
+        return self.driver.error
 
     def counters(self) -> dict[str, int]:
         out = dict(self.machine.counters)
         for k, v in self.refused.items():
             out[k] = out.get(k, 0) + v
+        out["inbox_full"] = out.get("inbox_full", 0) + self.driver.counters["dropped_inbox_full"]
         sent = self.transport.counters
         out["oversized"] = out.get("oversized", 0) + sent["refused_oversized"]
         out["send_queue_full"] = sent["dropped_queue_full"]
@@ -181,8 +194,7 @@ class MembershipService:
     def _set_state(self, state: NodeState) -> None:
         if state != self.state:
             self.state = state
-            with suppress(trio.WouldBlock):
-                self._inbox_send.send_nowait(LocalStateChanged(state=state))
+            self.driver.submit(LocalStateChanged(state=state))
 
     # -- the service ---------------------------------------------------------------------------
 
@@ -193,37 +205,9 @@ class MembershipService:
             await nursery.start(self.transport.run)
             addrs = tuple(str(a) for a in self.host.get_addrs())[:8]
             self.state = replace(self.state, addrs=addrs)
-            self.machine.state = self.state
-            self.machine.self_alive = self.machine._sign_alive()
-            self._apply(self.machine.handle(Started(announce=True), trio.current_time()))
+            await nursery.start(self.driver.run, Started(announce=True, state=self.state))
             nursery.start_soon(self._discover)
             task_status.started(self)
-            await self._loop()
-
-    async def _loop(self) -> None:
-        m = self.machine
-        while True:
-            deadline = self._timers[0][0] if self._timers else math.inf
-            event = None
-            with trio.move_on_at(deadline):
-                event = await self._inbox.receive()
-            now = trio.current_time()
-            if event is not None:
-                self._apply(m.handle(event, now))
-            while self._timers and self._timers[0][0] <= now:
-                _, _, key, gen = heapq.heappop(self._timers)
-                self._apply(m.handle(TimerFired(key=key, generation=gen), now))  # type: ignore[arg-type]
-
-    def _apply(self, effects: list[Any]) -> None:
-        for e in effects:
-            t = type(e)
-            if t is Send:
-                self._send(e.to, e.msg)
-            elif t is SetTimer:
-                self._tn += 1
-                heapq.heappush(self._timers, (e.at, self._tn, e.key, e.generation))
-            elif t is MemberChanged:
-                self._changed(e)
 
     def _changed(self, e: MemberChanged) -> None:
         peer = ID(e.node).to_base58()
@@ -252,9 +236,6 @@ class MembershipService:
 
     # -- transport -----------------------------------------------------------------------------
 
-    def _send(self, to: bytes, packet: Any) -> None:
-        self.transport.send(to, encode_packet(packet))
-
     def _wrote(self, size: int, seconds: float) -> None:
         if size > 8192:  # push-pull pages: a crude, measured bandwidth estimate
             mbps = size * 8 / max(seconds, 1e-6) / 1e6
@@ -262,8 +243,7 @@ class MembershipService:
 
     def _stream_ended(self, sender: bytes) -> None:
         # The peer's stream ended: it may have died (SIGKILL shows as EOF within ~15 ms).
-        with suppress(trio.WouldBlock, trio.ClosedResourceError):
-            self._inbox_send.send_nowait(PeerDisconnected(node=sender))
+        self.driver.submit(PeerDisconnected(node=sender))
 
     def _receive(self, sender: bytes, data: bytes) -> None:
         now = trio.current_time()
@@ -281,10 +261,7 @@ class MembershipService:
             self.refused[exc.reason] += 1
             log.debug("refused swim packet from %s: %s", ID(sender), exc)
             return
-        try:
-            self._inbox_send.send_nowait(MessageReceived(sender=sender, msg=packet))
-        except trio.WouldBlock:
-            self.refused["inbox_full"] += 1
+        self.driver.submit(MessageReceived(sender=sender, msg=packet))
 
     # -- discovery -----------------------------------------------------------------------------
 
@@ -294,11 +271,9 @@ class MembershipService:
         while True:
             now_connected = set(self.host.get_connected_peers())
             for peer in now_connected - known:
-                with suppress(trio.WouldBlock):
-                    self._inbox_send.send_nowait(PeerDiscovered(node=peer.to_bytes()))
+                self.driver.submit(PeerDiscovered(node=peer.to_bytes()))
             for peer in known - now_connected:
-                with suppress(trio.WouldBlock):
-                    self._inbox_send.send_nowait(PeerDisconnected(node=peer.to_bytes()))
+                self.driver.submit(PeerDisconnected(node=peer.to_bytes()))
             known = now_connected
             if self.bandwidth_mbps and abs(self.bandwidth_mbps - self.state.bandwidth_mbps) > max(
                 1.0, 0.25 * self.state.bandwidth_mbps

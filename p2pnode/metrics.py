@@ -62,6 +62,17 @@ class NodeMetrics:
             registry=self.registry,
         )
 
+        self._service_up = Gauge(
+            "p2pnode_service_up",
+            "1 while a service runs, 0 once a bug (or a failed write) stopped it",
+            ["service"],
+            registry=self.registry,
+        )
+
+    def watch_service(self, name: str, running: Callable[[], bool]) -> None:
+        """Export ``p2pnode_service_up{service=name}``, read from ``running`` at each scrape."""
+        self._service_up.labels(name).set_function(lambda: 1.0 if running() else 0.0)
+
     def observe_dht(self, op: str, seconds: float, ok: bool) -> None:
         self.dht_seconds.labels(op, "ok" if ok else "miss").observe(seconds)
 

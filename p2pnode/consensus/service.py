@@ -6,9 +6,8 @@ certificate before it appends the entry to its log. Both serve the committed log
 
 Transport. Validators exchange PBFT messages as one-way datagrams (``/p2pnode/pbft/1.0.0``,
 :class:`~p2pnode.network.datagram.DatagramTransport`): one reused outbound stream per peer, a
-bounded queue and one shielded writer per peer. The log is served over request/response on
-reused streams (``/p2pnode/pbft-log/1.0.0``, :class:`~p2pnode.network.rpc.RpcService`), with a
-long poll so a follower hears of a commit one round trip after its validator does.
+bounded queue and one shielded writer per peer. The committed log is served, pulled and kept
+whole by :class:`~p2pnode.consensus.log_sync.LogSync` (``/p2pnode/pbft-log/1.0.0``).
 
 The machine. The replica runs on the daemon's :class:`~p2pnode.machine_driver.MachineDriver`:
 it takes every event queued (up to ``DRAIN``), hands each to ``Replica.handle``, fires due
@@ -33,12 +32,11 @@ or the new one.
 Errors: a peer's malformed, forged or non-member message is refused (``RemoteProtocolError``)
 and counted; it changes nothing. A bug in the replica, or a log write that fails, stops this
 service only (the driver's error policy); ``status`` reports it and the rest of the daemon keeps
-running. A follower that receives an
-entry whose certificate does not check drops the reply and asks another validator.
+running. A fetched entry whose certificate does not check is dropped (see ``log_sync``).
 
 Resources: the inbox holds ``INBOX`` events (more are dropped: PBFT retransmits); each peer's
-outbound queue holds ``consensus.queue_size`` packets; one writer task per peer; log replies
-carry at most ``LOG_BATCH`` entries; ``client_lanes`` bounds transactions in flight per node.
+outbound queue holds ``consensus.queue_size`` packets; one writer task per peer;
+``client_lanes`` bounds transactions in flight per node.
 """
 
 from __future__ import annotations
@@ -54,10 +52,10 @@ from libp2p.abc import IHost
 from libp2p.crypto.keys import KeyPair
 from libp2p.peer.id import ID
 
-from p2pnode.consensus.store import ConsensusStore, LogRow, decode_entries
+from p2pnode.consensus.log_sync import LOG_PROTOCOL, LogSync
+from p2pnode.consensus.store import ConsensusStore, LogRow
 from p2pnode.machine_driver import MachineDriver
 from p2pnode.network.datagram import DatagramTransport
-from p2pnode.network.rpc import RpcError, RpcService
 from p2pnode.network.signing import Ed25519Signer, Ed25519Verifier
 from p2pnode.store import Store
 from protocols.pbft import (
@@ -77,7 +75,6 @@ from protocols.pbft import (
     Restarted,
     StateInstalled,
     ViewEntered,
-    check_certified_entry,
     decode,
     encode,
     sign,
@@ -87,17 +84,10 @@ from protocols.pbft.codec import MAX_MESSAGE_BYTES
 log = logging.getLogger(__name__)
 
 PROTOCOL = "/p2pnode/pbft/1.0.0"
-LOG_PROTOCOL = "/p2pnode/pbft-log/1.0.0"
 #: Events queued for the machine; more are dropped (validators retransmit every status tick).
 INBOX = 8192
 #: Events handled per step before the step's effects are carried out (one SQLite transaction).
 DRAIN = 512
-#: Entries per log reply (each up to max_batch requests of at most 64 KiB: bounded by the frame).
-LOG_BATCH = 64
-#: Longest long poll a log server grants, and what followers ask for.
-LONG_POLL = 2.0
-#: Pause before asking the next validator after a failed log request.
-SYNC_BACKOFF = 0.2
 _LANE_DOMAIN = b"p2pnode/pbft/lane\x00"
 
 
@@ -161,7 +151,7 @@ class ConsensusService:
                 verifier=self.verifier,
             )
         self._on_notify: dict[type, Any] = {
-            Commit: lambda e: self._committed(_log_row(e)),
+            Commit: lambda e: self.log_sync.committed(_log_row(e)),
             StateInstalled: self._state_installed,
             ViewEntered: self._view_entered,
             Evidence: self._evidence,
@@ -177,15 +167,18 @@ class ConsensusService:
             write_timeout=cfg.network.request_timeout,
             connect_timeout=cfg.network.connect_timeout,
         )
-        self.rpc = RpcService(
+        self.counters: Counter[str] = Counter()
+        self.log_sync = LogSync(
             host,
-            LOG_PROTOCOL,
-            self._serve_log,
-            max_frame=MAX_MESSAGE_BYTES + (1 << 16),
-            max_inflight=16,
+            self.db,
+            committee=self.committee,
+            me=self.me,
+            verifier=self.verifier,
+            request_timeout=cfg.network.request_timeout,
             write_timeout=cfg.network.request_timeout,
+            counters=self.counters,
+            on_row=self._on_row,
         )
-        self.request_timeout = cfg.network.request_timeout
         if self.replica is not None:
             self.driver = MachineDriver(
                 self.replica,
@@ -205,15 +198,12 @@ class ConsensusService:
         self._free_lanes = list(range(c.client_lanes - 1, -1, -1))
         self._lane_slots = trio.Semaphore(c.client_lanes)
         self.boot = 0
-        #: Every seq in 1..log_top is in the local log; ``_above`` holds the seqs beyond a gap.
-        self.log_top = 0
-        self._above: set[int] = set()
-        self._log_changed = trio.Event()
-        self._gap = trio.Event()
-        #: Highest checkpoint installed without executing the entries below it.
-        self._installed = 0
-        self.counters: Counter[str] = Counter()
         self.last_view_entered_at: float | None = None
+
+    @property
+    def log_top(self) -> int:
+        """Every entry 1..log_top is in the local log."""
+        return self.log_sync.top
 
     @property
     def error(self) -> str | None:
@@ -226,16 +216,10 @@ class ConsensusService:
         self, *, task_status: trio.TaskStatus[ConsensusService] = trio.TASK_STATUS_IGNORED
     ) -> None:
         self.boot = self.db.next_boot()
-        self.log_top = self.db.contiguous_upto(0)
-        _count, top = self.db.log_bounds()
-        if top > self.log_top:
-            self._above = {
-                r.seq for r in self.db.read_log(self.log_top + 1, top, top - self.log_top)
-            }
-            self._gap.set()
+        self.log_sync.load()
         async with trio.open_nursery() as nursery:
             await nursery.start(self.transport.run)
-            await nursery.start(self.rpc.run)
+            await nursery.start(self.log_sync.run)
             if self.replica is not None:
                 durable = self.db.load()
                 log.info(
@@ -243,16 +227,16 @@ class ConsensusService:
                     self.committee.validators.index(self.me) + 1,
                     self.committee.n,
                     "first boot" if durable is None else f"restarted in view {durable.view}",
-                    self.log_top,
+                    self.log_sync.top,
                 )
                 assert self.driver is not None
                 await nursery.start(self.driver.run, Restarted(durable=durable))
-                nursery.start_soon(self._fill_gaps)
+                nursery.start_soon(self.log_sync.fill_gaps)
             else:
                 log.info(
-                    "PBFT follower of %d validators; log at %d", self.committee.n, self.log_top
+                    "PBFT follower of %d validators; log at %d", self.committee.n, self.log_sync.top
                 )
-                nursery.start_soon(self._follow)
+                nursery.start_soon(self.log_sync.follow)
             task_status.started(self)
 
     # -- the machine loop ------------------------------------------------------------------------
@@ -294,8 +278,7 @@ class ConsensusService:
 
     def _state_installed(self, e: StateInstalled) -> None:
         log.info("PBFT state installed at checkpoint %d", e.seq)
-        self._installed = max(self._installed, e.seq)
-        self._gap.set()
+        self.log_sync.installed(e.seq)
 
     def _evidence(self, e: Evidence) -> None:
         self.counters["evidence"] += 1
@@ -308,28 +291,15 @@ class ConsensusService:
 
     # -- the log --------------------------------------------------------------------------------
 
-    def _committed(self, row: LogRow) -> None:
-        """A row is in the local log (it was written before this call): advance, tell waiters."""
-        seq = row.seq
-        if seq <= self.log_top or seq in self._above:
-            return
-        if seq == self.log_top + 1:
-            self.log_top = seq
-            while self.log_top + 1 in self._above:
-                self.log_top += 1
-                self._above.discard(self.log_top)
-            ev, self._log_changed = self._log_changed, trio.Event()
-            ev.set()
-        else:
-            self._above.add(seq)
-            self._gap.set()
+    def _on_row(self, row: LogRow) -> None:
+        """A row is new in the local log (on disk already): tell waiters and subscribers."""
         results = {(r[0], r[1]): r[2] for r in row.results or ()}
         cert = row.entry.certificate
         for req in row.entry.entry.batch:
             w = self._waiters.get((req.client, req.request_id))
             if w is not None and w.result is None:
                 w.result = {
-                    "seq": seq,
+                    "seq": row.seq,
                     "digest": row.digest.hex(),
                     "status": results.get((req.client, req.request_id), "committed"),
                     "certificate": certificate_dict(cert),
@@ -339,7 +309,7 @@ class ConsensusService:
         self._publish(
             {
                 "event": "commit",
-                "seq": seq,
+                "seq": row.seq,
                 "digest": row.digest.hex(),
                 "view": cert.votes[0].view if cert.votes else None,
                 "size": len(row.entry.entry.batch),
@@ -349,93 +319,6 @@ class ConsensusService:
     def _publish(self, event: dict[str, Any]) -> None:
         if self.events is not None:
             self.events.publish("commits", event)
-
-    def _append_fetched(self, entries: list[CertifiedEntry]) -> None:
-        rows = [LogRow(ce.entry.seq, ce.entry.digest, ce, None) for ce in entries]
-        self.db.save(None, rows)
-        for row in rows:
-            self._committed(row)
-
-    async def _fetch(self, peer: bytes, first: int, wait: float) -> list[CertifiedEntry]:
-        """Certified entries first, first+1, ... from ``peer``, every certificate checked."""
-        reply = await self.rpc.request(
-            ID(peer),
-            {"op": "log", "from": first, "limit": LOG_BATCH, "wait": wait},
-            timeout=wait + self.request_timeout,
-        )
-        if not reply.get("ok"):
-            raise RpcError(str(reply.get("err")))
-        raw = reply.get("entries")
-        if not isinstance(raw, list) or len(raw) > LOG_BATCH:
-            raise RemoteProtocolError("log reply without a bounded entries list")
-        out: list[CertifiedEntry] = []
-        for item in raw:
-            if type(item) is not bytes:
-                raise RemoteProtocolError("log entry is not bytes")
-            entries = decode_entries(item)
-            if len(entries) != 1 or entries[0].entry.seq != first + len(out):
-                raise RemoteProtocolError("log reply out of order")
-            # A follower trusts no validator: the certificate (2f+1 commit votes) decides.
-            check_certified_entry(self.committee, self.verifier, entries[0])
-            out.append(entries[0])
-        return out
-
-    async def _follow(self) -> None:
-        """Follower: pull certified entries from validators, one long poll at a time."""
-        others = [v for v in self.committee.validators if v != self.me]
-        i = int.from_bytes(hashlib.sha256(self.me).digest()[:4], "big")
-        while True:
-            peer = others[i % len(others)]
-            try:
-                entries = await self._fetch(peer, self.log_top + 1, LONG_POLL)
-            except (RpcError, RemoteProtocolError, Exception) as exc:
-                self.counters["sync_failures"] += 1
-                log.debug("log sync from %s failed: %r", b58(peer), exc)
-                i += 1
-                await trio.sleep(SYNC_BACKOFF)
-                continue
-            if entries:
-                self._append_fetched(entries)
-            else:
-                i += 1  # nothing new there: the next long poll asks another validator
-
-    async def _fill_gaps(self) -> None:
-        """Validator: entries below an installed checkpoint were never executed here; fetch
-        them (with certificates) from other validators so the local log is complete."""
-        others = [v for v in self.committee.validators if v != self.me]
-        i = 0
-        while True:
-            await self._gap.wait()
-            if not self._above and self.log_top >= self._installed:
-                self._gap = trio.Event()
-                continue
-            peer = others[i % len(others)]
-            try:
-                entries = await self._fetch(peer, self.log_top + 1, 0.0)
-            except Exception as exc:
-                self.counters["sync_failures"] += 1
-                log.debug("gap fill from %s failed: %r", b58(peer), exc)
-                entries = []
-            if entries:
-                self._append_fetched(entries)
-            else:
-                i += 1
-                await trio.sleep(SYNC_BACKOFF)
-
-    async def _serve_log(self, peer: ID, frame: dict[str, Any]) -> dict[str, Any]:
-        if frame.get("op") != "log":
-            return {"ok": False, "err": "unknown op"}
-        first, limit, wait = frame.get("from"), frame.get("limit"), frame.get("wait", 0)
-        if type(first) is not int or first < 1 or type(limit) is not int or limit < 1:
-            return {"ok": False, "err": "from and limit must be positive ints"}
-        if not isinstance(wait, int | float) or wait != wait or wait < 0:
-            return {"ok": False, "err": "wait must be a non-negative number"}
-        if first > self.log_top and wait > 0:
-            with trio.move_on_after(min(float(wait), LONG_POLL)):
-                while first > self.log_top:
-                    await self._log_changed.wait()
-        raw = self.db.read_raw_entries(first, min(limit, LOG_BATCH))
-        return {"ok": True, "entries": raw, "top": self.log_top}
 
     # -- clients ---------------------------------------------------------------------------------
 
@@ -502,7 +385,7 @@ class ConsensusService:
             "role": "validator" if r is not None else "follower",
             "committee": [b58(v) for v in self.committee.validators],
             "f": self.committee.f,
-            "log_last": self.log_top,
+            "log_last": self.log_sync.top,
             "error": self.error,
             "counters": {
                 **(self.counters + (self.driver.counters if self.driver else Counter())),
@@ -522,7 +405,7 @@ class ConsensusService:
                 view=None,
                 primary=None,
                 in_view_change=None,
-                last_committed=self.log_top,
+                last_committed=self.log_sync.top,
                 stable_checkpoint=None,
             )
         return out

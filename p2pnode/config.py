@@ -190,7 +190,8 @@ SCHEMA: tuple[Setting, ...] = (
         float,
         200.0,
         "Records and provider entries one peer may make us store per second (burst: 5x this);"
-        ' more are refused ("rate limited") so no peer can fill our store.',
+        ' more are refused ("rate limited", counted against the peer) so no peer can fill'
+        " our store.",
         _range(1, 1e6),
     ),
     Setting(

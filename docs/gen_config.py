@@ -1,17 +1,26 @@
 """Write docs/configuration.md from the config schema (p2pnode/config.py, ``SCHEMA``).
 
-Run from the repository root after changing a setting: ``python docs/gen_config.py``.
-tests/unit/test_config_reference.py fails while the committed file differs from this output.
+Run after changing a setting: ``python docs/gen_config.py``. tests/unit/test_config_reference.py
+fails while the committed file differs from this output.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from p2pnode.config import config_reference_markdown
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = ROOT / "docs" / "configuration.md"
 
-TARGET = Path(__file__).resolve().parent / "configuration.md"
 
-if __name__ == "__main__":
+def main() -> None:
+    # This checkout's schema, not that of whatever p2pnode happens to be installed.
+    sys.path.insert(0, str(ROOT))
+    from p2pnode.config import config_reference_markdown
+
     TARGET.write_text(config_reference_markdown())
     print(f"wrote {TARGET}")
+
+
+if __name__ == "__main__":
+    main()

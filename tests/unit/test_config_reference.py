@@ -20,7 +20,7 @@ def test_committed_reference_matches_the_schema() -> None:
     committed = REFERENCE.read_text() if REFERENCE.exists() else ""
     assert committed == expected, (
         f"{REFERENCE} differs from the config schema (p2pnode/config.py): "
-        f"run `{REFERENCE_COMMAND}` from the repository root and commit the result"
+        f"run `{REFERENCE_COMMAND}` and commit the result"
     )
 
 
@@ -33,7 +33,7 @@ def test_reference_lists_every_setting_with_its_default() -> None:
     assert "| `metrics_port` | unset | 1 to 65535 |" in text
 
 
-def test_template_and_reference_share_each_description() -> None:
+def test_init_template_carries_the_same_descriptions() -> None:
     template = render_config_template()
     tomllib.loads(template)
     for s in SCHEMA:

@@ -5,8 +5,9 @@ documentation, all in :data:`SCHEMA`. Values come from, highest first: command-l
 ``P2PNODE_<KEY>`` environment variables (dots become underscores: ``P2PNODE_DHT_REPLICATION``),
 ``config.toml`` in the data dir, then the defaults. A bad value anywhere raises
 :class:`ConfigError` whose message is one line naming the key, the source and the reason. The
-commented ``config.toml`` that ``p2pnode init`` writes is generated from the same schema, so the
-file and the code cannot disagree.
+commented ``config.toml`` that ``p2pnode init`` writes and the reference ``docs/configuration.md``
+(:func:`config_reference_markdown`, checked by a unit test) are generated from the same schema,
+so neither can disagree with the code.
 """
 
 from __future__ import annotations
@@ -39,14 +40,23 @@ class Setting:
     default: Any
     doc: str
     check: Callable[[Any], str | None] | None = None  # returns a reason when the value is bad
-    optional: bool = False  # None (or "" / 0 from env and flags) means "off"
+    optional: bool = False  # None, "" (or "off" for a non-string) means "off"
+    size: bool = False  # a size in bytes: the reference shows it in KiB, MiB or GiB too
+
+
+@dataclass(frozen=True, slots=True)
+class _Range:
+    """The check "between lo and hi", kept as data so that the reference can show the bounds."""
+
+    lo: float
+    hi: float
+
+    def __call__(self, v: Any) -> str | None:
+        return None if self.lo <= v <= self.hi else f"must be between {self.lo:g} and {self.hi:g}"
 
 
 def _range(lo: float, hi: float) -> Callable[[Any], str | None]:
-    def check(v: Any) -> str | None:
-        return None if lo <= v <= hi else f"must be between {lo:g} and {hi:g}"
-
-    return check
+    return _Range(lo, hi)
 
 
 def _multiaddrs(v: list[str]) -> str | None:
@@ -97,14 +107,16 @@ SCHEMA: tuple[Setting, ...] = (
         "bootstrap",
         list,
         [],
-        "Peers to join at start, as full multiaddrs with /p2p/<peer id>. Retried with backoff.",
+        "Peers to join at start, as full multiaddrs with /p2p/<peer id>. Each is retried, with "
+        "pauses doubling up to network.bootstrap_max_backoff, until it answers.",
         _bootstrap,
     ),
     Setting(
         "psk_file",
         str,
         None,
-        "File holding a 64-hex-character pre-shared key: only peers with the same key can connect.",
+        "File holding a 64-hex-character pre-shared key (go-ipfs swarm.key layout accepted; a "
+        "relative path is under the data dir): only peers with the same key can connect.",
         optional=True,
     ),
     Setting(
@@ -171,13 +183,15 @@ SCHEMA: tuple[Setting, ...] = (
         65536,
         "Largest record value accepted, in bytes.",
         _range(1, 1 << 20),
+        size=True,
     ),
     Setting(
         "dht.max_stores_per_second",
         float,
         200.0,
         "Records and provider entries one peer may make us store per second (burst: 5x this);"
-        " more are refused so no peer can fill our store.",
+        ' more are refused ("rate limited", counted against the peer) so no peer can fill'
+        " our store.",
         _range(1, 1e6),
     ),
     Setting(
@@ -191,7 +205,7 @@ SCHEMA: tuple[Setting, ...] = (
         "network.request_timeout",
         float,
         5.0,
-        "Seconds to wait for a peer's reply to one RPC.",
+        "Seconds to wait for a peer's reply to one request, and for one write to a peer.",
         _range(0.1, 120),
     ),
     Setting(
@@ -205,7 +219,8 @@ SCHEMA: tuple[Setting, ...] = (
         "network.max_inflight_per_peer",
         int,
         64,
-        "RPCs served at once for one peer; more wait in line rather than being dropped.",
+        "DHT requests served at once for one peer; more wait unread (flow control) rather than "
+        "being dropped.",
         _range(1, 4096),
     ),
     Setting(
@@ -214,6 +229,7 @@ SCHEMA: tuple[Setting, ...] = (
         20 << 30,
         "Unpinned blobs are garbage-collected, least recently used first, above this size.",
         _range(1 << 20, 1 << 50),
+        size=True,
     ),
     Setting(
         "blobs.fetch_timeout",
@@ -264,6 +280,7 @@ SCHEMA: tuple[Setting, ...] = (
         16 << 20,
         "Largest IPC frame accepted from a client, in bytes.",
         _range(1024, 1 << 30),
+        size=True,
     ),
     Setting(
         "ipc.max_clients",
@@ -362,7 +379,8 @@ SCHEMA: tuple[Setting, ...] = (
         "membership.push_pull_interval",
         float,
         30.0,
-        "Seconds between push-pull exchanges of a bounded page of views (0: only on join).",
+        "Seconds between push-pull exchanges with one random member (bucket digests, then the "
+        "records of the buckets that differ; 0: only the one on join).",
         _range(0, 3600),
     ),
     Setting(
@@ -780,4 +798,99 @@ def render_config_template(values: Mapping[str, Any] | None = None) -> str:
             lines.append(f"# {name} = <unset>")
         else:
             lines.append(f"# {name} = {_toml_value(s.default)}")
+    return "\n".join(lines) + "\n"
+
+
+# -- the configuration reference (docs/configuration.md) ---------------------------------------
+
+REFERENCE_COMMAND = "python docs/gen_config.py"
+
+_SECTION_TITLES = {
+    "": "Top level",
+    "dht": "`[dht]`: records and Kademlia",
+    "network": "`[network]`: connections and requests",
+    "blobs": "`[blobs]`: the blob store and exchange (docs/blobs.md)",
+    "ipc": "`[ipc]`: the local socket (docs/ipc.md)",
+    "membership": "`[membership]`: SWIM + Lifeguard heartbeats (docs/membership.md)",
+    "consensus": '`[consensus]`: the PBFT commit log (docs/pbft.md, "In the daemon")',
+}
+
+
+def _number_text(n: float) -> str:
+    return str(int(n)) if n == int(n) else f"{n:g}"
+
+
+def _size_text(n: float) -> str:
+    for unit, shift in (("PiB", 50), ("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{_number_text(n / (1 << shift))} {unit}"
+    return f"{_number_text(n)} B"
+
+
+def _reference_default(s: Setting) -> str:
+    if s.default is None:
+        return "unset"
+    text = f"`{_toml_value(s.default)}`"
+    return f"{text} ({_size_text(s.default)})" if s.size else text
+
+
+def _reference_range(s: Setting) -> str:
+    if not isinstance(s.check, _Range):
+        return ""
+    lo, hi = s.check.lo, s.check.hi
+    if s.size:
+        return f"{_size_text(lo)} to {_size_text(hi)}"
+    return f"{_number_text(lo)} to {_number_text(hi)}"
+
+
+def config_reference_markdown() -> str:
+    """docs/configuration.md: every setting of :data:`SCHEMA`, its default, bounds and meaning.
+
+    The committed file is checked against this by tests/unit/test_config_reference.py, so the
+    reference cannot drift from the code; regenerate it with :data:`REFERENCE_COMMAND`.
+    """
+    import textwrap  # here, not at the top: only this generator needs it
+
+    intro = (
+        "Every setting of the daemon, with its default, its bounds and what it does. Values come"
+        " from, highest first: flags of `p2pnode daemon` (`--listen`, `--bootstrap`,"
+        " `--psk-file`, `--metrics-port`, `--log-level`), `P2PNODE_<KEY>` environment variables"
+        " (dots become underscores, upper case: `dht.replication` is"
+        " `P2PNODE_DHT_REPLICATION`; a list is comma-separated), `config.toml` in the data dir"
+        " (`dht.replication` is `replication` under `[dht]`), then the defaults. The data dir"
+        " itself comes from `--data-dir`, then `P2PNODE_DATA_DIR`, then `~/.p2pnode`."
+        " `p2pnode init` writes a `config.toml` listing every setting below, commented out at"
+        " its default (but for the `--listen` and `--bootstrap` given to it).",
+        "An *unset* setting is off; in `config.toml` or the environment an empty string (or"
+        " `off`, where the value is a number) unsets it. Besides each key's bounds, start-up"
+        " checks that `listen` is not empty, that `dht.republish_interval` is shorter than"
+        " `dht.record_ttl`, that `membership.probe_timeout` is shorter than"
+        " `membership.probe_interval` and that `consensus.window` is a multiple of"
+        " `consensus.checkpoint_interval`. A bad value stops start-up with one line naming the"
+        " key, its source and the reason, for example `config key dht.replication (from"
+        " /n/config.toml): must be between 1 and 20, got 99`.",
+    )
+    lines = [
+        "# Configuration reference",
+        "",
+        f"<!-- Generated from p2pnode/config.py (SCHEMA) by `{REFERENCE_COMMAND}`;",
+        "     do not edit by hand. -->",
+    ]
+    for paragraph in intro:
+        lines += ["", *textwrap.wrap(paragraph, 100, break_on_hyphens=False)]
+    section = None
+    for s in SCHEMA:
+        sec = s.key.rpartition(".")[0]
+        if sec != section:
+            section = sec
+            lines += [
+                "",
+                f"## {_SECTION_TITLES.get(sec, f'`[{sec}]`')}",
+                "",
+                "| key | default | bounds | meaning |",
+                "|---|---|---|---|",
+            ]
+        # Escaped, or markdown would take "|" for a cell border and "<port>" for an HTML tag.
+        doc = s.doc.replace("|", "\\|").replace("<", "\\<")
+        lines.append(f"| `{s.key}` | {_reference_default(s)} | {_reference_range(s)} | {doc} |")
     return "\n".join(lines) + "\n"

@@ -45,7 +45,10 @@ def _media(params: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
 def build_blob_methods(
     *, blobs: BlobService, blob_store: BlobStore, dht: Dht, peer_id: str
 ) -> dict[str, Method]:
-    """``dht`` and ``peer_id`` serve the pointer methods (records this node signs)."""
+    """``dht`` and ``peer_id`` serve the pointer methods (records this node signs).
+
+    Long as a table of one short closure per method, sharing the open uploads.
+    """
     store = blob_store
     ids = itertools.count(1)
 

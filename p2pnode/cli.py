@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -274,15 +275,18 @@ def _human_size(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
-def _fetch_with_progress(args: argparse.Namespace, key: str) -> dict[str, Any]:
-    """Fetch in one thread while another polls blob.stat to draw a progress bar."""
+def _fetch_with_progress(
+    args: argparse.Namespace, key: str, call: Callable[[Any], dict[str, Any]]
+) -> dict[str, Any]:
+    """Run ``call`` (a request that fetches ``key``) in one thread while another polls
+    blob.stat to draw a progress bar."""
     result: dict[str, Any] = {}
     failure: list[BaseException] = []
 
     def work() -> None:
         try:
             with _client(args) as c:
-                result.update(c.blob_fetch(key))
+                result.update(call(c))
         except BaseException as exc:
             failure.append(exc)
 
@@ -326,18 +330,21 @@ def cmd_blob(args: argparse.Namespace) -> int:
         _print(args, r, r["key"])
         return 0
     if args.blob_command == "get":
-        stat = _fetch_with_progress(args, args.key)
+        if args.output != "-":
+            # One request: the daemon fetches the blob and writes the file itself.
+            r = _fetch_with_progress(
+                args, args.key, lambda c: c.blob_get(args.key, path=args.output)
+            )
+            _print(args, r, f"wrote {_human_size(r['size'])} to {args.output}")
+            return 0
+        stat = _fetch_with_progress(args, args.key, lambda c: c.blob_fetch(args.key))
         with _client(args) as c:
-            if args.output == "-":
-                offset = 0
-                while offset < stat["size"]:
-                    data = c.blob_read(args.key, offset, 4 << 20)["data"]
-                    sys.stdout.buffer.write(data)
-                    offset += len(data)
-                sys.stdout.flush()
-                return 0
-            r = c.blob_get(args.key, path=args.output)
-        _print(args, r, f"wrote {_human_size(r['size'])} to {args.output}")
+            offset = 0
+            while offset < stat["size"]:
+                data = c.blob_read(args.key, offset, 4 << 20)["data"]
+                sys.stdout.buffer.write(data)
+                offset += len(data)
+            sys.stdout.flush()
         return 0
     with _client(args) as c:
         if args.blob_command == "stat":

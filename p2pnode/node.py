@@ -1,14 +1,19 @@
 """The composition root: one daemon, one trio nursery tree.
 
-Start-up order (each step ``await nursery.start``-ed, so a failure stops the start):
-store -> identity -> libp2p host listening -> DHT (handlers registered, bootstrap in the
-background) -> metrics endpoint -> IPC socket. ``task_status.started`` fires once the IPC
+Every service is built first, each handed its dependencies in its constructor
+(:meth:`Node._build`), then started in dependency order, each ``await nursery.start``-ed so a
+failure stops the start: store -> identity -> libp2p host listening -> DHT (handlers
+registered, bootstrap in the background) -> blobs -> membership -> consensus (when configured)
+-> metrics endpoint -> IPC socket -> peer watch. ``task_status.started`` fires once the IPC
 socket accepts requests: that is what "ready" means to the CLI and to ``p2pnode swarm``.
 
-Cancellation: cancelling :meth:`Node.run` stops the IPC server first (socket removed), then
-the DHT tasks, then the host closes its connections, then the store is closed. py-libp2p's
-own services (KadDHT's maintenance loop) are not started: the DHT service drives refreshes
-itself, which also avoids the library's shutdown-order hazard.
+The IPC method table is put together here from one adapter per service
+(:mod:`p2pnode.ipc`), each handed only the services it serves.
+
+Cancellation: cancelling :meth:`Node.run` stops the services in the reverse order (the IPC
+server first, socket removed, then the DHT tasks), then the host closes its connections, then
+the store is closed. py-libp2p's own services (KadDHT's maintenance loop) are not started: the
+DHT service drives refreshes itself, which also avoids the library's shutdown-order hazard.
 
 Errors: a bad config, an unreadable key or a port in use raise before ``started``.
 """
@@ -17,64 +22,49 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import multiaddr
 import trio
-from libp2p.abc import INetConn, INetStream, INetwork, INotifee
-from libp2p.peer.id import ID
-from multiaddr import Multiaddr
+from libp2p.abc import IHost
 
-from p2pnode.blobs.ipc import build_blob_methods
 from p2pnode.blobs.service import BlobService
 from p2pnode.blobs.store import BlobStore
 from p2pnode.config import Config
-from p2pnode.consensus.ipc import build_consensus_methods
 from p2pnode.consensus.service import ConsensusService
 from p2pnode.events import EventBus
 from p2pnode.identity import load_identity_file, peer_id_of
-from p2pnode.ipc.methods import build_methods
-from p2pnode.ipc.server import IpcServer
-from p2pnode.membership.ipc import build_membership_methods
+from p2pnode.ipc.blobs import build_blob_methods
+from p2pnode.ipc.consensus import build_consensus_methods
+from p2pnode.ipc.dht import build_dht_methods
+from p2pnode.ipc.membership import build_membership_methods
+from p2pnode.ipc.peers import build_peer_methods
+from p2pnode.ipc.server import IpcServer, Method
+from p2pnode.ipc.status import build_status_methods
+from p2pnode.ipc.subscriptions import build_subscription_methods
 from p2pnode.membership.service import MembershipService
 from p2pnode.metrics import NodeMetrics
 from p2pnode.network.dht import Dht
 from p2pnode.network.host import build_host
+from p2pnode.network.peers import PeerWatch
 from p2pnode.store import Store
 from protocols.blobs.pointers import PointerValidator
 
 log = logging.getLogger(__name__)
 
-PEER_WATCH_INTERVAL = 0.5
 
+@dataclass(frozen=True, slots=True)
+class Services:
+    """The services of one running node, built by :meth:`Node._build`."""
 
-class PeerEvents(INotifee):
-    """py-libp2p notifee turning connection changes into ``peers`` events, exactly (a poll
-    would miss a disconnect followed by a quick redial). Publishing never blocks."""
-
-    def __init__(self, events: EventBus) -> None:
-        self.events = events
-
-    async def connected(self, network: INetwork, conn: INetConn) -> None:
-        self.events.publish("peers", {"event": "connected", "peer_id": _peer_of(conn)})
-
-    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        self.events.publish("peers", {"event": "disconnected", "peer_id": _peer_of(conn)})
-
-    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
-        pass
-
-    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
-        pass
-
-    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        pass
-
-    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        pass
-
-
-def _peer_of(conn: INetConn) -> str:
-    return str(conn.muxed_conn.peer_id.to_base58())
+    host: IHost
+    metrics: NodeMetrics
+    dht: Dht
+    blob_store: BlobStore
+    blobs: BlobService
+    membership: MembershipService
+    consensus: ConsensusService | None  # None without consensus.validators
+    peers: PeerWatch
 
 
 class Node:
@@ -96,52 +86,12 @@ class Node:
             )
             listen = [multiaddr.Multiaddr(a) for a in self.cfg.listen]
             async with self.host.run(listen_addrs=listen):
-                self.metrics = NodeMetrics(
-                    connected_peers=lambda: len(self.host.get_connected_peers()),
-                    routing_table_size=lambda: self.dht.table_size(),
-                    records=lambda: self.dht.record_count(),
-                )
-                self.dht = Dht(
-                    self.host, self.key_pair, store, self.cfg, observe=self.metrics.observe_dht
-                )
-                self.dht.on_record = self._record_event
-                self.blob_store = blob_store = BlobStore(
+                blob_store = BlobStore(
                     store, self.cfg.data_dir / "blobs", direct_io=self.cfg.blobs.direct_io
                 )
-                self.blobs = BlobService(self.host, self.dht, self.blob_store, self.cfg)
-                self.dht.validators.register("ptr", PointerValidator())
+                services = self._build(self.host, store, blob_store)
                 async with trio.open_nursery() as nursery:
-                    await nursery.start(self.dht.run)
-                    await nursery.start(self.blobs.run)
-                    self.membership = MembershipService.from_config(
-                        self.host, self.key_pair, self.cfg, self.events
-                    )
-                    await nursery.start(self.membership.run)
-                    self.consensus: ConsensusService | None = None
-                    if self.cfg.consensus.validators:
-                        self.consensus = ConsensusService(
-                            self.host, self.key_pair, store, self.cfg, self.events
-                        )
-                        await nursery.start(self.consensus.run)
-                    if self.cfg.metrics_port is not None:
-                        self.metrics_port = await nursery.start(
-                            self.metrics.serve, self.cfg.metrics_port
-                        )
-                    ipc = IpcServer(
-                        self.cfg.socket_path,
-                        {
-                            **build_methods(self),
-                            **build_blob_methods(self),
-                            **build_membership_methods(self.membership),
-                            **build_consensus_methods(self),
-                        },
-                        max_frame=self.cfg.ipc.max_frame,
-                        max_clients=self.cfg.ipc.max_clients,
-                    )
-                    ipc.on_request = self.metrics.observe_ipc
-                    await nursery.start(ipc.run)
-                    self.host.get_network().register_notifee(PeerEvents(self.events))
-                    nursery.start_soon(self._remember_peers)
+                    await self._start(services, nursery)
                     log.info(
                         "p2pnode %s ready: %s, IPC %s",
                         self.peer_id,
@@ -154,20 +104,78 @@ class Node:
                 blob_store.close()  # its held-back rows go in before the database closes
             store.close()
 
-    def _record_event(self, key: str, seq: int, publisher: str) -> None:
-        self.events.publish("records", {"key": key, "seq": seq, "publisher": publisher})
+    def _build(self, host: IHost, store: Store, blob_store: BlobStore) -> Services:
+        cfg = self.cfg
+        events = self.events
+        dht: Dht  # the metrics' gauges read it; they are read only once the node runs
+        metrics = NodeMetrics(
+            connected_peers=lambda: len(host.get_connected_peers()),
+            routing_table_size=lambda: dht.table_size(),
+            records=lambda: dht.record_count(),
+        )
+        dht = Dht(host, self.key_pair, store, cfg, observe=metrics.observe_dht)
+        dht.on_record = lambda key, seq, publisher: events.publish(
+            "records", {"key": key, "seq": seq, "publisher": publisher}
+        )
+        dht.validators.register("ptr", PointerValidator())
+        consensus = None
+        if cfg.consensus.validators:
+            consensus = ConsensusService(host, self.key_pair, store, cfg, events)
+        return Services(
+            host=host,
+            metrics=metrics,
+            dht=dht,
+            blob_store=blob_store,
+            blobs=BlobService(host, dht, blob_store, cfg),
+            membership=MembershipService.from_config(host, self.key_pair, cfg, events),
+            consensus=consensus,
+            peers=PeerWatch(host, dht, publish=lambda event: events.publish("peers", event)),
+        )
 
-    async def _remember_peers(self) -> None:
-        """Keep connected peers in the routing table and their addresses on disk.
+    async def _start(self, s: Services, nursery: trio.Nursery) -> None:
+        await nursery.start(s.dht.run)
+        await nursery.start(s.blobs.run)
+        await nursery.start(s.membership.run)
+        if s.consensus is not None:
+            await nursery.start(s.consensus.run)
+        if self.cfg.metrics_port is not None:
+            self.metrics_port = await nursery.start(s.metrics.serve, self.cfg.metrics_port)
+        ipc = IpcServer(
+            self.cfg.socket_path,
+            self._methods(s),
+            max_frame=self.cfg.ipc.max_frame,
+            max_clients=self.cfg.ipc.max_clients,
+            on_request=s.metrics.observe_ipc,
+        )
+        await nursery.start(ipc.run)
+        await nursery.start(s.peers.run)
 
-        Polled: the addresses identify learns arrive a moment after a connection opens, and
-        a poll at this interval costs nothing measurable.
-        """
-        remembered: dict[ID, tuple[str, ...]] = {}
-        while True:
-            for peer in self.host.get_connected_peers():
-                addrs = tuple(sorted(str(a) for a in self.dht.known_addrs(peer)))
-                if addrs and remembered.get(peer) != addrs:
-                    remembered[peer] = addrs
-                    await self.dht.learn_peer(peer)
-            await trio.sleep(PEER_WATCH_INTERVAL)
+    def _methods(self, s: Services) -> dict[str, Method]:
+        """The IPC method table: one adapter per service, each given only what it serves."""
+        return {
+            **build_status_methods(
+                cfg=self.cfg,
+                peer_id=self.peer_id,
+                started_at=self.started_at,
+                host=s.host,
+                dht=s.dht,
+                blobs=s.blobs,
+                blob_store=s.blob_store,
+                services={
+                    "dht": s.dht,
+                    "blobs": s.blobs,
+                    "membership": s.membership,
+                    "consensus": s.consensus,
+                },
+            ),
+            **build_peer_methods(
+                host=s.host, dht=s.dht, connect_timeout=self.cfg.network.connect_timeout
+            ),
+            **build_dht_methods(dht=s.dht),
+            **build_subscription_methods(events=self.events),
+            **build_blob_methods(
+                blobs=s.blobs, blob_store=s.blob_store, dht=s.dht, peer_id=self.peer_id
+            ),
+            **build_membership_methods(membership=s.membership),
+            **build_consensus_methods(consensus=s.consensus),
+        }

@@ -87,14 +87,22 @@ Method = Callable[[dict[str, Any], Session, int], Awaitable[Any]]
 
 class IpcServer:
     def __init__(
-        self, path: Path, methods: dict[str, Method], *, max_frame: int, max_clients: int
+        self,
+        path: Path,
+        methods: dict[str, Method],
+        *,
+        max_frame: int,
+        max_clients: int,
+        on_request: Callable[[str, str, float], None] | None = None,
     ) -> None:
+        """``on_request(method, outcome, seconds)`` is told of every request answered
+        (outcome ``ok`` or an error code): the metrics hook."""
         self.path = path
         self.methods = methods
         self.max_frame = max_frame
         self._clients = trio.Semaphore(max_clients)
         self.requests_total: dict[tuple[str, str], int] = {}  # (method, outcome) -> count
-        self.on_request: Callable[[str, str, float], None] | None = None
+        self.on_request = on_request
 
     def _bind(self) -> trio.socket.SocketType:
         self.path.parent.mkdir(parents=True, exist_ok=True)

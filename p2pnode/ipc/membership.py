@@ -1,4 +1,4 @@
-"""IPC methods of the membership service (merged into the node's method table).
+"""IPC methods of the membership service (merged into the node's method table; docs/ipc.md).
 
 ``members``: every member this node holds, itself first, with state, incarnation, seconds
 since last heard, suspicion (phi), capabilities, load, models and reliability, plus this node's
@@ -8,15 +8,13 @@ recovered, state) are the ``members`` topic of ``subscribe``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 from libp2p.peer.id import ID
 
 from p2pnode.ipc.server import Method, Session
-
-if TYPE_CHECKING:
-    from p2pnode.membership.service import MembershipService
+from p2pnode.membership.service import MembershipService
 
 
 def member_rows(service: MembershipService) -> list[dict[str, Any]]:
@@ -49,12 +47,12 @@ def member_rows(service: MembershipService) -> list[dict[str, Any]]:
     return rows
 
 
-def build_membership_methods(service: MembershipService) -> dict[str, Method]:
+def build_membership_methods(*, membership: MembershipService) -> dict[str, Method]:
     async def members(params: dict[str, Any], session: Session, rid: int) -> Any:
         return {
-            "members": member_rows(service),
-            "awareness": service.machine.awareness.score,
-            "counters": service.counters(),
+            "members": member_rows(membership),
+            "awareness": membership.machine.awareness.score,
+            "counters": membership.counters(),
         }
 
     return {"members": members}

@@ -1,38 +1,33 @@
-"""IPC methods for blobs and pointers (documented in docs/ipc.md).
+"""IPC methods of the blob service: blobs and pointers (documented in docs/ipc.md).
 
 Large bytes move in pieces of at most ``MAX_PIECE`` per frame: ``blob.upload.*`` streams a
 blob in from a client, ``blob.read`` reads a range back; ``path`` parameters let the daemon
-read or write a local file itself, with no copy through the socket.
+read or write a local file itself (:mod:`p2pnode.blobs.files`), with no copy through the
+socket. This module only checks parameters and turns the blob service's errors into IPC ones.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import trio
-
-from p2pnode.blobs.service import BlobError, BlobNotFound, check_key
-from p2pnode.blobs.store import BlobStoreError, Ingest
+from p2pnode.blobs.files import FileAccessError, get_file, put_file
+from p2pnode.blobs.service import BlobError, BlobNotFound, BlobService, check_key
+from p2pnode.blobs.store import BlobStat, BlobStore, BlobStoreError, Ingest
 from p2pnode.ipc.errors import InvalidParams, NetworkError, NotFound
-from p2pnode.ipc.methods import _param
+from p2pnode.ipc.params import absolute_path, param
 from p2pnode.ipc.server import DataResult, Method, Session
+from p2pnode.network.dht import Dht
 from protocols.blobs.pointers import pointer_key
 from protocols.dht.errors import LocalProtocolError
 
-if TYPE_CHECKING:
-    from p2pnode.node import Node
-
 MAX_PIECE = 8 << 20
 MAX_UPLOADS_PER_CLIENT = 16
-FILE_PIECE = 1 << 20
 DEFAULT_MEDIA_TYPE = "application/octet-stream"
 
 
 def _key(params: dict[str, Any]) -> str:
-    key = _param(params, "key", str)
+    key = param(params, "key", str)
     try:
         check_key(key)
     except BlobError as exc:
@@ -40,32 +35,21 @@ def _key(params: dict[str, Any]) -> str:
     return key
 
 
-def _path(params: dict[str, Any]) -> Path | None:
-    raw = _param(params, "path", str, None)
-    if raw is None:
-        return None
-    path = Path(raw)
-    if not path.is_absolute():
-        raise InvalidParams("path must be absolute (the daemon's working dir is not yours)")
-    return path
-
-
 def _media(params: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
-    media_type = _param(params, "media_type", str, DEFAULT_MEDIA_TYPE)
-    meta = _param(params, "meta", dict, {})
-    pin = _param(params, "pin", bool, True)
+    media_type = param(params, "media_type", str, DEFAULT_MEDIA_TYPE)
+    meta = param(params, "meta", dict, {})
+    pin = param(params, "pin", bool, True)
     return media_type, meta, pin
 
 
-def _file_pieces(path: Path):  # type: ignore[no-untyped-def]
-    with open(path, "rb") as f:
-        while piece := f.read(FILE_PIECE):
-            yield piece
+def build_blob_methods(
+    *, blobs: BlobService, blob_store: BlobStore, dht: Dht, peer_id: str
+) -> dict[str, Method]:
+    """``dht`` and ``peer_id`` serve the pointer methods (records this node signs).
 
-
-def build_blob_methods(node: Node) -> dict[str, Method]:
-    blobs = node.blobs
-    store = node.blob_store
+    Long as a table of one short closure per method, sharing the open uploads.
+    """
+    store = blob_store
     ids = itertools.count(1)
 
     def stat_or_404(key: str) -> dict[str, Any]:
@@ -76,24 +60,20 @@ def build_blob_methods(node: Node) -> dict[str, Method]:
 
     async def put(params: dict[str, Any], session: Session, rid: int) -> Any:
         media_type, meta, pin = _media(params)
-        data = _param(params, "data", bytes, None)
-        path = _path(params)
+        data = param(params, "data", bytes, None)
+        path = absolute_path(params)
         if (data is None) == (path is None):
             raise InvalidParams("give exactly one of 'data' or 'path'")
+        if path is not None:
+            try:
+                stat, announced = await put_file(
+                    blobs, store, path, media_type=media_type, meta=meta, pin=pin
+                )
+            except FileAccessError as exc:
+                raise InvalidParams(str(exc)) from None
+            return {**stat.as_dict(), "announced": announced}
         ingest = Ingest(store)
-        try:
-            if data is not None:
-                await ingest.write(data)
-            else:
-                assert path is not None
-                pieces = await trio.to_thread.run_sync(lambda: _file_pieces(path))
-                while True:
-                    piece = await trio.to_thread.run_sync(next, pieces, None)
-                    if piece is None:
-                        break
-                    await ingest.write(piece)
-        except OSError as exc:
-            raise InvalidParams(f"cannot read {path}: {exc.strerror}") from None
+        await ingest.write(data)
         stat, announced = await blobs.commit(ingest, media_type=media_type, meta=meta, pin=pin)
         return {**stat.as_dict(), "announced": announced}
 
@@ -110,7 +90,7 @@ def build_blob_methods(node: Node) -> dict[str, Method]:
         return {"upload": upload}
 
     def _upload(params: dict[str, Any], session: Session):  # type: ignore[no-untyped-def]
-        upload = _param(params, "upload", int)
+        upload = param(params, "upload", int)
         entry = uploads.get((id(session), upload))
         if entry is None:
             raise NotFound(f"no upload {upload} on this connection")
@@ -118,7 +98,7 @@ def build_blob_methods(node: Node) -> dict[str, Method]:
 
     async def upload_write(params: dict[str, Any], session: Session, rid: int) -> Any:
         _, (ingest, *_rest) = _upload(params, session)
-        data = _param(params, "data", bytes)
+        data = param(params, "data", bytes)
         if len(data) > MAX_PIECE:
             raise InvalidParams(f"pieces are at most {MAX_PIECE} bytes")
         await ingest.write(data)
@@ -135,47 +115,43 @@ def build_blob_methods(node: Node) -> dict[str, Method]:
         del uploads[(id(session), upload)]
         return {"upload": upload}
 
-    async def fetch(key: str) -> dict[str, Any]:
+    async def fetch(key: str) -> BlobStat:
         try:
-            return (await blobs.fetch(key)).as_dict()
+            return await blobs.fetch(key)
         except BlobNotFound as exc:
             raise NotFound(str(exc)) from None
         except BlobError as exc:
             raise NetworkError(str(exc)) from None
 
     async def blob_fetch(params: dict[str, Any], session: Session, rid: int) -> Any:
-        return await fetch(_key(params))
+        return (await fetch(_key(params))).as_dict()
 
     async def blob_get(params: dict[str, Any], session: Session, rid: int) -> Any:
         key = _key(params)
-        path = _path(params)
-        stat = await fetch(key)
+        path = absolute_path(params)
         if path is None:
+            stat = (await fetch(key)).as_dict()
             if stat["size"] > MAX_PIECE:
                 raise InvalidParams(
                     f"blob is {stat['size']} bytes: give 'path', or read it with blob.read"
                 )
             return {**stat, "data": await store.read_range(key, 0, stat["size"])}
-        manifest = store.manifest(key)
-        assert manifest is not None
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
         try:
-            async with await trio.Path(tmp).open("wb") as f:
-                for mh, _ in manifest.chunks:
-                    await f.write(await store.read_chunk(mh))
-            os.replace(tmp, path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise InvalidParams(f"cannot write {path}: {exc.strerror}") from None
-        except BlobStoreError as exc:
-            tmp.unlink(missing_ok=True)
+            got = await get_file(blobs, store, key, path)
+        except BlobNotFound as exc:
             raise NotFound(str(exc)) from None
-        return {**stat, "path": str(path)}
+        except BlobError as exc:
+            raise NetworkError(str(exc)) from None
+        except FileAccessError as exc:
+            raise InvalidParams(str(exc)) from None
+        except BlobStoreError as exc:
+            raise NotFound(str(exc)) from None
+        return {**got.as_dict(), "path": str(path)}
 
     async def blob_read(params: dict[str, Any], session: Session, rid: int) -> Any:
         key = _key(params)
-        offset = _param(params, "offset", int, 0)
-        length = _param(params, "length", int, MAX_PIECE)
+        offset = param(params, "offset", int, 0)
+        length = param(params, "length", int, MAX_PIECE)
         if offset < 0 or not 0 < length <= MAX_PIECE:
             raise InvalidParams(f"offset >= 0 and 0 < length <= {MAX_PIECE}")
         if not store.is_complete(key):
@@ -208,12 +184,12 @@ def build_blob_methods(node: Node) -> dict[str, Method]:
         return {"key": key, "freed": freed}
 
     async def ptr_set(params: dict[str, Any], session: Session, rid: int) -> Any:
-        name = _param(params, "name", str)
+        name = param(params, "name", str)
         key = _key(params)
-        seq = _param(params, "seq", int, None)
+        seq = param(params, "seq", int, None)
         try:
-            dht_key = pointer_key(node.peer_id, name)
-            result = await node.dht.put(dht_key, key.encode(), seq=seq)
+            dht_key = pointer_key(peer_id, name)
+            result = await dht.put(dht_key, key.encode(), seq=seq)
         except LocalProtocolError as exc:
             raise InvalidParams(str(exc)) from None
         return {
@@ -224,11 +200,11 @@ def build_blob_methods(node: Node) -> dict[str, Method]:
         }
 
     async def ptr_get(params: dict[str, Any], session: Session, rid: int) -> Any:
-        name = _param(params, "name", str)
-        owner = _param(params, "owner", str, node.peer_id)
+        name = param(params, "name", str)
+        owner = param(params, "owner", str, peer_id)
         try:
             dht_key = pointer_key(owner, name)
-            record = await node.dht.get(dht_key)
+            record = await dht.get(dht_key)
         except LocalProtocolError as exc:
             raise InvalidParams(str(exc)) from None
         if record is None:

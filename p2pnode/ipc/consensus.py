@@ -8,17 +8,14 @@ Commits and view changes are the ``commits`` topic of ``subscribe``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from p2pnode.consensus.service import ConsensusError, b58, certificate_dict
+from p2pnode.consensus.service import ConsensusError, ConsensusService, b58, certificate_dict
 from p2pnode.ipc.errors import InvalidParams, NetworkError, NotFound
-from p2pnode.ipc.methods import _param
+from p2pnode.ipc.params import param
 from p2pnode.ipc.server import Method, Session
 from protocols.pbft import KvPut, Noop, RemoteProtocolError, SetCommittee, decode_tx, encode_tx
 from protocols.pbft.messages import MAX_OP_BYTES
-
-if TYPE_CHECKING:
-    from p2pnode.node import Node
 
 #: Entries per consensus.log call.
 MAX_LOG_ROWS = 256
@@ -45,8 +42,8 @@ def tx_dict(op: bytes) -> dict[str, Any]:
 def op_from_params(params: dict[str, Any]) -> bytes:
     """``op`` (encoded transaction bytes) or ``tx`` ({"type": "kv_put", "key", "value"} or
     {"type": "noop"})."""
-    op = _param(params, "op", bytes, None)
-    tx = _param(params, "tx", dict, None)
+    op = param(params, "op", bytes, None)
+    tx = param(params, "tx", dict, None)
     if (op is None) == (tx is None):
         raise InvalidParams("give exactly one of 'op' or 'tx'")
     if op is not None:
@@ -71,17 +68,19 @@ def op_from_params(params: dict[str, Any]) -> bytes:
     raise InvalidParams("tx type must be 'noop' or 'kv_put'")
 
 
-def build_consensus_methods(node: Node) -> dict[str, Method]:
-    def service() -> Any:
-        svc = getattr(node, "consensus", None)
-        if svc is None:
+def build_consensus_methods(*, consensus: ConsensusService | None) -> dict[str, Method]:
+    """``consensus`` is None when the node runs without ``consensus.validators``: every method
+    then answers ``not_found``."""
+
+    def service() -> ConsensusService:
+        if consensus is None:
             raise NotFound("consensus is off: no consensus.validators in this node's config")
-        return svc
+        return consensus
 
     async def submit(params: dict[str, Any], session: Session, rid: int) -> Any:
         svc = service()
         op = op_from_params(params)
-        timeout = _param(params, "timeout", (int, float), None)
+        timeout = param(params, "timeout", (int, float), None)
         if timeout is not None and not 0 < timeout <= 3600:
             raise InvalidParams("timeout must be in (0, 3600] seconds")
         try:
@@ -94,8 +93,8 @@ def build_consensus_methods(node: Node) -> dict[str, Method]:
 
     async def log_range(params: dict[str, Any], session: Session, rid: int) -> Any:
         svc = service()
-        first = _param(params, "from", int, 1)
-        last = _param(params, "to", int, first + MAX_LOG_ROWS - 1)
+        first = param(params, "from", int, 1)
+        last = param(params, "to", int, first + MAX_LOG_ROWS - 1)
         if first < 1 or last < first:
             raise InvalidParams("need 1 <= from <= to")
         rows = svc.db.read_log(first, last, min(MAX_LOG_ROWS, last - first + 1))

@@ -89,7 +89,7 @@ class Node:
                 blob_store = BlobStore(
                     store, self.cfg.data_dir / "blobs", direct_io=self.cfg.blobs.direct_io
                 )
-                services = self._build(self.host, store, blob_store)
+                self.services = services = self._build(self.host, store, blob_store)
                 async with trio.open_nursery() as nursery:
                     await self._start(services, nursery)
                     log.info(
@@ -113,21 +113,30 @@ class Node:
             routing_table_size=lambda: dht.table_size(),
             records=lambda: dht.record_count(),
         )
-        dht = Dht(host, self.key_pair, store, cfg, observe=metrics.observe_dht)
-        dht.on_record = lambda key, seq, publisher: events.publish(
-            "records", {"key": key, "seq": seq, "publisher": publisher}
+        dht = Dht(
+            host,
+            self.key_pair,
+            store,
+            cfg,
+            observe=metrics.observe_dht,
+            on_record=lambda key, seq, publisher: events.publish(
+                "records", {"key": key, "seq": seq, "publisher": publisher}
+            ),
+            validators={"ptr": PointerValidator()},
         )
-        dht.validators.register("ptr", PointerValidator())
+        membership = MembershipService.from_config(host, self.key_pair, cfg, events)
+        metrics.watch_service("membership", lambda: membership.error is None)
         consensus = None
         if cfg.consensus.validators:
             consensus = ConsensusService(host, self.key_pair, store, cfg, events)
+            metrics.watch_service("consensus", lambda: consensus.error is None)
         return Services(
             host=host,
             metrics=metrics,
             dht=dht,
             blob_store=blob_store,
             blobs=BlobService(host, dht, blob_store, cfg),
-            membership=MembershipService.from_config(host, self.key_pair, cfg, events),
+            membership=membership,
             consensus=consensus,
             peers=PeerWatch(host, dht, publish=lambda event: events.publish("peers", event)),
         )

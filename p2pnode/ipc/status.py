@@ -25,13 +25,13 @@ from p2pnode.network.host import full_addrs
 def service_row(name: str, service: object | None) -> dict[str, Any]:
     """``{"name", "state", "error"}`` for one service.
 
-    A service that is not running at all (``None``: consensus without validators) is
-    ``stopped`` with no error; one whose ``error`` is set stopped on that error; any other is
-    ``running``. Services without an ``error`` attribute cannot stop on their own while the
-    daemon runs (a failure of theirs ends the daemon).
+    A service this node does not run at all (``None``: consensus without validators) is
+    ``off``; one whose ``error`` is set stopped on that error (a bug in its machine: the rest
+    of the daemon goes on); any other is ``running``. Services without an ``error`` attribute
+    cannot stop on their own while the daemon runs (a failure of theirs ends the daemon).
     """
     if service is None:
-        return {"name": name, "state": "stopped", "error": None}
+        return {"name": name, "state": "off", "error": None}
     error = getattr(service, "error", None)
     return {"name": name, "state": "running" if error is None else "stopped", "error": error}
 

@@ -49,14 +49,20 @@ class RecordStore:
     """
 
     def __init__(
-        self, store: Store, validators: Validators, *, local_b58: str, max_record: int
+        self,
+        store: Store,
+        validators: Validators,
+        *,
+        local_b58: str,
+        max_record: int,
+        on_record: Callable[[str, int, str], None] | None = None,
     ) -> None:
         self.store = store
         self.validators = validators
         self.local_b58 = local_b58
         self.max_record = max_record
-        # Called with (key, seq, publisher) whenever a record is stored here.
-        self.on_record: Callable[[str, int, str], None] = lambda key, seq, publisher: None
+        #: Called with (key, seq, publisher) whenever a record is stored here.
+        self.on_record: Callable[[str, int, str], None] = on_record or (lambda k, s, p: None)
         self._held: dict[str, HeldRecord] = {}
         self._last_seq: dict[str, int] = {}
         for key, raw, expires_at, owned in store.iter_records():

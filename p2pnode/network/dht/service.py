@@ -30,7 +30,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -58,7 +58,7 @@ from p2pnode.store import Store
 from protocols.dht.errors import LocalProtocolError, RecordInvalid
 from protocols.dht.messages import PROTOCOL_ID, Response
 from protocols.dht.records import RECORD_OVERHEAD, Record, decode_record, newest
-from protocols.dht.validators import KvValidator, Validators
+from protocols.dht.validators import KvValidator, NamespaceValidator, Validators
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,11 @@ class Dht:
         cfg: Config,
         *,
         observe: Callable[[str, float, bool], None] | None = None,
+        on_record: Callable[[str, int, str], None] | None = None,
+        validators: Mapping[str, NamespaceValidator] | None = None,
     ) -> None:
+        """``on_record(key, seq, publisher)`` is told of every record stored here;
+        ``validators`` adds namespaces beyond the DHT's own (``kv``, ``prov``)."""
         self.host = host
         self.key_pair = key_pair
         self.store = store
@@ -144,10 +148,16 @@ class Dht:
         self.validators = Validators(verify)
         self.validators.register("kv", KvValidator(cfg.dht.max_value_size))
         self.validators.register("prov", _ProviderKeyValidator())
+        for namespace, validator in (validators or {}).items():
+            self.validators.register(namespace, validator)
         self.max_record = cfg.dht.max_value_size + RECORD_OVERHEAD
         self.stats = DhtStats()
         self.records = RecordStore(
-            store, self.validators, local_b58=self.local_b58, max_record=self.max_record
+            store,
+            self.validators,
+            local_b58=self.local_b58,
+            max_record=self.max_record,
+            on_record=on_record,
         )
         self.handler = RequestHandler(
             host,
@@ -177,15 +187,6 @@ class Dht:
             bad_peer=self.stats.bad_peer,
         )
         self.bootstrapped = trio.Event()
-
-    @property
-    def on_record(self) -> Callable[[str, int, str], None]:
-        """Called with (key, seq, publisher) whenever a record is stored here."""
-        return self.records.on_record
-
-    @on_record.setter
-    def on_record(self, callback: Callable[[str, int, str], None]) -> None:
-        self.records.on_record = callback
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -65,7 +65,7 @@ async def test_a_machine_that_raises_stops_only_its_service(tmp_path: Path) -> N
             assert after["membership"]["state"] == "stopped"
             assert "NoMachineKnowsThis" in str(after["membership"]["error"])
             assert after["dht"]["state"] == after["consensus"]["state"] == "running"
-            # The daemon goes on: DHT and IPC serve, consensus still commits.
+            # The daemon goes on: DHT and IPC serve, and consensus still runs its replica.
             await c.dht_put("still-here", b"yes")
             assert (await c.dht_get("still-here"))["value"] == b"yes"
             assert (await c.call("consensus.status", {}))["error"] is None

@@ -23,7 +23,6 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from p2pnode.membership.settings import heartbeat_config
 from protocols.heartbeat import (
     HeartbeatConfig,
     KeyedHashVerifier,
@@ -54,9 +53,9 @@ log = logging.getLogger(__name__)
 
 
 def daemon_config(**overrides: object) -> HeartbeatConfig:
-    """The daemon's own defaults (``membership.*`` in p2pnode/config.py, mapped by
-    ``p2pnode.membership.settings.heartbeat_config``: one source of truth), plus overrides."""
-    return heartbeat_config(**overrides)
+    """The daemon's own defaults (``HeartbeatConfig.daemon()``, which the daemon's config
+    section is laid over: one source of truth), plus overrides."""
+    return HeartbeatConfig.daemon(**overrides)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -61,7 +61,7 @@ __all__ = ["MemberView", "Membership", "Rng"]
 
 _ALIVE, _SUSPECT, _DEAD = MemberStatus.ALIVE, MemberStatus.SUSPECT, MemberStatus.DEAD
 
-#: What a timer, a packet kind or an event is routed to: ``(machine, arg, now, out)``.
+#: A timer kind's handler: ``(machine, the timer's arg, now, out)``.
 _Handler = Callable[[Any, Any, float, list[Effect]], None]
 
 

@@ -23,7 +23,6 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from p2pnode.membership.settings import heartbeat_config
 from protocols.heartbeat import (
     HeartbeatConfig,
     KeyedHashVerifier,
@@ -54,9 +53,9 @@ log = logging.getLogger(__name__)
 
 
 def daemon_config(**overrides: object) -> HeartbeatConfig:
-    """The daemon's own defaults (``membership.*`` in p2pnode/config.py, mapped by
-    ``p2pnode.membership.settings.heartbeat_config``: one source of truth), plus overrides."""
-    return heartbeat_config(**overrides)
+    """The daemon's own defaults (``HeartbeatConfig.daemon()``, which the daemon's config
+    section is laid over: one source of truth), plus overrides."""
+    return HeartbeatConfig.daemon(**overrides)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,6 +115,19 @@ class SimReport:
     wall: float
     events: int
     stats: dict[str, int]
+
+
+@dataclass(slots=True, kw_only=True)
+class _Costs:
+    """What the steady state (``measured`` seconds of it) and the partition cost."""
+
+    measured: float
+    sent: int
+    sent_bytes: int
+    cpu: float
+    machine_cpu: float
+    partition_msgs: float | None = None
+    partition_bytes: float | None = None
 
 
 def node_id(i: int) -> bytes:
@@ -267,11 +279,41 @@ class HeartbeatWorld:
     # -- scenario ------------------------------------------------------------------------------
 
     def run(self) -> SimReport:
-        sc, rng, clock = self.sc, self._fault_rng, self.clock
+        """Warm-up; the steady state, whose costs are measured; the partition and its heal;
+        then convergence without loss. Returns the figures (:class:`SimReport`)."""
+        sc, clock = self.sc, self.clock
         log.info("heartbeat sim: %s", sc.describe())
         wall0 = time.process_time()
         for i in range(sc.n):
             self._boot(i, 0, announce=False)
+        island = self._schedule_faults()
+
+        clock.run_until(sc.warmup)
+        self.net.reset_counters()  # costs are measured after the start-up transient,
+        cpu0, mcpu0 = time.process_time(), self.machine_cpu
+        cost_end = sc.partition_at if island else sc.duration  # and before the partition
+        clock.run_until(cost_end)
+        measured = cost_end - sc.warmup
+        costs = _Costs(
+            measured=measured,
+            sent=sum(self.net.sent),
+            sent_bytes=sum(self.net.bytes_sent),
+            cpu=time.process_time() - cpu0,
+            machine_cpu=self.machine_cpu - mcpu0,
+        )
+        self.net.reset_counters()
+        clock.run_until(sc.duration)
+        if island and sc.duration > cost_end:
+            span = sc.duration - cost_end
+            costs.partition_msgs = sum(self.net.sent) / sc.n / (span / sc.config.probe_interval)
+            costs.partition_bytes = sum(self.net.bytes_sent) / sc.n / span
+        converge_time = self._converge()
+        return self._report(island, costs, converge_time, time.process_time() - wall0)
+
+    def _schedule_faults(self) -> set[int]:
+        """Crashes (some recover), state changes and the partition, drawn from the fault rng;
+        returns the island (empty: no partition)."""
+        sc, rng, clock = self.sc, self._fault_rng, self.clock
         victims = rng.sample(range(sc.n), sc.crashes + sc.state_changes + sc.partition_size)
         crashed = victims[: sc.crashes]
         changers = victims[sc.crashes : sc.crashes + sc.state_changes]
@@ -292,37 +334,26 @@ class HeartbeatWorld:
 
             clock.call_at(sc.partition_at, cut)
             clock.call_at(sc.partition_at + sc.partition_for, self.net.heal)
+        return island
 
-        clock.run_until(sc.warmup)
-        self.net.reset_counters()  # costs are measured after the start-up transient,
-        cpu0, mcpu0 = time.process_time(), self.machine_cpu
-        cost_end = sc.partition_at if island else sc.duration  # and before the partition
-        clock.run_until(cost_end)
-        cpu_cost = time.process_time() - cpu0
-        machine_cost = self.machine_cpu - mcpu0
-        measured = cost_end - sc.warmup
-        sent, sent_bytes = sum(self.net.sent), sum(self.net.bytes_sent)
-        self.net.reset_counters()
-        clock.run_until(sc.duration)
-        part_msgs = part_bytes = None
-        if island and sc.duration > cost_end:
-            span = sc.duration - cost_end
-            part_msgs = sum(self.net.sent) / sc.n / (span / sc.config.probe_interval)
-            part_bytes = sum(self.net.bytes_sent) / sc.n / span
-        # Convergence: loss stops, the partition is healed; every view must match the truth.
+    def _converge(self) -> float | None:
+        """Loss stops, the partition heals: seconds until every view matches the truth (None:
+        not within ``converge_budget``)."""
+        sc = self.sc
         self.net.loss = 0.0
         self.net.heal()
-        converge_time = None
         t = sc.duration
         while t < sc.duration + sc.converge_budget:
             t += 0.5
-            clock.run_until(t)
+            self.clock.run_until(t)
             if self.checker.wrong() == 0:
-                converge_time = t - sc.duration
-                break
-        wall = time.process_time() - wall0
+                return t - sc.duration
+        return None
 
-        ch = self.checker
+    def _report(
+        self, island: set[int], costs: _Costs, converge_time: float | None, wall: float
+    ) -> SimReport:
+        sc, ch = self.sc, self.checker
         detection = [d for obs in ch.detections.values() for d in obs.values()]
         detection_all, detection_first = [], []
         for key, obs in ch.detections.items():
@@ -342,7 +373,8 @@ class HeartbeatWorld:
         dissem_all = []
         for (node, _, _), obs in ch.disseminations.items():
             got = [obs.get(o) for o in stayed if o != node]
-            dissem_all.append(max(got) if None not in got else float("inf"))  # type: ignore[type-var]
+            dissem_all.append(float("inf") if None in got else max(t for t in got if t is not None))
+        measured = costs.measured
         probes = sc.n * measured / sc.config.probe_interval
         msg = "converged" if converge_time is not None else f"{ch.wrong()} wrong beliefs left"
         ok = converge_time is not None and not ch.false_deaths
@@ -360,15 +392,15 @@ class HeartbeatWorld:
             false_deaths=len(ch.false_deaths),
             false_suspicions=ch.false_suspicions,
             false_suspicion_rate=ch.false_suspicions / probes,
-            msgs_per_node_interval=sent / sc.n / (measured / sc.config.probe_interval),
-            bytes_per_node_second=sent_bytes / sc.n / measured,
-            cpu_us_per_node_second=1e6 * cpu_cost / sc.n / measured,
-            machine_us_per_node_second=1e6 * machine_cost / sc.n / measured,
-            partition_msgs_per_node_interval=part_msgs,
-            partition_bytes_per_node_second=part_bytes,
+            msgs_per_node_interval=costs.sent / sc.n / (measured / sc.config.probe_interval),
+            bytes_per_node_second=costs.sent_bytes / sc.n / measured,
+            cpu_us_per_node_second=1e6 * costs.cpu / sc.n / measured,
+            machine_us_per_node_second=1e6 * costs.machine_cpu / sc.n / measured,
+            partition_msgs_per_node_interval=costs.partition_msgs,
+            partition_bytes_per_node_second=costs.partition_bytes,
             converge_time=converge_time,
             wall=wall,
-            events=clock.events,
+            events=self.clock.events,
             stats={
                 **self.stats,
                 "dropped": self.net.dropped,

@@ -1,7 +1,8 @@
-"""The machine's knobs from the ``membership.*`` config section: one mapping, used by the daemon
-(:class:`~p2pnode.membership.service.MembershipService`) and by the simulator
-(``simulations.heartbeat.daemon_config``), so a simulated swarm runs exactly the daemon's
-defaults. Light to import (no libp2p).
+"""The machine's knobs from the ``membership.*`` config section, for the daemon
+(:class:`~p2pnode.membership.service.MembershipService`). The section's values go over
+``HeartbeatConfig.daemon()``, which the simulator (``simulations.heartbeat.daemon_config``) runs
+as is, so a simulated swarm runs exactly the daemon's defaults (a test checks that the section's
+defaults equal ``daemon()``'s). Light to import (no libp2p).
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ def default_membership() -> MembershipConfig:
 
 def heartbeat_config(m: MembershipConfig | None = None, **overrides: object) -> HeartbeatConfig:
     """``HeartbeatConfig`` from a ``membership.*`` section (None: the defaults); knobs the
-    section does not name keep ``HeartbeatConfig``'s own defaults."""
+    section does not name keep ``HeartbeatConfig.daemon()``'s values."""
     if m is None:
         m = default_membership()
-    cfg = HeartbeatConfig(
+    # The knobs the section does not name come from the same constructor the simulator runs.
+    cfg = HeartbeatConfig.daemon(
         probe_interval=m.probe_interval,
         probe_timeout=m.probe_timeout,
         indirect_checks=m.indirect_checks,
@@ -41,11 +43,5 @@ def heartbeat_config(m: MembershipConfig | None = None, **overrides: object) -> 
         retransmit_mult=m.retransmit_mult,
         retransmit_scale_cap=m.retransmit_scale_cap,
         push_pull_interval=m.push_pull_interval,
-        # Not in the config file (docs/membership.md): on in every daemon, off in memberlist's
-        # constructors (HeartbeatConfig.lan() and friends).
-        round_robin_every=4,
-        retransmit_scale_floor=2,
-        final_ping=True,
-        eager_dead=True,
     )
     return replace(cfg, **overrides) if overrides else cfg  # type: ignore[arg-type]

@@ -3,7 +3,10 @@
 Modules: ``config`` (knobs and memberlist's formulas), ``state`` (statuses and the incarnation
 table), ``suspicion`` and ``awareness`` (Lifeguard), ``broadcast_queue`` (the piggyback),
 ``detector`` (phi accrual and reliability), ``table`` (members, copy-on-write), ``messages`` and
-``codec`` (the wire), ``signing``, ``events`` and ``machine``. See docs/membership.md.
+``codec`` (the wire), ``signing``, ``events``, and the machine: ``machine`` (``Membership``, the
+entry point) assembled from ``core`` (shared state), ``probing`` and ``targets`` (the failure
+detector), ``dissemination`` (piggyback, gossip, applying updates) and ``sync`` (push-pull
+anti-entropy). See docs/membership.md.
 """
 
 from .awareness import Awareness

@@ -72,10 +72,10 @@ def accusation_payload(kind: str, node: bytes, incarnation: int, accuser: bytes)
 
 
 def _update_list(u: Update) -> list[Any]:
-    if type(u) is Alive:
+    if isinstance(u, Alive):
         return [_ALIVE, u.node, u.incarnation, _state_list(u.state), u.signature]
-    tag = _SUSPECT if type(u) is Suspect else _DEAD
-    return [tag, u.node, u.incarnation, u.accuser, u.signature]  # type: ignore[union-attr]
+    tag = _SUSPECT if isinstance(u, Suspect) else _DEAD
+    return [tag, u.node, u.incarnation, u.accuser, u.signature]
 
 
 def update_size(u: Update) -> int:

@@ -1,8 +1,10 @@
 """``HeartbeatConfig`` and the pure formulas of SWIM + Lifeguard (hashicorp/memberlist ``util.go``).
 
-The three constructors hold memberlist's ``DefaultLANConfig``, ``DefaultWANConfig`` and
-``DefaultLocalConfig`` numbers; the daemon's defaults (``membership.*`` in p2pnode/config.py) are
-tuned for the 3 s detection aim at a 1 s interval and documented in docs/membership.md.
+The constructors ``lan``, ``wan`` and ``local`` hold memberlist's ``DefaultLANConfig``,
+``DefaultWANConfig`` and ``DefaultLocalConfig`` numbers; ``daemon`` holds the daemon's defaults
+(the defaults of ``membership.*`` in p2pnode/config.py, plus the knobs the config file does not
+name), tuned for the 3 s detection aim at a 1 s interval and documented in docs/membership.md.
+The daemon and the simulator both start from ``daemon``, so they cannot drift apart.
 """
 
 from __future__ import annotations
@@ -225,6 +227,37 @@ class HeartbeatConfig:
             retransmit_mult=2,
         )
         return replace(base, **overrides)  # type: ignore[arg-type]
+
+    # -- the daemon's defaults ------------------------------------------------------------------
+
+    @classmethod
+    def daemon(cls, **overrides: object) -> HeartbeatConfig:
+        """The daemon's defaults (docs/membership.md), tuned for the 3 s detection aim at a 1 s
+        interval. The knobs the config file names (``membership.*`` in p2pnode/config.py,
+        whose defaults must equal these: tests check it) are overridden from it by
+        ``p2pnode.membership.settings.heartbeat_config``; the simulator runs these as they are.
+        """
+        base = cls(
+            probe_interval=1.0,
+            probe_timeout=0.4,
+            indirect_checks=3,
+            ring_probe_every=1,
+            suspicion_mult=0.6,
+            suspicion_scale_cap=1.0,
+            suspicion_max_timeout_mult=2.0,
+            suspicion_confirmations=3,
+            gossip_interval=0.2,
+            gossip_nodes=3,
+            retransmit_mult=4,
+            retransmit_scale_cap=3,
+            push_pull_interval=30.0,
+            # Not in the config file: on in every daemon, off in memberlist's constructors.
+            round_robin_every=4,
+            retransmit_scale_floor=2,
+            final_ping=True,
+            eager_dead=True,
+        )
+        return replace(base, **overrides) if overrides else base  # type: ignore[arg-type]
 
     # -- derived values ------------------------------------------------------------------------
 

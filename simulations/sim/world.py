@@ -23,7 +23,6 @@ import logging
 import random
 from dataclasses import dataclass, field
 
-from p2pnode.network.signing import Ed25519Signer, Ed25519Verifier
 from protocols.pbft import (
     Broadcast,
     CancelTimer,
@@ -64,6 +63,7 @@ from protocols.pbft import (
 from .checker import PbftChecker, SafetyViolation
 from .config import SimConfig, draw_config
 from .faults import Adversary
+from .signing import Ed25519Signer, Ed25519Verifier
 
 __all__ = ["RunResult", "World"]
 

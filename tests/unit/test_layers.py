@@ -4,7 +4,10 @@ statements of every module (with ``ast``, so imports inside functions count too)
 - ``protocols/`` imports nothing from ``p2pnode`` or ``simulations``;
 - ``simulations/`` imports nothing from ``p2pnode`` but ``p2pnode.training`` (the learning
   library);
-- no service package imports the IPC layer ``p2pnode.ipc``.
+- no service package imports the IPC layer ``p2pnode.ipc``;
+- nothing but the daemon, the CLI and ``swarm`` imports the composition root ``p2pnode.node``;
+- no two modules of the project import each other, directly or round a circle, at import time
+  (imports inside functions are deliberate late imports and do not count).
 """
 
 from __future__ import annotations
@@ -12,8 +15,6 @@ from __future__ import annotations
 import ast
 from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("blobs", "consensus", "membership", "network", "store", "training")
@@ -88,8 +89,95 @@ def test_simulations_import_only_the_learning_library_from_the_daemon() -> None:
     assert not bad, "\n".join(bad)
 
 
-@pytest.mark.xfail(strict=False, reason="IPC adapters move in another branch")
 def test_no_service_imports_the_ipc_layer() -> None:
     paths = _modules(*(f"p2pnode/{s}" for s in SERVICES))
     bad = _offending(paths, lambda m: _under(m, "p2pnode.ipc"))
     assert not bad, "\n".join(bad)
+
+
+def test_only_the_doors_import_the_composition_root() -> None:
+    doors = {ROOT / "p2pnode" / f"{m}.py" for m in ("daemon", "cli", "swarm")}
+    paths = [p for p in _modules("p2pnode", "protocols", "simulations") if p not in doors]
+    bad = _offending(paths, lambda m: _under(m, "p2pnode.node"))
+    assert not bad, "\n".join(bad)
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    """Like :func:`imports`, but only what runs when the module is imported (not inside a
+    function or class body)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    keep: list[ast.stmt] = []
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            keep.append(node)
+        elif isinstance(node, ast.If | ast.Try):
+            todo += [
+                *node.body,
+                *node.orelse,
+                *getattr(node, "handlers", []),
+                *getattr(node, "finalbody", []),
+            ]
+        elif isinstance(node, ast.ExceptHandler):
+            todo += node.body
+    return _imports_of(ast.Module(body=keep, type_ignores=[]), path)
+
+
+def _imports_of(tree: ast.Module, path: Path) -> set[str]:
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                found.add(".".join([*base, node.module] if node.module else base))
+            else:
+                found.add(node.module or "")
+    return found
+
+
+def test_no_import_circles() -> None:
+    paths = _modules("p2pnode", "protocols", "simulations")
+    by_name = {_module_name(p): p for p in paths}
+    graph: dict[str, set[str]] = {}
+    for name, path in by_name.items():
+        # An import of a package's name runs its __init__; a package face that only hands
+        # names on is still a module that runs, so it stays in the graph.
+        graph[name] = {m for m in _top_level_imports(path) if m in by_name and m != name}
+    # Tarjan's strongly connected components: any component of two or more is a circle.
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    assert not circles, circles

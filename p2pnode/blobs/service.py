@@ -32,14 +32,22 @@ from p2pnode.blobs.fetcher import Fetcher
 from p2pnode.blobs.serving import BlobServer
 from p2pnode.blobs.store import BlobStat, BlobStore, Ingest
 from p2pnode.blobs.streams import StreamCache
-from p2pnode.blobs.wire import PROTOCOL_ID
+from p2pnode.blobs.wire import COALESCE_BELOW, COALESCE_DELAY, PROTOCOL_ID
 from p2pnode.config import Config
 from p2pnode.network.dht import Dht
 from p2pnode.network.host import set_guarded_handler
 from protocols.blobs.manifest import ManifestError
 
-# Re-exported: callers (the IPC layer) import the errors from here.
-__all__ = ["BlobError", "BlobNotFound", "BlobService", "check_key"]
+# Re-exported: the IPC layer imports the errors from here, the blob benchmark the read
+# coalescing constants.
+__all__ = [
+    "COALESCE_BELOW",
+    "COALESCE_DELAY",
+    "BlobError",
+    "BlobNotFound",
+    "BlobService",
+    "check_key",
+]
 
 log = logging.getLogger(__name__)
 

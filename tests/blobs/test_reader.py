@@ -7,7 +7,8 @@ import pytest
 import trio
 from libp2p.network.stream.exceptions import StreamEOF
 
-from p2pnode.blobs.service import COALESCE_BELOW, COALESCE_DELAY, _Reader
+from p2pnode.blobs.wire import COALESCE_BELOW, COALESCE_DELAY
+from p2pnode.blobs.wire import Reader as _Reader
 from protocols.framing import encode_frame
 
 

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import multiaddr
-
 DEFAULT_DATA_DIR = Path("~/.p2pnode")
 CONFIG_FILE = "config.toml"
 KEY_FILE = "identity.key"
@@ -60,6 +58,10 @@ def _range(lo: float, hi: float) -> Callable[[Any], str | None]:
 
 
 def _multiaddrs(v: list[str]) -> str | None:
+    # Imported here: multiaddr pulls in a DNS resolver stack, and the CLI loads this module
+    # for commands that never parse an address (``p2pnode status`` must start fast).
+    import multiaddr
+
     for a in v:
         try:
             multiaddr.Multiaddr(a)

@@ -1,5 +1,8 @@
 """``p2pnode daemon``: run a Node under trio until SIGINT or SIGTERM.
 
+Start-up: the data dir's lock (:mod:`p2pnode.datadir`) is taken before the node opens anything
+in it, so a second daemon on a live data dir fails at once, naming the running one's pid.
+
 Shutdown: the first signal cancels the node's nursery; cleanup (IPC socket removed, streams
 closed, SQLite closed) is bounded by ``shutdown_timeout``. If cleanup overruns, a watchdog
 thread ends the process so that a supervisor's stop never hangs.
@@ -15,6 +18,7 @@ import threading
 import trio
 
 from p2pnode.config import Config, ConfigError
+from p2pnode.datadir import DataDirError, lock_data_dir
 from p2pnode.identity import IdentityError
 from p2pnode.logs import configure
 from p2pnode.node import Node
@@ -52,7 +56,9 @@ class DaemonStartError(Exception):
 def run_daemon(cfg: Config) -> int:
     configure(cfg.log_level)
     try:
-        trio.run(_main, cfg)
+        # Outside trio and before the Node exists: nothing in the dir is opened without it.
+        with lock_data_dir(cfg.data_dir):
+            trio.run(_main, cfg)
     except BaseExceptionGroup as group:
         # Start-up failures surface wrapped by nurseries; report the first plain one.
         leaves = _leaves(group)
@@ -60,7 +66,7 @@ def run_daemon(cfg: Config) -> int:
             if isinstance(exc, OSError | StoreError | IdentityError | ConfigError):
                 raise DaemonStartError(str(exc)) from group
         raise
-    except (OSError, StoreError, IdentityError, ConfigError) as exc:
+    except (OSError, StoreError, IdentityError, ConfigError, DataDirError) as exc:
         raise DaemonStartError(str(exc)) from exc
     log.info("stopped")
     return 0

@@ -4,7 +4,9 @@ Each node gets ``DIR/node-i`` (initialised on first use with a fixed free port, 
 swarm keeps its addresses) and bootstraps from node-1, whose address is known before anything
 starts because its key is on disk. The launcher waits until every IPC socket answers, prints
 a table, and on Ctrl-C or SIGTERM stops the daemons it started (SIGTERM, then SIGKILL after
-a grace period), by their pids and no others.
+a grace period), by their pids and no others. Before it writes anything it checks that no
+daemon holds any of the node dirs (:mod:`p2pnode.datadir`): a swarm already running there is an
+error, not a second swarm.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from p2pnode.config import ConfigError, load_config, render_config_template
+from p2pnode.datadir import DataDirInUse, check_not_in_use
 from p2pnode.identity import create_identity, load_identity_file, peer_id_of
 from p2pnode.ipc.client import Client
 from p2pnode.ipc.errors import IpcError
@@ -70,6 +73,7 @@ def prepare(parent: Path, n: int, settings: dict[str, object] | None = None) -> 
     """
     if not 1 <= n <= MAX_NODES:
         raise SwarmError(f"--nodes must be between 1 and {MAX_NODES}")
+    check_free(parent, n)
     parent.mkdir(parents=True, exist_ok=True)
     ports = iter(free_ports(n))
     nodes = []
@@ -93,6 +97,15 @@ def prepare(parent: Path, n: int, settings: dict[str, object] | None = None) -> 
         peer_id = peer_id_of(load_identity_file(d / "identity.key")).to_base58()
         nodes.append(SwarmNode(f"node-{i}", d, peer_id, listen))
     return nodes
+
+
+def check_free(parent: Path, n: int) -> None:
+    """Raise :class:`SwarmError` if a daemon is running in any of ``parent``/node-1..n."""
+    for i in range(1, n + 1):
+        try:
+            check_not_in_use(parent / f"node-{i}")
+        except DataDirInUse as exc:
+            raise SwarmError(str(exc)) from None
 
 
 def start(
@@ -160,6 +173,7 @@ def run_swarm(
     *, nodes: int, parent: Path, metrics_base_port: int | None = None, validators: int = 0
 ) -> int:
     try:
+        check_free(parent.expanduser().absolute(), nodes)  # before the genesis keys are written
         settings: dict[str, object] = {}
         if validators:
             # node-1..K are the genesis committee: their keys exist before any config names them.

@@ -29,7 +29,7 @@ from protocols.blobs.pointers import pointer_key
 from protocols.framing import FrameDecoder, encode_frame
 from tests.integration.harness import LocalSwarm, local_swarm
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]  # several daemon processes
 MiB = 1 << 20
 
 

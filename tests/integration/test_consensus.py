@@ -20,6 +20,8 @@ from p2pnode.consensus.genesis import genesis_validators
 
 from .harness import local_swarm
 
+pytestmark = pytest.mark.slow  # several daemon processes (one after another in the second test)
+
 N_TX = 1000
 CLIENT_NODES = (2, 3, 4, 5, 6)
 CONCURRENCY = 8  # in-flight submits per client node

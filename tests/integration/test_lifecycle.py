@@ -15,7 +15,7 @@ import pytest
 from p2pnode.swarm import free_ports
 from tests.integration.harness import LocalSwarm
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]  # several daemon processes
 
 
 def test_metrics_endpoint_and_clean_sigterm(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import trio
 from protocols.heartbeat import HeartbeatConfig
 from tests.integration.harness import LocalSwarm, local_swarm
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]  # several daemon processes
 
 N = 8
 SETTINGS = {

@@ -11,7 +11,7 @@ import pytest
 from p2pnode import NetworkError, NotFound
 from tests.integration.harness import LocalSwarm
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]  # several daemon processes
 
 
 def test_a_daemon_with_another_psk_cannot_connect_or_read(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 from p2pnode import InvalidParams, NotFound
 from tests.integration.harness import LocalSwarm, local_swarm
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]  # several daemon processes
 
 
 @pytest.fixture(scope="module")

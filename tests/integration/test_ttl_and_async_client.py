@@ -13,7 +13,7 @@ import trio
 from p2pnode import AsyncClient, NotFound
 from tests.integration.harness import LocalSwarm, local_swarm
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]  # several daemon processes
 
 TTL = 10.0  # the smallest TTL the config accepts
 

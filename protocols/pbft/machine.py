@@ -67,7 +67,8 @@ class Replica(NormalCase, Checkpoints, ViewChanges):
     """One validator's PBFT state. Feed it events with ``handle``; carry out what it returns.
 
     Read-only for callers: ``status``, ``view``, ``ledger``, ``stable``, ``executed_seq``,
-    ``primary``, ``is_primary`` and ``durable_state()``.
+    ``primary``, ``is_primary`` and ``durable_state()``. The handlers the dispatch tables name
+    come from the concern mixins; the state they share is ``ReplicaCore``'s.
     """
 
     def __init__(
@@ -85,7 +86,7 @@ class Replica(NormalCase, Checkpoints, ViewChanges):
             ClientRequest: self._on_client_request,
             TimerFired: self._on_timer,
         }
-        self._on_message: dict[type[Message], Callable[[Any], None]] = {
+        self._on_message_type: dict[type[Message], Callable[[Any], None]] = {
             Request: self._on_request,
             PrePrepare: self._on_pre_prepare,
             Prepare: self._on_prepare,
@@ -148,7 +149,7 @@ class Replica(NormalCase, Checkpoints, ViewChanges):
         msg = ev.msg
         if not isinstance(msg, Message):
             raise LocalProtocolError("MessageReceived needs a PBFT Message")
-        handler = self._on_message.get(type(msg))
+        handler = self._on_message_type.get(type(msg))
         if handler is None:
             raise RemoteProtocolError(f"unexpected message {type(msg).__name__}")
         handler(msg)

@@ -84,8 +84,13 @@ class NormalCase(ReplicaCore):
                     sender=self.me,
                 )
             )
-            self._accept_pre_prepare(self._slot(seq), pp)  # type: ignore[arg-type]
+            slot = self._slot(seq)
+            self._accept_pre_prepare(slot, pp)  # type: ignore[arg-type]
             self._broadcast(pp)
+            # With f = 0 (a committee of 1 to 3) the primary's own pre-prepare is already a
+            # prepare quorum and its own commit vote a commit quorum: nothing will arrive to
+            # advance the slot, so advance it now. With f > 0 this finds too few votes.
+            self._progress(slot)
 
     def _sync_request_timer(self) -> None:
         want = self.status is ReplicaStatus.NORMAL and bool(self._pending)

@@ -33,7 +33,7 @@ def one_node(tmp_path: Path, *, validator: bool) -> Node:
     create_identity(key)
     overrides: dict[str, object] = {"listen": ["/ip4/127.0.0.1/tcp/0"]}
     if validator:
-        # A committee of one: this node runs a replica, so consensus has a machine to break.
+        # A committee of one (f = 0): this node is its own primary and commits alone.
         overrides["consensus.validators"] = [peer_id_of(load_identity_file(key)).to_base58()]
     return Node(load_config(tmp_path, env={}, overrides=overrides))
 
@@ -56,6 +56,7 @@ async def test_a_machine_that_raises_stops_only_its_service(tmp_path: Path) -> N
                 "membership": "running",
                 "consensus": "running",
             }
+            first = await c.consensus_submit({"type": "kv_put", "key": "before", "value": b"1"})
 
             assert services.membership.driver.submit(NoMachineKnowsThis())
             with trio.fail_after(5):
@@ -65,10 +66,11 @@ async def test_a_machine_that_raises_stops_only_its_service(tmp_path: Path) -> N
             assert after["membership"]["state"] == "stopped"
             assert "NoMachineKnowsThis" in str(after["membership"]["error"])
             assert after["dht"]["state"] == after["consensus"]["state"] == "running"
-            # The daemon goes on: DHT and IPC serve, and consensus still runs its replica.
+            # The daemon goes on: DHT and IPC serve, and consensus still commits.
             await c.dht_put("still-here", b"yes")
             assert (await c.dht_get("still-here"))["value"] == b"yes"
-            assert (await c.call("consensus.status", {}))["error"] is None
+            tx = {"type": "kv_put", "key": "after", "value": b"2"}
+            assert (await c.consensus_submit(tx))["seq"] == first["seq"] + 1
             # The stopped service refuses new events instead of queueing them forever.
             assert not services.membership.driver.submit(NoMachineKnowsThis())
 

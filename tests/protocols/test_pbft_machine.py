@@ -214,3 +214,15 @@ def test_non_member_messages_are_rejected() -> None:
 def test_config_rejects_inconsistent_window() -> None:
     with pytest.raises(LocalProtocolError):
         PbftConfig(checkpoint_interval=4, window=6)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_committees_without_faults_to_tolerate_commit(n: int) -> None:
+    # f = 0: with one validator the primary's own votes are every quorum (it once never
+    # committed: nothing arrived to advance its slot, and it changed views forever).
+    c = Cluster(n)
+    for rid in range(1, 4):
+        c.submit(0, request(c.client, rid))
+        c.deliver_all()
+    assert [c.replica(i).executed_seq for i in range(n)] == [3] * n
+    assert all(c.replica(i).view == 0 for i in range(n))

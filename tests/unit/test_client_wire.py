@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from p2pnode.ipc import client
-from p2pnode.ipc.client import _groups
+from p2pnode.ipc import api as client
+from p2pnode.ipc.api import groups as _groups
 
 
 @given(st.lists(st.binary(max_size=40), max_size=12), st.integers(1, 50))

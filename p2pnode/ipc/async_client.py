@@ -1,0 +1,218 @@
+"""The trio IPC client, :class:`AsyncClient`: one Unix socket, many tasks at once.
+
+Requests are multiplexed: each reply is routed to its caller by id by one reader task, which
+lives in the nursery of :meth:`AsyncClient.open`. Open with
+``async with AsyncClient.open(data_dir=...) as client:``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from p2pnode.ipc.api import (
+    DEFAULT_TIMEOUT,
+    MAX_REPLY,
+    Api,
+    frame_buffers,
+    groups,
+    result_of,
+    socket_path_for,
+)
+from p2pnode.ipc.client import Client
+from p2pnode.ipc.errors import DaemonNotRunning, IpcError, error_from_wire
+from protocols.framing import FrameDecoder, FrameError
+
+__all__ = ["AsyncClient"]
+
+
+class AsyncClient(Api):
+    """Trio client. Open with ``async with AsyncClient.open(...) as client:``."""
+
+    def __init__(self, stream: trio.SocketStream, path: Path, timeout: float) -> None:
+        self._stream = stream
+        self.path = path
+        self.timeout = timeout
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, trio.MemorySendChannel[dict[str, Any]]] = {}
+        self._send_lock = trio.Lock()
+        self._broken: IpcError | None = None
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        *,
+        socket_path: str | os.PathLike[str] | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> AsyncIterator[AsyncClient]:
+        path = socket_path_for(socket_path=socket_path, data_dir=data_dir)
+        try:
+            stream = await trio.open_unix_socket(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise DaemonNotRunning(f"no daemon is running at {path}") from None
+        except OSError as exc:
+            raise DaemonNotRunning(f"cannot reach the daemon at {path}: {exc}") from None
+        client = cls(stream, path, timeout)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client._read_loop)
+                try:
+                    yield client
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _read_loop(self) -> None:
+        decoder = FrameDecoder(MAX_REPLY)
+        try:
+            while True:
+                frame = decoder.next_frame()
+                if frame is None:
+                    data = await self._stream.receive_some(1 << 16)
+                    if not data:
+                        raise DaemonNotRunning(f"the daemon at {self.path} closed the connection")
+                    decoder.receive_data(data)
+                    continue
+                rid = frame.get("id")
+                channel = self._waiting.get(rid) if isinstance(rid, int) else None
+                if channel is not None:
+                    # A subscriber that stopped reading loses events, not the client.
+                    with suppress(trio.WouldBlock, trio.BrokenResourceError):
+                        channel.send_nowait(frame)
+                elif rid is None and "error" in frame:
+                    self._broken = error_from_wire(
+                        frame["error"].get("code"), frame["error"].get("message")
+                    )
+        except (IpcError, FrameError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._broken = exc if isinstance(exc, IpcError) else DaemonNotRunning(str(exc))
+        finally:
+            for channel in self._waiting.values():
+                channel.close()
+
+    async def _send(self, frame: dict[str, Any], data: list[memoryview] | None = None) -> None:
+        if self._broken is not None:
+            raise self._broken
+        async with self._send_lock:
+            try:
+                for buffer in frame_buffers(frame, data):
+                    await self._stream.send_all(buffer)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise DaemonNotRunning(f"lost the daemon at {self.path}: {exc}") from None
+
+    async def call(
+        self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None
+    ) -> Any:
+        return await self._request(method, params or {}, timeout=timeout)
+
+    async def _request(
+        self,
+        method: str,
+        params: dict[str, Any],
+        data: list[memoryview] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """One request; ``data`` (if given) goes out as ``params["data"]`` without a copy."""
+        rid = next(self._ids)
+        send, receive = trio.open_memory_channel[dict[str, Any]](1)
+        self._waiting[rid] = send
+        try:
+            await self._send({"id": rid, "method": method, "params": params}, data)
+            with trio.fail_after(self.timeout if timeout is None else timeout):
+                try:
+                    frame = await receive.receive()
+                except trio.EndOfChannel:
+                    raise self._broken or DaemonNotRunning("connection closed") from None
+            return result_of(frame)
+        except trio.TooSlowError:
+            raise IpcError(f"no reply to {method} within {self.timeout:g} s") from None
+        finally:
+            self._waiting.pop(rid, None)
+
+    async def _call(self, method: str, params: dict[str, Any]) -> Any:
+        return await self.call(method, params)
+
+    async def blob_upload(
+        self,
+        pieces: Iterable[bytes | memoryview],
+        *,
+        media_type: str = "application/octet-stream",
+        meta: dict[str, Any] | None = None,
+        pin: bool = True,
+    ) -> Any:
+        begin = {"media_type": media_type, "meta": meta or {}, "pin": pin}
+        upload = (await self.call("blob.upload.begin", begin))["upload"]
+        try:
+            for group in groups(pieces):
+                await self._request("blob.upload.write", {"upload": upload}, group)
+        except BaseException:
+            with trio.CancelScope(shield=True), suppress(IpcError):
+                await self.call("blob.upload.abort", {"upload": upload})
+            raise
+        return await self.call("blob.upload.commit", {"upload": upload})
+
+    async def put_tensors(self, tensors: Mapping[str, Any]) -> str:
+        from p2pnode.blobs import tensors as codec
+
+        result = await self.blob_upload(
+            codec.encode_pieces(tensors), media_type=codec.MEDIA_TYPE, meta=codec.metadata(tensors)
+        )
+        return str(result["key"])
+
+    async def get_tensors(self, key: str) -> dict[str, Any]:
+        """Fetch (cancellable, here), then read the now local blob as the blocking client
+        does, on a connection of its own in a worker thread: the bytes go from the socket
+        straight into the model's buffer (``Client.read_into``), and this loop stays free."""
+        await self.blob_fetch(key)
+
+        def read() -> dict[str, Any]:
+            with Client(socket_path=self.path, timeout=self.timeout) as c:
+                return c.get_tensors(key)
+
+        return await trio.to_thread.run_sync(read)
+
+    @asynccontextmanager
+    async def subscribe(self, topic: str) -> AsyncIterator[trio.MemoryReceiveChannel[Any]]:
+        """``async with client.subscribe("peers") as events: async for e in events: ...``"""
+        rid = next(self._ids)
+        send, receive = trio.open_memory_channel[dict[str, Any]](256)
+        self._waiting[rid] = send
+        out_send, out_receive = trio.open_memory_channel[Any](256)
+        try:
+            await self._send({"id": rid, "method": "subscribe", "params": {"topic": topic}})
+            with trio.fail_after(self.timeout):
+                result_of(await receive.receive())
+
+            async def pump() -> None:
+                async with out_send:
+                    async for frame in receive:
+                        if "event" in frame:
+                            await out_send.send(frame["event"])
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pump)
+                try:
+                    yield out_receive
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._waiting.pop(rid, None)
+            if self._broken is None:
+                with trio.move_on_after(self.timeout):
+                    await self._send(
+                        {
+                            "id": next(self._ids),
+                            "method": "unsubscribe",
+                            "params": {"subscription": rid},
+                        }
+                    )

@@ -1,4 +1,4 @@
-"""Write docs/configuration.md from the config schema (p2pnode/config.py, ``SCHEMA``).
+"""Write docs/configuration.md from the config schema (p2pnode/config/schema.py, ``SCHEMA``).
 
 Run after changing a setting: ``python docs/gen_config.py``. tests/unit/test_config_reference.py
 fails while the committed file differs from this output.

@@ -19,7 +19,7 @@ def test_committed_reference_matches_the_schema() -> None:
     expected = config_reference_markdown()
     committed = REFERENCE.read_text() if REFERENCE.exists() else ""
     assert committed == expected, (
-        f"{REFERENCE} differs from the config schema (p2pnode/config.py): "
+        f"{REFERENCE} differs from the config schema (p2pnode/config/schema.py): "
         f"run `{REFERENCE_COMMAND}` and commit the result"
     )
 

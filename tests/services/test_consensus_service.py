@@ -16,6 +16,10 @@ at the next status tick (the new primary proposes what backups resend it then).
 from __future__ import annotations
 
 import math
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +28,21 @@ import trio
 import trio.testing
 
 from p2pnode.config import load_config
-from p2pnode.consensus.service import LONG_POLL, SYNC_BACKOFF, ConsensusService
+from p2pnode.consensus.service import (
+    LONG_POLL,
+    SYNC_BACKOFF,
+    ConsensusError,
+    ConsensusService,
+)
 from p2pnode.store import Store
 from protocols.pbft import KvPut, decode_tx, encode_tx
 from tests.support.events import EventRecorder
-from tests.support.memory_host import MemoryHost, key_pair_for, open_memory_network
+from tests.support.memory_host import (
+    MemoryHost,
+    MemoryNetwork,
+    key_pair_for,
+    open_memory_network,
+)
 
 N = 4
 REQUEST_TIMEOUT = 2.0
@@ -71,10 +85,27 @@ async def _submit(svc: ConsensusService, keys: list[str]) -> dict[str, tuple[flo
     return done
 
 
-@pytest.mark.timeout(60)
-async def test_committee_commits_then_survives_a_primary_crash(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
+@dataclass
+class Committee:
+    """N validators and one follower, each service running in a cancel scope of its own."""
+
+    net: MemoryNetwork
+    hosts: list[MemoryHost]
+    services: list[ConsensusService]
+    recorders: list[EventRecorder]
+    scopes: list[trio.CancelScope]
+
+    @property
+    def validators(self) -> list[str]:
+        return [h.get_id().to_base58() for h in self.hosts[:N]]
+
+    def crash(self, i: int) -> None:
+        self.net.crash(self.hosts[i].get_id())
+        self.scopes[i].cancel()
+
+
+@asynccontextmanager
+async def committee(tmp_path: Path) -> AsyncIterator[Committee]:
     keys = [key_pair_for(i, b"pbft") for i in range(N + 1)]
     async with open_memory_network() as net, trio.open_nursery() as nursery:
         hosts: list[MemoryHost] = [net.add_host(kp) for kp in keys]
@@ -98,6 +129,18 @@ async def test_committee_commits_then_survives_a_primary_crash(
         scopes = [trio.CancelScope() for _ in services]
         for svc, scope in zip(services, scopes, strict=True):
             await nursery.start(_run, svc, scope)
+        assert [s.status()["role"] for s in services] == ["validator"] * N + ["follower"]
+        assert {s.status()["primary"] for s in services[:N]} == {validators[0]}
+        yield Committee(net, hosts, services, recorders, scopes)
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.timeout(60)
+async def test_committee_commits_then_survives_a_primary_crash(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with committee(tmp_path) as c:
+        services, recorders, validators = c.services, c.recorders, c.validators
         primary, backups, follower = services[0], services[1:N], services[N]
         assert [s.status()["role"] for s in services] == ["validator"] * N + ["follower"]
         assert {s.status()["primary"] for s in services[:N]} == {validators[0]}
@@ -121,8 +164,7 @@ async def test_committee_commits_then_survives_a_primary_crash(
         # -- the primary crashes; a backup's client submits at once ----------------------------
         await trio.sleep(1.0)
         crash_at = trio.current_time()
-        net.crash(hosts[0].get_id())
-        scopes[0].cancel()
+        c.crash(0)
         second = await _submit(backups[1], ["d", "e"])
         view_at = crash_at + REQUEST_TIMEOUT
         for r in recorders[1:N]:
@@ -160,8 +202,45 @@ async def test_committee_commits_then_survives_a_primary_crash(
         # The crashed primary's log is a prefix of the survivors' (it forgot nothing it sent).
         assert _log(primary) == _log(backups[0])[: primary.log_top]
         assert all(s.error is None for s in services)
-        nursery.cancel_scope.cancel()
 
 
 async def _update(into: dict[str, tuple[float, int]], results: Any) -> None:
     into.update(await results)
+
+
+@pytest.mark.timeout(60)
+async def test_a_validator_whose_disk_fails_stops_alone_and_the_others_go_on(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with committee(tmp_path) as c:
+        primary, broken = c.services[0], c.services[N - 1]
+        await _submit(primary, ["a"])
+
+        def refuse(state: Any, rows: Any) -> None:
+            if state is not None or rows:
+                raise sqlite3.OperationalError("disk I/O error")
+
+        broken.db.save = refuse  # type: ignore[method-assign]
+        t0 = trio.current_time()
+        done = await _submit(primary, ["b"])
+        # f = 1: three validators still make a quorum, at the instant of the submit.
+        assert done == {"b": (t0, 2)}
+        with trio.fail_after(1):
+            assert broken.driver is not None
+            await broken.driver.wait_stopped()
+        assert broken.error == "OperationalError: disk I/O error"
+        assert broken.status()["error"] == broken.error
+        assert broken.log_top == 1  # it told no one of what it could not write
+        with pytest.raises(ConsensusError, match="consensus stopped"):
+            await broken.submit(encode_tx(KvPut(key="c", value=b"c")))
+        # Only its replica stopped: its log server still serves what it has.
+        follower = c.services[N]
+        reply = await follower.rpc.request(
+            c.hosts[N - 1].get_id(), {"op": "log", "from": 1, "limit": 8, "wait": 0}, timeout=1
+        )
+        assert (reply["ok"], len(reply["entries"]), reply["top"]) == (True, 1, 1)
+        # And the others go on.
+        await trio.sleep(10)
+        assert [s.error for s in c.services] == [None] * (N - 1) + [broken.error, None]
+        assert follower.log_top == 2
+        assert await _submit(c.services[1], ["d"]) == {"d": (trio.current_time(), 3)}

@@ -17,7 +17,7 @@ import trio
 import trio.testing
 
 from p2pnode.config import load_config
-from p2pnode.membership.service import MembershipService
+from p2pnode.membership.service import PROTOCOL, MembershipService
 from p2pnode.membership.settings import heartbeat_config
 from protocols.heartbeat import MemberStatus
 from tests.support.events import EventRecorder
@@ -69,6 +69,8 @@ async def test_survivors_declare_a_silent_member_dead_within_the_bound(
                     await r.wait_for(event="join", peer_id=peer)
         for svc in services:
             assert [m.status for m in svc.members()] == [MemberStatus.ALIVE] * N
+        # One long-lived stream per peer and direction carries every packet.
+        assert net.streams_opened == {PROTOCOL: N * (N - 1)}
         # A healthy swarm on a perfect network raises no suspicion, however long it runs.
         await trio.sleep(STEADY)
         for r in recorders:

@@ -181,14 +181,8 @@ class _Peerstore:
 
 
 class _NetworkView:
-    """``host.get_network()``: the live connections, by remote peer."""
-
-    def __init__(self, host: MemoryHost) -> None:
-        self._host = host
-
-    @property
-    def connections(self) -> dict[ID, list[object]]:
-        return {p: [object()] for p in self._host.get_connected_peers()}
+    """``host.get_network()``: it has no ``_negative_peer_cache`` (dials are never blocked
+    here), so ``allow_redial`` has nothing to clear."""
 
 
 class MemoryHost:
@@ -201,7 +195,7 @@ class MemoryHost:
         self._addr = multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{port}/p2p/{self._id.to_base58()}")
         self.handlers: dict[str, StreamHandler] = {}
         self._peerstore = _Peerstore()
-        self._network = _NetworkView(self)
+        self._network = _NetworkView()
         self._handler_scopes: set[trio.CancelScope] = set()
 
     def get_id(self) -> ID:

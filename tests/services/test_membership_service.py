@@ -69,8 +69,9 @@ async def test_survivors_declare_a_silent_member_dead_within_the_bound(
                     await r.wait_for(event="join", peer_id=peer)
         for svc in services:
             assert [m.status for m in svc.members()] == [MemberStatus.ALIVE] * N
-        # One long-lived stream per peer and direction carries every packet.
-        assert net.streams_opened == {PROTOCOL: N * (N - 1)}
+        # At most one long-lived stream per peer and direction carries every packet (one that
+        # has had nothing to say yet has none).
+        assert net.streams_opened[PROTOCOL] <= N * (N - 1)
         # A healthy swarm on a perfect network raises no suspicion, however long it runs.
         await trio.sleep(STEADY)
         for r in recorders:

@@ -215,6 +215,8 @@ async def test_a_validator_whose_disk_fails_stops_alone_and_the_others_go_on(
     async with committee(tmp_path) as c:
         primary, broken = c.services[0], c.services[N - 1]
         await _submit(primary, ["a"])
+        await trio.testing.wait_all_tasks_blocked()  # every node has it by the end of the instant
+        assert [svc.log_top for svc in c.services] == [1] * (N + 1)
 
         def refuse(state: Any, rows: Any) -> None:
             if state is not None or rows:

@@ -1,0 +1,1 @@
+"""Service-level tests: real services over in-memory streams, in virtual time."""

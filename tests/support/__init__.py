@@ -1,0 +1,1 @@
+"""Support code for the tests (in-memory libp2p host)."""

@@ -28,9 +28,8 @@ import trio
 import trio.testing
 
 from p2pnode.config import load_config
+from p2pnode.consensus.log_sync import LONG_POLL, SYNC_BACKOFF
 from p2pnode.consensus.service import (
-    LONG_POLL,
-    SYNC_BACKOFF,
     ConsensusError,
     ConsensusService,
 )
@@ -237,7 +236,7 @@ async def test_a_validator_whose_disk_fails_stops_alone_and_the_others_go_on(
             await broken.submit(encode_tx(KvPut(key="c", value=b"c")))
         # Only its replica stopped: its log server still serves what it has.
         follower = c.services[N]
-        reply = await follower.rpc.request(
+        reply = await follower.log_sync.rpc.request(
             c.hosts[N - 1].get_id(), {"op": "log", "from": 1, "limit": 8, "wait": 0}, timeout=1
         )
         assert (reply["ok"], len(reply["entries"]), reply["top"]) == (True, 1, 1)

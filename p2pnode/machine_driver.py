@@ -148,6 +148,7 @@ class MachineDriver:
         #: Why the service stopped (the exception, one line), or None while it runs.
         self.error: str | None = None
         self.running = False
+        self._ended = False
         self._stopped = trio.Event()
         self._carry: dict[type, Callable[[Any, dict[int, bytes]], None]] = {
             Send: self._do_send,
@@ -161,10 +162,13 @@ class MachineDriver:
 
     @property
     def state(self) -> str:
-        """``starting``, ``running`` or ``stopped`` (see :attr:`error` for why)."""
+        """``starting``, ``running``, ``stopped`` by a bug (see :attr:`error`), or ``ended``
+        (cancelled with its service)."""
         if self.error is not None:
             return "stopped"
-        return "running" if self.running else "starting"
+        if self.running:
+            return "running"
+        return "ended" if self._ended else "starting"
 
     def submit(self, event: Event) -> bool:
         """Queue ``event`` for the machine; False if the inbox is full (the event is dropped)
@@ -193,19 +197,22 @@ class MachineDriver:
             self._step([first], trio.current_time())
         self.running = self.error is None
         task_status.started()
-        while self.error is None:
-            batch: list[Event] = []
-            with trio.move_on_at(self.timers.next_deadline()):
-                batch.append(await self._inbox.receive())
-            while len(batch) < self._drain:
-                try:
-                    batch.append(self._inbox.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            self._step(batch, trio.current_time())
-            # A busy inbox never blocks the receive above: let transports and readers run.
-            await trio.lowlevel.checkpoint()
-        self.running = False
+        try:
+            while self.error is None:
+                batch: list[Event] = []
+                with trio.move_on_at(self.timers.next_deadline()):
+                    batch.append(await self._inbox.receive())
+                while len(batch) < self._drain:
+                    try:
+                        batch.append(self._inbox.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                self._step(batch, trio.current_time())
+                # A busy inbox never blocks the receive above: let transports and readers run.
+                await trio.lowlevel.checkpoint()
+        finally:
+            self.running = False
+            self._ended = True
 
     # -- one step ----------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from contextlib import suppress
 
 import trio
 from libp2p.abc import IHost, INetStream
-from libp2p.network.stream.exceptions import StreamEOF
+from libp2p.network.stream.exceptions import StreamEOF, StreamReset
 from libp2p.peer.id import ID
 
 from p2pnode.network.host import (
@@ -203,7 +203,7 @@ class DatagramTransport:
             while True:
                 try:
                     chunk = await stream.read(READ_CHUNK)
-                except StreamEOF:
+                except (StreamEOF, StreamReset):  # a peer that resets has ended too
                     return
                 if not chunk:
                     return

@@ -29,7 +29,7 @@ from typing import Any
 
 import trio
 from libp2p.abc import IHost, INetStream
-from libp2p.network.stream.exceptions import StreamEOF
+from libp2p.network.stream.exceptions import StreamEOF, StreamReset
 from libp2p.peer.id import ID
 
 from p2pnode.network.host import WriteOutcome, set_guarded_handler, shielded_write
@@ -86,7 +86,7 @@ async def _read_frames(stream: INetStream, decoder: FrameDecoder):  # type: igno
             yield frame
         try:
             data = await stream.read(READ_CHUNK)
-        except StreamEOF:
+        except (StreamEOF, StreamReset):  # a reset peer has ended: no warning
             data = b""
         decoder.receive_data(data)
         if not data:

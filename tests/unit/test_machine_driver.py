@@ -324,6 +324,9 @@ async def test_inbox_overflow_is_counted_and_dropped(
         await idle()
         assert [e for e, _now in rig.machine.seen] == pokes
         nursery.cancel_scope.cancel()
+    # Cancelled with its service: not running, and not stopped by a bug either.
+    assert driver.state == "ended"
+    assert driver.error is None
 
 
 # -- the error policy ----------------------------------------------------------------------------

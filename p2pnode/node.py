@@ -124,7 +124,7 @@ class Node:
             ),
             validators={"ptr": PointerValidator()},
         )
-        membership = MembershipService.from_config(host, self.key_pair, cfg, events)
+        membership = MembershipService(host, self.key_pair, cfg, events)
         metrics.watch_service("membership", lambda: membership.error is None)
         consensus = None
         if cfg.consensus.validators:

@@ -32,7 +32,6 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import replace
 from typing import Any
@@ -52,7 +51,6 @@ from p2pnode.network.ratelimit import TokenBuckets
 from p2pnode.network.signing import Ed25519Signer, Ed25519Verifier
 from protocols.heartbeat import (
     ChangeKind,
-    HeartbeatConfig,
     LocalStateChanged,
     MemberChanged,
     Membership,
@@ -79,40 +77,26 @@ DISCOVERY_INTERVAL = 2.0
 
 
 class MembershipService:
-    @classmethod
-    def from_config(
-        cls, host: IHost, key_pair: KeyPair, cfg: Any, events: Any
-    ) -> MembershipService:
-        m = cfg.membership
-        return cls(
-            host,
-            key_pair,
-            heartbeat_config(m),
-            write_timeout=cfg.network.request_timeout,
-            connect_timeout=cfg.network.connect_timeout,
-            max_packets_per_second=m.max_packets_per_second,
-            slots=m.slots,
-            publish=lambda event: events.publish("members", event),
-        )
-
     def __init__(
         self,
         host: IHost,
         key_pair: KeyPair,
-        config: HeartbeatConfig,
+        cfg: Any,
+        events: Any = None,
         *,
-        write_timeout: float,
-        connect_timeout: float,
-        max_packets_per_second: float,
-        slots: int,
-        publish: Callable[[dict[str, Any]], None] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
+        """Built from the node's config like every service; ``events`` (an event bus) gets
+        membership changes on its ``members`` topic; ``rng`` seeds the machine's choices
+        (tests pass one to replay a run; the daemon's is unseeded)."""
+        m = cfg.membership
+        config = heartbeat_config(m)
         self.host = host
         self.cfg = config
-        self.write_timeout = write_timeout
-        self.connect_timeout = connect_timeout
-        self.rate = max_packets_per_second
-        self.publish = publish
+        self.write_timeout = write_timeout = cfg.network.request_timeout
+        self.connect_timeout = connect_timeout = cfg.network.connect_timeout
+        self.rate = max_packets_per_second = m.max_packets_per_second
+        self.events = events
         signer = Ed25519Signer(key_pair)
         self.me = signer.node_id
         self.state = NodeState(
@@ -121,7 +105,7 @@ class MembershipService:
             cpu_cores=sysinfo.cpu_cores(),
             memory_mb=sysinfo.memory_mb(),
             gpu=sysinfo.gpu_name(),
-            free_slots=slots or sysinfo.cpu_cores(),
+            free_slots=m.slots or sysinfo.cpu_cores(),
         )
         # Incarnations start at the boot time in milliseconds: a restarted daemon's first
         # alive record beats whatever the swarm remembers of its previous life.
@@ -129,7 +113,7 @@ class MembershipService:
             signer=signer,
             verifier=Ed25519Verifier(),
             config=config,
-            rng=random.Random(),
+            rng=rng or random.Random(),
             incarnation=time.time_ns() // 1_000_000,
             state=self.state,
         )
@@ -214,15 +198,16 @@ class MembershipService:
         if e.alive is not None and e.kind in (ChangeKind.JOIN, ChangeKind.RECOVERED):
             self._learn_addrs(e.node, e.alive.state.addrs)
         log.info("member %s %s (incarnation %d)", peer, e.kind.value, e.incarnation)
-        if self.publish is not None:
-            self.publish(
+        if self.events is not None:
+            self.events.publish(
+                "members",
                 {
                     "event": e.kind.value,
                     "peer_id": peer,
                     "incarnation": e.incarnation,
                     "status": e.status.name.lower(),
                     "accuser": ID(e.accuser).to_base58() if e.accuser else None,
-                }
+                },
             )
 
     def _learn_addrs(self, node: bytes, addrs: tuple[str, ...]) -> None:

@@ -13,7 +13,7 @@ statements of every module (with ``ast``, so imports inside functions count too)
 from __future__ import annotations
 
 import ast
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,10 +31,14 @@ def imports(path: Path) -> set[str]:
     """Every module ``path`` imports, absolute (relative imports resolved). ``from a import b``
     counts as ``a.b``, since ``b`` may be a module (if it is not, ``a.b`` is still under ``a``)."""
     tree = ast.parse(path.read_text(), filename=str(path))
+    return _resolved(ast.walk(tree), path)
+
+
+def _resolved(nodes: Iterable[ast.AST], path: Path) -> set[str]:
     name = _module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in nodes:
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -121,24 +125,7 @@ def _top_level_imports(path: Path) -> set[str]:
             ]
         elif isinstance(node, ast.ExceptHandler):
             todo += node.body
-    return _imports_of(ast.Module(body=keep, type_ignores=[]), path)
-
-
-def _imports_of(tree: ast.Module, path: Path) -> set[str]:
-    name = _module_name(path)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                found.add(".".join([*base, node.module] if node.module else base))
-            else:
-                found.add(node.module or "")
-    return found
+    return _resolved(keep, path)
 
 
 def test_no_import_circles() -> None:
@@ -148,7 +135,13 @@ def test_no_import_circles() -> None:
     for name, path in by_name.items():
         # An import of a package's name runs its __init__; a package face that only hands
         # names on is still a module that runs, so it stays in the graph.
-        graph[name] = {m for m in _top_level_imports(path) if m in by_name and m != name}
+        targets = set()
+        for m in _top_level_imports(path):
+            # ``from a import b``: the module a.b if there is one, else the module a.
+            module = m if m in by_name else m.rpartition(".")[0]
+            if module in by_name and module != name:
+                targets.add(module)
+        graph[name] = targets
     # Tarjan's strongly connected components: any component of two or more is a circle.
     index: dict[str, int] = {}
     low: dict[str, int] = {}

@@ -16,8 +16,12 @@ Cancellation: writes run shielded under ``write_timeout`` (a write cancelled hal
 corrupt the shared Noise session; field guide §4). A write that misses its deadline disconnects
 the peer; the next packet redials. Cancelling :meth:`run` stops the writers and closes queues.
 
-Errors: a failed dial drops what is queued for that peer and waits ``redial_backoff`` before
-dialling again (packets sent meanwhile are dropped and counted). A failed write resets the
+Errors: a failed dial drops what is queued for that peer and waits before dialling again
+(packets sent meanwhile are dropped and counted): ``redial_backoff`` after the first failure,
+doubling with each failure in a row up to ``max_redial_backoff``, so a peer that is gone for
+good costs one dial (and one log line) every few seconds, not one per packet. A dial that
+works resets the wait, and so does a stream the peer opens to us: a restarted peer that speaks
+first is dialled back at once. A failed write resets the
 stream. Inbound frames above ``max_packet`` make us drop that stream (the byte stream cannot be
 resynchronised). The inbound handler is guarded: nothing a peer sends can raise into the swarm.
 
@@ -53,6 +57,9 @@ _HEADER = struct.Struct(">I")
 #: Queued packets joined into one write; a yamux frame carries up to 256 KiB by default.
 COALESCE_BYTES = 256 * 1024
 READ_CHUNK = 1 << 20
+#: Peers whose last inbound stream is remembered (one float each; beyond this, new peers are
+#: not remembered and simply wait out their dial backoff).
+MAX_PEERS_REMEMBERED = 4096
 
 OnPacket = Callable[[bytes, bytes], None]  # (sender, packet); must not block
 OnStreamEnd = Callable[[bytes], None]  # (sender): a peer's inbound stream ended
@@ -73,6 +80,7 @@ class DatagramTransport:
         write_timeout: float,
         connect_timeout: float,
         redial_backoff: float = 0.5,
+        max_redial_backoff: float = 8.0,
         on_stream_end: OnStreamEnd | None = None,
         on_write: OnWrite | None = None,
     ) -> None:
@@ -86,11 +94,14 @@ class DatagramTransport:
         self.write_timeout = write_timeout
         self.connect_timeout = connect_timeout
         self.redial_backoff = redial_backoff
+        self.max_redial_backoff = max(max_redial_backoff, redial_backoff)
         self.on_stream_end = on_stream_end
         self.on_write = on_write
         self.counters: Counter[str] = Counter()
         self._me = host.get_id().to_bytes()
         self._outq: dict[bytes, trio.MemorySendChannel[bytes]] = {}
+        #: When each peer last opened a stream to us (it is up: a dial wait ends early).
+        self._opened_by: dict[bytes, float] = {}
         self._nursery: trio.Nursery | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -139,6 +150,8 @@ class DatagramTransport:
         peer = ID(to)
         stream: INetStream | None = None
         next_dial = 0.0
+        backoff = 0.0  # the wait after the last failed dial; 0 after one that worked
+        failed_at = 0.0
         try:
             async with recv:
                 async for first in recv:
@@ -152,14 +165,20 @@ class DatagramTransport:
                         parts += (_HEADER.pack(len(more)), more)
                         size += len(more) + 4
                     if stream is None:
-                        if trio.current_time() < next_dial:
+                        now = trio.current_time()
+                        if now < next_dial and self._opened_by.get(to, -1.0) < failed_at:
                             self.counters["dropped_unreachable"] += len(parts) // 2
                             continue
                         stream = await self._dial(peer)
                         if stream is None:
-                            next_dial = trio.current_time() + self.redial_backoff
+                            backoff = min(
+                                max(2 * backoff, self.redial_backoff), self.max_redial_backoff
+                            )
+                            failed_at = trio.current_time()
+                            next_dial = failed_at + backoff
                             self.counters["dropped_unreachable"] += len(parts) // 2
                             continue
+                        backoff = 0.0
                     if not await self._write(peer, stream, b"".join(parts)):
                         self.counters["dropped_write_failed"] += len(parts) // 2
                         with trio.move_on_after(self.write_timeout, shield=True):
@@ -198,6 +217,8 @@ class DatagramTransport:
 
     async def _serve(self, stream: INetStream) -> None:
         sender = stream.muxed_conn.peer_id.to_bytes()
+        if sender in self._opened_by or len(self._opened_by) < MAX_PEERS_REMEMBERED:
+            self._opened_by[sender] = trio.current_time()
         buf = bytearray()
         try:
             while True:

@@ -115,3 +115,35 @@ async def test_writes_and_the_end_of_a_peers_stream_are_reported() -> None:
         await a.disconnect(b.get_id())  # a's stream to b ends with the connection
         await wait_for(lambda: ended == [a.get_id().to_bytes()])
         n.cancel_scope.cancel()
+
+
+async def test_a_peer_that_is_gone_is_redialled_with_growing_waits() -> None:
+    # Before: one dial per 0.5 s forever (and one ERROR line from py-libp2p per dial).
+    a, b = (build_host(create_new_key_pair(), psk=None, dial_timeout=5) for _ in range(2))
+    got: list[tuple[bytes, bytes]] = []
+    ta = DatagramTransport(
+        a,
+        PROTO,
+        lambda sender, data: got.append((sender, data)),
+        max_packet=4096,
+        queue_size=16,
+        write_timeout=5,
+        connect_timeout=5,
+        redial_backoff=0.25,
+        max_redial_backoff=2.0,
+    )
+    gone = b.get_id().to_bytes()
+    async with a.run(listen_addrs=LISTEN), trio.open_nursery() as n:
+        await n.start(ta.run)
+        async with b.run(listen_addrs=LISTEN):
+            await a.connect(info_from_p2p_addr(b.get_addrs()[0]))
+        # b has stopped listening: every dial is refused at once.
+        with trio.move_on_after(6.0):
+            while True:
+                ta.send(gone, b"anyone there?")
+                await trio.sleep(0.02)
+        # Waits of 0.25, 0.5, 1, 2, 2 s...: about 6 dials in 6 s, where a fixed 0.25 s
+        # would make 24.
+        assert 3 <= ta.counters["dial_failures"] <= 8
+        assert ta.counters["dropped_unreachable"] > 100
+        n.cancel_scope.cancel()

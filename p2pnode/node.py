@@ -128,7 +128,9 @@ class Node:
         metrics.watch_service("membership", lambda: membership.error is None)
         consensus = None
         if cfg.consensus.validators:
-            consensus = ConsensusService(host, self.key_pair, store, cfg, events)
+            consensus = ConsensusService(
+                host, self.key_pair, store, cfg, events, members=events.subscribe("members")
+            )
             metrics.watch_service("consensus", lambda: consensus.error is None)
         return Services(
             host=host,

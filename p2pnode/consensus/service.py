@@ -69,6 +69,7 @@ from protocols.pbft import (
     NewView,
     PbftConfig,
     Persist,
+    PrimarySuspected,
     RemoteProtocolError,
     Replica,
     Request,
@@ -130,9 +131,22 @@ def b58(node: bytes) -> str:
 
 class ConsensusService:
     def __init__(
-        self, host: IHost, key_pair: KeyPair, store: Store, cfg: Any, events: Any = None
+        self,
+        host: IHost,
+        key_pair: KeyPair,
+        store: Store,
+        cfg: Any,
+        events: Any = None,
+        *,
+        members: trio.MemoryReceiveChannel[dict[str, Any]] | None = None,
     ) -> None:
+        """``members`` carries membership changes as the event bus publishes them (``{"event":
+        "dead" | "recovered" | ..., "peer_id"}``): a validator hands a death of its primary to
+        the replica, which starts a view change at once."""
         c = cfg.consensus
+        self._members = members
+        #: Committee members the failure detector holds dead (shown in ``status``).
+        self.dead: set[bytes] = set()
         self.host = host
         self.cfg = c
         self.events = events
@@ -237,6 +251,8 @@ class ConsensusService:
                     "PBFT follower of %d validators; log at %d", self.committee.n, self.log_sync.top
                 )
                 nursery.start_soon(self.log_sync.follow)
+            if self._members is not None:
+                nursery.start_soon(self._watch_members, self._members)
             task_status.started(self)
 
     # -- the machine loop ------------------------------------------------------------------------
@@ -255,6 +271,24 @@ class ConsensusService:
             return
         if self.driver is not None:
             self.driver.submit(MessageReceived(sender=sender, msg=msg))
+
+    async def _watch_members(self, members: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
+        """Membership's verdicts on committee members: a death goes to the replica (which acts
+        only if it is its primary's), a return clears the suspicion."""
+        async with members:
+            async for change in members:
+                try:
+                    node = ID.from_base58(change["peer_id"]).to_bytes()
+                except Exception:
+                    continue
+                if not self.committee.is_member(node) or node == self.me:
+                    continue
+                if change.get("event") == "dead":
+                    self.dead.add(node)
+                    if self.driver is not None:  # a follower only shows it in status
+                        self.driver.submit(PrimarySuspected(node=node))
+                elif change.get("event") in ("join", "recovered"):
+                    self.dead.discard(node)
 
     def _persist(self, effects: Sequence[Effect]) -> None:
         """Durable first: the step's last ``Persist`` (it is the whole state) and its log rows,
@@ -387,6 +421,7 @@ class ConsensusService:
             "f": self.committee.f,
             "log_last": self.log_sync.top,
             "error": self.error,
+            "dead_members": [b58(v) for v in self.committee.validators if v in self.dead],
             "counters": {
                 **(self.counters + (self.driver.counters if self.driver else Counter())),
                 **self.transport.counters,
@@ -397,6 +432,7 @@ class ConsensusService:
                 view=r.view,
                 primary=b58(r.primary),
                 in_view_change=r.status.name == "VIEW_CHANGE",
+                primary_suspected=r.primary in self.dead,
                 last_committed=r.executed_seq,
                 stable_checkpoint=r.stable.seq,
             )
@@ -405,6 +441,7 @@ class ConsensusService:
                 view=None,
                 primary=None,
                 in_view_change=None,
+                primary_suspected=None,
                 last_committed=self.log_sync.top,
                 stable_checkpoint=None,
             )

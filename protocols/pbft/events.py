@@ -2,11 +2,12 @@
 
 The shared vocabulary (``MessageReceived``, ``TimerFired``, ``Send``, ``Broadcast``, ``SetTimer``,
 ``CancelTimer``, ``Persist``) is :mod:`protocols.machine`'s, re-exported here; PBFT adds the
-inputs ``ClientRequest`` and ``Restarted`` and the notifications ``Commit``, ``StateInstalled``,
-``Evidence`` and ``ViewEntered``. Effects are values for the caller to carry out *in order*:
-``Persist`` (holding a :class:`DurableState`) always comes first when present, and the caller
-must make it durable before it carries out anything after it (a replica must never forget a
-vote it may have sent). All are frozen, slotted, keyword-only dataclasses.
+inputs ``ClientRequest``, ``PrimarySuspected`` and ``Restarted`` and the notifications
+``Commit``, ``StateInstalled``, ``Evidence`` and ``ViewEntered``. Effects are values for the
+caller to carry out *in order*: ``Persist`` (holding a :class:`DurableState`) always comes
+first when present, and the caller must make it durable before it carries out anything after
+it (a replica must never forget a vote it may have sent). All are frozen, slotted,
+keyword-only dataclasses.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ __all__ = [
     "MessageReceived",
     "Notify",
     "Persist",
+    "PrimarySuspected",
     "Restarted",
     "Send",
     "SetTimer",
@@ -118,6 +120,20 @@ class ClientRequest(Event):
     def __post_init__(self) -> None:
         if type(self.request) is not Request:
             raise LocalProtocolError("ClientRequest needs a Request")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrimarySuspected(Event):
+    """The failure detector (membership) declared ``node`` dead. If ``node`` is the primary of
+    this replica's view, it starts a view change now rather than when a request times out, so
+    the next submission does not pay for it. A wrong accusation costs a view change, never
+    safety: the new view still needs 2f+1 replicas to leave the old one."""
+
+    node: bytes
+
+    def __post_init__(self) -> None:
+        if type(self.node) is not bytes:
+            raise LocalProtocolError("PrimarySuspected needs a node id as bytes")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -36,6 +36,7 @@ from .events import (
     Event,
     MessageReceived,
     Persist,
+    PrimarySuspected,
     Restarted,
     StateInstalled,
     TimerFired,
@@ -85,6 +86,7 @@ class Replica(NormalCase, Checkpoints, ViewChanges):
             MessageReceived: self._on_message_received,
             ClientRequest: self._on_client_request,
             TimerFired: self._on_timer,
+            PrimarySuspected: self._on_primary_suspected,
         }
         self._on_message_type: dict[type[Message], Callable[[Any], None]] = {
             Request: self._on_request,

@@ -14,7 +14,7 @@ import logging
 from .certificates import check_new_view, check_signed_by_member, check_view_change, new_view_plan
 from .codec import batch_digest
 from .errors import LocalProtocolError
-from .events import TimerKey, ViewEntered
+from .events import PrimarySuspected, TimerKey, ViewEntered
 from .messages import NewView, PrePrepare, ViewChange
 from .replica_core import ReplicaCore
 from .state import ReplicaStatus, ReplicaTrigger, SlotTrigger, next_replica_status
@@ -36,6 +36,11 @@ class ViewChanges(ReplicaCore):
     def _request_timer(self) -> None:
         if self.status is ReplicaStatus.NORMAL:
             log.debug("request timeout in view %d: suspecting the primary", self.view)
+            self._start_view_change(self.view + 1)
+
+    def _on_primary_suspected(self, ev: PrimarySuspected) -> None:
+        if self.status is ReplicaStatus.NORMAL and ev.node == self.primary != self.me:
+            log.info("the failure detector declared primary of view %d dead", self.view)
             self._start_view_change(self.view + 1)
 
     def _view_change_timer(self) -> None:

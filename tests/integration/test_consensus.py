@@ -152,3 +152,33 @@ def test_consensus_off_bad_params_and_unreachable_committee(tmp_path: Path) -> N
         with pytest.raises(NetworkError):
             c.consensus_submit({"type": "kv_put", "key": "a", "value": b"1"}, timeout=0.5)
         assert c.consensus_log(1)["entries"] == []
+
+
+@pytest.mark.timeout(120)
+def test_a_dead_primary_is_replaced_before_anyone_submits(tmp_path: Path) -> None:
+    # Membership declares the SIGKILLed primary dead (about a second on loopback) and the
+    # backups change view on that alone: nobody submits, so no request can time out.
+    ids = genesis_validators(tmp_path, 4)
+    with local_swarm(tmp_path, 4, {"consensus.validators": ids}) as swarm:
+        swarm.wait_connected(3)
+        with swarm.client(2) as c:
+            assert c.consensus_status()["view"] == 0
+        killed = time.monotonic()
+        swarm.kill(1)
+        deadline = killed + 30
+        for i in (2, 3, 4):
+            while True:
+                with swarm.client(i) as c:
+                    st = c.consensus_status()
+                if st["view"] >= 1 and not st["in_view_change"]:
+                    break
+                assert time.monotonic() < deadline, f"node-{i} still in view {st['view']}"
+                time.sleep(0.1)
+            assert st["primary"] != ids[0]
+            assert st["dead_members"] == [ids[0]]
+        # The first submission after the crash commits in the view already entered: it did
+        # not have to time out and start one.
+        with swarm.client(3) as c:
+            r = c.consensus_submit({"type": "kv_put", "key": "after", "value": b"1"})
+            assert r["certificate"]["view"] == st["view"]
+            assert c.consensus_status()["view"] == st["view"]

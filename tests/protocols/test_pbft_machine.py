@@ -15,6 +15,7 @@ from protocols.pbft import (
     PbftConfig,
     Prepare,
     PrePrepare,
+    PrimarySuspected,
     RemoteProtocolError,
     Replica,
     ReplicaStatus,
@@ -226,3 +227,22 @@ def test_committees_without_faults_to_tolerate_commit(n: int) -> None:
         c.deliver_all()
     assert [c.replica(i).executed_seq for i in range(n)] == [3] * n
     assert all(c.replica(i).view == 0 for i in range(n))
+
+
+def test_a_primary_declared_dead_is_replaced_before_any_request_times_out() -> None:
+    c = Cluster(4)
+    primary = c.replica(0).primary
+    backups = [i for i in range(4) if c.ids[i] != primary]
+    # A suspicion of a backup, or of the primary by itself, changes nothing.
+    assert c.handle(c.ids[backups[0]], PrimarySuspected(node=c.ids[backups[1]])) == []
+    assert c.handle(primary, PrimarySuspected(node=primary)) == []
+    c.crash(primary)
+    for i in backups:
+        c.handle(c.ids[i], PrimarySuspected(node=primary))
+    c.deliver_all()
+    assert [c.replica(i).view for i in backups] == [1, 1, 1]
+    assert all(c.replica(i).status is ReplicaStatus.NORMAL for i in backups)
+    # The new primary commits what is submitted next, with no timeout on the way.
+    c.submit(backups[0], request(c.client, 1))
+    c.deliver_all()
+    assert [c.replica(i).executed_seq for i in backups] == [1, 1, 1]

@@ -93,6 +93,8 @@ class Committee:
     services: list[ConsensusService]
     recorders: list[EventRecorder]
     scopes: list[trio.CancelScope]
+    #: Membership's verdicts as each service receives them (what the event bus would carry).
+    member_news: list[trio.MemorySendChannel[dict[str, Any]]]
 
     @property
     def validators(self) -> list[str]:
@@ -111,6 +113,7 @@ async def committee(tmp_path: Path) -> AsyncIterator[Committee]:
         validators = [h.get_id().to_base58() for h in hosts[:N]]
         recorders = [EventRecorder() for _ in hosts]
         services: list[ConsensusService] = []
+        news = [trio.open_memory_channel[dict[str, Any]](16) for _ in hosts]
         for i, h in enumerate(hosts):
             data = tmp_path / f"node-{i}"
             data.mkdir()
@@ -124,13 +127,15 @@ async def committee(tmp_path: Path) -> AsyncIterator[Committee]:
                 },
             )
             store = Store(data / "node.db")
-            services.append(ConsensusService(h, h.key_pair, store, cfg, recorders[i]))
+            services.append(
+                ConsensusService(h, h.key_pair, store, cfg, recorders[i], members=news[i][1])
+            )
         scopes = [trio.CancelScope() for _ in services]
         for svc, scope in zip(services, scopes, strict=True):
             await nursery.start(_run, svc, scope)
         assert [s.status()["role"] for s in services] == ["validator"] * N + ["follower"]
         assert {s.status()["primary"] for s in services[:N]} == {validators[0]}
-        yield Committee(net, hosts, services, recorders, scopes)
+        yield Committee(net, hosts, services, recorders, scopes, [send for send, _ in news])
         nursery.cancel_scope.cancel()
 
 
@@ -245,3 +250,32 @@ async def test_a_validator_whose_disk_fails_stops_alone_and_the_others_go_on(
         assert [s.error for s in c.services] == [None] * (N - 1) + [broken.error, None]
         assert follower.log_top == 2
         assert await _submit(c.services[1], ["d"]) == {"d": (trio.current_time(), 3)}
+
+
+@pytest.mark.timeout(60)
+async def test_a_primary_membership_declares_dead_is_replaced_before_anyone_submits(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with committee(tmp_path) as c:
+        backups, validators = c.services[1:N], c.validators
+        await trio.sleep(1.0)
+        crash_at = trio.current_time()
+        c.crash(0)
+        for news in c.member_news[1:]:
+            await news.send({"event": "dead", "peer_id": validators[0]})
+        # The backups leave view 0 at once: no request had to time out first.
+        for r in c.recorders[1:N]:
+            assert await r.wait_for(event="view", view=1) == crash_at
+        for s in backups:
+            st = s.status()
+            assert (st["view"], st["primary"], st["primary_suspected"]) == (1, validators[1], False)
+            assert st["dead_members"] == [validators[0]]
+        assert c.services[N].status()["dead_members"] == [validators[0]]  # the follower too
+        # The first submission after the crash commits at its own instant.
+        t = trio.current_time()
+        done = await _submit(backups[0], ["after"])
+        assert done["after"][0] == t
+        # A member that comes back is no longer held dead.
+        await c.member_news[1].send({"event": "recovered", "peer_id": validators[0]})
+        await trio.testing.wait_all_tasks_blocked()
+        assert backups[0].status()["dead_members"] == []

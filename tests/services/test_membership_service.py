@@ -55,8 +55,7 @@ async def test_survivors_declare_a_silent_member_dead_within_the_bound(
         net.connect_all()
         recorders = [EventRecorder() for _ in hosts]
         services = [
-            MembershipService(h, h.key_pair, cfg, r)
-            for h, r in zip(hosts, recorders, strict=True)
+            MembershipService(h, h.key_pair, cfg, r) for h, r in zip(hosts, recorders, strict=True)
         ]
         scopes = [trio.CancelScope() for _ in services]
         for svc, scope in zip(services, scopes, strict=True):

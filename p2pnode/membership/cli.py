@@ -33,6 +33,14 @@ def _age(x: float | None) -> str:
     return f"{x:.1f}s" if x < 100 else f"{x / 60:.0f}m"
 
 
+def _phi(m: dict[str, Any]) -> str:
+    """Suspicion only where it means something: a dead member's detector is dropped (its phi
+    reads 0), and this node does not suspect itself."""
+    if m["self"] or m["state"] == "dead":
+        return "-"
+    return f"{m['suspicion']:.1f}"
+
+
 def render(result: dict[str, Any]) -> str:
     rows = result["members"]
     header = (
@@ -45,7 +53,7 @@ def render(result: dict[str, Any]) -> str:
         peer = ("*" if m["self"] else " ") + "…" + m["peer_id"][-11:]
         lines.append(
             f"{peer:<14} {STATE_MARK.get(m['state'], m['state']):<8} {m['incarnation']:>13} "
-            f"{_age(None if m['self'] else m['last_heard']):>6} {m['suspicion']:>6.1f} "
+            f"{_age(None if m['self'] else m['last_heard']):>6} {_phi(m):>6} "
             f"{m['reliability']:>5.2f} "
             f"{cap['cpu_cores']:>3} {cap['memory_mb'] / 1024:>7.1f} {(cap['gpu'] or '-')[:10]:<10} "
             f"{load['free_slots']:>5} {load['tasks_running']:>5} {','.join(m['models']) or '-'}"

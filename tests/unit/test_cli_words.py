@@ -164,11 +164,11 @@ SELF = "12D3KooWSelfSelfSelfSelfSelfSelfSelfSelfSelfAAAAAAAA"
 OTHER = "12D3KooWOtherOtherOtherOtherOtherOtherOtherBBBBBBBBB"
 
 
-def member(peer: str, *, me: bool, heard: float | None) -> dict[str, object]:
+def member(peer: str, *, me: bool, heard: float | None, state: str = "alive") -> dict[str, object]:
     return {
         "peer_id": peer,
         "self": me,
-        "state": "alive",
+        "state": state,
         "incarnation": 7,
         "last_heard": heard,
         "suspicion": 0.0,
@@ -181,18 +181,24 @@ def member(peer: str, *, me: bool, heard: float | None) -> dict[str, object]:
 
 def test_members_table() -> None:
     result = {
-        "members": [member(SELF, me=True, heard=-0.0), member(OTHER, me=False, heard=0.25)],
+        "members": [
+            member(SELF, me=True, heard=-0.0),
+            member(OTHER, me=False, heard=0.25),
+            member(OTHER[:-1] + "C", me=False, heard=None, state="dead"),
+        ],
         "awareness": 0,
         "counters": {"duplicate": 21, "stale": 0, "bad_signature": 2},
     }
     assert render(result).splitlines() == [
         "PEER           STATE              INC  HEARD    PHI   REL CPU MEM GiB GPU        "
         "SLOTS TASKS MODELS",
-        "*…elfAAAAAAAA  alive                7      -    0.0  1.00   2     2.0 -              "
+        "*…elfAAAAAAAA  alive                7      -      -  1.00   2     2.0 -              "
         "1     0 -",
         " …erBBBBBBBBB  alive                7   0.2s    0.0  1.00   2     2.0 -              "
         "1     0 -",
-        "2 alive; awareness 0; counters bad_signature=2 duplicate=21",
+        " …erBBBBBBBBC  DEAD                 7      -      -  1.00   2     2.0 -              "
+        "1     0 -",
+        "2 alive, 1 dead; awareness 0; counters bad_signature=2 duplicate=21",
     ]
 
 

@@ -1,8 +1,10 @@
 """The ``p2pnode`` command line: people's door to a daemon, over the IPC client.
 
 Every failure a person can cause or meet (no daemon, missing key, bad multiaddr, bad config)
-prints one line on stderr and exits non-zero; tracebacks are for bugs only. ``--json`` prints
-machine-readable results on stdout.
+prints one line on stderr and exits non-zero (1 for errors, 2 for usage); tracebacks are for
+bugs only. ``--json`` prints machine-readable results on stdout, and errors as one JSON object
+on stderr: ``{"error": {"code": C, "message": M}}`` (C is the IPC error code, or ``usage``,
+``config``, ``identity``, ``store``, ``error``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from p2pnode import __version__
 from p2pnode.config import ConfigError, load_config, render_config_template, resolve_data_dir
@@ -33,15 +35,34 @@ EXIT_USAGE = 2
 class CliError(Exception):
     """A one-line message for stderr."""
 
+    code = "error"
+
+
+class UsageError(Exception):
+    """The command line is wrong: ``parser`` prints its usage before the message (exit 2)."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    """Raises :class:`UsageError` instead of exiting, so ``main`` reports it (as JSON with
+    ``--json``); subparsers are of this class too (argparse makes them of the parent's)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self, message)
+
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     # SUPPRESS: without it the subcommand's default would overwrite a global --json.
     common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print results as JSON"
     )
 
-    p = argparse.ArgumentParser(prog="p2pnode", description="Peer-to-peer training daemon")
+    p = _Parser(prog="p2pnode", description="Peer-to-peer training daemon")
     p.add_argument("--version", action="version", version=f"p2pnode {__version__}")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--data-dir", help="node data dir (default $P2PNODE_DATA_DIR or ~/.p2pnode)")
@@ -66,56 +87,85 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("status", parents=[common], help="show the daemon's identity and state")
     sub.add_parser("peers", parents=[common], help="list connected peers")
     c = sub.add_parser("connect", parents=[common], help="connect to a peer")
-    c.add_argument("multiaddr")
+    c.add_argument("multiaddr", help="the peer's address, ending in /p2p/PEER_ID")
+    dc = sub.add_parser("disconnect", parents=[common], help="close the connection to a peer")
+    dc.add_argument("peer_id", metavar="PEER_ID", help="the peer's id (as `peers` lists it)")
 
     dht = sub.add_parser("dht", help="DHT records and providers")
     dsub = dht.add_subparsers(dest="dht_command", required=True, metavar="ACTION")
-    put = dsub.add_parser("put", parents=[common], help="store KEY=VALUE in the DHT")
-    put.add_argument("key")
-    src = put.add_mutually_exclusive_group(required=True)
-    src.add_argument("value", nargs="?")
+    put = dsub.add_parser(
+        "put", parents=[common], help="store VALUE under KEY in the DHT (two arguments)"
+    )
+    put.add_argument("key", metavar="KEY", help="the record's name")
+    # Not a required group: a missing VALUE is reported by main, with a hint for KEY=VALUE.
+    src = put.add_mutually_exclusive_group()
+    src.add_argument("value", metavar="VALUE", nargs="?", help="the value, as text")
     src.add_argument("-f", "--file", help="read the value from FILE ('-' for stdin)")
+    put.set_defaults(kv_parser=put)
     get = dsub.add_parser("get", parents=[common], help="read KEY from the DHT")
-    get.add_argument("key")
-    get.add_argument("-o", "--output", help="write the value to FILE")
+    get.add_argument("key", metavar="KEY", help="the record's name")
+    get.add_argument("-o", "--output", help="write the value to FILE (default: stdout)")
     prov = dsub.add_parser("provide", parents=[common], help="announce that we hold KEY")
-    prov.add_argument("key")
+    prov.add_argument("key", metavar="KEY", help="the key to announce (a blob key, say)")
     fp = dsub.add_parser("find-providers", parents=[common], help="who holds KEY")
-    fp.add_argument("key")
+    fp.add_argument("key", metavar="KEY", help="the key to look for")
     fpeer = dsub.add_parser("find-peer", parents=[common], help="addresses of a peer")
-    fpeer.add_argument("peer_id")
+    fpeer.add_argument("peer_id", metavar="PEER_ID", help="the peer's id")
 
     blob = sub.add_parser("blob", help="content-addressed blobs")
     bsub = blob.add_subparsers(dest="blob_command", required=True, metavar="ACTION")
     bput = bsub.add_parser("put", parents=[common], help="store FILE ('-' for stdin)")
-    bput.add_argument("file")
-    bput.add_argument("--media-type", default="application/octet-stream")
+    bput.add_argument("file", metavar="FILE", help="the file to store ('-' reads stdin)")
+    bput.add_argument(
+        "--media-type",
+        default="application/octet-stream",
+        help="what the bytes are, kept with the blob (default: %(default)s)",
+    )
     bput.add_argument("--no-pin", action="store_true", help="let garbage collection remove it")
     bget = bsub.add_parser("get", parents=[common], help="fetch KEY into FILE")
-    bget.add_argument("key")
+    bget.add_argument("key", help="the blob's key")
     bget.add_argument("-o", "--output", required=True, help="file to write ('-' for stdout)")
     bstat = bsub.add_parser("stat", parents=[common], help="what this node knows of KEY")
-    bstat.add_argument("key")
+    bstat.add_argument("key", metavar="KEY", help="the blob's key")
     for name in ("pin", "unpin"):
         bp = bsub.add_parser(name, parents=[common], help=f"{name} KEY")
-        bp.add_argument("key")
+        bp.add_argument("key", metavar="KEY", help="the blob's key")
 
     ptr = sub.add_parser("ptr", help="named pointers to blobs")
     psub = ptr.add_subparsers(dest="ptr_command", required=True, metavar="ACTION")
     pset = psub.add_parser("set", parents=[common], help="point NAME at KEY")
-    pset.add_argument("name")
-    pset.add_argument("key")
-    pset.add_argument("--seq", type=int)
+    pset.add_argument("name", help="the pointer's name")
+    pset.add_argument("key", help="the blob key it points at")
+    pset.add_argument(
+        "--seq",
+        type=int,
+        metavar="N",
+        help="the version: must be above the last one"
+        " (default: the clock in ms, past any version held)",
+    )
     pget = psub.add_parser("get", parents=[common], help="read a pointer")
-    pget.add_argument("name")
+    pget.add_argument("name", help="the pointer's name")
     pget.add_argument("--owner", help="owner peer id (default: this node)")
 
     sw = sub.add_parser("swarm", help="run N local daemons on 127.0.0.1")
-    sw.add_argument("--nodes", type=int, default=5)
-    sw.add_argument("--dir", required=True, help="parent dir of node-1 ... node-N")
-    sw.add_argument("--metrics-base-port", type=int, help="node i serves metrics on BASE+i")
     sw.add_argument(
-        "--validators", type=int, default=0, help="node-1..K form the genesis PBFT committee"
+        "--nodes",
+        type=int,
+        default=5,
+        metavar="N",
+        help="how many daemons to run (default: %(default)s)",
+    )
+    sw.add_argument("--dir", required=True, help="parent dir of node-1 ... node-N")
+    sw.add_argument(
+        "--metrics-base-port", type=int, metavar="BASE", help="node i serves metrics on BASE+i"
+    )
+    sw.add_argument(
+        "--validators",
+        type=int,
+        default=0,
+        metavar="K",
+        help="node-1..K form the genesis PBFT committee (default: %(default)s, consensus off;"
+        " 4 tolerates one faulty validator)",
     )
     members_cli.add_parser(sub, common)
     consensus_cli.add_parsers(sub, common)
@@ -224,6 +274,14 @@ def cmd_connect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_disconnect(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        r = c.disconnect(args.peer_id)
+    what = "disconnected from" if r["was_connected"] else "was not connected to"
+    _print(args, r, f"{what} {r['peer_id']}")
+    return 0
+
+
 def _read_value(args: argparse.Namespace) -> bytes:
     if args.file is None:
         return args.value.encode()
@@ -318,14 +376,17 @@ def _fetch_with_progress(
 
 def cmd_blob(args: argparse.Namespace) -> int:
     if args.blob_command == "put":
+        path = Path(args.file)
+        if args.file != "-" and not path.is_file():
+            # Checked before connecting: the answer does not depend on the daemon.
+            if path.is_dir():
+                raise CliError(f"{args.file} is a directory: blob put stores one file")
+            raise CliError(f"{args.file}: no such file")
         with _client(args) as c:
             if args.file == "-":
                 stdin = iter(lambda: sys.stdin.buffer.read(1 << 20), b"")
                 r = c.blob_upload(stdin, media_type=args.media_type, pin=not args.no_pin)
             else:
-                path = Path(args.file)
-                if not path.is_file():
-                    raise CliError(f"{args.file}: no such file")
                 r = c.blob_put(path=path, media_type=args.media_type, pin=not args.no_pin)
         _print(args, r, r["key"])
         return 0
@@ -396,6 +457,7 @@ COMMANDS = {
     "status": cmd_status,
     "peers": cmd_peers,
     "connect": cmd_connect,
+    "disconnect": cmd_disconnect,
     "dht": cmd_dht,
     "swarm": cmd_swarm,
     "blob": cmd_blob,
@@ -406,13 +468,56 @@ COMMANDS = {
 }
 
 
+def _check_key_value(args: argparse.Namespace) -> None:
+    """``dht put`` and ``consensus submit`` take KEY VALUE: a lone KEY=VALUE gets a hint."""
+    parser = getattr(args, "kv_parser", None)
+    if parser is None or args.value is not None or getattr(args, "file", None) is not None:
+        return
+    if "=" in args.key:
+        key, _, value = args.key.partition("=")
+        raise UsageError(
+            parser,
+            f"give KEY and VALUE as two arguments: {parser.prog} {key} {value or 'VALUE'}",
+        )
+    alt = " (or -f FILE)" if hasattr(args, "file") else ""
+    raise UsageError(parser, f"give a VALUE after KEY{alt}")
+
+
+def _error_code(exc: Exception) -> str:
+    if isinstance(exc, (IpcError, CliError)):
+        return exc.code
+    return {ConfigError: "config", IdentityError: "identity", StoreError: "store"}.get(
+        type(exc), "error"
+    )
+
+
+def _report(as_json: bool, code: str, message: str) -> None:
+    """One error on stderr: a line for people, or ``{"error": {...}}`` for ``--json``."""
+    if as_json:
+        print(json.dumps({"error": {"code": code, "message": message}}), file=sys.stderr)
+    else:
+        print(f"p2pnode: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # Before parsing succeeds there is no namespace to ask: `--json` anywhere before `--`.
+    wants_json = "--json" in argv[: argv.index("--")] if "--" in argv else "--json" in argv
+    try:
+        args = _parser().parse_args(argv)
+        _check_key_value(args)
+    except UsageError as exc:
+        if wants_json:
+            _report(True, "usage", f"{exc.parser.prog}: {exc.message}")
+        else:
+            exc.parser.print_usage(sys.stderr)
+            print(f"{exc.parser.prog}: error: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
     # `--json` may come before or after the subcommand.
     try:
         return COMMANDS[args.command](args)
     except (CliError, ConfigError, IdentityError, IpcError, StoreError) as exc:
-        print(f"p2pnode: {exc}", file=sys.stderr)
+        _report(args.json, _error_code(exc), str(exc))
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

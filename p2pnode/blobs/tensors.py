@@ -141,8 +141,15 @@ def decode(data: bytes | bytearray | memoryview) -> dict[str, np.ndarray]:
     """
     view = memoryview(data).cast("B")
     walk = _Walk(view)
-    if walk.head(4) != 3 or walk.text() != MAGIC:
-        raise TensorCodecError("not an encoded state dict (bad envelope)")
+    try:
+        envelope = walk.head(4) == 3 and walk.text() == MAGIC
+    except TensorCodecError:
+        envelope = False
+    if not envelope:
+        raise TensorCodecError(
+            "not an encoded state dict: the bytes do not start with the tensors envelope"
+            f" (what put_tensors stores, media type {MEDIA_TYPE})"
+        )
     version = walk.head(0)
     if version not in (1, VERSION):
         raise TensorCodecError(f"unsupported tensor codec version {version!r}")

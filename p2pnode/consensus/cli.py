@@ -2,16 +2,22 @@
 
 ``consensus status`` prints the role, view, primary, last committed seq, stable checkpoint and
 the committee. ``consensus submit KEY VALUE`` commits a key/value transaction and prints its
-seq. ``log`` prints committed entries (one line per transaction); ``--follow`` keeps printing
-new ones as they commit (it subscribes to the ``commits`` topic and reads each new range).
-With ``--json`` every command prints the IPC result, and ``log`` one JSON object per entry.
+seq and the lane that signed it. ``log`` prints committed entries (one line per transaction);
+``--follow`` keeps printing new ones as they commit (it subscribes to the ``commits`` topic and
+reads each new range). With ``--json`` every command prints the IPC result, and ``log`` one
+JSON object per entry.
+
+A transaction is signed not with the submitting node's identity but with one of its *lane*
+keys (``consensus.client_lanes`` of them, derived from the node's private key, so nobody else
+can tell which node a lane belongs to): ``log`` shows ``lane …<key tail>#<n>``, the lane key's
+tail and the transaction's number on it, and ``submit`` prints the same words, so the node that
+submitted an entry is the one whose ``submit`` printed that lane.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 
@@ -19,15 +25,36 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("consensus", help="the PBFT commit log: status, submit")
     csub = p.add_subparsers(dest="consensus_command", required=True, metavar="ACTION")
     csub.add_parser("status", parents=[common], help="view, primary, last committed, committee")
-    s = csub.add_parser("submit", parents=[common], help="commit KEY=VALUE (waits for it)")
-    s.add_argument("key")
-    s.add_argument("value")
+    s = csub.add_parser(
+        "submit", parents=[common], help="commit VALUE under KEY (two arguments; waits for it)"
+    )
+    s.add_argument("key", metavar="KEY", help="the key to write")
+    # Optional here so that a lone KEY=VALUE gets a hint (p2pnode.cli checks it), not a usage.
+    s.add_argument("value", metavar="VALUE", nargs="?", help="the value, as text")
+    s.set_defaults(kv_parser=s)
     s.add_argument("--timeout", type=float, help="seconds to wait for the commit")
 
     lg = sub.add_parser("log", parents=[common], help="committed log entries")
-    lg.add_argument("--from", dest="first", type=int, default=1, help="first seq (default 1)")
-    lg.add_argument("--to", dest="last", type=int, help="last seq (default: the end)")
+    lg.add_argument(
+        "--from",
+        dest="first",
+        type=_seq,
+        default=1,
+        metavar="N",
+        help="first seq (default: %(default)s)",
+    )
+    lg.add_argument("--to", dest="last", type=_seq, metavar="M", help="last seq (default: the end)")
     lg.add_argument("--follow", action="store_true", help="keep printing new commits")
+
+
+def _seq(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
 
 
 def _short(peer: str | None) -> str:
@@ -35,6 +62,7 @@ def _short(peer: str | None) -> str:
 
 
 def render_status(s: dict[str, Any]) -> str:
+    committee = f"committee (f={s['f']})"
     lines = [
         f"role               {s['role']}",
         f"view               {s['view'] if s['view'] is not None else '-'}"
@@ -43,7 +71,7 @@ def render_status(s: dict[str, Any]) -> str:
         f"last committed     {s['last_committed']}",
         f"log                1..{s['log_last']} held here",
         f"stable checkpoint  {'-' if s['stable_checkpoint'] is None else s['stable_checkpoint']}",
-        f"committee (f={s['f']})  " + "\n                   ".join(s["committee"]),
+        f"{committee:<18} " + "\n                   ".join(s["committee"]),
     ]
     if s.get("error"):
         lines.append(f"ERROR              {s['error']}")
@@ -59,6 +87,24 @@ def _value(v: Any) -> str:
     return str(v)
 
 
+def lane(client: str | None, request_id: int) -> str:
+    """A transaction's signer as people read it: the lane key's tail and its number on it."""
+    return f"lane {_short(client)}#{request_id & 0xFFFFFFFF}"
+
+
+def render_submitted(r: dict[str, Any]) -> str:
+    """One line for a committed ``consensus submit``, the same through any node. The status is
+    the state machine's answer where this node executes (a validator); a follower only knows
+    it committed."""
+    line = (
+        f"committed at seq {r['seq']}, view {r['certificate']['view']}, "
+        f"as {lane(r.get('client'), r.get('request_id', 0))}"
+    )
+    if r.get("status") not in (None, "ok", "committed"):
+        line += f" (state machine: {r['status']})"
+    return line
+
+
 def render_entry(e: dict[str, Any]) -> list[str]:
     out = []
     view = e["certificate"]["view"]
@@ -71,7 +117,7 @@ def render_entry(e: dict[str, Any]) -> list[str]:
             what = f"kv_put {tx['key']}={_value(tx['value'])[:40]}"
         status = t.get("status", "")
         out.append(
-            f"{e['seq']:>8}  view {view}  {_short(t['client'])}#{t['request_id'] & 0xFFFFFFFF}"
+            f"{e['seq']:>8}  view {view}  {lane(t['client'], t['request_id'])}"
             f"  {what}  {status}".rstrip()
         )
     return out
@@ -107,7 +153,7 @@ def cmd_consensus(args: argparse.Namespace, client_factory: Any) -> int:
         if args.json:
             print(json.dumps(r, indent=2, default=_json_default))
         else:
-            print(f"committed at seq {r['seq']} ({r['status']}), view {r['certificate']['view']}")
+            print(render_submitted(r))
         return 0
 
 
@@ -123,9 +169,6 @@ def _read_range(c: Any, first: int, last: int | None, args: argparse.Namespace) 
 
 
 def cmd_log(args: argparse.Namespace, client_factory: Any) -> int:
-    if args.first < 1:
-        print("p2pnode: --from must be at least 1", file=sys.stderr)
-        return 2
     with client_factory(args) as c, client_factory(args) as reader:
         if not args.follow:
             _read_range(c, args.first, args.last, args)
@@ -145,4 +188,12 @@ def cmd_log(args: argparse.Namespace, client_factory: Any) -> int:
     return 0
 
 
-__all__ = ["add_parsers", "cmd_consensus", "cmd_log", "render_entry", "render_status"]
+__all__ = [
+    "add_parsers",
+    "cmd_consensus",
+    "cmd_log",
+    "lane",
+    "render_entry",
+    "render_status",
+    "render_submitted",
+]

@@ -137,7 +137,14 @@ class Client(Api):
         """Fetch a state dict stored with put_tensors (from any provider in the swarm)."""
         from p2pnode.blobs import tensors as codec
 
-        size = self.blob_fetch(key)["size"]
+        stat = self.blob_fetch(key)
+        size = stat["size"]
+        if stat.get("media_type") != codec.MEDIA_TYPE:
+            # Say so before reading it: decoding another blob fails on its first byte.
+            raise codec.TensorCodecError(
+                f"blob {key} is {stat.get('media_type')!r} ({size} bytes), not tensors:"
+                f" get_tensors reads blobs stored by put_tensors (media type {codec.MEDIA_TYPE})"
+            )
         # One buffer of the final size, filled in place; the arrays are views of it.
         buf = bytearray(size)
         with memoryview(buf) as view:
@@ -270,7 +277,10 @@ def _connect_blocking(path: Path, timeout: float) -> socket.socket:
         sock.connect(str(path))
     except (FileNotFoundError, ConnectionRefusedError):
         sock.close()
-        raise DaemonNotRunning(f"no daemon is running at {path}") from None
+        raise DaemonNotRunning(
+            f"no daemon is running at {path}; start one with `p2pnode daemon`"
+            " (or several with `p2pnode swarm`)"
+        ) from None
     except OSError as exc:
         sock.close()
         raise DaemonNotRunning(f"cannot reach the daemon at {path}: {exc}") from None

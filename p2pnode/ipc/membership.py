@@ -28,7 +28,10 @@ def member_rows(service: MembershipService) -> list[dict[str, Any]]:
                 "self": v.is_self,
                 "state": v.status.name.lower(),
                 "incarnation": v.incarnation,
-                "last_heard": None if v.last_heard is None else round(now - v.last_heard, 3),
+                # This node does not hear itself: null, as for "since" (not -0.0).
+                "last_heard": (
+                    None if v.is_self or v.last_heard is None else round(now - v.last_heard, 3)
+                ),
                 "since": None if v.is_self else round(now - v.since, 3),
                 "suspicion": v.phi,
                 "reliability": v.reliability,

@@ -19,13 +19,26 @@ STATE_MARK = {"alive": "alive", "suspect": "SUSPECT", "dead": "DEAD"}
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("members", parents=[common], help="membership: who is alive, and how")
     p.add_argument("--watch", action="store_true", help="live table (or JSON events with --json)")
-    p.add_argument("--interval", type=float, default=1.0, help="seconds between redraws")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        help="seconds between redraws (default: %(default)s)",
+    )
 
 
 def _age(x: float | None) -> str:
     if x is None:
         return "-"
     return f"{x:.1f}s" if x < 100 else f"{x / 60:.0f}m"
+
+
+def _phi(m: dict[str, Any]) -> str:
+    """Suspicion only where it means something: a dead member's detector is dropped (its phi
+    reads 0), and this node does not suspect itself."""
+    if m["self"] or m["state"] == "dead":
+        return "-"
+    return f"{m['suspicion']:.1f}"
 
 
 def render(result: dict[str, Any]) -> str:
@@ -40,7 +53,8 @@ def render(result: dict[str, Any]) -> str:
         peer = ("*" if m["self"] else " ") + "…" + m["peer_id"][-11:]
         lines.append(
             f"{peer:<14} {STATE_MARK.get(m['state'], m['state']):<8} {m['incarnation']:>13} "
-            f"{_age(m['last_heard']):>6} {m['suspicion']:>6.1f} {m['reliability']:>5.2f} "
+            f"{_age(None if m['self'] else m['last_heard']):>6} {_phi(m):>6} "
+            f"{m['reliability']:>5.2f} "
             f"{cap['cpu_cores']:>3} {cap['memory_mb'] / 1024:>7.1f} {(cap['gpu'] or '-')[:10]:<10} "
             f"{load['free_slots']:>5} {load['tasks_running']:>5} {','.join(m['models']) or '-'}"
         )
@@ -48,8 +62,8 @@ def render(result: dict[str, Any]) -> str:
     for m in rows:
         counts[m["state"]] = counts.get(m["state"], 0) + 1
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-    refused = {k: v for k, v in result.get("counters", {}).items() if v}
-    lines.append(f"{summary}; awareness {result.get('awareness', 0)}; counters {refused or '-'}")
+    counters = " ".join(f"{k}={v}" for k, v in sorted(result.get("counters", {}).items()) if v)
+    lines.append(f"{summary}; awareness {result.get('awareness', 0)}; counters {counters or '-'}")
     return "\n".join(lines)
 
 

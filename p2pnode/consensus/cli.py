@@ -67,12 +67,15 @@ def render_status(s: dict[str, Any]) -> str:
         f"role               {s['role']}",
         f"view               {s['view'] if s['view'] is not None else '-'}"
         + ("  (changing view)" if s.get("in_view_change") else ""),
-        f"primary            {s['primary'] or '-'}",
+        f"primary            {s['primary'] or '-'}"
+        + ("  (declared dead: a view change is on its way)" if s.get("primary_suspected") else ""),
         f"last committed     {s['last_committed']}",
         f"log                1..{s['log_last']} held here",
         f"stable checkpoint  {'-' if s['stable_checkpoint'] is None else s['stable_checkpoint']}",
         f"{committee:<18} " + "\n                   ".join(s["committee"]),
     ]
+    if s.get("dead_members"):
+        lines.append("dead members       " + "\n                   ".join(s["dead_members"]))
     if s.get("error"):
         lines.append(f"ERROR              {s['error']}")
     return "\n".join(lines)

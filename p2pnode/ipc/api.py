@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from p2pnode.config import SOCKET_FILE, resolve_data_dir
-from p2pnode.ipc.errors import InternalError, error_from_wire
+from p2pnode.ipc.errors import DaemonNotRunning, InternalError, error_from_wire
 from protocols.framing import encode_frame, encode_frame_with_data
 
 DEFAULT_TIMEOUT = 60.0
@@ -31,6 +31,14 @@ def socket_path_for(
     if socket_path is not None:
         return Path(socket_path).expanduser()
     return resolve_data_dir(data_dir, os.environ) / SOCKET_FILE
+
+
+def not_running(path: Path) -> DaemonNotRunning:
+    """The error for a socket nobody listens on, saying how to start a daemon."""
+    return DaemonNotRunning(
+        f"no daemon is running at {path}; start one with `p2pnode daemon`"
+        " (or several with `p2pnode swarm`)"
+    )
 
 
 def result_of(frame: dict[str, Any]) -> Any:

@@ -22,6 +22,7 @@ from p2pnode.ipc.api import (
     Api,
     frame_buffers,
     groups,
+    not_running,
     result_of,
     socket_path_for,
 )
@@ -57,7 +58,7 @@ class AsyncClient(Api):
         try:
             stream = await trio.open_unix_socket(str(path))
         except (FileNotFoundError, ConnectionRefusedError):
-            raise DaemonNotRunning(f"no daemon is running at {path}") from None
+            raise not_running(path) from None
         except OSError as exc:
             raise DaemonNotRunning(f"cannot reach the daemon at {path}: {exc}") from None
         client = cls(stream, path, timeout)

@@ -26,6 +26,7 @@ from p2pnode.ipc.api import (
     Api,
     frame_buffers,
     groups,
+    not_running,
     result_of,
     socket_path_for,
 )
@@ -277,10 +278,7 @@ def _connect_blocking(path: Path, timeout: float) -> socket.socket:
         sock.connect(str(path))
     except (FileNotFoundError, ConnectionRefusedError):
         sock.close()
-        raise DaemonNotRunning(
-            f"no daemon is running at {path}; start one with `p2pnode daemon`"
-            " (or several with `p2pnode swarm`)"
-        ) from None
+        raise not_running(path) from None
     except OSError as exc:
         sock.close()
         raise DaemonNotRunning(f"cannot reach the daemon at {path}: {exc}") from None

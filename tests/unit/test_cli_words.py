@@ -261,3 +261,23 @@ def test_tensor_decode_of_other_bytes_names_the_format() -> None:
             "not an encoded state dict: the bytes do not start with the tensors envelope"
             f" (what put_tensors stores, media type {MEDIA_TYPE})"
         )
+
+
+def test_consensus_status_shows_a_primary_declared_dead() -> None:
+    status = {
+        "role": "validator",
+        "view": 0,
+        "in_view_change": False,
+        "primary": OTHER,
+        "primary_suspected": True,
+        "dead_members": [OTHER],
+        "last_committed": 3,
+        "log_last": 3,
+        "stable_checkpoint": None,
+        "f": 1,
+        "committee": [OTHER, SELF],
+    }
+    lines = render_status(status).splitlines()
+    assert lines[2] == f"primary            {OTHER}  (declared dead: a view change is on its way)"
+    assert lines[-1] == f"dead members       {OTHER}"
+    assert all(line[18] == " " and line[19] != " " for line in lines)

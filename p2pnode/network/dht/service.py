@@ -51,6 +51,7 @@ from p2pnode.network.dht.keys import provider_key
 from p2pnode.network.dht.lookup import Lookups
 from p2pnode.network.dht.peers import add_addrs, known_addrs
 from p2pnode.network.dht.records import RecordStore
+from p2pnode.network.dial import DialError, dial_exact
 from p2pnode.network.host import allow_redial, set_guarded_handler
 from p2pnode.network.rpc import RpcService
 from p2pnode.network.signing import sign_record, verify
@@ -217,14 +218,18 @@ class Dht:
         if info.peer_id == self.local_id:
             raise DhtError("refusing to connect to ourselves")
         allow_redial(self.host, info.peer_id)  # an explicit dial is a deliberate retry
+        # Exactly this address, even for a connected peer, and stored only once it worked:
+        # host.connect would store it first and then use any address (or none) instead.
+        if not info.addrs:
+            raise DhtError(f"bad multiaddr {addr!r}: no address before /p2p/")
         try:
             with trio.fail_after(self.cfg.network.connect_timeout):
-                await self.host.connect(info)
+                await dial_exact(self.host, info.peer_id, info.addrs[0])
         except trio.TooSlowError:
             raise DhtError(
                 f"connecting to {addr} timed out after {self.cfg.network.connect_timeout:g} s"
             ) from None
-        except Exception as exc:
+        except DialError as exc:
             raise DhtError(f"cannot connect to {addr}: {exc}") from None
         await self._learn_peer(info.peer_id, [str(a) for a in info.addrs])
         return info.peer_id

@@ -55,6 +55,19 @@ def _parser() -> argparse.ArgumentParser:
         "--bootstrap", action="append", help="bootstrap multiaddr to write in config.toml"
     )
 
+    cfg = sub.add_parser("config", help="change a setting in config.toml")
+    csub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    cset = csub.add_parser(
+        "set",
+        parents=[common],
+        help="set KEY (a dotted key from docs/configuration.md) to VALUE",
+        description="Write one setting into <data dir>/config.toml, checked like at start-up; "
+        "a running daemon sees it after a restart. A list setting takes several values; "
+        "'off' or '' unsets an optional one.",
+    )
+    cset.add_argument("key", help="dotted setting key, e.g. listen or blobs.find_timeout")
+    cset.add_argument("value", nargs="+", help="the new value (several for a list)")
+
     d = sub.add_parser("daemon", help="run the daemon in the foreground")
     d.add_argument("--listen", action="append", help="listen multiaddr (repeatable)")
     d.add_argument("--bootstrap", action="append", help="bootstrap peer multiaddr (repeatable)")
@@ -160,9 +173,50 @@ def cmd_init(args: argparse.Namespace) -> int:
     from p2pnode.identity import load_identity_file
 
     peer_id = peer_id_of(load_identity_file(key_path)).to_base58()
+    # An existing config.toml is never rewritten: flags that differ from it were not applied.
+    ignored = {}
+    if "config.toml" not in created and (args.listen or args.bootstrap):
+        cfg = load_config(data_dir, env={})  # what the file says, whatever $P2PNODE_* say
+        for key, given, current in (
+            ("listen", args.listen, cfg.listen),
+            ("bootstrap", args.bootstrap, cfg.bootstrap),
+        ):
+            if given and list(given) != list(current):
+                ignored[key] = {"given": list(given), "config": list(current)}
     result = {"data_dir": str(data_dir), "peer_id": peer_id, "created": created}
+    if ignored:
+        result["ignored"] = ignored
     what = ", ".join(created) if created else "nothing (already initialised)"
     _print(args, result, f"{data_dir}: created {what}\npeer id {peer_id}")
+    if not ignored:
+        return 0
+    for key, v in ignored.items():
+        words = " ".join(v["given"])
+        print(
+            f"p2pnode: init: {cfg_path} already exists, so --{key} was not applied "
+            f"(the file says {key} = {_toml_list(v['config'])}). To change it: "
+            f"p2pnode --data-dir {data_dir} config set {key} {words}  (or edit the file)",
+            file=sys.stderr,
+        )
+    return EXIT_ERROR
+
+
+def _toml_list(values: list[str]) -> str:
+    return "[" + ", ".join(f'"{v}"' for v in values) + "]"
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from p2pnode.config.edit import set_config_value
+
+    data_dir = resolve_data_dir(args.data_dir, os.environ)
+    value = set_config_value(data_dir, args.key, args.value)
+    shown = "unset" if value is None else json.dumps(value)
+    result = {"data_dir": str(data_dir), "key": args.key, "value": value}
+    _print(
+        args,
+        result,
+        f"{data_dir / 'config.toml'}: {args.key} = {shown} (restart the daemon to apply it)",
+    )
     return 0
 
 
@@ -392,6 +446,7 @@ def cmd_swarm(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "init": cmd_init,
+    "config": cmd_config,
     "daemon": cmd_daemon,
     "status": cmd_status,
     "peers": cmd_peers,

@@ -107,6 +107,13 @@ def _parser() -> argparse.ArgumentParser:
     bget = bsub.add_parser("get", parents=[common], help="fetch KEY into FILE")
     bget.add_argument("key")
     bget.add_argument("-o", "--output", required=True, help="file to write ('-' for stdout)")
+    bget.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="give up after SECONDS, looking for providers included (default: the daemon's "
+        "blobs.find_timeout, 30 s, to find one and blobs.fetch_timeout for the whole)",
+    )
     bstat = bsub.add_parser("stat", parents=[common], help="what this node knows of KEY")
     bstat.add_argument("key")
     for name in ("pin", "unpin"):
@@ -333,37 +340,54 @@ def _fetch_with_progress(
     args: argparse.Namespace, key: str, call: Callable[[Any], dict[str, Any]]
 ) -> dict[str, Any]:
     """Run ``call`` (a request that fetches ``key``) in one thread while another polls
-    blob.stat to draw a progress bar."""
+    blob.stat to say what it is doing on stderr: looking for providers (one line, so a blob
+    nobody holds does not look like a hang), then a progress bar on a terminal."""
     result: dict[str, Any] = {}
     failure: list[BaseException] = []
+    timeout = getattr(args, "timeout", None)
+    # The daemon bounds the fetch (by --timeout or its config); the socket wait must outlast it.
+    wait = (timeout if timeout is not None else 86400.0) + 30.0
 
     def work() -> None:
         try:
-            with _client(args) as c:
+            with Client(socket_path=args.socket, data_dir=args.data_dir, timeout=wait) as c:
                 result.update(call(c))
         except BaseException as exc:
             failure.append(exc)
 
     worker = threading.Thread(target=work, daemon=True)
     worker.start()
-    show = sys.stderr.isatty() and not args.json
+    tty = sys.stderr.isatty() and not args.json
+    said_looking = drew = False
     with _client(args) as poll:
         while worker.is_alive():
             worker.join(0.2)
-            if show:
-                try:
-                    s = poll.blob_stat(key)
-                except IpcError:
-                    continue  # the manifest has not arrived yet
+            if not worker.is_alive() or args.json:
+                continue
+            try:
+                s = poll.blob_stat(key)
+            except IpcError:
+                if not said_looking:  # the manifest has not arrived yet
+                    bound = f"up to {timeout:g} s" if timeout else "--timeout S sets the wait"
+                    print(
+                        f"looking for providers of {key}… ({bound})",
+                        end="" if tty else "\n",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    said_looking, drew = True, drew or tty
+                continue
+            if tty:
+                drew = True
                 done = s["local_chunks"] / max(1, s["chunks"])
                 bar = "#" * int(30 * done)
                 print(
-                    f"\r[{bar:<30}] {100 * done:5.1f}% of {_human_size(s['size'])}",
+                    f"\r[{bar:<30}] {100 * done:5.1f}% of {_human_size(s['size'])}\033[K",
                     end="",
                     file=sys.stderr,
                     flush=True,
                 )
-    if show:
+    if drew:
         print(file=sys.stderr)
     if failure:
         raise failure[0]
@@ -384,14 +408,20 @@ def cmd_blob(args: argparse.Namespace) -> int:
         _print(args, r, r["key"])
         return 0
     if args.blob_command == "get":
+        if args.timeout is not None and not 0 < args.timeout <= 86400:
+            raise CliError("--timeout must be more than 0 and at most 86400 seconds")
         if args.output != "-":
             # One request: the daemon fetches the blob and writes the file itself.
             r = _fetch_with_progress(
-                args, args.key, lambda c: c.blob_get(args.key, path=args.output)
+                args,
+                args.key,
+                lambda c: c.blob_get(args.key, path=args.output, timeout=args.timeout),
             )
             _print(args, r, f"wrote {_human_size(r['size'])} to {args.output}")
             return 0
-        stat = _fetch_with_progress(args, args.key, lambda c: c.blob_fetch(args.key))
+        stat = _fetch_with_progress(
+            args, args.key, lambda c: c.blob_fetch(args.key, timeout=args.timeout)
+        )
         with _client(args) as c:
             offset = 0
             while offset < stat["size"]:

@@ -128,7 +128,12 @@ def _parser() -> argparse.ArgumentParser:
     pset.add_argument("--seq", type=int)
     pget = psub.add_parser("get", parents=[common], help="read a pointer")
     pget.add_argument("name")
-    pget.add_argument("--owner", help="owner peer id (default: this node)")
+    pget.add_argument(
+        "--owner",
+        help="who set the pointer: a peer id, a node's name in this node's swarm dir "
+        "(node-3: the peer id in ../node-3/identity.key) or a data dir (default: this node; "
+        "a pointer is found only under its owner's peer id)",
+    )
 
     sw = sub.add_parser("swarm", help="run N local daemons on 127.0.0.1")
     sw.add_argument("--nodes", type=int, default=5)
@@ -449,13 +454,43 @@ def cmd_blob(args: argparse.Namespace) -> int:
     return 0
 
 
+def _owner_peer_id(args: argparse.Namespace) -> str | None:
+    """``--owner`` as a peer id: given as one, or read from a node's identity.key, the node
+    named like a sibling of this data dir (``node-3`` in a ``p2pnode swarm`` dir) or by path."""
+    owner = args.owner
+    if owner is None:
+        return None
+    from libp2p.peer.id import ID
+
+    from p2pnode.identity import load_identity_file
+
+    try:
+        ID.from_base58(owner)
+        return str(owner)
+    except Exception:
+        pass
+    here = resolve_data_dir(args.data_dir, os.environ) if args.socket is None else None
+    places = [Path(owner).expanduser()]
+    if here is not None and "/" not in owner:
+        places.insert(0, here.parent / owner)
+    for place in places:
+        key = place / "identity.key"
+        if key.is_file():
+            return peer_id_of(load_identity_file(key)).to_base58()
+    tried = " or ".join(str(p / "identity.key") for p in places)
+    raise CliError(
+        f"--owner {owner}: not a peer id, and there is no {tried}; give the owner's peer id "
+        "(its 'p2pnode status' shows it) or the name of a node in this node's swarm dir"
+    )
+
+
 def cmd_ptr(args: argparse.Namespace) -> int:
     with _client(args) as c:
         if args.ptr_command == "set":
             r = c.ptr_set(args.name, args.key, seq=args.seq)
             _print(args, r, f"{r['pointer']} -> {r['key']} (seq {r['seq']})")
         else:
-            r = c.ptr_get(args.name, owner=args.owner)
+            r = c.ptr_get(args.name, owner=_owner_peer_id(args))
             _print(args, r, r["key"])
     return 0
 

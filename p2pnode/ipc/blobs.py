@@ -11,6 +11,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from libp2p.peer.id import ID
+
 from p2pnode.blobs.files import FileAccessError, get_file, put_file
 from p2pnode.blobs.service import BlobError, BlobNotFound, BlobService, check_key
 from p2pnode.blobs.store import BlobStat, BlobStore, BlobStoreError, Ingest
@@ -213,12 +215,26 @@ def build_blob_methods(
         name = param(params, "name", str)
         owner = param(params, "owner", str, peer_id)
         try:
+            ID.from_base58(owner)
+        except Exception:
+            raise InvalidParams(
+                f"owner {owner!r} is not a peer id: give the peer id of the node that set the "
+                "pointer (the CLI also takes a node's name in a swarm dir)"
+            ) from None
+        try:
             dht_key = pointer_key(owner, name)
             record = await dht.get(dht_key)
         except LocalProtocolError as exc:
             raise InvalidParams(str(exc)) from None
         if record is None:
-            raise NotFound(f"no pointer {dht_key}")
+            if owner == peer_id:
+                # The usual slip: reading on node B a pointer that node A set.
+                raise NotFound(
+                    f"no pointer {name!r} set by this node ({dht_key}): a pointer is found under "
+                    "its owner's peer id; add owner=<peer id of the node that set it> "
+                    "(CLI: --owner PEER_ID or --owner node-N)"
+                )
+            raise NotFound(f"no pointer {dht_key}: has {owner} set {name!r}?")
         return {
             "pointer": dht_key,
             "key": record.value.decode(),

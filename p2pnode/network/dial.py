@@ -34,6 +34,11 @@ async def dial_exact(host: IHost, peer: ID, addr: multiaddr.Multiaddr) -> None:
     for that probe.
     """
     network: Any = host.get_network()
+    # A dial of the swarm's own (Kademlia's, say) under way: let it finish rather than open a
+    # second connection that the swarm would then trim.
+    ongoing = getattr(network, "_ongoing_dials", {}).get(peer)
+    if ongoing is not None:
+        await ongoing.wait()
     live = [c for c in network.get_connections(peer) if not getattr(c, "is_closed", False)]
     if live:
         await _probe(network, peer, addr)

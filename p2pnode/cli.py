@@ -76,6 +76,19 @@ def _parser() -> argparse.ArgumentParser:
         "--bootstrap", action="append", help="bootstrap multiaddr to write in config.toml"
     )
 
+    cfg = sub.add_parser("config", help="change a setting in config.toml")
+    csub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    cset = csub.add_parser(
+        "set",
+        parents=[common],
+        help="set KEY (a dotted key from docs/configuration.md) to VALUE",
+        description="Write one setting into <data dir>/config.toml, checked like at start-up; "
+        "a running daemon sees it after a restart. A list setting takes several values; "
+        "'off' or '' unsets an optional one.",
+    )
+    cset.add_argument("key", help="dotted setting key, e.g. listen or blobs.find_timeout")
+    cset.add_argument("value", nargs="+", help="the new value (several for a list)")
+
     d = sub.add_parser("daemon", help="run the daemon in the foreground")
     d.add_argument("--listen", action="append", help="listen multiaddr (repeatable)")
     d.add_argument("--bootstrap", action="append", help="bootstrap peer multiaddr (repeatable)")
@@ -125,6 +138,13 @@ def _parser() -> argparse.ArgumentParser:
     bget = bsub.add_parser("get", parents=[common], help="fetch KEY into FILE")
     bget.add_argument("key", help="the blob's key")
     bget.add_argument("-o", "--output", required=True, help="file to write ('-' for stdout)")
+    bget.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="give up after SECONDS, looking for providers included (default: the daemon's "
+        "blobs.find_timeout, 30 s, to find one and blobs.fetch_timeout for the whole)",
+    )
     bstat = bsub.add_parser("stat", parents=[common], help="what this node knows of KEY")
     bstat.add_argument("key", metavar="KEY", help="the blob's key")
     for name in ("pin", "unpin"):
@@ -145,7 +165,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     pget = psub.add_parser("get", parents=[common], help="read a pointer")
     pget.add_argument("name", help="the pointer's name")
-    pget.add_argument("--owner", help="owner peer id (default: this node)")
+    pget.add_argument(
+        "--owner",
+        help="who set the pointer: a peer id, a node's name in this node's swarm dir "
+        "(node-3: the peer id in ../node-3/identity.key) or a data dir (default: this node; "
+        "a pointer is found only under its owner's peer id)",
+    )
 
     sw = sub.add_parser("swarm", help="run N local daemons on 127.0.0.1")
     sw.add_argument(
@@ -210,9 +235,50 @@ def cmd_init(args: argparse.Namespace) -> int:
     from p2pnode.identity import load_identity_file
 
     peer_id = peer_id_of(load_identity_file(key_path)).to_base58()
+    # An existing config.toml is never rewritten: flags that differ from it were not applied.
+    ignored = {}
+    if "config.toml" not in created and (args.listen or args.bootstrap):
+        cfg = load_config(data_dir, env={})  # what the file says, whatever $P2PNODE_* say
+        for key, given, current in (
+            ("listen", args.listen, cfg.listen),
+            ("bootstrap", args.bootstrap, cfg.bootstrap),
+        ):
+            if given and list(given) != list(current):
+                ignored[key] = {"given": list(given), "config": list(current)}
     result = {"data_dir": str(data_dir), "peer_id": peer_id, "created": created}
+    if ignored:
+        result["ignored"] = ignored
     what = ", ".join(created) if created else "nothing (already initialised)"
     _print(args, result, f"{data_dir}: created {what}\npeer id {peer_id}")
+    if not ignored:
+        return 0
+    for key, v in ignored.items():
+        words = " ".join(v["given"])
+        print(
+            f"p2pnode: init: {cfg_path} already exists, so --{key} was not applied "
+            f"(the file says {key} = {_toml_list(v['config'])}). To change it: "
+            f"p2pnode --data-dir {data_dir} config set {key} {words}  (or edit the file)",
+            file=sys.stderr,
+        )
+    return EXIT_ERROR
+
+
+def _toml_list(values: list[str]) -> str:
+    return "[" + ", ".join(f'"{v}"' for v in values) + "]"
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from p2pnode.config.edit import set_config_value
+
+    data_dir = resolve_data_dir(args.data_dir, os.environ)
+    value = set_config_value(data_dir, args.key, args.value)
+    shown = "unset" if value is None else json.dumps(value)
+    result = {"data_dir": str(data_dir), "key": args.key, "value": value}
+    _print(
+        args,
+        result,
+        f"{data_dir / 'config.toml'}: {args.key} = {shown} (restart the daemon to apply it)",
+    )
     return 0
 
 
@@ -337,37 +403,54 @@ def _fetch_with_progress(
     args: argparse.Namespace, key: str, call: Callable[[Any], dict[str, Any]]
 ) -> dict[str, Any]:
     """Run ``call`` (a request that fetches ``key``) in one thread while another polls
-    blob.stat to draw a progress bar."""
+    blob.stat to say what it is doing on stderr: looking for providers (one line, so a blob
+    nobody holds does not look like a hang), then a progress bar on a terminal."""
     result: dict[str, Any] = {}
     failure: list[BaseException] = []
+    timeout = getattr(args, "timeout", None)
+    # The daemon bounds the fetch (by --timeout or its config); the socket wait must outlast it.
+    wait = (timeout if timeout is not None else 86400.0) + 30.0
 
     def work() -> None:
         try:
-            with _client(args) as c:
+            with Client(socket_path=args.socket, data_dir=args.data_dir, timeout=wait) as c:
                 result.update(call(c))
         except BaseException as exc:
             failure.append(exc)
 
     worker = threading.Thread(target=work, daemon=True)
     worker.start()
-    show = sys.stderr.isatty() and not args.json
+    tty = sys.stderr.isatty() and not args.json
+    said_looking = drew = False
     with _client(args) as poll:
         while worker.is_alive():
             worker.join(0.2)
-            if show:
-                try:
-                    s = poll.blob_stat(key)
-                except IpcError:
-                    continue  # the manifest has not arrived yet
+            if not worker.is_alive() or args.json:
+                continue
+            try:
+                s = poll.blob_stat(key)
+            except IpcError:
+                if not said_looking:  # the manifest has not arrived yet
+                    bound = f"up to {timeout:g} s" if timeout else "--timeout S sets the wait"
+                    print(
+                        f"looking for providers of {key}… ({bound})",
+                        end="" if tty else "\n",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    said_looking, drew = True, drew or tty
+                continue
+            if tty:
+                drew = True
                 done = s["local_chunks"] / max(1, s["chunks"])
                 bar = "#" * int(30 * done)
                 print(
-                    f"\r[{bar:<30}] {100 * done:5.1f}% of {_human_size(s['size'])}",
+                    f"\r[{bar:<30}] {100 * done:5.1f}% of {_human_size(s['size'])}\033[K",
                     end="",
                     file=sys.stderr,
                     flush=True,
                 )
-    if show:
+    if drew:
         print(file=sys.stderr)
     if failure:
         raise failure[0]
@@ -391,14 +474,20 @@ def cmd_blob(args: argparse.Namespace) -> int:
         _print(args, r, r["key"])
         return 0
     if args.blob_command == "get":
+        if args.timeout is not None and not 0 < args.timeout <= 86400:
+            raise CliError("--timeout must be more than 0 and at most 86400 seconds")
         if args.output != "-":
             # One request: the daemon fetches the blob and writes the file itself.
             r = _fetch_with_progress(
-                args, args.key, lambda c: c.blob_get(args.key, path=args.output)
+                args,
+                args.key,
+                lambda c: c.blob_get(args.key, path=args.output, timeout=args.timeout),
             )
             _print(args, r, f"wrote {_human_size(r['size'])} to {args.output}")
             return 0
-        stat = _fetch_with_progress(args, args.key, lambda c: c.blob_fetch(args.key))
+        stat = _fetch_with_progress(
+            args, args.key, lambda c: c.blob_fetch(args.key, timeout=args.timeout)
+        )
         with _client(args) as c:
             offset = 0
             while offset < stat["size"]:
@@ -426,13 +515,43 @@ def cmd_blob(args: argparse.Namespace) -> int:
     return 0
 
 
+def _owner_peer_id(args: argparse.Namespace) -> str | None:
+    """``--owner`` as a peer id: given as one, or read from a node's identity.key, the node
+    named like a sibling of this data dir (``node-3`` in a ``p2pnode swarm`` dir) or by path."""
+    owner = args.owner
+    if owner is None:
+        return None
+    from libp2p.peer.id import ID
+
+    from p2pnode.identity import load_identity_file
+
+    try:
+        ID.from_base58(owner)
+        return str(owner)
+    except Exception:
+        pass
+    here = resolve_data_dir(args.data_dir, os.environ) if args.socket is None else None
+    places = [Path(owner).expanduser()]
+    if here is not None and "/" not in owner:
+        places.insert(0, here.parent / owner)
+    for place in places:
+        key = place / "identity.key"
+        if key.is_file():
+            return peer_id_of(load_identity_file(key)).to_base58()
+    tried = " or ".join(str(p / "identity.key") for p in places)
+    raise CliError(
+        f"--owner {owner}: not a peer id, and there is no {tried}; give the owner's peer id "
+        "(its 'p2pnode status' shows it) or the name of a node in this node's swarm dir"
+    )
+
+
 def cmd_ptr(args: argparse.Namespace) -> int:
     with _client(args) as c:
         if args.ptr_command == "set":
             r = c.ptr_set(args.name, args.key, seq=args.seq)
             _print(args, r, f"{r['pointer']} -> {r['key']} (seq {r['seq']})")
         else:
-            r = c.ptr_get(args.name, owner=args.owner)
+            r = c.ptr_get(args.name, owner=_owner_peer_id(args))
             _print(args, r, r["key"])
     return 0
 
@@ -453,6 +572,7 @@ def cmd_swarm(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "init": cmd_init,
+    "config": cmd_config,
     "daemon": cmd_daemon,
     "status": cmd_status,
     "peers": cmd_peers,

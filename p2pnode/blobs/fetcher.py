@@ -86,12 +86,14 @@ class Fetcher:
         self.streams_opened = 0  # batch streams this node opened to fetch (kept ones reused)
         self.provider_lookups = 0  # fetch rounds that asked the DHT (not local records)
 
-    async def fetch(self, key: str) -> None:
+    async def fetch(self, key: str, *, find_timeout: float | None = None) -> None:
         """Rounds until every chunk of ``key`` is stored; BlobNotFound if no round finds a
-        provider within ``blobs.find_timeout``. The caller bounds the whole."""
+        provider within ``find_timeout`` (default ``blobs.find_timeout``). The caller bounds
+        the whole."""
+        find_timeout = self.cfg.blobs.find_timeout if find_timeout is None else find_timeout
         rounds = FetchRounds(
             now=trio.current_time(),
-            find_timeout=self.cfg.blobs.find_timeout,
+            find_timeout=find_timeout,
             have_manifest=self.store.manifest(key) is not None,
         )
         while True:
@@ -100,9 +102,7 @@ class Fetcher:
             if isinstance(end, Complete):
                 return
             if isinstance(end, NotFound):
-                raise BlobNotFound(
-                    f"no provider of {key} found within {self.cfg.blobs.find_timeout:g} s"
-                )
+                raise BlobNotFound(f"no provider of {key} found within {find_timeout:g} s")
             await trio.sleep(end.delay)
 
     async def _fetch_round(self, key: str, *, trust_local: bool) -> tuple[bool, bool]:

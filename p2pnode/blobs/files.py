@@ -89,9 +89,11 @@ async def export_blob(store: BlobStore, key: str, path: Path) -> None:
         raise
 
 
-async def get_file(blobs: BlobService, store: BlobStore, key: str, path: Path) -> BlobStat:
-    """Fetch the blob ``key`` (from providers if it is not complete here), then write it to
-    ``path``; return its stat."""
-    stat = await blobs.fetch(key)
+async def get_file(
+    blobs: BlobService, store: BlobStore, key: str, path: Path, *, timeout: float | None = None
+) -> BlobStat:
+    """Fetch the blob ``key`` (from providers if it is not complete here, within ``timeout``
+    if given), then write it to ``path``; return its stat."""
+    stat = await blobs.fetch(key, timeout=timeout)
     await export_blob(store, key, path)
     return stat

@@ -134,32 +134,43 @@ class BlobService:
 
     # -- fetching ------------------------------------------------------------------------------
 
-    async def fetch(self, key: str) -> BlobStat:
-        """Make the blob complete locally (fetching what is missing); return its stat."""
+    async def fetch(self, key: str, *, timeout: float | None = None) -> BlobStat:
+        """Make the blob complete locally (fetching what is missing); return its stat.
+
+        ``timeout`` (a caller's, checked by the IPC layer) replaces both ``blobs.fetch_timeout``
+        and ``blobs.find_timeout``: the whole call, waiting for another caller's fetch of the
+        same blob included, ends within it.
+        """
         check_key(key)
-        while key in self._fetching:  # one fetch per blob; later callers share it
-            await self._fetching[key].wait()
-        if not self.store.is_complete(key):
-            done = self._fetching[key] = trio.Event()
-            try:
-                with trio.fail_after(self.cfg.blobs.fetch_timeout):
-                    await self._fetch(key)
-            except trio.TooSlowError:
-                stat = self.store.stat(key)
-                have = f"{stat.local_chunks}/{stat.chunks} chunks" if stat else "no manifest"
+        limit = self.cfg.blobs.fetch_timeout if timeout is None else timeout
+        try:
+            with trio.fail_after(limit):
+                while key in self._fetching:  # one fetch per blob; later callers share it
+                    await self._fetching[key].wait()
+                if not self.store.is_complete(key):
+                    done = self._fetching[key] = trio.Event()
+                    try:
+                        await self._fetch(key, find_timeout=timeout)
+                    finally:
+                        del self._fetching[key]
+                        done.set()
+        except trio.TooSlowError:
+            stat = self.store.stat(key)
+            if stat is None:
                 raise BlobNotFound(
-                    f"blob {key} not complete after {self.cfg.blobs.fetch_timeout:g} s ({have})"
+                    f"blob {key} not found within {limit:g} s (no provider sent its manifest)"
                 ) from None
-            finally:
-                del self._fetching[key]
-                done.set()
+            raise BlobNotFound(
+                f"blob {key} not complete after {limit:g} s "
+                f"({stat.local_chunks}/{stat.chunks} chunks; a later fetch resumes)"
+            ) from None
         self.store.touch(key)
         stat = self.store.stat(key)
         assert stat is not None
         return stat
 
-    async def _fetch(self, key: str) -> None:
-        await self.fetcher.fetch(key)
+    async def _fetch(self, key: str, *, find_timeout: float | None) -> None:
+        await self.fetcher.fetch(key, find_timeout=find_timeout)
         self.store.mark_complete(key)
         # The blob is whole here: the fetch returns now and the announcement (a DHT round trip
         # of 10-20 ms) follows in the background; the local provider record is already written.

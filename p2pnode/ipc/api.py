@@ -129,13 +129,27 @@ class Api:
             params["path"] = str(Path(path).absolute())
         return self._call("blob.put", params)
 
-    def blob_fetch(self, key: str) -> Any:
-        return self._call("blob.fetch", {"key": key})
+    def blob_fetch(self, key: str, *, timeout: float | None = None) -> Any:
+        """Make ``key`` complete on the daemon; ``timeout`` (seconds) bounds the search for
+        providers and the fetch (default: the daemon's blobs.find_timeout/fetch_timeout). The
+        client's own timeout must be longer to see the answer."""
+        params: dict[str, Any] = {"key": key}
+        if timeout is not None:
+            params["timeout"] = timeout
+        return self._call("blob.fetch", params)
 
-    def blob_get(self, key: str, *, path: str | os.PathLike[str] | None = None) -> Any:
+    def blob_get(
+        self,
+        key: str,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         params: dict[str, Any] = {"key": key}
         if path is not None:
             params["path"] = str(Path(path).absolute())
+        if timeout is not None:
+            params["timeout"] = timeout
         return self._call("blob.get", params)
 
     def blob_read(self, key: str, offset: int, length: int) -> Any:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from libp2p.peer.id import ID
+
 from p2pnode.blobs.files import FileAccessError, get_file, put_file
 from p2pnode.blobs.service import BlobError, BlobNotFound, BlobService, check_key
 from p2pnode.blobs.store import BlobStat, BlobStore, BlobStoreError, Ingest
@@ -24,6 +26,7 @@ from protocols.dht.errors import LocalProtocolError
 MAX_PIECE = 8 << 20
 MAX_UPLOADS_PER_CLIENT = 16
 DEFAULT_MEDIA_TYPE = "application/octet-stream"
+MAX_FETCH_TIMEOUT = 86400.0  # the bound of blobs.fetch_timeout
 
 
 def _key(params: dict[str, Any]) -> str:
@@ -33,6 +36,14 @@ def _key(params: dict[str, Any]) -> str:
     except BlobError as exc:
         raise InvalidParams(str(exc)) from None
     return key
+
+
+def _timeout(params: dict[str, Any]) -> float | None:
+    """A caller's bound on a fetch, in seconds (absent: the configured timeouts)."""
+    timeout = param(params, "timeout", (int, float), None)
+    if timeout is not None and not 0 < timeout <= MAX_FETCH_TIMEOUT:
+        raise InvalidParams(f"timeout must be in (0, {MAX_FETCH_TIMEOUT:g}] seconds")
+    return None if timeout is None else float(timeout)
 
 
 def _media(params: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
@@ -115,29 +126,30 @@ def build_blob_methods(
         del uploads[(id(session), upload)]
         return {"upload": upload}
 
-    async def fetch(key: str) -> BlobStat:
+    async def fetch(key: str, timeout: float | None) -> BlobStat:
         try:
-            return await blobs.fetch(key)
+            return await blobs.fetch(key, timeout=timeout)
         except BlobNotFound as exc:
             raise NotFound(str(exc)) from None
         except BlobError as exc:
             raise NetworkError(str(exc)) from None
 
     async def blob_fetch(params: dict[str, Any], session: Session, rid: int) -> Any:
-        return (await fetch(_key(params))).as_dict()
+        return (await fetch(_key(params), _timeout(params))).as_dict()
 
     async def blob_get(params: dict[str, Any], session: Session, rid: int) -> Any:
         key = _key(params)
         path = absolute_path(params)
+        timeout = _timeout(params)
         if path is None:
-            stat = (await fetch(key)).as_dict()
+            stat = (await fetch(key, timeout)).as_dict()
             if stat["size"] > MAX_PIECE:
                 raise InvalidParams(
                     f"blob is {stat['size']} bytes: give 'path', or read it with blob.read"
                 )
             return {**stat, "data": await store.read_range(key, 0, stat["size"])}
         try:
-            got = await get_file(blobs, store, key, path)
+            got = await get_file(blobs, store, key, path, timeout=timeout)
         except BlobNotFound as exc:
             raise NotFound(str(exc)) from None
         except BlobError as exc:
@@ -203,12 +215,26 @@ def build_blob_methods(
         name = param(params, "name", str)
         owner = param(params, "owner", str, peer_id)
         try:
+            ID.from_base58(owner)
+        except Exception:
+            raise InvalidParams(
+                f"owner {owner!r} is not a peer id: give the peer id of the node that set the "
+                "pointer (the CLI also takes a node's name in a swarm dir)"
+            ) from None
+        try:
             dht_key = pointer_key(owner, name)
             record = await dht.get(dht_key)
         except LocalProtocolError as exc:
             raise InvalidParams(str(exc)) from None
         if record is None:
-            raise NotFound(f"no pointer {dht_key}")
+            if owner == peer_id:
+                # The usual slip: reading on node B a pointer that node A set.
+                raise NotFound(
+                    f"no pointer {name!r} set by this node ({dht_key}): a pointer is found under "
+                    "its owner's peer id; add owner=<peer id of the node that set it> "
+                    "(CLI: --owner PEER_ID or --owner node-N)"
+                )
+            raise NotFound(f"no pointer {dht_key}: has {owner} set {name!r}?")
         return {
             "pointer": dht_key,
             "key": record.value.decode(),

@@ -1,6 +1,7 @@
 """IPC methods on this node's connections: ``peers``, ``connect``, ``disconnect``.
 
-Dialing goes through the DHT service, so a connected peer also enters the routing table.
+Dialing goes through the DHT service, so a connected peer also enters the routing table; it
+dials exactly the address given and stores it only once it worked (p2pnode/network/dial.py).
 """
 
 from __future__ import annotations

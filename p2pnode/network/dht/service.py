@@ -51,6 +51,7 @@ from p2pnode.network.dht.keys import provider_key
 from p2pnode.network.dht.lookup import Lookups
 from p2pnode.network.dht.peers import add_addrs, known_addrs
 from p2pnode.network.dht.records import RecordStore
+from p2pnode.network.dial import DialError, dial_exact
 from p2pnode.network.host import allow_redial, set_guarded_handler
 from p2pnode.network.rpc import RpcService
 from p2pnode.network.signing import sign_record, verify
@@ -208,8 +209,12 @@ class Dht:
             expiry_period = max(1.0, min(60.0, self.cfg.dht.record_ttl / 10))
             nursery.start_soon(_every, expiry_period, self._expire)
 
-    async def connect(self, addr: str) -> ID:
-        """Dial a full multiaddr (with /p2p/), add the peer to the routing table."""
+    async def connect(self, addr: str, *, probe_connected: bool = True) -> ID:
+        """Dial a full multiaddr (with /p2p/), add the peer to the routing table.
+
+        Only ``addr`` is dialled and it is stored once it worked. A peer already connected is
+        probed at ``addr`` (``probe_connected``, what a person's ``connect`` asks), or else taken
+        as it is, ``addr`` unproven and not stored (the bootstrap loop: no extra handshakes)."""
         try:
             info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
         except Exception as exc:
@@ -217,14 +222,21 @@ class Dht:
         if info.peer_id == self.local_id:
             raise DhtError("refusing to connect to ourselves")
         allow_redial(self.host, info.peer_id)  # an explicit dial is a deliberate retry
+        # Exactly this address, even for a connected peer, and stored only once it worked:
+        # host.connect would store it first and then use any address (or none) instead.
+        if not info.addrs:
+            raise DhtError(f"bad multiaddr {addr!r}: no address before /p2p/")
+        if not probe_connected and info.peer_id in self.host.get_connected_peers():
+            await self._learn_peer(info.peer_id, [])
+            return info.peer_id
         try:
             with trio.fail_after(self.cfg.network.connect_timeout):
-                await self.host.connect(info)
+                await dial_exact(self.host, info.peer_id, info.addrs[0])
         except trio.TooSlowError:
             raise DhtError(
                 f"connecting to {addr} timed out after {self.cfg.network.connect_timeout:g} s"
             ) from None
-        except Exception as exc:
+        except DialError as exc:
             raise DhtError(f"cannot connect to {addr}: {exc}") from None
         await self._learn_peer(info.peer_id, [str(a) for a in info.addrs])
         return info.peer_id
@@ -275,7 +287,7 @@ class Dht:
 
     async def _try_bootstrap(self, addr: str, pending: dict[str, float]) -> None:
         try:
-            await self.connect(addr)
+            await self.connect(addr, probe_connected=False)
         except DhtError as exc:
             log.debug("bootstrap to %s failed: %s", addr, exc)
             return

@@ -45,6 +45,7 @@ from p2pnode.ipc.subscriptions import build_subscription_methods
 from p2pnode.membership.service import MembershipService
 from p2pnode.metrics import NodeMetrics
 from p2pnode.network.dht import Dht
+from p2pnode.network.handshakes import HandshakeWatch
 from p2pnode.network.host import build_host
 from p2pnode.network.peers import PeerWatch
 from p2pnode.store import Store
@@ -80,6 +81,9 @@ class Node:
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
         store = Store(self.cfg.db_path)
         blob_store: BlobStore | None = None
+        # Installed before the host runs: a peer on another private network fails its
+        # handshake as soon as it dials us.
+        self.handshakes = HandshakeWatch().install()
         try:
             self.host = build_host(
                 self.key_pair, psk=self.psk, dial_timeout=self.cfg.network.connect_timeout
@@ -100,6 +104,7 @@ class Node:
                     )
                     task_status.started(self)
         finally:
+            self.handshakes.remove()
             if blob_store is not None:
                 blob_store.close()  # its held-back rows go in before the database closes
             store.close()
@@ -123,6 +128,7 @@ class Node:
                 "records", {"key": key, "seq": seq, "publisher": publisher}
             ),
             validators={"ptr": PointerValidator()},
+            on_handshake_failure=self.handshakes.note,
         )
         membership = MembershipService(host, self.key_pair, cfg, events)
         metrics.watch_service("membership", lambda: membership.error is None)
@@ -172,6 +178,7 @@ class Node:
                 dht=s.dht,
                 blobs=s.blobs,
                 blob_store=s.blob_store,
+                handshakes=self.handshakes,
                 services={
                     "dht": s.dht,
                     "blobs": s.blobs,

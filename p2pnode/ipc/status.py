@@ -19,6 +19,7 @@ from p2pnode.blobs.store import BlobStore
 from p2pnode.config import Config
 from p2pnode.ipc.server import Method, Session
 from p2pnode.network.dht import Dht
+from p2pnode.network.handshakes import HandshakeWatch
 from p2pnode.network.host import full_addrs
 
 
@@ -46,6 +47,7 @@ def build_status_methods(
     blobs: BlobService,
     blob_store: BlobStore,
     services: Mapping[str, object | None],
+    handshakes: HandshakeWatch | None = None,
 ) -> dict[str, Method]:
     """``status``; ``services`` names every service of the node (``None`` for one that is off),
     in the order the reply lists them."""
@@ -72,6 +74,7 @@ def build_status_methods(
                 "provider_lookups": blobs.provider_lookups,
             },
             "services": [service_row(name, svc) for name, svc in services.items()],
+            "handshake_failures": handshakes.summary() if handshakes is not None else None,
         }
 
     return {"status": status}

@@ -96,3 +96,30 @@ def _reason(exc: BaseException) -> str:
         else:
             seen = seen.__cause__ or seen.__context__
     return parts[-1] if parts else type(exc).__name__
+
+
+async def answers_tcp(addr: multiaddr.Multiaddr, timeout: float) -> bool:
+    """Whether a TCP connection to ``addr``'s host and port opens within ``timeout``: told
+    apart from a handshake that failed, it says the peer is there but speaks another key."""
+    try:
+        host = addr.value_for_protocol("ip4") or addr.value_for_protocol("ip6")
+        port = int(addr.value_for_protocol("tcp"))
+    except Exception:
+        return False
+    with trio.move_on_after(timeout):
+        try:
+            stream = await trio.open_tcp_stream(host, port)
+        except OSError:
+            return False
+        await stream.aclose()
+        return True
+    return False
+
+
+def private_network_hint(psk_in_use: bool) -> str:
+    """What to tell someone whose dial reached the peer but not through the handshake."""
+    mine = "this node uses a psk_file" if psk_in_use else "this node has no psk_file"
+    return (
+        "the address answers but the secure handshake did not complete: the peer is probably"
+        f" on a different private network ({mine}; every node needs the same key, or none)"
+    )

@@ -75,3 +75,27 @@ def test_killed_daemon_keeps_its_id_and_its_records_come_back(tmp_path: Path) ->
             assert got["publisher"] == before
     finally:
         s.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_peer_on_another_private_network_is_named_as_such(tmp_path: Path) -> None:
+    # Both ends reach each other's port; each reads the other's bytes as noise. Before, the
+    # user got "timed out" and one log line on the other side.
+    key_a, key_b = tmp_path / "a.key", tmp_path / "b.key"
+    key_a.write_text(os.urandom(32).hex())
+    key_b.write_text(os.urandom(32).hex())
+    swarm = LocalSwarm(tmp_path / "net", 2, {"network.connect_timeout": 2.0})
+    try:
+        swarm.start([1], extra_args=["--psk-file", str(key_a)])
+        swarm.start([2], bootstrap=swarm.node(1), extra_args=["--psk-file", str(key_b)])
+        with swarm.client(2) as c2:
+            with pytest.raises(NetworkError) as failed:
+                c2.connect(swarm.node(1).addr)
+            assert "probably on a different private network" in str(failed.value)
+            assert "this node uses a psk_file" in str(failed.value)
+            # Its own bootstrap dials failed the same way: status says so.
+            seen = c2.status()["handshake_failures"]
+        assert seen["count"] >= 1
+        assert "different private network" in seen["hint"]
+    finally:
+        swarm.stop()

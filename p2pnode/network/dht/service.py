@@ -51,7 +51,7 @@ from p2pnode.network.dht.keys import provider_key
 from p2pnode.network.dht.lookup import Lookups
 from p2pnode.network.dht.peers import add_addrs, known_addrs
 from p2pnode.network.dht.records import RecordStore
-from p2pnode.network.dial import DialError, dial_exact
+from p2pnode.network.dial import DialError, answers_tcp, dial_exact, private_network_hint
 from p2pnode.network.host import allow_redial, set_guarded_handler
 from p2pnode.network.rpc import RpcService
 from p2pnode.network.signing import sign_record, verify
@@ -132,9 +132,13 @@ class Dht:
         observe: Callable[[str, float, bool], None] | None = None,
         on_record: Callable[[str, int, str], None] | None = None,
         validators: Mapping[str, NamespaceValidator] | None = None,
+        on_handshake_failure: Callable[[str], None] | None = None,
     ) -> None:
         """``on_record(key, seq, publisher)`` is told of every record stored here;
-        ``validators`` adds namespaces beyond the DHT's own (``kv``, ``prov``)."""
+        ``validators`` adds namespaces beyond the DHT's own (``kv``, ``prov``);
+        ``on_handshake_failure(addr)`` hears of each dial that reached a TCP port but not
+        through the secure handshake (a private network mismatch, most likely)."""
+        self._on_handshake_failure = on_handshake_failure
         self.host = host
         self.key_pair = key_pair
         self.store = store
@@ -209,6 +213,22 @@ class Dht:
             expiry_period = max(1.0, min(60.0, self.cfg.dht.record_ttl / 10))
             nursery.start_soon(_every, expiry_period, self._expire)
 
+    async def _why_not(self, addr: multiaddr.Multiaddr, reason: str) -> str:
+        """A dial that timed out, or whose handshake broke down, at an address whose TCP port
+        answers: say it is probably a private network mismatch. A refused port or another
+        peer's key at the address needs no hint: the reason says it."""
+        garbled = ("negotiate", "delimited", "handshake", "secure")
+        if "does not correspond" in reason:  # a peer answered, with another key
+            return ""
+        if reason != "timeout" and not any(word in reason for word in garbled):
+            return ""
+        if not await answers_tcp(addr, min(1.0, self.cfg.network.connect_timeout)):
+            return ""
+        if self._on_handshake_failure is not None:
+            self._on_handshake_failure(f"handshake with {addr} did not complete ({reason})")
+        psk = getattr(self.host.get_network(), "psk", None)
+        return f"; {private_network_hint(psk is not None)}"
+
     async def connect(self, addr: str, *, probe_connected: bool = True) -> ID:
         """Dial a full multiaddr (with /p2p/), add the peer to the routing table.
 
@@ -235,9 +255,12 @@ class Dht:
         except trio.TooSlowError:
             raise DhtError(
                 f"connecting to {addr} timed out after {self.cfg.network.connect_timeout:g} s"
+                + await self._why_not(info.addrs[0], "timeout")
             ) from None
         except DialError as exc:
-            raise DhtError(f"cannot connect to {addr}: {exc}") from None
+            raise DhtError(
+                f"cannot connect to {addr}: {exc}" + await self._why_not(info.addrs[0], str(exc))
+            ) from None
         await self._learn_peer(info.peer_id, [str(a) for a in info.addrs])
         return info.peer_id
 

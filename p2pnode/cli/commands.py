@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from p2pnode import __version__
-from p2pnode import cli_blobs as blob_cli
-from p2pnode.cli_support import CliError
-from p2pnode.cli_support import client as _client
-from p2pnode.cli_support import print_result as _print
+from p2pnode.cli.blobs import add_parsers as add_blob_parsers
+from p2pnode.cli.blobs import cmd_blob, cmd_ptr
+from p2pnode.cli.support import CliError
+from p2pnode.cli.support import client as _client
+from p2pnode.cli.support import print_result as _print
 from p2pnode.config import ConfigError, load_config, render_config_template, resolve_data_dir
 from p2pnode.consensus import cli as consensus_cli
 from p2pnode.identity import IdentityError, create_identity, peer_id_of
@@ -120,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     fpeer = dsub.add_parser("find-peer", parents=[common], help="addresses of a peer")
     fpeer.add_argument("peer_id", metavar="PEER_ID", help="the peer's id")
 
-    blob_cli.add_parsers(sub, common)
+    add_blob_parsers(sub, common)
 
     sw = sub.add_parser("swarm", help="run N local daemons on 127.0.0.1")
     sw.add_argument(
@@ -345,8 +346,8 @@ COMMANDS = {
     "disconnect": cmd_disconnect,
     "dht": cmd_dht,
     "swarm": cmd_swarm,
-    "blob": blob_cli.cmd_blob,
-    "ptr": blob_cli.cmd_ptr,
+    "blob": cmd_blob,
+    "ptr": cmd_ptr,
     "members": lambda args: members_cli.cmd_members(args, _client),
     "consensus": lambda args: consensus_cli.cmd_consensus(args, _client),
     "log": lambda args: consensus_cli.cmd_log(args, _client),

@@ -1,7 +1,7 @@
 """What every part of the ``p2pnode`` command line shares: its error, its output, its client.
 
-Kept apart from :mod:`p2pnode.cli` so the command groups in their own modules
-(:mod:`p2pnode.cli_blobs`) use them without importing the whole command line.
+Kept apart from :mod:`p2pnode.cli.commands` so the command groups in their own modules
+(:mod:`p2pnode.cli.blobs`) use them without importing the whole command line.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from p2pnode.cli_support import CliError, client, print_result
+from p2pnode.cli.support import CliError, client, print_result
 from p2pnode.config import resolve_data_dir
 from p2pnode.ipc.client import Client
 from p2pnode.ipc.errors import IpcError

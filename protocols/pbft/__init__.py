@@ -62,7 +62,7 @@ from .signing import (
 )
 from .state import ReplicaStatus, SlotPhase
 from .statemachine import LedgerState, TxResult, apply, execute_batch, genesis
-from .transactions import KvPut, Noop, SetCommittee, Transaction, decode_tx, encode_tx
+from .transactions import AppTx, KvPut, Noop, SetCommittee, Transaction, decode_tx, encode_tx
 
 __all__ = [
     "Broadcast",
@@ -82,6 +82,7 @@ __all__ = [
     "Evidence",
     "KeyedHashSigner",
     "KeyedHashVerifier",
+    "AppTx",
     "KvPut",
     "LedgerState",
     "LocalProtocolError",

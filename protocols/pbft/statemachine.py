@@ -24,7 +24,7 @@ import cbor2
 from .config import Committee
 from .errors import RemoteProtocolError
 from .messages import MAX_SNAPSHOT_BYTES, Request
-from .transactions import KvPut, Noop, SetCommittee, Transaction, decode_tx
+from .transactions import AppTx, KvPut, Noop, SetCommittee, Transaction, decode_tx
 
 __all__ = [
     "LedgerState",
@@ -70,7 +70,9 @@ def genesis(committee: Committee) -> LedgerState:
 
 def apply(state: LedgerState, tx: Transaction) -> tuple[LedgerState, str]:
     """Apply one decoded transaction; returns the new state and "" or a rejection reason."""
-    if isinstance(tx, Noop):
+    if isinstance(tx, Noop | AppTx):
+        # An application's transaction changes only the application's state (folded from the
+        # log by the application itself), never this ledger's.
         return state, ""
     if isinstance(tx, KvPut):
         kv = dict(state.kv)

@@ -4,7 +4,9 @@ A client request's ``op`` is the encoding of one transaction. The replica never 
 ``statemachine.apply`` does, and an op that does not decode is committed and *rejected*
 deterministically (every replica rejects it the same way), never an exception.
 
-Training issues add job and round transactions here: give each a new tag.
+Applications (the training rounds of ``protocols/rounds``) commit their own transactions as
+:class:`AppTx`: the ledger orders them and leaves them uninterpreted; every node folds them from the
+committed log with the application's own deterministic state machine.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from .errors import RemoteProtocolError
 from .messages import MAX_COMMITTEE, MAX_ID_BYTES, MAX_OP_BYTES
 
 __all__ = [
+    "MAX_APP_NAME",
     "MAX_KEY_BYTES",
+    "AppTx",
     "KvPut",
     "Noop",
     "SetCommittee",
@@ -28,6 +32,7 @@ __all__ = [
 ]
 
 MAX_KEY_BYTES = 256
+MAX_APP_NAME = 32
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,7 +76,21 @@ class SetCommittee:
             raise ValueError("validator ids must be distinct")
 
 
-Transaction = Noop | KvPut | SetCommittee
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppTx:
+    """An application's transaction: ordered by the log, interpreted by the application."""
+
+    app: str
+    body: bytes
+
+    def __post_init__(self) -> None:
+        if type(self.app) is not str or not 0 < len(self.app) <= MAX_APP_NAME:
+            raise ValueError(f"app must be a str of 1..{MAX_APP_NAME} characters")
+        if type(self.body) is not bytes or len(self.body) > MAX_OP_BYTES - 64:
+            raise ValueError("body must be bytes of bounded size")
+
+
+Transaction = Noop | KvPut | SetCommittee | AppTx
 
 
 def encode_tx(tx: Transaction) -> bytes:
@@ -81,6 +100,8 @@ def encode_tx(tx: Transaction) -> bytes:
         body = [1, tx.key, tx.value]
     elif isinstance(tx, SetCommittee):
         body = [2, tx.epoch, list(tx.validators), tx.activate_seq]
+    elif isinstance(tx, AppTx):
+        body = [3, tx.app, tx.body]
     else:
         raise TypeError(f"not a transaction: {tx!r}")
     return cbor2.dumps(body, canonical=True)
@@ -104,6 +125,8 @@ def decode_tx(data: bytes) -> Transaction:
             return KvPut(key=obj[1], value=obj[2])
         if tag == 2 and len(obj) == 4 and type(obj[2]) is list:
             return SetCommittee(epoch=obj[1], validators=tuple(obj[2]), activate_seq=obj[3])
+        if tag == 3 and len(obj) == 3:
+            return AppTx(app=obj[1], body=obj[2])
         raise ValueError(f"unknown transaction {tag!r}")
     except (cbor2.CBORError, ValueError, TypeError, RecursionError) as exc:
         raise RemoteProtocolError(f"bad transaction: {exc}") from None

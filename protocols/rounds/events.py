@@ -1,0 +1,149 @@
+"""Inputs, effects and notifications of the rounds machine (besides the shared ones of
+``protocols.machine``: ``MessageReceived``, ``TimerFired``, ``Send``, ``Broadcast``,
+``SetTimer``, ``CancelTimer``).
+
+The machine never trains, fetches or aggregates: it asks for that with an effect
+(:class:`Train`, :class:`Aggregate`, :class:`Prefetch`) and hears the outcome as an input
+(:class:`TrainingDone`, :class:`Computed`). It never submits to the log itself either: a
+:class:`Submit` carries a rounds transaction's bytes to the consensus service, and the commit
+comes back, in log order, as :class:`Committed`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocols.machine import Effect, Event, Notify
+
+from .ledger import Applied
+from .messages import RoundResult, UpdateRef
+from .selector import Candidate
+
+__all__ = [
+    "Aggregate",
+    "BadProposal",
+    "Committed",
+    "Computed",
+    "JobApplied",
+    "MembersSeen",
+    "Prefetch",
+    "RoundPhase",
+    "Submit",
+    "Train",
+    "TrainingDone",
+]
+
+# -- inputs ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Committed(Event):
+    """The rounds transactions of log entry ``seq``, in order (fed for every entry, in order)."""
+
+    seq: int
+    bodies: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MembersSeen(Event):
+    """This node's current membership view, as selection candidates."""
+
+    candidates: tuple[Candidate, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainingDone(Event):
+    """A local task finished: its update is stored as blob ``key`` (or it failed: key "")."""
+
+    job: str
+    round: int
+    key: str = ""
+    size: int = 0
+    samples: int = 0
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Computed(Event):
+    """An :class:`Aggregate` finished. ``result`` is this node's own; ``check`` is the
+    proposal it was asked to recompute (None when it aggregates to propose)."""
+
+    job: str
+    round: int
+    result: RoundResult | None
+    check: bytes | None = None
+    error: str = ""
+
+
+# -- effects ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Submit(Effect):
+    """Commit this rounds transaction (bytes of ``transactions.encode_tx``) through PBFT."""
+
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Train(Effect):
+    job: str
+    round: int
+    shard: int
+    base_key: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Prefetch(Effect):
+    """Fetch this update blob now, so aggregation finds it local."""
+
+    job: str
+    round: int
+    key: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Aggregate(Effect):
+    """Fetch what is missing, decode, run the job's rule and outer optimizer, evaluate, store the
+    new model; answer with :class:`Computed`. With ``check``, compare against that proposal."""
+
+    job: str
+    round: int
+    base_key: str
+    updates: tuple[UpdateRef, ...]
+    check: RoundResult | None = None
+    check_bytes: bytes | None = None
+
+
+# -- news --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoundPhase(Notify):
+    """A round of a job entered ``phase`` (distribution, training, collection, aggregation,
+    validation, completed) on this node."""
+
+    job: str
+    round: int
+    phase: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobApplied(Notify):
+    """A committed rounds transaction was applied (or rejected) by the ledger."""
+
+    applied: Applied
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BadProposal(Notify):
+    """Evidence: ``proposer`` signed a result that does not recompute (``proposal`` holds the
+    result's bytes and the proposer's signature)."""
+
+    job: str
+    round: int
+    proposer: bytes
+    reason: str
+    proposal: bytes
+    sig: bytes

@@ -1,0 +1,251 @@
+"""The training state every node folds from the committed log, deterministically.
+
+PBFT orders the rounds protocol's transactions (``AppTx(app="rounds")``) without reading them;
+:class:`TrainingLedger` applies them in log order. Validators, followers and a node replaying its
+log after a restart all reach the same jobs, rounds and node records, because :meth:`apply`
+reads nothing but the transaction, the ledger and the committee (no clock, no randomness,
+sorted iteration only). A transaction that breaks a rule is *rejected* with a reason, the same
+on every node, and changes nothing: a second commit of a round, an update from a node that was
+not assigned, a result without a quorum of valid attestations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from protocols.machine import RemoteProtocolError
+from protocols.signing import Verifier
+
+from .messages import RoundResult, attestation_payload, decode_result, result_digest
+from .spec import JobSpec
+from .transactions import (
+    CancelJob,
+    CommitRound,
+    CreateJob,
+    RoundsTx,
+    StartRound,
+    decode_tx,
+    job_id_of,
+)
+
+__all__ = ["Applied", "JobState", "NodeRecord", "RoundSummary", "TrainingLedger", "quorum_of"]
+
+
+def quorum_of(n: int) -> int:
+    """2f+1 of n = 3f+1 (n = 1: 1)."""
+    return 2 * ((n - 1) // 3) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class RoundSummary:
+    round: int
+    model_key: str
+    accuracy: float
+    loss: float
+    updates: int
+    contributors: tuple[bytes, ...]
+    outliers: tuple[bytes, ...]
+    seq: int
+
+
+@dataclass(slots=True)
+class JobState:
+    id: str
+    spec: JobSpec
+    init_key: str
+    created_seq: int
+    status: str = "running"  # running | completed | cancelled
+    #: the round being trained (1-based); ``spec.rounds + 1`` once completed.
+    round: int = 1
+    #: the model the current round trains from (the last committed one).
+    model_key: str = ""
+    #: the current round's StartRound once committed.
+    assignment: StartRound | None = None
+    #: round -> nodes assigned, for the rounds a stale update may still come from.
+    assigned: dict[int, frozenset[bytes]] = field(default_factory=dict)
+    history: list[RoundSummary] = field(default_factory=list)
+    reason: str = ""
+
+    def model_of(self, round: int) -> str | None:
+        """The model committed by ``round`` (0: the initial model)."""
+        if round == 0:
+            return self.init_key
+        if 1 <= round <= len(self.history):
+            return self.history[round - 1].model_key
+        return None
+
+
+@dataclass(slots=True)
+class NodeRecord:
+    """What the committed rounds say of one node (its reliability comes from this)."""
+
+    assigned: int = 0
+    contributed: int = 0
+    missed: int = 0
+    outliers: int = 0
+    score_sum: float = 0.0
+
+    @property
+    def reliability(self) -> float:
+        """In [0, 1]: a node that delivers useful updates on time scores high; 0.5 unknown."""
+        good = self.contributed - self.outliers
+        return max(0.0, min(1.0, (good + 1) / (self.assigned + 2)))
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What one transaction did: ``status`` ok or rejected (with ``reason``)."""
+
+    seq: int
+    tx: RoundsTx | None
+    status: str
+    reason: str = ""
+    job: str | None = None
+
+
+class TrainingLedger:
+    def __init__(self, committee: tuple[bytes, ...], verifier: Verifier) -> None:
+        self.committee = committee
+        self.quorum = quorum_of(len(committee))
+        self.verifier = verifier
+        self.jobs: dict[str, JobState] = {}
+        self.nodes: dict[bytes, NodeRecord] = {}
+        self.seq = 0
+
+    def running(self) -> Iterator[JobState]:
+        """Running jobs, highest priority first, then oldest."""
+        jobs = [j for j in self.jobs.values() if j.status == "running"]
+        jobs.sort(key=lambda j: (-j.spec.priority, j.created_seq, j.id))
+        return iter(jobs)
+
+    def record(self, node: bytes) -> NodeRecord:
+        return self.nodes.get(node) or NodeRecord()
+
+    def apply(self, seq: int, body: bytes) -> Applied:
+        """Apply the rounds transaction ``body`` committed at ``seq`` (in log order)."""
+        self.seq = max(self.seq, seq)
+        try:
+            tx = decode_tx(body)
+        except RemoteProtocolError as exc:
+            return Applied(seq, None, "rejected", str(exc))
+        if isinstance(tx, CreateJob):
+            job_id = job_id_of(body)
+            if job_id in self.jobs:
+                return Applied(seq, tx, "rejected", "job exists", job_id)
+            self.jobs[job_id] = JobState(
+                id=job_id,
+                spec=tx.spec,
+                init_key=tx.init_key,
+                created_seq=seq,
+                model_key=tx.init_key,
+            )
+            return Applied(seq, tx, "ok", job=job_id)
+        job = self.jobs.get(tx.job if not isinstance(tx, CommitRound) else _job_of(tx))
+        if job is None:
+            return Applied(seq, tx, "rejected", "no such job")
+        if job.status != "running":
+            return Applied(seq, tx, "rejected", f"job is {job.status}", job.id)
+        if isinstance(tx, CancelJob):
+            job.status = "cancelled"
+            job.reason = tx.reason or "cancelled"
+            job.assignment = None
+            return Applied(seq, tx, "ok", job=job.id)
+        if isinstance(tx, StartRound):
+            reason = self._check_start(job, tx)
+            if reason:
+                return Applied(seq, tx, "rejected", reason, job.id)
+            job.assignment = tx
+            job.assigned[tx.round] = frozenset(t.node for t in tx.tasks)
+            for old in [r for r in job.assigned if r < tx.round - job.spec.staleness]:
+                del job.assigned[old]
+            return Applied(seq, tx, "ok", job=job.id)
+        result = decode_result(tx.result)
+        reason = self._check_commit(job, tx, result)
+        if reason:
+            return Applied(seq, tx, "rejected", reason, job.id)
+        self._commit(job, result, seq)
+        return Applied(seq, tx, "ok", job=job.id)
+
+    # -- checks ----------------------------------------------------------------------------------
+
+    def _check_start(self, job: JobState, tx: StartRound) -> str:
+        spec = job.spec
+        if tx.round != job.round:
+            return f"round {tx.round} is not the job's current round {job.round}"
+        if job.assignment is not None and job.assignment.round == tx.round:
+            return f"round {tx.round} has started already"
+        if tx.base_key != job.model_key:
+            return "base_key is not the job's current model"
+        shards = [t.shard for t in tx.tasks]
+        if len(set(shards)) != len(shards) or not all(0 <= s < spec.shards for s in shards):
+            return "tasks must name distinct shards of the job"
+        nodes = {t.node for t in tx.tasks}
+        if not spec.min_participants <= len(nodes) <= spec.max_participants:
+            return "participants outside the job's min..max"
+        return ""
+
+    def _check_commit(self, job: JobState, tx: CommitRound, r: RoundResult) -> str:
+        if job.assignment is None or job.assignment.round != r.round or r.round != job.round:
+            return f"round {r.round} is not the job's open round"
+        if r.base_key != job.model_key:
+            return "result is not based on the job's current model"
+        if len(r.updates) < job.spec.min_updates:
+            return "fewer updates than the job's min_updates"
+        for u in r.updates:
+            if not r.round - job.spec.staleness <= u.round <= r.round:
+                return "an update is staler than the job allows"
+            if u.node not in job.assigned.get(u.round, ()):
+                return "an update comes from a node that was not assigned"
+            if not u.verify(job.id, self.verifier):
+                return "an update's signature does not verify"
+        if r.proposer not in self.committee:
+            return "the proposer is not a validator"
+        payload = attestation_payload(result_digest(tx.result))
+        signers = set()
+        for validator, sig in tx.attestations:
+            if validator not in self.committee or validator in signers:
+                return "attestations must come from distinct validators"
+            if not self.verifier.verify(validator, payload, sig):
+                return "an attestation does not verify"
+            signers.add(validator)
+        if len(signers) < self.quorum:
+            return f"{len(signers)} attestations, {self.quorum} needed"
+        return ""
+
+    def _commit(self, job: JobState, r: RoundResult, seq: int) -> None:
+        assert job.assignment is not None
+        delivered = {u.node for u in r.updates if u.round == r.round}
+        scores = dict(r.scores)
+        for node in sorted(job.assigned.get(r.round, ())):
+            rec = self.nodes.setdefault(node, NodeRecord())
+            rec.assigned += 1
+            if node not in delivered:
+                rec.missed += 1
+        for node in r.contributors:
+            rec = self.nodes.setdefault(node, NodeRecord())
+            rec.contributed += 1
+            rec.score_sum += scores.get(node, 0.0)
+        for node in r.outliers:
+            self.nodes.setdefault(node, NodeRecord()).outliers += 1
+        job.history.append(
+            RoundSummary(
+                round=r.round,
+                model_key=r.model_key,
+                accuracy=r.accuracy,
+                loss=r.loss,
+                updates=len(r.updates),
+                contributors=r.contributors,
+                outliers=r.outliers,
+                seq=seq,
+            )
+        )
+        job.model_key = r.model_key
+        job.assignment = None
+        job.round = r.round + 1
+        if r.round >= job.spec.rounds:
+            job.status = "completed"
+
+
+def _job_of(tx: CommitRound) -> str:
+    return decode_result(tx.result).job

@@ -1,0 +1,548 @@
+"""The rounds machine: one node's part in training jobs round by round, sans I/O.
+
+Every node runs one. It folds the committed log into a :class:`~.ledger.TrainingLedger` and
+acts on what the ledger says; its roles follow from the committee and the committed tasks:
+
+- **starter** (a validator): after a job is created or a round commits, the validator whose turn
+  it is (:meth:`RoundsMachine.leader`) proposes the next round's tasks from its membership view
+  (``StartRound``). If nothing is committed within ``start_timeout``, the next validator's turn
+  comes; the ledger commits one StartRound per round, so two starters do no harm.
+- **trainer** (any node with a task): trains when the round's tasks commit (phase *training*)
+  and tells the validators its update's blob key, signed (:class:`~.messages.UpdateNotice`).
+- **validator**: collects notices (*collection*) until every assigned node delivered or the
+  deadline passes with ``min_updates`` (the job's sync policy: drop or wait for stragglers;
+  bounded staleness also admits updates trained on a model up to ``staleness`` rounds older).
+  The validator whose turn it is aggregates (*aggregation*) and broadcasts its signed result
+  (*validation*); every other validator fetches any update it lacks, recomputes, and attests only
+  a bit-identical model key (metrics within ``METRIC_TOLERANCE``). A quorum of attestations makes
+  a ``CommitRound``; a result that does not recompute is refused and reported as
+  :class:`~.events.BadProposal`. If no result commits within ``result_timeout`` of the close,
+  the next validator's turn comes.
+
+Safety does not rest on this machine: the ledger rejects a second commit of a round, updates from
+unassigned nodes or with bad signatures, and results without a quorum of valid attestations. An
+honest validator attests only what it recomputed itself, so a committed model key is one that
+2f+1 validators, hence at least f+1 honest ones, computed from the named updates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from protocols.machine import (
+    Broadcast,
+    Effect,
+    Event,
+    LocalProtocolError,
+    MessageReceived,
+    Send,
+    SetTimer,
+    TimerFired,
+)
+from protocols.signing import Signer, Verifier
+
+from .events import (
+    Aggregate,
+    BadProposal,
+    Committed,
+    Computed,
+    JobApplied,
+    MembersSeen,
+    Prefetch,
+    RoundPhase,
+    Submit,
+    Train,
+    TrainingDone,
+)
+from .ledger import JobState, TrainingLedger
+from .messages import (
+    Attestation,
+    Proposal,
+    RoundResult,
+    UpdateNotice,
+    UpdateRef,
+    attestation_payload,
+    decode_result,
+    encode_result,
+    proposal_payload,
+    result_digest,
+    sign_notice,
+)
+from .selector import Candidate, Selector, select_tasks
+from .transactions import CommitRound, CreateJob, StartRound, encode_tx
+
+__all__ = ["METRIC_TOLERANCE", "RoundsConfig", "RoundsMachine"]
+
+#: how far a proposal's accuracy and loss may differ from a validator's own (they go through
+#: BLAS, whose last bits may differ between machines); the model key must match exactly.
+METRIC_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoundsConfig:
+    #: seconds a starter has to get a round's tasks committed before the next one tries.
+    start_timeout: float = 3.0
+    #: seconds a proposer has, after collection closed, before the next validator proposes.
+    result_timeout: float = 5.0
+
+
+@dataclass(slots=True)
+class _Round:
+    """A validator's collection for one job's open round."""
+
+    round: int
+    opened: float
+    deadline: float
+    updates: dict[tuple[bytes, int], UpdateRef] = field(default_factory=dict)
+    closed_at: float | None = None
+    attempt: int = 0
+    aggregating: bool = False
+    proposal: bytes | None = None
+    attestations: dict[bytes, bytes] = field(default_factory=dict)
+    submitted: bool = False
+    checked: set[bytes] = field(default_factory=set)
+    extended: int = 0
+
+
+class RoundsMachine:
+    def __init__(
+        self,
+        *,
+        signer: Signer,
+        verifier: Verifier,
+        committee: tuple[bytes, ...],
+        config: RoundsConfig | None = None,
+        selector: Selector = select_tasks,
+    ) -> None:
+        self.signer = signer
+        self.verifier = verifier
+        self.me = signer.node_id
+        self.committee = committee
+        self.is_validator = self.me in committee
+        self.config = config or RoundsConfig()
+        self.selector = selector
+        self.ledger = TrainingLedger(committee, verifier)
+        self.candidates: tuple[Candidate, ...] = ()
+        self._rounds: dict[str, _Round] = {}
+        #: (job, round) -> attempt of the starter rotation, while a round waits for its tasks.
+        self._starting: dict[tuple[str, int], int] = {}
+        #: notices for rounds not open yet (they may arrive before our StartRound commit).
+        self._early: dict[tuple[str, int], dict[bytes, UpdateRef]] = {}
+        self.training: set[tuple[str, int]] = set()
+        #: job -> the shards of its last committed tasks (a node keeps its shard).
+        self._prev_tasks: dict[str, dict[bytes, int]] = {}
+        #: proposals being recomputed: digest -> the proposer's signature (for evidence).
+        self._sigs: dict[bytes, bytes] = {}
+        self._gen = 0
+        self.counters: dict[str, int] = {}
+        self._on: dict[type, Callable[[object, float], list[Effect]]] = {
+            Committed: self._committed,  # type: ignore[dict-item]
+            MembersSeen: self._members,  # type: ignore[dict-item]
+            MessageReceived: self._message,  # type: ignore[dict-item]
+            TrainingDone: self._trained,  # type: ignore[dict-item]
+            Computed: self._computed,  # type: ignore[dict-item]
+            TimerFired: self._timer,  # type: ignore[dict-item]
+        }
+
+    # -- the machine interface -------------------------------------------------------------------
+
+    def handle(self, event: Event, now: float) -> list[Effect]:
+        on = self._on.get(type(event))
+        if on is None:
+            raise LocalProtocolError(f"rounds: unknown event {event!r}")
+        return on(event, now)
+
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def _timer(self, e: TimerFired, now: float) -> list[Effect]:
+        kind, job_id, rnd = e.key  # type: ignore[misc]
+        job = self.ledger.jobs.get(job_id)
+        if job is None or job.status != "running" or job.round != rnd:
+            return []
+        if kind == "start":
+            return self._start_tick(job, now)
+        if kind == "close":
+            return self._close_tick(job, now)
+        return []
+
+    def _set_timer(self, kind: str, job: str, rnd: int, at: float) -> SetTimer:
+        self._gen += 1
+        return SetTimer(key=(kind, job, rnd), at=at, generation=self._gen)
+
+    # -- turns -----------------------------------------------------------------------------------
+
+    def alive_validators(self) -> list[bytes]:
+        dead = {c.node for c in self.candidates if not c.alive}
+        return [v for v in self.committee if v not in dead]
+
+    def leader(self, job: str, rnd: int, attempt: int) -> bytes:
+        """Whose turn it is to start or propose ``rnd`` of ``job`` at ``attempt``: the
+        committee rotated by job, round and attempt, skipping validators this node holds dead."""
+        n = len(self.committee)
+        base = int(job[:8], 16) + rnd + attempt
+        alive = set(self.alive_validators())
+        for i in range(n):
+            v = self.committee[(base + i) % n]
+            if v in alive:
+                return v
+        return self.committee[base % n]
+
+    # -- the committed log -----------------------------------------------------------------------
+
+    def _committed(self, e: Committed, now: float) -> list[Effect]:
+        out: list[Effect] = []
+        for body in e.bodies:
+            applied = self.ledger.apply(e.seq, body)
+            out.append(JobApplied(applied=applied))
+            if applied.status != "ok" or applied.job is None:
+                continue
+            job = self.ledger.jobs[applied.job]
+            tx = applied.tx
+            if isinstance(tx, CreateJob):
+                out += self._round_due(job, now)
+            elif isinstance(tx, StartRound):
+                out += self._started(job, tx, now)
+            elif isinstance(tx, CommitRound):
+                done = job.history[-1]
+                self._rounds.pop(job.id, None)
+                out.append(
+                    RoundPhase(
+                        job=job.id, round=done.round, phase="completed", detail=done.model_key
+                    )
+                )
+                if job.status == "running":
+                    out += self._round_due(job, now)
+            else:  # cancelled
+                self._rounds.pop(job.id, None)
+        return out
+
+    def _round_due(self, job: JobState, now: float) -> list[Effect]:
+        """A round has no tasks yet: the starter proposes them; everyone keeps the time."""
+        self._starting[(job.id, job.round)] = 0
+        out: list[Effect] = [RoundPhase(job=job.id, round=job.round, phase="distribution")]
+        if self.is_validator:
+            out.append(self._set_timer("start", job.id, job.round, now + self.config.start_timeout))
+            out += self._try_start(job, 0)
+        return out
+
+    def _start_tick(self, job: JobState, now: float) -> list[Effect]:
+        key = (job.id, job.round)
+        if key not in self._starting or job.assignment is not None:
+            return []
+        self._starting[key] += 1
+        out: list[Effect] = [
+            self._set_timer("start", job.id, job.round, now + self.config.start_timeout)
+        ]
+        return out + self._try_start(job, self._starting[key])
+
+    def _try_start(self, job: JobState, attempt: int) -> list[Effect]:
+        if self.leader(job.id, job.round, attempt) != self.me:
+            return []
+        taken: dict[bytes, int] = {}
+        for other in self.ledger.running():
+            if other.id == job.id:
+                break  # jobs of higher priority took their slots first
+            if other.assignment is not None:
+                for t in other.assignment.tasks:
+                    taken[t.node] = taken.get(t.node, 0) + 1
+        previous = self._prev_tasks.get(job.id, {})
+        tasks = self.selector(job.spec, job.round, job.model_key, self.candidates, taken, previous)
+        if not tasks:
+            self._count("start_no_candidates")
+            return []
+        tx = StartRound(job=job.id, round=job.round, base_key=job.model_key, tasks=tasks)
+        return [Submit(body=encode_tx(tx))]
+
+    def _started(self, job: JobState, tx: StartRound, now: float) -> list[Effect]:
+        self._starting.pop((job.id, tx.round), None)
+        self._remember_tasks(job.id, tx)
+        out: list[Effect] = [RoundPhase(job=job.id, round=tx.round, phase="training")]
+        for t in tx.tasks:
+            if t.node == self.me and (job.id, tx.round) not in self.training:
+                self.training.add((job.id, tx.round))
+                out.append(Train(job=job.id, round=tx.round, shard=t.shard, base_key=tx.base_key))
+        if self.is_validator:
+            deadline = now + job.spec.round_deadline
+            rs = self._rounds.get(job.id)
+            kept = rs.updates if rs is not None else {}
+            rs = self._rounds[job.id] = _Round(round=tx.round, opened=now, deadline=deadline)
+            # Stale updates still within the bound stay; early ones for this round join.
+            lo = tx.round - job.spec.staleness
+            rs.updates = {k: u for k, u in kept.items() if lo <= u.round < tx.round}
+            for node, ref in self._early.pop((job.id, tx.round), {}).items():
+                rs.updates[(node, tx.round)] = ref
+            for old in [k for k in self._early if k[0] == job.id and k[1] < tx.round]:
+                del self._early[old]
+            out.append(self._set_timer("close", job.id, tx.round, deadline))
+            out += self._maybe_close(job, rs, now)
+        return out
+
+    def _remember_tasks(self, job: str, tx: StartRound) -> None:
+        self._prev_tasks[job] = {t.node: t.shard for t in tx.tasks}
+
+    # -- trainers --------------------------------------------------------------------------------
+
+    def _trained(self, e: TrainingDone, now: float) -> list[Effect]:
+        self.training.discard((e.job, e.round))
+        if not e.key:
+            self._count("training_failed")
+            return [RoundPhase(job=e.job, round=e.round, phase="training", detail=e.error)]
+        notice = sign_notice(self.signer, e.job, e.round, e.key, e.size, e.samples)
+        out: list[Effect] = [Broadcast(msg=notice)]
+        if self.is_validator:
+            out += self._notice(notice, now, local=True)
+        return out
+
+    # -- validators: collection ------------------------------------------------------------------
+
+    def _message(self, e: MessageReceived, now: float) -> list[Effect]:
+        msg = e.msg
+        if isinstance(msg, UpdateNotice):
+            if msg.update.node != e.sender:
+                self._count("refused_relayed")
+                return []
+            return self._notice(msg, now) if self.is_validator else []
+        if not self.is_validator:
+            return []
+        if isinstance(msg, Proposal):
+            return self._proposal(msg, e.sender, now)
+        if isinstance(msg, Attestation):
+            return self._attestation(msg, now)
+        return []
+
+    def _notice(self, n: UpdateNotice, now: float, local: bool = False) -> list[Effect]:
+        job = self.ledger.jobs.get(n.job)
+        u = n.update
+        if job is None or job.status != "running":
+            self._count("notice_unknown_job")
+            return []
+        if not local and not u.verify(n.job, self.verifier):
+            self._count("notice_bad_signature")
+            return []
+        rs = self._rounds.get(job.id)
+        if u.round > job.round or (u.round == job.round and (rs is None or rs.round != u.round)):
+            # Our StartRound commit may come after a fast trainer's notice.
+            if u.round <= job.round + 1:
+                self._early.setdefault((job.id, u.round), {})[u.node] = u
+            return []
+        if rs is None or u.round < job.round - job.spec.staleness:
+            self._count("notice_too_old")
+            return []
+        if u.node not in job.assigned.get(u.round, ()):
+            self._count("notice_unassigned")
+            return []
+        if (u.node, u.round) in rs.updates:
+            return []
+        rs.updates[(u.node, u.round)] = u
+        out: list[Effect] = [Prefetch(job=job.id, round=u.round, key=u.key)]
+        if len(rs.updates) == 1:
+            out.append(RoundPhase(job=job.id, round=rs.round, phase="collection"))
+        return out + self._maybe_close(job, rs, now)
+
+    def _maybe_close(self, job: JobState, rs: _Round, now: float) -> list[Effect]:
+        if rs.closed_at is not None:
+            return []
+        fresh = {node for node, r in rs.updates if r == rs.round}
+        everyone = fresh >= job.assigned.get(rs.round, frozenset())
+        enough = len(rs.updates) >= job.spec.min_updates
+        if everyone or (now >= rs.deadline and enough):
+            rs.closed_at = now
+            return [
+                RoundPhase(
+                    job=job.id,
+                    round=rs.round,
+                    phase="aggregation",
+                    detail=f"{len(rs.updates)} updates",
+                ),
+                self._set_timer("close", job.id, rs.round, now + self.config.result_timeout),
+                *self._propose_if_turn(job, rs),
+            ]
+        return []
+
+    def _close_tick(self, job: JobState, now: float) -> list[Effect]:
+        rs = self._rounds.get(job.id)
+        if rs is None or rs.round != job.round:
+            return []
+        if rs.closed_at is None:
+            if job.spec.stragglers == "wait" and rs.extended == 0:
+                rs.extended += 1
+                rs.deadline = now + job.spec.round_deadline
+                return [self._set_timer("close", job.id, rs.round, rs.deadline)]
+            out = self._maybe_close(job, rs, now)
+            if rs.closed_at is None:  # too few updates: keep waiting another deadline
+                rs.deadline = now + job.spec.round_deadline
+                out.append(self._set_timer("close", job.id, rs.round, rs.deadline))
+            return out
+        # No result committed in time: the next validator's turn.
+        rs.attempt += 1
+        rs.aggregating = False
+        self._count("proposer_rotated")
+        return [
+            self._set_timer("close", job.id, rs.round, now + self.config.result_timeout),
+            *self._propose_if_turn(job, rs),
+        ]
+
+    def _propose_if_turn(self, job: JobState, rs: _Round) -> list[Effect]:
+        if self.leader(job.id, rs.round, rs.attempt) != self.me or rs.aggregating:
+            return []
+        rs.aggregating = True
+        updates = tuple(rs.updates[k] for k in sorted(rs.updates))
+        return [Aggregate(job=job.id, round=rs.round, base_key=job.model_key, updates=updates)]
+
+    # -- validators: proposals and attestations --------------------------------------------------
+
+    def _computed(self, e: Computed, now: float) -> list[Effect]:
+        job = self.ledger.jobs.get(e.job)
+        rs = self._rounds.get(e.job)
+        if job is None or rs is None or rs.round != e.round or job.round != e.round:
+            return []
+        if e.check is not None:
+            return self._checked(job, rs, e)
+        rs.aggregating = False
+        if e.result is None:
+            self._count("aggregate_failed")
+            return [RoundPhase(job=job.id, round=e.round, phase="aggregation", detail=e.error)]
+        result = replace(e.result, proposer=self.me)
+        body = encode_result(result)
+        digest = result_digest(body)
+        rs.proposal = body
+        rs.attestations = {self.me: self.signer.sign(attestation_payload(digest))}
+        rs.submitted = False
+        proposal = Proposal(result=body, sig=self.signer.sign(proposal_payload(digest)))
+        out: list[Effect] = [
+            RoundPhase(job=job.id, round=e.round, phase="validation", detail=result.model_key),
+            Broadcast(msg=proposal),
+        ]
+        return out + self._maybe_submit(rs)
+
+    def _proposal(self, p: Proposal, sender: bytes, now: float) -> list[Effect]:
+        result = decode_result(p.result)
+        digest = result_digest(p.result)
+        if sender not in self.committee or result.proposer != sender:
+            self._count("proposal_not_from_validator")
+            return []
+        if not self.verifier.verify(sender, proposal_payload(digest), p.sig):
+            self._count("proposal_bad_signature")
+            return []
+        job = self.ledger.jobs.get(result.job)
+        rs = self._rounds.get(result.job)
+        if job is None or rs is None or rs.round != result.round or job.round != result.round:
+            self._count("proposal_not_current")
+            return []
+        if digest in rs.checked:
+            return []
+        rs.checked.add(digest)
+        reason = self._precheck(job, result)
+        if reason:
+            return [
+                BadProposal(
+                    job=job.id,
+                    round=result.round,
+                    proposer=sender,
+                    reason=reason,
+                    proposal=p.result,
+                    sig=p.sig,
+                )
+            ]
+        self._sigs[digest] = p.sig
+        return [
+            RoundPhase(job=job.id, round=result.round, phase="validation", detail=result.model_key),
+            Aggregate(
+                job=job.id,
+                round=result.round,
+                base_key=job.model_key,
+                updates=result.updates,
+                check=result,
+                check_bytes=p.result,
+            ),
+        ]
+
+    def _precheck(self, job: JobState, r: RoundResult) -> str:
+        """What a validator can check without computing (the ledger checks it again)."""
+        if r.base_key != job.model_key:
+            return "not based on the job's current model"
+        if len(r.updates) < job.spec.min_updates:
+            return "fewer updates than min_updates"
+        for u in r.updates:
+            if not r.round - job.spec.staleness <= u.round <= r.round:
+                return "an update is too stale"
+            if u.node not in job.assigned.get(u.round, ()):
+                return "an update from a node that was not assigned"
+            if not u.verify(job.id, self.verifier):
+                return "an update's signature does not verify"
+        return ""
+
+    def _checked(self, job: JobState, rs: _Round, e: Computed) -> list[Effect]:
+        assert e.check is not None
+        theirs = decode_result(e.check)
+        digest = result_digest(e.check)
+        psig = self._sigs.pop(digest, b"")
+        mine = e.result
+        reason = e.error
+        if mine is not None and not reason:
+            reason = _difference(mine, theirs)
+        if reason:
+            self._count("proposal_refused")
+            return [
+                BadProposal(
+                    job=job.id,
+                    round=e.round,
+                    proposer=theirs.proposer,
+                    reason=reason,
+                    proposal=e.check,
+                    sig=psig,
+                )
+            ]
+        sig = self.signer.sign(attestation_payload(digest))
+        att = Attestation(job=job.id, round=e.round, digest=digest, validator=self.me, sig=sig)
+        self._count("attested")
+        return [Send(to=theirs.proposer, msg=att)]
+
+    def _attestation(self, a: Attestation, now: float) -> list[Effect]:
+        rs = self._rounds.get(a.job)
+        if rs is None or rs.round != a.round or rs.proposal is None:
+            return []
+        if result_digest(rs.proposal) != a.digest or a.validator not in self.committee:
+            return []
+        if not self.verifier.verify(a.validator, attestation_payload(a.digest), a.sig):
+            self._count("attestation_bad_signature")
+            return []
+        rs.attestations[a.validator] = a.sig
+        return self._maybe_submit(rs)
+
+    def _maybe_submit(self, rs: _Round) -> list[Effect]:
+        if rs.submitted or rs.proposal is None or len(rs.attestations) < self.ledger.quorum:
+            return []
+        rs.submitted = True
+        atts = tuple(sorted(rs.attestations.items()))
+        return [Submit(body=encode_tx(CommitRound(result=rs.proposal, attestations=atts)))]
+
+    # -- membership ------------------------------------------------------------------------------
+
+    def _members(self, e: MembersSeen, now: float) -> list[Effect]:
+        records = self.ledger
+        self.candidates = tuple(
+            replace(c, reliability=(c.reliability + records.record(c.node).reliability) / 2)
+            for c in e.candidates
+        )
+        return []
+
+
+def _difference(mine: RoundResult, theirs: RoundResult) -> str:
+    if mine.model_key != theirs.model_key:
+        return "the model key does not recompute"
+    if mine.contributors != theirs.contributors or mine.outliers != theirs.outliers:
+        return "contributors or outliers differ"
+    if abs(mine.accuracy - theirs.accuracy) > METRIC_TOLERANCE:
+        return "accuracy differs beyond tolerance"
+    if abs(mine.loss - theirs.loss) > METRIC_TOLERANCE:
+        return "loss differs beyond tolerance"
+    mine_scores, their_scores = dict(mine.scores), dict(theirs.scores)
+    if mine_scores.keys() != their_scores.keys():
+        return "scores differ"
+    for k, v in mine_scores.items():
+        if abs(v - their_scores[k]) > METRIC_TOLERANCE:
+            return "scores differ beyond tolerance"
+    return ""

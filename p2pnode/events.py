@@ -11,7 +11,7 @@ from typing import Any
 
 import trio
 
-TOPICS = ("peers", "records", "members", "commits")
+TOPICS = ("peers", "records", "members", "commits", "jobs", "rounds")
 QUEUE_SIZE = 256
 
 

@@ -37,7 +37,7 @@ import heapq
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import trio
@@ -114,7 +114,8 @@ class MachineDriver:
     them (counted as ``send_dropped``); ``encode(msg)`` is the protocol's codec; ``group()``
     names the peers a ``Broadcast`` goes to (the driver never sends to ``me``); ``notify`` gets
     every :class:`~protocols.machine.Notify` effect; ``persist`` gets each step's effects before
-    anything of the step is carried out.
+    anything of the step is carried out; ``effects`` carries out a protocol's own effect types
+    (the rounds machine's ``Train`` or ``Submit``), never blocking: start work, do not await it.
     """
 
     def __init__(
@@ -128,6 +129,7 @@ class MachineDriver:
         group: Callable[[], Iterable[bytes]] | None = None,
         notify: Callable[[Notify], None] | None = None,
         persist: Callable[[Sequence[Effect]], None] | None = None,
+        effects: Mapping[type, Callable[[Any], None]] | None = None,
         inbox_size: int = 1024,
         drain: int = 1,
     ) -> None:
@@ -157,6 +159,8 @@ class MachineDriver:
             CancelTimer: self._do_cancel_timer,
             Persist: self._do_persist,
         }
+        for kind, carry in (effects or {}).items():
+            self._carry[kind] = lambda e, _cache, carry=carry: carry(e)
 
     # -- the service's side ------------------------------------------------------------------
 

@@ -3,9 +3,10 @@
 Every service is built first, each handed its dependencies in its constructor
 (:meth:`Node._build`), then started in dependency order, each ``await nursery.start``-ed so a
 failure stops the start: store -> identity -> libp2p host listening -> DHT (handlers
-registered, bootstrap in the background) -> blobs -> membership -> consensus (when configured)
--> metrics endpoint -> IPC socket -> peer watch. ``task_status.started`` fires once the IPC
-socket accepts requests: that is what "ready" means to the CLI and to ``p2pnode swarm``.
+registered, bootstrap in the background) -> blobs -> membership -> consensus and rounds
+(when configured) -> metrics endpoint -> IPC socket -> peer watch. ``task_status.started``
+fires once the IPC socket accepts requests: that is what "ready" means to the CLI and to
+``p2pnode swarm``.
 
 The IPC method table is put together here from one adapter per service
 (:mod:`p2pnode.ipc`), each handed only the services it serves.
@@ -37,6 +38,7 @@ from p2pnode.identity import load_identity_file, peer_id_of
 from p2pnode.ipc.blobs import build_blob_methods
 from p2pnode.ipc.consensus import build_consensus_methods
 from p2pnode.ipc.dht import build_dht_methods
+from p2pnode.ipc.jobs import build_job_methods
 from p2pnode.ipc.membership import build_membership_methods
 from p2pnode.ipc.peers import build_peer_methods
 from p2pnode.ipc.server import IpcServer, Method
@@ -48,6 +50,7 @@ from p2pnode.network.dht import Dht
 from p2pnode.network.handshakes import HandshakeWatch
 from p2pnode.network.host import build_host
 from p2pnode.network.peers import PeerWatch
+from p2pnode.rounds.service import RoundsService
 from p2pnode.store import Store
 from protocols.blobs.pointers import PointerValidator
 
@@ -65,6 +68,7 @@ class Services:
     blobs: BlobService
     membership: MembershipService
     consensus: ConsensusService | None  # None without consensus.validators
+    rounds: RoundsService | None  # training rounds ride on consensus
     peers: PeerWatch
 
 
@@ -138,14 +142,23 @@ class Node:
                 host, self.key_pair, store, cfg, events, members=events.subscribe("members")
             )
             metrics.watch_service("consensus", lambda: consensus.error is None)
+        blobs = BlobService(host, dht, blob_store, cfg)
+        rounds = None
+        if consensus is not None:
+            rounds = RoundsService(
+                host, self.key_pair, cfg, consensus=consensus, blobs=blobs,
+                membership=membership, events=events,
+            )
+            metrics.watch_service("rounds", lambda: rounds.error is None)
         return Services(
             host=host,
             metrics=metrics,
             dht=dht,
             blob_store=blob_store,
-            blobs=BlobService(host, dht, blob_store, cfg),
+            blobs=blobs,
             membership=membership,
             consensus=consensus,
+            rounds=rounds,
             peers=PeerWatch(host, dht, publish=lambda event: events.publish("peers", event)),
         )
 
@@ -155,6 +168,8 @@ class Node:
         await nursery.start(s.membership.run)
         if s.consensus is not None:
             await nursery.start(s.consensus.run)
+        if s.rounds is not None:
+            await nursery.start(s.rounds.run)
         if self.cfg.metrics_port is not None:
             self.metrics_port = await nursery.start(s.metrics.serve, self.cfg.metrics_port)
         ipc = IpcServer(
@@ -184,6 +199,7 @@ class Node:
                     "blobs": s.blobs,
                     "membership": s.membership,
                     "consensus": s.consensus,
+                    "rounds": s.rounds,
                 },
             ),
             **build_peer_methods(
@@ -196,4 +212,5 @@ class Node:
             ),
             **build_membership_methods(membership=s.membership),
             **build_consensus_methods(consensus=s.consensus),
+            **build_job_methods(rounds=s.rounds, blobs=s.blobs),
         }

@@ -102,6 +102,17 @@ class IpcConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TrainingConfig:
+    slots: int
+    start_timeout: float
+    result_timeout: float
+    fetch_timeout: float
+    model_modules: tuple[str, ...]
+    attack: str
+    attack_scale: float
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     data_dir: Path
     listen: tuple[str, ...]
@@ -116,6 +127,7 @@ class Config:
     blobs: BlobsConfig
     membership: MembershipConfig
     consensus: ConsensusConfig
+    training: TrainingConfig
 
     @property
     def key_path(self) -> Path:
@@ -286,6 +298,13 @@ def load_config(
                 k[10:]: tuple(v) if isinstance(v, list) else v
                 for k, v in values.items()
                 if k.startswith("consensus.")
+            }
+        ),
+        training=TrainingConfig(
+            **{
+                k[9:]: tuple(v) if isinstance(v, list) else v
+                for k, v in values.items()
+                if k.startswith("training.")
             }
         ),
     )

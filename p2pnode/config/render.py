@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from p2pnode.config.load import _env_name
-from p2pnode.config.schema import SCHEMA, Setting, _Range
+from p2pnode.config.schema import SCHEMA
+from p2pnode.config.setting import Setting, _Range
 
 
 def _toml_value(value: Any) -> str:

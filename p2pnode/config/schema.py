@@ -7,10 +7,10 @@ from. The table is long because the daemon has many knobs; each entry is data, n
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from p2pnode.config.setting import ConfigError, Setting, _range
+from p2pnode.config.training_schema import TRAINING_SCHEMA
 
 DEFAULT_DATA_DIR = Path("~/.p2pnode")
 CONFIG_FILE = "config.toml"
@@ -19,35 +19,18 @@ SOCKET_FILE = "p2pnode.sock"
 DB_FILE = "node.db"
 ENV_PREFIX = "P2PNODE_"
 
-
-class ConfigError(Exception):
-    """A configuration value is missing, malformed or out of range (one line, names the key)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Setting:
-    key: str
-    kind: type  # int, float, str, bool or list (of str)
-    default: Any
-    doc: str
-    check: Callable[[Any], str | None] | None = None  # returns a reason when the value is bad
-    optional: bool = False  # None, "" (or "off" for a non-string) means "off"
-    size: bool = False  # a size in bytes: the reference shows it in KiB, MiB or GiB too
-
-
-@dataclass(frozen=True, slots=True)
-class _Range:
-    """The check "between lo and hi", kept as data so that the reference can show the bounds."""
-
-    lo: float
-    hi: float
-
-    def __call__(self, v: Any) -> str | None:
-        return None if self.lo <= v <= self.hi else f"must be between {self.lo:g} and {self.hi:g}"
-
-
-def _range(lo: float, hi: float) -> Callable[[Any], str | None]:
-    return _Range(lo, hi)
+# ConfigError is re-exported: the loader and editor take it from here with the table.
+__all__ = [
+    "CONFIG_FILE",
+    "DB_FILE",
+    "DEFAULT_DATA_DIR",
+    "ENV_PREFIX",
+    "KEY_FILE",
+    "SCHEMA",
+    "SOCKET_FILE",
+    "ConfigError",
+    "Setting",
+]
 
 
 def _multiaddrs(v: list[str]) -> str | None:
@@ -480,5 +463,7 @@ SCHEMA: tuple[Setting, ...] = (
         _range(16, 65536),
     ),
 )
+
+SCHEMA = SCHEMA + TRAINING_SCHEMA
 
 _BY_KEY = {s.key: s for s in SCHEMA}

@@ -44,7 +44,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -207,6 +207,8 @@ class ConsensusService:
                 drain=DRAIN,
             )
         self._waiters: dict[tuple[bytes, int], _Waiter] = {}
+        #: told of every row new in the local log (the rounds service follows the log so).
+        self.row_listeners: list[Callable[[LogRow], None]] = []
         self._lane_signers: dict[int, Ed25519Signer] = {}
         self._lane_count: dict[int, int] = {}
         self._free_lanes = list(range(c.client_lanes - 1, -1, -1))
@@ -340,6 +342,8 @@ class ConsensusService:
                 }
                 w.event.set()
         self.counters["entries_committed"] += 1
+        for listener in list(self.row_listeners):
+            listener(row)
         self._publish(
             {
                 "event": "commit",

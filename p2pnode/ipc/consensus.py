@@ -14,7 +14,15 @@ from p2pnode.consensus.service import ConsensusError, ConsensusService, b58, cer
 from p2pnode.ipc.errors import InvalidParams, NetworkError, NotFound
 from p2pnode.ipc.params import param
 from p2pnode.ipc.server import Method, Session
-from protocols.pbft import KvPut, Noop, RemoteProtocolError, SetCommittee, decode_tx, encode_tx
+from protocols.pbft import (
+    AppTx,
+    KvPut,
+    Noop,
+    RemoteProtocolError,
+    SetCommittee,
+    decode_tx,
+    encode_tx,
+)
 from protocols.pbft.messages import MAX_OP_BYTES
 
 #: Entries per consensus.log call.
@@ -30,6 +38,8 @@ def tx_dict(op: bytes) -> dict[str, Any]:
         return {"type": "noop"}
     if isinstance(tx, KvPut):
         return {"type": "kv_put", "key": tx.key, "value": tx.value}
+    if isinstance(tx, AppTx):
+        return {"type": "app", "app": tx.app, "body": tx.body}
     assert isinstance(tx, SetCommittee)
     return {
         "type": "set_committee",

@@ -66,6 +66,8 @@ class Session:
         self.closed = False
         # Per-connection resources (upload sessions...) released when the client goes.
         self.on_close: list[Callable[[], None]] = []
+        #: What a method keeps for this connection (an external trainer's task inbox).
+        self.extras: dict[Any, Any] = {}
 
     async def send(self, frame: dict[str, Any]) -> None:
         await self.send_buffers([encode_frame(frame)])

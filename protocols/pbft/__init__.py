@@ -65,6 +65,7 @@ from .statemachine import LedgerState, TxResult, apply, execute_batch, genesis
 from .transactions import AppTx, KvPut, Noop, SetCommittee, Transaction, decode_tx, encode_tx
 
 __all__ = [
+    "AppTx",
     "Broadcast",
     "CancelTimer",
     "Certificate",
@@ -82,7 +83,6 @@ __all__ = [
     "Evidence",
     "KeyedHashSigner",
     "KeyedHashVerifier",
-    "AppTx",
     "KvPut",
     "LedgerState",
     "LocalProtocolError",

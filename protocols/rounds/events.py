@@ -27,6 +27,7 @@ __all__ = [
     "JobApplied",
     "MembersSeen",
     "Prefetch",
+    "Resumed",
     "RoundPhase",
     "Submit",
     "Train",
@@ -42,6 +43,14 @@ class Committed(Event):
 
     seq: int
     bodies: tuple[bytes, ...]
+    #: while a node replays its log at start-up it only rebuilds the ledger; :class:`Resumed`
+    #: then makes it act on where the jobs stand.
+    replay: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resumed(Event):
+    """The replay is over: start, train or collect whatever the open rounds need."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

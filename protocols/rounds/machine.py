@@ -50,6 +50,7 @@ from .events import (
     JobApplied,
     MembersSeen,
     Prefetch,
+    Resumed,
     RoundPhase,
     Submit,
     Train,
@@ -138,6 +139,7 @@ class RoundsMachine:
         self.counters: dict[str, int] = {}
         self._on: dict[type, Callable[[object, float], list[Effect]]] = {
             Committed: self._committed,  # type: ignore[dict-item]
+            Resumed: self._resumed,  # type: ignore[dict-item]
             MembersSeen: self._members,  # type: ignore[dict-item]
             MessageReceived: self._message,  # type: ignore[dict-item]
             TrainingDone: self._trained,  # type: ignore[dict-item]
@@ -195,6 +197,10 @@ class RoundsMachine:
         out: list[Effect] = []
         for body in e.bodies:
             applied = self.ledger.apply(e.seq, body)
+            if e.replay:
+                if applied.status == "ok" and isinstance(applied.tx, StartRound):
+                    self._remember_tasks(applied.tx.job, applied.tx)
+                continue
             out.append(JobApplied(applied=applied))
             if applied.status != "ok" or applied.job is None:
                 continue
@@ -216,6 +222,15 @@ class RoundsMachine:
                     out += self._round_due(job, now)
             else:  # cancelled
                 self._rounds.pop(job.id, None)
+        return out
+
+    def _resumed(self, e: Resumed, now: float) -> list[Effect]:
+        out: list[Effect] = []
+        for job in self.ledger.running():
+            if job.assignment is None:
+                out += self._round_due(job, now)
+            else:
+                out += self._started(job, job.assignment, now)
         return out
 
     def _round_due(self, job: JobState, now: float) -> list[Effect]:

@@ -1,0 +1,66 @@
+"""The ``training.*`` settings: how this node takes part in training jobs (docs/jobs.md)."""
+
+from __future__ import annotations
+
+from p2pnode.config.setting import Setting, _range
+
+__all__ = ["TRAINING_SCHEMA"]
+
+TRAINING_SCHEMA: tuple[Setting, ...] = (
+    Setting(
+        "training.slots",
+        int,
+        1,
+        "Training tasks this node runs at once (a task is one job's round on one data shard).",
+        _range(0, 64),
+    ),
+    Setting(
+        "training.start_timeout",
+        float,
+        3.0,
+        "Seconds a validator has to get a round's tasks committed before the next one tries.",
+        _range(0.1, 600),
+    ),
+    Setting(
+        "training.result_timeout",
+        float,
+        5.0,
+        "Seconds a validator has, once a round's updates are in, to get its result committed "
+        "before the next validator proposes.",
+        _range(0.1, 3600),
+    ),
+    Setting(
+        "training.fetch_timeout",
+        float,
+        30.0,
+        "Seconds to fetch a round's model or an update before the task or the aggregation fails.",
+        _range(0.1, 3600),
+    ),
+    Setting(
+        "training.model_modules",
+        list,
+        [],
+        "Python modules this node lets jobs load user models from (model.kind = "
+        "'module:factory'); a job naming another module is refused here.",
+    ),
+    Setting(
+        "training.attack",
+        str,
+        "",
+        "For demonstrations and tests only: make this node's built-in trainer send a corrupted "
+        "update (sign_flip, scaled or gaussian) instead of its own.",
+        lambda v: (
+            None
+            if v in ("", "sign_flip", "scaled", "gaussian")
+            else "must be '', sign_flip, scaled or gaussian"
+        ),
+    ),
+    Setting(
+        "training.attack_scale",
+        float,
+        10.0,
+        "How strong training.attack is (the factor of sign_flip and scaled, the noise of "
+        "gaussian).",
+        _range(0, 1e6),
+    ),
+)

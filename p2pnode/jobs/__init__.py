@@ -1,0 +1,1 @@
+"""Jobs: the spec a user writes (TOML) and its validation."""

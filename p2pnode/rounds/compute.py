@@ -1,0 +1,317 @@
+"""The learning a round needs, as plain functions over numpy: train a task, aggregate a round.
+
+:class:`JobCompute` is built once per job from its spec (model, data split and shards, rule,
+optimizers, schedules, compression) and is what the built-in trainer and every validator call,
+in a worker thread. Aggregation is deterministic given the base model blob and the update blobs:
+decoding, the rule over inputs in canonical order, the outer optimizer step and the tensor
+encoding of the new model are all exact, so every honest validator derives the same model key.
+Validation figures (accuracy, loss, per-update scores) go through BLAS and are rounded to six
+decimals; validators compare them with ``protocols.rounds.METRIC_TOLERANCE``.
+
+The model blob holds the parameters (``params/<name>``) and the outer optimizer's state
+(``opt/...``, e.g. DiLoCo's Nesterov momentum), so a validator that restarts resumes from the
+last committed model alone.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from p2pnode.training.aggregation import ClientUpdate, make_rule
+from p2pnode.training.compression import Compressor, DecodeError, ErrorFeedback, decode
+from p2pnode.training.data import Dataset, load_digits, train_test_split
+from p2pnode.training.local import local_sgd, model_delta
+from p2pnode.training.models import Model, make_model, softmax_cross_entropy
+from p2pnode.training.optimizers import SGD, Adam, Optimizer
+from p2pnode.training.schedules import make_schedule
+from p2pnode.training.sharding import dirichlet_shards, iid_shards
+from p2pnode.training.state_dict import ParamSpec, StateDict, flatten, unflatten
+from p2pnode.training.sync import BoundedAsync
+from protocols.rounds import JobSpec, RoundResult, UpdateRef
+
+__all__ = ["ATTACKS", "ComputeError", "JobCompute", "TrainOutput"]
+
+ATTACKS = ("", "sign_flip", "scaled", "gaussian")
+UPDATE_MEDIA_TYPE = "application/x-p2pnode-update"
+
+
+class ComputeError(Exception):
+    """A job cannot be computed here (a model module not allowed, data missing)."""
+
+
+def _round6(x: float) -> float:
+    return round(float(x), 6) if math.isfinite(x) else 1e9
+
+
+@dataclass(slots=True)
+class TrainOutput:
+    update: bytes
+    samples: int
+    loss: float
+
+
+@dataclass(slots=True)
+class JobCompute:
+    job_id: str
+    spec: JobSpec
+    model: Model
+    train: Dataset
+    val: Dataset
+    shards: list[np.ndarray]
+    pspec: ParamSpec
+    compressor: Compressor
+    use_ef: bool
+    #: shard -> this node's error-feedback residual (the trainer's state between rounds).
+    feedback: dict[int, ErrorFeedback] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, job_id: str, spec: JobSpec, allowed_modules: Sequence[str] = ()) -> JobCompute:
+        lr = spec.learning
+        data = load_digits() if lr["data"] == "digits" else _load_path(str(lr["data_path"]))
+        split_rng = np.random.default_rng([int(lr["seed"]), 0])
+        train, val = train_test_split(data, float(lr["test_fraction"]), split_rng)
+        if lr["shard"] == "iid":
+            shards = iid_shards(len(train), spec.shards, split_rng)
+        else:
+            shards = dirichlet_shards(train.y, spec.shards, float(lr["alpha"]), split_rng)
+        model = _build_model(lr, train, allowed_modules)
+        params = model.init(np.random.default_rng([int(lr["init_seed"]), 2]))
+        compressor = Compressor(str(lr["compression"]), ratio=float(lr["ratio"]))
+        ef = lr["error_feedback"]
+        use_ef = compressor.needs_error_feedback if ef == "default" else bool(ef)
+        return cls(
+            job_id=job_id,
+            spec=spec,
+            model=model,
+            train=train,
+            val=val,
+            shards=shards,
+            pspec=ParamSpec.of(params),
+            compressor=compressor,
+            use_ef=use_ef,
+        )
+
+    # -- the model blob ----------------------------------------------------------------------------
+
+    def optimizer(self) -> Optimizer:
+        lr = self.spec.learning
+        if lr["outer"] == "adam":
+            return Adam()
+        return SGD(momentum=float(lr["outer_momentum"]), nesterov=bool(lr["nesterov"]))
+
+    def initial_tensors(self) -> dict[str, np.ndarray]:
+        lr = self.spec.learning
+        params = self.model.init(np.random.default_rng([int(lr["init_seed"]), 2]))
+        return pack(params, self.optimizer().init(params))
+
+    def split(self, tensors: Mapping[str, np.ndarray]) -> tuple[StateDict, dict[str, Any]]:
+        params, state = unpack(tensors)
+        if set(params) != set(self.pspec.names):
+            raise ComputeError("the model blob does not fit the job's model")
+        params = {name: params[name] for name in self.pspec.names}  # the model's own order
+        if ParamSpec.of(params) != self.pspec:
+            raise ComputeError("the model blob's tensors have other shapes than the job's model")
+        return params, state
+
+    # -- trainers --------------------------------------------------------------------------------
+
+    def train_task(
+        self,
+        base: Mapping[str, np.ndarray],
+        round: int,
+        shard: int,
+        seed: Sequence[int],
+        attack: str = "",
+        attack_scale: float = 10.0,
+    ) -> TrainOutput:
+        lr = self.spec.learning
+        params, _ = self.split(base)
+        data = self.train.subset(self.shards[shard])
+        if len(data) == 0:
+            raise ComputeError(f"shard {shard} is empty")
+        rng = np.random.default_rng([*seed, round, shard])
+        schedule = make_schedule(str(lr["local_schedule"]), float(lr["local_lr"]), self.spec.rounds)
+        local, loss = local_sgd(
+            self.model,
+            params,
+            data,
+            epochs=int(lr["epochs"]),
+            batch_size=int(lr["batch_size"]),
+            lr=schedule(round - 1),
+            momentum=float(lr["local_momentum"]),
+            rng=rng,
+        )
+        delta = model_delta(local, params)
+        if attack:
+            delta = _attack(attack, delta, attack_scale, rng)
+        if self.use_ef:
+            ef = self.feedback.setdefault(shard, ErrorFeedback(self.compressor))
+            blob = ef.encode(delta, rng)
+        else:
+            blob = self.compressor.encode(delta, rng)
+        return TrainOutput(update=blob, samples=len(data), loss=float(loss))
+
+    def encode_delta(self, delta: np.ndarray, shard: int, rng: np.random.Generator) -> bytes:
+        """An external trainer's delta, compressed as the job says (with error feedback)."""
+        if delta.shape != (self.pspec.size,):
+            raise ComputeError(f"the update has {delta.size} values, the model {self.pspec.size}")
+        if self.use_ef:
+            return self.feedback.setdefault(shard, ErrorFeedback(self.compressor)).encode(
+                delta, rng
+            )
+        return self.compressor.encode(delta, rng)
+
+    # -- validators ------------------------------------------------------------------------------
+
+    def evaluate(self, params: Mapping[str, np.ndarray]) -> tuple[float, float]:
+        logits = self.model.logits(dict(params), self.val.x)
+        loss, _ = softmax_cross_entropy(logits, self.val.y)
+        acc = float(np.mean(np.argmax(logits, axis=1) == self.val.y))
+        return acc, float(loss)
+
+    def aggregate(
+        self,
+        base: Mapping[str, np.ndarray],
+        base_key: str,
+        round: int,
+        updates: Sequence[tuple[UpdateRef, bytes]],
+    ) -> tuple[dict[str, np.ndarray], RoundResult]:
+        """The new model's tensors and the result (``proposer`` and ``model_key`` left for the
+        caller: the key is known once the tensors are stored as a blob)."""
+        lr = self.spec.learning
+        params, opt_state = self.split(base)
+        flat = flatten(params)
+        inputs: list[ClientUpdate] = []
+        refs = sorted(updates, key=lambda p: (p[0].node, p[0].round))
+        names: dict[str, bytes] = {}
+        broken: list[bytes] = []
+        deltas: dict[str, np.ndarray] = {}
+        async_w = BoundedAsync(max_staleness=self.spec.staleness, alpha=1.0)
+        for ref, data in refs:
+            cid = f"{ref.node.hex()}@{ref.round}"
+            names[cid] = ref.node
+            try:
+                delta = decode(data, max_size=self.pspec.size)
+            except DecodeError:
+                broken.append(ref.node)
+                continue
+            if delta.shape != (self.pspec.size,) or not np.all(np.isfinite(delta)):
+                broken.append(ref.node)
+                continue
+            factor = async_w.staleness_factor(round - ref.round)
+            if factor != 1.0:
+                delta = (delta * np.float32(factor)).astype(np.float32)
+            deltas[cid] = delta
+            inputs.append(ClientUpdate(cid, delta, ref.samples))
+        if not inputs:
+            raise ComputeError("no update decodes")
+        mixing = lr["mixing"]
+        rule = make_rule(
+            str(lr["rule"]),
+            f=int(lr["f"]),
+            mixing=None if mixing == "default" else bool(mixing),
+        )
+        agg = rule.aggregate(inputs)
+        grads = unflatten(-agg.aggregate, self.pspec)
+        outer_lr = make_schedule(
+            str(lr["outer_schedule"]), float(lr["outer_lr"]), self.spec.rounds
+        )(round - 1)
+        new_params, new_state = self.optimizer().step(params, grads, opt_state, outer_lr)
+        acc, loss = self.evaluate(new_params)
+        _base_acc, base_loss = self.evaluate(params)
+        scores: dict[bytes, float] = {}
+        for cid, delta in sorted(deltas.items()):
+            _, alone = self.evaluate(unflatten(flat + delta, self.pspec))
+            node = names[cid]
+            s = _round6(base_loss - alone)
+            scores[node] = min(scores.get(node, s), s)
+        for node in broken:
+            scores[node] = -1e9
+        contributors = tuple(sorted({names[c] for c in agg.contributors}))
+        outliers = tuple(sorted({names[c] for c in agg.outliers} | set(broken)))
+        result = RoundResult(
+            job=self.job_id,
+            round=round,
+            base_key=base_key,
+            model_key="-",
+            updates=tuple(ref for ref, _ in refs),
+            contributors=contributors,
+            outliers=outliers,
+            scores=tuple(sorted(scores.items())),
+            accuracy=_round6(acc),
+            loss=_round6(loss),
+            proposer=b"-",
+        )
+        return pack(new_params, new_state), result
+
+
+def pack(params: Mapping[str, np.ndarray], state: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    out = {f"params/{k}": np.asarray(v) for k, v in params.items()}
+    for k, v in sorted(state.items()):
+        if isinstance(v, Mapping):
+            for name, arr in sorted(v.items()):
+                out[f"opt/{k}/{name}"] = np.asarray(arr)
+        else:
+            out[f"opt/{k}"] = np.asarray(v, dtype=np.int64)
+    return out
+
+
+def unpack(tensors: Mapping[str, np.ndarray]) -> tuple[StateDict, dict[str, Any]]:
+    params: StateDict = {}
+    state: dict[str, Any] = {}
+    for name, arr in tensors.items():
+        parts = name.split("/")
+        if parts[0] == "params" and len(parts) == 2:
+            params[parts[1]] = arr
+        elif parts[0] == "opt" and len(parts) == 2:
+            state[parts[1]] = int(arr)
+        elif parts[0] == "opt" and len(parts) == 3:
+            state.setdefault(parts[1], {})[parts[2]] = arr
+        else:
+            raise ComputeError(f"unexpected tensor {name!r} in a model blob")
+    return params, state
+
+
+def _build_model(lr: Mapping[str, Any], train: Dataset, allowed: Sequence[str]) -> Model:
+    name = str(lr["model"])
+    n_classes = max(train.num_classes, int(train.y.max()) + 1 if len(train) else 1)
+    if name == "mlp":
+        return make_model(
+            "mlp", in_features=train.num_features, hidden=tuple(lr["hidden"]), num_classes=n_classes
+        )
+    if name == "softmax":
+        return make_model("softmax", in_features=train.num_features, num_classes=n_classes)
+    module, _, factory = name.partition(":")
+    if module not in allowed:
+        raise ComputeError(f"model module {module!r} is not in this node's training.model_modules")
+    try:
+        fn = getattr(importlib.import_module(module), factory)
+    except (ImportError, AttributeError) as exc:
+        raise ComputeError(f"cannot load model {name!r}: {exc}") from None
+    return fn(in_features=train.num_features, num_classes=n_classes)  # type: ignore[no-any-return]
+
+
+def _load_path(path: str) -> Dataset:
+    try:
+        with np.load(path) as f:
+            return Dataset(np.asarray(f["x"], dtype=np.float32), np.asarray(f["y"], np.int64))
+    except (OSError, KeyError, ValueError) as exc:
+        raise ComputeError(f"cannot load data {path!r} (an .npz with x and y): {exc}") from None
+
+
+def _attack(kind: str, delta: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
+    """What a Byzantine trainer sends instead of its update (for demonstrations and tests)."""
+    if kind == "sign_flip":
+        return (-scale * delta).astype(np.float32)
+    if kind == "scaled":
+        return (scale * delta).astype(np.float32)
+    if kind == "gaussian":
+        rms = float(np.sqrt(np.mean(delta.astype(np.float64) ** 2)))
+        return rng.normal(0.0, scale * max(rms, 1e-8), delta.shape).astype(np.float32)
+    raise ComputeError(f"unknown attack {kind!r}")

@@ -1,0 +1,215 @@
+"""The work the rounds machine asks for: train a task, fetch updates, aggregate a round.
+
+:class:`RoundWork` turns the machine's effects into trio tasks in the rounds service's nursery
+and answers with events: blobs are fetched and stored through the blob service, the learning
+(:mod:`p2pnode.rounds.compute`) runs in a worker thread so the daemon keeps answering IPC and
+heartbeats while it trains. Concurrency is bounded: ``training.slots`` tasks train at once, and
+one aggregation at a time runs per job.
+
+Errors: anything that fails (a blob nobody serves within the timeout, an update that does not
+decode) becomes a ``TrainingDone``/``Computed`` with an error, which the machine counts; the
+round then goes on without it (a straggler) or with the next proposer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import trio
+
+from p2pnode.blobs import tensors
+from p2pnode.rounds.compute import UPDATE_MEDIA_TYPE, ComputeError, JobCompute
+from protocols.rounds import (
+    Aggregate,
+    Computed,
+    JobSpec,
+    Prefetch,
+    RoundResult,
+    Train,
+    TrainingDone,
+    UpdateRef,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RoundWork"]
+
+
+class RoundWork:
+    def __init__(
+        self,
+        *,
+        blobs: Any,
+        submit: Callable[[Any], bool],
+        spec_of: Callable[[str], JobSpec | None],
+        seed: Sequence[int],
+        slots: int,
+        fetch_timeout: float,
+        model_modules: Sequence[str] = (),
+        attack: str = "",
+        attack_scale: float = 10.0,
+    ) -> None:
+        self.blobs = blobs
+        self._submit = submit
+        self._spec_of = spec_of
+        self._seed = list(seed)
+        self._slots = trio.Semaphore(max(1, slots))
+        self._fetches = trio.Semaphore(8)
+        self._fetch_timeout = fetch_timeout
+        self._modules = tuple(model_modules)
+        self.attack = attack
+        self.attack_scale = attack_scale
+        self._computes: dict[str, JobCompute] = {}
+        self._aggregating: dict[str, trio.Lock] = {}
+        self.nursery: trio.Nursery | None = None
+        #: external trainers: job -> channel their tasks go to (instead of the built-in trainer).
+        self.external: dict[str, trio.MemorySendChannel[Train]] = {}
+        #: seconds spent per phase of the last rounds, for status and benchmarks.
+        self.timings: dict[tuple[str, int], dict[str, float]] = {}
+        self.running = 0
+
+    def compute(self, job: str) -> JobCompute:
+        c = self._computes.get(job)
+        if c is None:
+            spec = self._spec_of(job)
+            if spec is None:
+                raise ComputeError(f"no job {job}")
+            c = self._computes[job] = JobCompute.build(job, spec, self._modules)
+        return c
+
+    def forget(self, job: str) -> None:
+        self._computes.pop(job, None)
+
+    def _time(self, job: str, rnd: int, phase: str, seconds: float) -> None:
+        t = self.timings.setdefault((job, rnd), {})
+        t[phase] = t.get(phase, 0.0) + seconds
+        while len(self.timings) > 256:
+            del self.timings[next(iter(self.timings))]
+
+    def _start(self, fn: Callable[..., Any], *args: Any) -> None:
+        assert self.nursery is not None, "RoundWork used before the service started"
+        self.nursery.start_soon(fn, *args)
+
+    # -- blobs -----------------------------------------------------------------------------------
+
+    async def read_blob(self, key: str, *, kind: str, job: str, rnd: int) -> bytes:
+        async with self._fetches:
+            stat = await self.blobs.fetch(key, timeout=self._fetch_timeout)
+        return bytes(await self.blobs.store.read_range(key, 0, stat.size))
+
+    async def read_model(self, job: str, key: str, rnd: int) -> dict[str, np.ndarray]:
+        data = await self.read_blob(key, kind="model", job=job, rnd=rnd)
+        return tensors.decode(data)
+
+    async def store_model(self, job: str, rnd: int, model: dict[str, np.ndarray]) -> str:
+        stat, _ = await self.blobs.put(
+            tensors.encode_pieces(model),
+            media_type=tensors.MEDIA_TYPE,
+            meta={"job": job, "round": rnd},
+        )
+        return str(stat.key)
+
+    # -- effects ---------------------------------------------------------------------------------
+
+    def train(self, e: Train) -> None:
+        ext = self.external.get(e.job)
+        if ext is not None:
+            try:
+                ext.send_nowait(e)
+                return
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                self.external.pop(e.job, None)  # gone or stuck: train it ourselves
+        self._start(self._train, e)
+
+    async def _train(self, e: Train) -> None:
+        async with self._slots:
+            self.running += 1
+            try:
+                t0 = time.perf_counter()
+                base = await self.read_model(e.job, e.base_key, e.round - 1)
+                t1 = time.perf_counter()
+                c = self.compute(e.job)
+                out = await trio.to_thread.run_sync(
+                    lambda: c.train_task(
+                        base, e.round, e.shard, self._seed, self.attack, self.attack_scale
+                    )
+                )
+                t2 = time.perf_counter()
+                key, size = await self.store_update(e.job, e.round, out.update)
+                self._time(e.job, e.round, "fetch", t1 - t0)
+                self._time(e.job, e.round, "train", t2 - t1)
+                self._time(e.job, e.round, "upload", time.perf_counter() - t2)
+                self._submit(
+                    TrainingDone(job=e.job, round=e.round, key=key, size=size, samples=out.samples)
+                )
+            except Exception as exc:  # a failed task is a straggler, not a daemon crash
+                log.warning("training %s round %d failed: %s", e.job, e.round, exc)
+                self._submit(TrainingDone(job=e.job, round=e.round, error=str(exc)[:200]))
+            finally:
+                self.running -= 1
+
+    async def store_update(self, job: str, rnd: int, update: bytes) -> tuple[str, int]:
+        stat, _ = await self.blobs.put(
+            [update], media_type=UPDATE_MEDIA_TYPE, meta={"job": job, "round": rnd}
+        )
+        return str(stat.key), int(stat.size)
+
+    def prefetch(self, e: Prefetch) -> None:
+        self._start(self._prefetch, e)
+
+    async def _prefetch(self, e: Prefetch) -> None:
+        try:
+            async with self._fetches:
+                await self.blobs.fetch(e.key, timeout=self._fetch_timeout)
+        except Exception as exc:
+            log.debug("prefetch of %s failed: %s", e.key, exc)
+
+    def aggregate(self, e: Aggregate) -> None:
+        self._start(self._aggregate, e)
+
+    async def _aggregate(self, e: Aggregate) -> None:
+        lock = self._aggregating.setdefault(e.job, trio.Lock())
+        async with lock:
+            try:
+                result = await self._recompute(e)
+                self._submit(Computed(job=e.job, round=e.round, result=result, check=e.check_bytes))
+            except Exception as exc:
+                log.warning("aggregating %s round %d failed: %s", e.job, e.round, exc)
+                self._submit(
+                    Computed(
+                        job=e.job,
+                        round=e.round,
+                        result=None,
+                        check=e.check_bytes,
+                        error=str(exc)[:200],
+                    )
+                )
+
+    async def _recompute(self, e: Aggregate) -> RoundResult:
+        t0 = time.perf_counter()
+        base = await self.read_model(e.job, e.base_key, e.round - 1)
+        datas: dict[str, bytes] = {}
+
+        async def get(ref: UpdateRef) -> None:
+            datas[ref.key] = await self.read_blob(ref.key, kind="update", job=e.job, rnd=ref.round)
+
+        async with trio.open_nursery() as n:
+            for ref in e.updates:
+                n.start_soon(get, ref)
+        t1 = time.perf_counter()
+        c = self.compute(e.job)
+        pairs = [(ref, datas[ref.key]) for ref in e.updates]
+        model, result = await trio.to_thread.run_sync(
+            lambda: c.aggregate(base, e.base_key, e.round, pairs)
+        )
+        t2 = time.perf_counter()
+        key = await self.store_model(e.job, e.round, model)
+        self._time(e.job, e.round, "collect", t1 - t0)
+        self._time(e.job, e.round, "aggregate", time.perf_counter() - t1)
+        log.debug("round %d of %s aggregated in %.3f s", e.round, e.job, t2 - t1)
+        return replace(result, model_key=key)

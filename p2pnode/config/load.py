@@ -110,6 +110,8 @@ class TrainingConfig:
     model_modules: tuple[str, ...]
     attack: str
     attack_scale: float
+    delay: float
+    byzantine_proposer: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,4 +63,19 @@ TRAINING_SCHEMA: tuple[Setting, ...] = (
         "gaussian).",
         _range(0, 1e6),
     ),
+    Setting(
+        "training.delay",
+        float,
+        0.0,
+        "For tests only: seconds the built-in trainer waits before it reports an update (a slow "
+        "trainer, for deadlines and bounded staleness).",
+        _range(0, 3600),
+    ),
+    Setting(
+        "training.byzantine_proposer",
+        bool,
+        False,
+        "For tests only: when this validator proposes a round's result, it perturbs the new model "
+        "(a wrong aggregate, which the other validators must refuse).",
+    ),
 )

@@ -144,6 +144,8 @@ def build_job_methods(*, rounds: RoundsService | None, blobs: Any) -> dict[str, 
                     "updates": h.updates,
                     "contributors": [_b58(n) for n in h.contributors],
                     "outliers": [_b58(n) for n in h.outliers],
+                    "sources": [[_b58(n), r] for n, r in h.sources],
+                    "proposer": _b58(h.proposer) if h.proposer else None,
                     "seq": h.seq,
                     "phases": _phase_seconds(phases),
                     "work": {k: round(v, 4) for k, v in timing.items()},
@@ -257,7 +259,11 @@ def build_job_methods(*, rounds: RoundsService | None, blobs: Any) -> dict[str, 
         svc.driver.submit(TrainingDone(job=j.id, round=rnd, key=key, size=size, samples=samples))
         return {"key": key, "size": size}
 
+    async def rounds_status(params: dict[str, Any], session: Session, rid: int) -> Any:
+        return service().status()
+
     return {
+        "rounds.status": rounds_status,
         "job.create": create,
         "job.list": list_jobs,
         "job.status": status,

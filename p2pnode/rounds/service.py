@@ -114,6 +114,8 @@ class RoundsService:
             model_modules=t.model_modules,
             attack=t.attack,
             attack_scale=t.attack_scale,
+            delay=t.delay,
+            byzantine_proposer=t.byzantine_proposer,
         )
         self.driver = MachineDriver(
             self.machine,

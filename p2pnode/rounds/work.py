@@ -53,6 +53,8 @@ class RoundWork:
         model_modules: Sequence[str] = (),
         attack: str = "",
         attack_scale: float = 10.0,
+        delay: float = 0.0,
+        byzantine_proposer: bool = False,
     ) -> None:
         self.blobs = blobs
         self._submit = submit
@@ -64,6 +66,8 @@ class RoundWork:
         self._modules = tuple(model_modules)
         self.attack = attack
         self.attack_scale = attack_scale
+        self.delay = delay
+        self.byzantine_proposer = byzantine_proposer
         self._computes: dict[str, JobCompute] = {}
         self._aggregating: dict[str, trio.Lock] = {}
         self.nursery: trio.Nursery | None = None
@@ -141,6 +145,8 @@ class RoundWork:
                 )
                 t2 = time.perf_counter()
                 key, size = await self.store_update(e.job, e.round, out.update)
+                if self.delay:
+                    await trio.sleep(self.delay)
                 self._time(e.job, e.round, "fetch", t1 - t0)
                 self._time(e.job, e.round, "train", t2 - t1)
                 self._time(e.job, e.round, "upload", time.perf_counter() - t2)
@@ -207,6 +213,10 @@ class RoundWork:
         model, result = await trio.to_thread.run_sync(
             lambda: c.aggregate(base, e.base_key, e.round, pairs)
         )
+        if self.byzantine_proposer and e.check is None:
+            # A proposer that lies: the others recompute and refuse it (tests only).
+            first = next(k for k in model if k.startswith("params/"))
+            model[first] = (model[first] + np.float32(0.01)).astype(model[first].dtype)
         t2 = time.perf_counter()
         key = await self.store_model(e.job, e.round, model)
         self._time(e.job, e.round, "collect", t1 - t0)

@@ -47,6 +47,9 @@ class RoundSummary:
     contributors: tuple[bytes, ...]
     outliers: tuple[bytes, ...]
     seq: int
+    #: (node, round trained on) of every update, so a stale one shows as an older round.
+    sources: tuple[tuple[bytes, int], ...] = ()
+    proposer: bytes = b""
 
 
 @dataclass(slots=True)
@@ -238,6 +241,8 @@ class TrainingLedger:
                 contributors=r.contributors,
                 outliers=r.outliers,
                 seq=seq,
+                sources=tuple((u.node, u.round) for u in r.updates),
+                proposer=r.proposer,
             )
         )
         job.model_key = r.model_key

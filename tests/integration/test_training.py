@@ -206,15 +206,15 @@ def test_a_node_that_joins_mid_job_trains_from_a_later_round(tmp_path: Path) -> 
     try:
         swarm.start([1, 2, 3, 4])
         swarm.wait_connected(3)
-        job = _create(swarm, 1, _spec(8, deadline=3.0))
+        job = _create(swarm, 1, _spec(16, deadline=3.0))
         _wait(swarm, 1, job, 2, timeout=60)
-        swarm.start([5])
-        st = _wait(swarm, 1, job, 8, timeout=150)
+        swarm.start([5], bootstrap=swarm.node(1))
+        st = _wait(swarm, 1, job, 16, timeout=150)
         assert st["status"] == "completed"
         late = _peer(swarm, 5)
         first = [h["round"] for h in st["history"] if late in h["contributors"]]
         assert first and min(first) > 2, first
-        _check_log(swarm, [1, 5], job, 8)  # the joiner holds the whole history too
+        _check_log(swarm, [1, 5], job, 16)  # the joiner holds the whole history too
     finally:
         swarm.stop()
 

@@ -50,6 +50,8 @@ class RoundSummary:
     #: (node, round trained on) of every update, so a stale one shows as an older round.
     sources: tuple[tuple[bytes, int], ...] = ()
     proposer: bytes = b""
+    #: bytes of all the round's updates as their trainers stored them (compression shows here).
+    update_bytes: int = 0
 
 
 @dataclass(slots=True)
@@ -243,6 +245,7 @@ class TrainingLedger:
                 seq=seq,
                 sources=tuple((u.node, u.round) for u in r.updates),
                 proposer=r.proposer,
+                update_bytes=sum(u.size for u in r.updates),
             )
         )
         job.model_key = r.model_key

@@ -281,8 +281,7 @@ class RoundsService:
                     )
                 )
             self.driver.submit(MembersSeen(candidates=tuple(cands)))
-            held = tuple(f"{j.id}@{j.round - 1}" for j in self.machine.ledger.running())[:16]
-            self.membership.set_models(held)
+            self.membership.set_models(tuple(reversed(self.work.held))[:16])
             # Slots are capacity: which of them the open rounds of other jobs hold is read from
             # the ledger by the starter, not from gossip that lags a round behind.
             self.membership.set_load(

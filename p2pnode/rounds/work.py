@@ -76,6 +76,8 @@ class RoundWork:
         #: seconds spent per phase of the last rounds, for status and benchmarks.
         self.timings: dict[tuple[str, int], dict[str, float]] = {}
         self.running = 0
+        #: models this node holds, as "job@round", newest last (gossiped by membership).
+        self.held: dict[str, None] = {}
 
     def compute(self, job: str) -> JobCompute:
         c = self._computes.get(job)
@@ -108,7 +110,15 @@ class RoundWork:
 
     async def read_model(self, job: str, key: str, rnd: int) -> dict[str, np.ndarray]:
         data = await self.read_blob(key, kind="model", job=job, rnd=rnd)
+        self._hold(job, rnd)
         return tensors.decode(data)
+
+    def _hold(self, job: str, rnd: int) -> None:
+        tag = f"{job}@{rnd}"
+        self.held.pop(tag, None)
+        self.held[tag] = None
+        while len(self.held) > 16:
+            del self.held[next(iter(self.held))]
 
     async def store_model(self, job: str, rnd: int, model: dict[str, np.ndarray]) -> str:
         stat, _ = await self.blobs.put(
@@ -116,6 +126,8 @@ class RoundWork:
             media_type=tensors.MEDIA_TYPE,
             meta={"job": job, "round": rnd},
         )
+        if job != "init":
+            self._hold(job, rnd)
         return str(stat.key)
 
     # -- effects ---------------------------------------------------------------------------------

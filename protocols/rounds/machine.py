@@ -263,7 +263,10 @@ class RoundsMachine:
                 for t in other.assignment.tasks:
                     taken[t.node] = taken.get(t.node, 0) + 1
         previous = self._prev_tasks.get(job.id, {})
-        tasks = self.selector(job.spec, job.round, job.model_key, self.candidates, taken, previous)
+        # Members gossip the models they hold as "job@round": those holding this round's base
+        # model need no download, so the selector prefers them.
+        tag = f"{job.id}@{job.round - 1}"
+        tasks = self.selector(job.spec, job.round, tag, self.candidates, taken, previous)
         if not tasks:
             self._count("start_no_candidates")
             return []

@@ -71,6 +71,7 @@ from .messages import (
     sign_notice,
 )
 from .selector import Candidate, Selector, select_tasks
+from .spec import MAX_PARTICIPANTS
 from .transactions import CommitRound, CreateJob, StartRound, encode_tx
 
 __all__ = ["METRIC_TOLERANCE", "RoundsConfig", "RoundsMachine"]
@@ -129,7 +130,7 @@ class RoundsMachine:
         #: (job, round) -> attempt of the starter rotation, while a round waits for its tasks.
         self._starting: dict[tuple[str, int], int] = {}
         #: notices for rounds not open yet (they may arrive before our StartRound commit).
-        self._early: dict[tuple[str, int], dict[bytes, UpdateRef]] = {}
+        self._early: dict[tuple[str, int], dict[tuple[bytes, int], UpdateRef]] = {}
         self.training: set[tuple[str, int]] = set()
         #: job -> the shards of its last committed tasks (a node keeps its shard).
         self._prev_tasks: dict[str, dict[bytes, int]] = {}
@@ -212,7 +213,7 @@ class RoundsMachine:
                 out += self._started(job, tx, now)
             elif isinstance(tx, CommitRound):
                 done = job.history[-1]
-                self._rounds.pop(job.id, None)
+                self._carry_over(job, self._rounds.pop(job.id, None), set(done.sources))
                 out.append(
                     RoundPhase(
                         job=job.id, round=done.round, phase="completed", detail=done.model_key
@@ -289,13 +290,25 @@ class RoundsMachine:
             # Stale updates still within the bound stay; early ones for this round join.
             lo = tx.round - job.spec.staleness
             rs.updates = {k: u for k, u in kept.items() if lo <= u.round < tx.round}
-            for node, ref in self._early.pop((job.id, tx.round), {}).items():
-                rs.updates[(node, tx.round)] = ref
+            for k, ref in self._early.pop((job.id, tx.round), {}).items():
+                if lo <= ref.round and ref.node in job.assigned.get(ref.round, ()):
+                    rs.updates[k] = ref
             for old in [k for k in self._early if k[0] == job.id and k[1] < tx.round]:
                 del self._early[old]
             out.append(self._set_timer("close", job.id, tx.round, deadline))
             out += self._maybe_close(job, rs, now)
         return out
+
+    def _carry_over(
+        self, job: JobState, rs: _Round | None, used: set[tuple[bytes, int]]
+    ) -> None:
+        """Under bounded staleness, updates that missed the committed round may join the next."""
+        if rs is None or not job.spec.staleness or job.status != "running":
+            return
+        early = self._early.setdefault((job.id, job.round), {})
+        for k, u in rs.updates.items():
+            if k not in used and u.round >= job.round - job.spec.staleness:
+                early.setdefault(k, u)
 
     def _remember_tasks(self, job: str, tx: StartRound) -> None:
         self._prev_tasks[job] = {t.node: t.shard for t in tx.tasks}
@@ -339,14 +352,17 @@ class RoundsMachine:
         if not local and not u.verify(n.job, self.verifier):
             self._count("notice_bad_signature")
             return []
-        rs = self._rounds.get(job.id)
-        if u.round > job.round or (u.round == job.round and (rs is None or rs.round != u.round)):
-            # Our StartRound commit may come after a fast trainer's notice.
-            if u.round <= job.round + 1:
-                self._early.setdefault((job.id, u.round), {})[u.node] = u
+        if u.round > job.round + 1 or u.round < job.round - job.spec.staleness:
+            self._count("notice_out_of_window")
             return []
-        if rs is None or u.round < job.round - job.spec.staleness:
-            self._count("notice_too_old")
+        rs = self._rounds.get(job.id)
+        if u.round > job.round or rs is None or rs.round != job.round:
+            # The round this update can join is not open here yet (our StartRound commit may
+            # come after a fast trainer's notice): keep it until it is, for the round it joins.
+            joins = max(u.round, job.round)
+            early = self._early.setdefault((job.id, joins), {})
+            if len(early) < 4 * MAX_PARTICIPANTS:  # signed, but not yet checked as assigned
+                early[(u.node, u.round)] = u
             return []
         if u.node not in job.assigned.get(u.round, ()):
             self._count("notice_unassigned")
@@ -498,9 +514,13 @@ class RoundsMachine:
         digest = result_digest(e.check)
         psig = self._sigs.pop(digest, b"")
         mine = e.result
-        reason = e.error
-        if mine is not None and not reason:
-            reason = _difference(mine, theirs)
+        if mine is None:
+            # We could not recompute (an update not fetched in time): no verdict, no evidence;
+            # a later copy of the proposal may be checked again.
+            rs.checked.discard(digest)
+            self._count("recompute_failed")
+            return []
+        reason = _difference(mine, theirs)
         if reason:
             self._count("proposal_refused")
             return [

@@ -10,7 +10,7 @@ TRAINING_SCHEMA: tuple[Setting, ...] = (
     Setting(
         "training.slots",
         int,
-        1,
+        2,
         "Training tasks this node runs at once (a task is one job's round on one data shard).",
         _range(0, 64),
     ),

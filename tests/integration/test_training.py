@@ -237,3 +237,27 @@ def test_a_slow_trainer_contributes_to_a_later_round_under_bounded_staleness(
         assert stale, st["history"]
     finally:
         swarm.stop()
+
+
+@pytest.mark.timeout(240)
+def test_two_jobs_run_at_once_and_a_cancelled_one_stops(tmp_path: Path) -> None:
+    swarm = _swarm(tmp_path, 4)
+    try:
+        swarm.start()
+        swarm.wait_connected(3)
+        a = _create(swarm, 1, _spec(5, deadline=3.0))
+        b = _create(swarm, 2, _spec(5, deadline=3.0).replace('name = "t"', 'name = "u"'))
+        c = _create(swarm, 3, _spec(50, deadline=3.0))
+        _wait(swarm, 1, c, 1, timeout=60)
+        with swarm.client(4) as cl:
+            assert cl.call("job.cancel", {"job": c})["status"] == "cancelled"
+        for job in (a, b):
+            assert _wait(swarm, 1, job, 5, timeout=150)["status"] == "completed"
+            _check_log(swarm, [1, 2, 3, 4], job, 5)
+        st = _status(swarm, 3, c)
+        assert st["status"] == "cancelled" and st["rounds_done"] < 50
+        with swarm.client(1) as cl:
+            rows = {r["job"]: r["status"] for r in cl.call("job.list")["jobs"]}
+        assert rows == {a: "completed", b: "completed", c: "cancelled"}
+    finally:
+        swarm.stop()

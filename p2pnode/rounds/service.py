@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 import trio
@@ -41,6 +41,7 @@ from protocols.rounds import (
     Applied,
     BadProposal,
     Candidate,
+    CommitRound,
     Committed,
     JobApplied,
     MembersSeen,
@@ -140,6 +141,8 @@ class RoundsService:
         self.phases: dict[tuple[str, int], dict[str, float]] = {}
         #: seq -> what the ledger made of that entry's rounds transactions (the last few).
         self.last_applied: dict[int, list[Applied]] = {}
+        #: the last results this node refused, with why (evidence against their proposers).
+        self.evidence: deque[dict[str, Any]] = deque(maxlen=64)
         self._applied_changed = trio.Event()
 
     @property
@@ -318,6 +321,8 @@ class RoundsService:
             self._applied_changed = trio.Event()
             if a.status != "ok":
                 log.info("rounds: transaction at %d rejected: %s", a.seq, a.reason)
+            elif isinstance(a.tx, CommitRound) and a.job is not None:
+                self._record_outcomes(a.job)
             self._publish(
                 "jobs",
                 {
@@ -330,6 +335,10 @@ class RoundsService:
             )
         elif isinstance(e, BadProposal):
             self.counters["bad_proposals"] += 1
+            self.evidence.append(
+                {"job": e.job, "round": e.round, "proposer": b58(e.proposer), "reason": e.reason,
+                 "at": time.time()}
+            )
             log.warning(
                 "rounds: refused %s's result for %s round %d: %s",
                 b58(e.proposer),
@@ -347,6 +356,16 @@ class RoundsService:
                     "at": time.time(),
                 },
             )
+
+    def _record_outcomes(self, job_id: str) -> None:
+        """A committed round is a task outcome for each assigned node: membership's
+        reliability score (shown by ``members``) learns who delivered and who did not."""
+        job = self.machine.ledger.jobs[job_id]
+        done = job.history[-1]
+        good = set(done.contributors) - set(done.outliers)
+        if self.membership is not None:
+            for node in sorted(job.assigned.get(done.round, ())):
+                self.membership.record_task(node, node in good)
 
     def _round_done(self, job: str, rnd: int) -> None:
         j = self.machine.ledger.jobs.get(job)
@@ -366,6 +385,7 @@ class RoundsService:
             "applied_seq": self.applied_seq,
             "training": self.work.running,
             "counters": dict(self.counters) | self.machine.counters,
+            "evidence": list(self.evidence),
             "pid": os.getpid(),
         }
 

@@ -11,6 +11,7 @@ not assigned, a result without a quorum of valid attestations.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -93,9 +94,12 @@ class NodeRecord:
 
     @property
     def reliability(self) -> float:
-        """In [0, 1]: a node that delivers useful updates on time scores high; 0.5 unknown."""
+        """In [0, 1], 0.5 for a node not seen yet: the share of its tasks that delivered an
+        update that was not an outlier (a Laplace estimate), nudged by up to 0.1 by its summed
+        contribution score (the validation-loss change its updates caused alone)."""
         good = self.contributed - self.outliers
-        return max(0.0, min(1.0, (good + 1) / (self.assigned + 2)))
+        base = (good + 1) / (self.assigned + 2)
+        return max(0.0, min(1.0, base + 0.1 * math.tanh(self.score_sum)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,12 +57,18 @@ async def put_file(
     media_type: str,
     meta: dict[str, Any],
     pin: bool,
+    **labels: Any,
 ) -> tuple[BlobStat, int]:
     """Store the file at ``path`` as a blob and announce it; return its stat and the number of
-    peers that stored the provider record (as :meth:`BlobService.commit`)."""
+    peers that stored the provider record (as :meth:`BlobService.commit`, whose ``kind``,
+    ``job`` and ``round`` keywords ``labels`` passes on)."""
     ingest = Ingest(store)
-    await ingest_file(ingest, path)
-    return await blobs.commit(ingest, media_type=media_type, meta=meta, pin=pin)
+    try:
+        await ingest_file(ingest, path)
+    except BaseException:
+        ingest.abort()  # a failed put leaves no chunks behind
+        raise
+    return await blobs.commit(ingest, media_type=media_type, meta=meta, pin=pin, **labels)
 
 
 async def export_blob(store: BlobStore, key: str, path: Path) -> None:

@@ -226,9 +226,10 @@ class Fetcher:
                     break
                 try:
                     manifest = self._accept_manifest(peer, key, raw)
-                except NoSpace:
+                except NoSpace as exc:  # the whole fetch stops (not a nursery's error group)
                     self.streams.close_soon(stream)
-                    raise
+                    self._stop(key, exc)
+                    return None
                 if manifest is None:
                     with suppress(Exception):
                         await stream.reset()

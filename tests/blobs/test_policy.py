@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
+import trio
 
 from p2pnode.blobs import policy
 from p2pnode.blobs.store import BlobStore, Ingest
@@ -32,7 +32,7 @@ async def put(
     key, _ = await ingest.finish(media_type="x", pinned=pinned, kind=kind)
     store.label(key, kind=kind, job=job, round=round)
     store.mark_complete(key)
-    time.sleep(0.002)  # distinct creation times: "oldest first" is well defined
+    await trio.sleep(0.002)  # distinct creation times: "oldest first" is well defined
     return key
 
 

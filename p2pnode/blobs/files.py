@@ -21,8 +21,9 @@ from typing import Any
 
 import trio
 
+from p2pnode.blobs.ingest import Ingest
 from p2pnode.blobs.service import BlobService
-from p2pnode.blobs.store import BlobStat, BlobStore, BlobStoreError, Ingest
+from p2pnode.blobs.store import BlobStat, BlobStore, BlobStoreError
 
 #: Bytes read from a file per worker-thread hop.
 FILE_PIECE = 1 << 20

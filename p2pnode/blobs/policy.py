@@ -67,7 +67,12 @@ def enforce_quotas(
             over -= size
             log.info(
                 "removed %s blob %s (%d bytes%s): %s quota of %d bytes",
-                kind, key, size, ", pinned" if pinned else "", kind, quota,
+                kind,
+                key,
+                size,
+                ", pinned" if pinned else "",
+                kind,
+                quota,
             )
     return freed
 
@@ -115,6 +120,9 @@ def retire(
     if doomed:
         log.info(
             "job %s round %d committed: removed %d blobs (%d bytes)",
-            job, committed_round, len(doomed), done.freed,
+            job,
+            committed_round,
+            len(doomed),
+            done.freed,
         )
     return done

@@ -35,9 +35,10 @@ from libp2p.abc import IHost
 from p2pnode.blobs import policy
 from p2pnode.blobs.errors import BlobError, BlobNotFound, NoSpace, check_key
 from p2pnode.blobs.fetcher import Fetcher
+from p2pnode.blobs.ingest import Ingest
 from p2pnode.blobs.policy import Retired
 from p2pnode.blobs.serving import BlobServer
-from p2pnode.blobs.store import BlobStat, BlobStore, Ingest
+from p2pnode.blobs.store import BlobStat, BlobStore
 from p2pnode.blobs.streams import StreamCache
 from p2pnode.blobs.wire import COALESCE_BELOW, COALESCE_DELAY, PROTOCOL_ID
 from p2pnode.config import Config

@@ -13,7 +13,7 @@ A blob is a manifest row plus the list of its chunk hashes; it is *complete* whe
 is on disk. Pinned blobs are kept; the others are removed least-recently-used first when
 the store grows past ``blobs.max_store_bytes`` (quotas per kind and the training retention
 policy are :mod:`p2pnode.blobs.policy`). A chunk no blob names and no live upload
-(:class:`Ingest`) holds is an orphan: an aborted or cut-off upload, a failed put, a crash mid-put.
+(:mod:`p2pnode.blobs.ingest`) holds is an orphan: an aborted or cut-off upload, a failed put, a crash mid-put.
 Orphans are deleted when an upload ends without a blob, at opening, and by every GC.
 
 A full disk: a write that fails for want of space raises :class:`~p2pnode.blobs.errors.NoSpace`
@@ -39,16 +39,21 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import trio
+from typing import Any, Protocol
 
 from p2pnode.blobs.chunkio import ChunkFiles, Data, as_buffer
 from p2pnode.blobs.errors import free_bytes, is_no_space, no_space
 from p2pnode.blobs.worker import Workers
 from p2pnode.store import Store
 from protocols.blobs.cid import DIGEST_LEN, SHA2_256
-from protocols.blobs.manifest import CHUNK_SIZE, Manifest, decode_manifest
+from protocols.blobs.manifest import Manifest, decode_manifest
+
+
+class LiveUpload(Protocol):
+    """What the store needs of a live upload (:class:`p2pnode.blobs.ingest.Ingest`): the
+    chunks it has written so far."""
+
+    chunks: list[tuple[bytes, int]]
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +127,7 @@ class BlobStore:
         self._unrecorded: list[tuple[bytes, int]] = []  # in _have, row not yet written
         self._dirs: set[Path] = set()  # chunk directories known to exist
         self._stale: set[bytes] = set()  # chunks whose files are gone, rows not yet deleted
-        self.ingests: set[Ingest] = set()  # live uploads: their chunks are not orphans
+        self.ingests: set[LiveUpload] = set()  # live uploads: their chunks are not orphans
         marker = self.root / OPEN_MARKER
         if marker.exists():
             swept = self._sweep_unrecorded_files()
@@ -310,9 +315,7 @@ class BlobStore:
         row = self.db.db.execute("SELECT complete FROM blobs WHERE key = ?", (key,)).fetchone()
         return bool(row and row[0])
 
-    def label(
-        self, key: str, *, kind: str | None, job: str | None, round: int | None
-    ) -> None:
+    def label(self, key: str, *, kind: str | None, job: str | None, round: int | None) -> None:
         """Add what a blob is for; a kind other than "user" is never turned back into "user"
         (a plain put of a model's bytes does not make it a user blob)."""
         self.db.db.execute(
@@ -459,95 +462,3 @@ class BlobStore:
             log.info("garbage-collected blob %s", key)
         return freed
 
-
-class Ingest:
-    """Builds a blob from bytes arriving in pieces: 1 MiB chunks hashed and written as they
-    fill, so memory stays at one chunk whatever the blob's size."""
-
-    def __init__(self, store: BlobStore) -> None:
-        self.store = store
-        self._buf = bytearray()
-        self.chunks: list[tuple[bytes, int]] = []
-        self.size = 0
-        store.ingests.add(self)  # live: its chunks are not orphans until it ends
-
-    def abort(self) -> int:
-        """End without a blob: delete the chunks written that nothing else uses (safe to call
-        twice, and after :meth:`finish`); returns bytes freed."""
-        self._buf = bytearray()
-        if self not in self.store.ingests:
-            return 0
-        self.store.ingests.discard(self)
-        freed = self.store.collect_orphans(mh for mh, _ in self.chunks)
-        self.chunks = []
-        return freed
-
-    async def write(self, data: bytes | memoryview) -> None:
-        """Take ``data`` (not kept after this returns). Whole chunks inside it are hashed and
-        written straight from it; only a chunk's head or tail is gathered in a buffer."""
-        view = memoryview(data).cast("B")
-        self.size += view.nbytes
-        with self.store.guard("store a chunk"):
-            await self._write(view)
-
-    async def _write(self, view: memoryview) -> None:
-        if self._buf:
-            take = min(CHUNK_SIZE - len(self._buf), view.nbytes)
-            self._buf += view[:take]
-            view = view[take:]
-            if len(self._buf) < CHUNK_SIZE:
-                return
-            piece = bytes(self._buf)
-            self._buf.clear()
-            await self._emit(piece)
-        while view.nbytes >= CHUNK_SIZE:
-            await self._emit(view[:CHUNK_SIZE])
-            view = view[CHUNK_SIZE:]
-        self._buf += view
-
-    async def write_all(self, pieces: Iterable[bytes | memoryview]) -> None:
-        for piece in pieces:
-            await self.write(piece)
-
-    async def _emit(self, piece: bytes | memoryview) -> None:
-        store = self.store
-
-        def work() -> tuple[bytes, bool]:  # hash and write in one hop to a worker thread
-            mh = chunk_hash(piece)
-            if store.has_chunk(mh):
-                return mh, False
-            store._write_file(mh, piece)
-            return mh, True
-
-        # Shielded: a chunk the thread writes is always recorded, and so held by this upload
-        # (a client cut off mid-write would otherwise leave a file no row names).
-        with trio.CancelScope(shield=True):
-            mh, wrote = await store.writer.call(work)
-            if not wrote and not store.has_chunk(mh):
-                # Deleted meanwhile (an orphan collected while the thread hashed): write it again.
-                await store.writer.call(lambda: store._write_file(mh, piece))
-        store._record_chunk(mh, len(piece))
-        self.chunks.append((mh, len(piece)))
-
-    async def finish(
-        self,
-        *,
-        media_type: str,
-        meta: dict[str, Any] | None = None,
-        pinned: bool = True,
-        kind: str = "user",
-    ) -> tuple[str, Manifest]:
-        if self._buf:
-            piece = bytes(self._buf)
-            self._buf.clear()
-            with self.store.guard("store a chunk"):
-                await self._emit(piece)
-        manifest = Manifest(
-            chunks=tuple(self.chunks), size=self.size, media_type=media_type, meta=meta or {}
-        )
-        raw = manifest.encode()
-        key = manifest.key
-        with self.store.guard("record a blob"):
-            self.store.add_manifest(key, raw, pinned=pinned, kind=kind)
-        self.store.ingests.discard(self)  # the blob's rows name its chunks now
-        return key, manifest

@@ -273,7 +273,7 @@ SCHEMA: tuple[Setting, ...] = (
         "blobs.max_model_bytes",
         int,
         0,
-        "Quota of model blobs (kind \"model\"): above it GC removes them, unpinned first, oldest "
+        "Quota of model blobs (kind model): above it GC removes them, unpinned first, oldest "
         "first (0: no quota beyond blobs.max_store_bytes).",
         _range(0, 1 << 50),
         size=True,
@@ -282,7 +282,7 @@ SCHEMA: tuple[Setting, ...] = (
         "blobs.max_update_bytes",
         int,
         0,
-        "Quota of training update blobs (kind \"update\"), enforced as blobs.max_model_bytes.",
+        "Quota of training update blobs (kind update), enforced as blobs.max_model_bytes.",
         _range(0, 1 << 50),
         size=True,
     ),
@@ -290,8 +290,7 @@ SCHEMA: tuple[Setting, ...] = (
         "blobs.max_user_bytes",
         int,
         0,
-        "Quota of user blobs (kind \"user\", what blob put stores), enforced as "
-        "blobs.max_model_bytes.",
+        "Quota of user blobs (kind user, what blob put stores), enforced as blobs.max_model_bytes.",
         _range(0, 1 << 50),
         size=True,
     ),

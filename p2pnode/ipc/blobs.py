@@ -14,9 +14,10 @@ from typing import Any
 from libp2p.peer.id import ID
 
 from p2pnode.blobs.files import FileAccessError, get_file, put_file
+from p2pnode.blobs.ingest import Ingest
 from p2pnode.blobs.policy import KINDS
 from p2pnode.blobs.service import BlobError, BlobNotFound, BlobService, NoSpace, check_key
-from p2pnode.blobs.store import BlobStat, BlobStore, BlobStoreError, Ingest
+from p2pnode.blobs.store import BlobStat, BlobStore, BlobStoreError
 from p2pnode.ipc import errors
 from p2pnode.ipc.errors import InvalidParams, NetworkError, NotFound
 from p2pnode.ipc.params import absolute_path, param

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from p2pnode.blobs.store import OPEN_MARKER, BlobStore, Ingest
+from p2pnode.blobs.ingest import Ingest
+from p2pnode.blobs.store import OPEN_MARKER, BlobStore
 from p2pnode.store import Store
 from protocols.blobs.manifest import CHUNK_SIZE
 

@@ -9,7 +9,8 @@ import pytest
 import trio
 
 from p2pnode.blobs import policy
-from p2pnode.blobs.store import BlobStore, Ingest
+from p2pnode.blobs.ingest import Ingest
+from p2pnode.blobs.store import BlobStore
 from p2pnode.store import Store
 
 SIZE = 50_000  # one chunk each
@@ -58,8 +59,9 @@ async def test_retire_keeps_last_models_and_certified_ones_and_drops_old_updates
 ) -> None:
     store = make(tmp_path)
     models = [await put(store, kind="model", job="j", round=r) for r in range(6)]
-    updates = {r: [await put(store, kind="update", job="j", round=r) for _ in range(2)]
-               for r in range(6)}
+    updates = {
+        r: [await put(store, kind="update", job="j", round=r) for _ in range(2)] for r in range(6)
+    }
     other_job = await put(store, kind="update", job="other", round=0)
     user = await put(store)
     done = policy.retire(store, "j", 5, keep=[models[1]], keep_models=3, keep_update_rounds=2)

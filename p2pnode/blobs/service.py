@@ -122,10 +122,12 @@ class BlobService:
         b = self.cfg.blobs
         return {"model": b.max_model_bytes, "update": b.max_update_bytes, "user": b.max_user_bytes}
 
-    def collect(self, *, protect: Collection[str] = ()) -> int:
+    def collect(self, *, protect: Collection[str] = (), orphans: bool = True) -> int:
         """One GC: orphan chunks, then the quotas per kind, then ``blobs.max_store_bytes``;
-        the keys in ``protect`` (a blob being stored) are spared by the quotas."""
-        freed = self.store.collect_orphans()
+        the keys in ``protect`` (a blob being stored) are spared by the quotas. After a put or
+        fetch, ``orphans=False`` skips the orphan scan (a pass over every chunk): orphans come
+        only from ended uploads, which release theirs, and crashes, which start-up handles."""
+        freed = self.store.collect_orphans() if orphans else 0
         freed += policy.enforce_quotas(self.store, self.quotas(), protect=protect)
         freed += self.store.collect(self.cfg.blobs.max_store_bytes)
         return freed
@@ -203,7 +205,7 @@ class BlobService:
             self.store.label(key, kind=kind, job=job, round=round)
             self.store.mark_complete(key)
         announced = await self.dht.provide(key)
-        self.collect(protect={key})
+        self.collect(protect={key}, orphans=False)
         stat = self.store.stat(key)
         assert stat is not None
         return stat, announced
@@ -283,7 +285,7 @@ class BlobService:
             await self._announce(key)
         else:
             self._background.start_soon(self._announce, key)
-        self.collect(protect={key})
+        self.collect(protect={key}, orphans=False)
 
     async def _announce(self, key: str) -> None:
         try:

@@ -13,8 +13,9 @@ A blob is a manifest row plus the list of its chunk hashes; it is *complete* whe
 is on disk. Pinned blobs are kept; the others are removed least-recently-used first when
 the store grows past ``blobs.max_store_bytes`` (quotas per kind and the training retention
 policy are :mod:`p2pnode.blobs.policy`). A chunk no blob names and no live upload
-(:mod:`p2pnode.blobs.ingest`) holds is an orphan: an aborted or cut-off upload, a failed put, a crash mid-put.
-Orphans are deleted when an upload ends without a blob, at opening, and by every GC.
+(:mod:`p2pnode.blobs.ingest`) holds is an orphan: of an aborted or cut-off upload, a failed
+put, a crash mid-put. Orphans are deleted when an upload ends without a blob, at opening after
+an unclean stop, and by the periodic GC.
 
 A full disk: a write that fails for want of space raises :class:`~p2pnode.blobs.errors.NoSpace`
 (naming the data dir and its free space), and the upload that met it releases its chunks.

@@ -56,6 +56,7 @@ class LiveUpload(Protocol):
 
     chunks: list[tuple[bytes, int]]
 
+
 log = logging.getLogger(__name__)
 
 # Chunks checked and written at once: one. On two cores shared with both ends of a transfer,
@@ -462,4 +463,3 @@ class BlobStore:
             freed += self.remove(key)
             log.info("garbage-collected blob %s", key)
         return freed
-

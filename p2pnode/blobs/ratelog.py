@@ -26,7 +26,7 @@ class RateLimitedLog:
         if now - start >= self.interval:
             if dropped:
                 self.logger.warning(
-                    "%d more like the following were not logged in %.0f s", dropped, now - start
+                    "%d more warnings like the next were not logged in %.0f s", dropped, now - start
                 )
             start, logged, dropped = now, 0, 0
         if logged >= self.burst:

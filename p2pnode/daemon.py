@@ -17,6 +17,7 @@ import threading
 
 import trio
 
+from p2pnode.blobs.errors import is_no_space, no_space
 from p2pnode.config import Config, ConfigError
 from p2pnode.datadir import DataDirError, lock_data_dir
 from p2pnode.identity import IdentityError
@@ -64,12 +65,21 @@ def run_daemon(cfg: Config) -> int:
         leaves = _leaves(group)
         for exc in leaves:
             if isinstance(exc, OSError | StoreError | IdentityError | ConfigError):
-                raise DaemonStartError(str(exc)) from group
+                raise DaemonStartError(_start_message(cfg, exc)) from group
         raise
     except (OSError, StoreError, IdentityError, ConfigError, DataDirError) as exc:
-        raise DaemonStartError(str(exc)) from exc
+        raise DaemonStartError(_start_message(cfg, exc)) from exc
     log.info("stopped")
     return 0
+
+
+def _start_message(cfg: Config, exc: BaseException) -> str:
+    """One line for people; a full disk (errno 28 says nothing of where) names the data dir and
+    its free space, as the blob API's ``no_space`` does."""
+    full = is_no_space(exc) or (isinstance(exc, StoreError) and "disk is full" in str(exc))
+    if not full:
+        return str(exc)
+    return f"{no_space(cfg.data_dir, 'start').args[0]} ({exc})"
 
 
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:

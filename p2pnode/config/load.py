@@ -58,6 +58,11 @@ class BlobsConfig:
     window: int
     direct_io: bool
     max_upload_rate: float
+    max_model_bytes: int
+    max_update_bytes: int
+    max_user_bytes: int
+    keep_models: int
+    keep_update_rounds: int
 
 
 @dataclass(frozen=True, slots=True)

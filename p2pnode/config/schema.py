@@ -253,6 +253,47 @@ SCHEMA: tuple[Setting, ...] = (
         _range(1, 64),
     ),
     Setting(
+        "blobs.max_model_bytes",
+        int,
+        0,
+        "Quota of model blobs (kind model): above it GC removes them, unpinned first, oldest "
+        "first (0: no quota beyond blobs.max_store_bytes).",
+        _range(0, 1 << 50),
+        size=True,
+    ),
+    Setting(
+        "blobs.max_update_bytes",
+        int,
+        0,
+        "Quota of training update blobs (kind update), enforced as blobs.max_model_bytes.",
+        _range(0, 1 << 50),
+        size=True,
+    ),
+    Setting(
+        "blobs.max_user_bytes",
+        int,
+        0,
+        "Quota of user blobs (kind user, what blob put stores), enforced as blobs.max_model_bytes.",
+        _range(0, 1 << 50),
+        size=True,
+    ),
+    Setting(
+        "blobs.keep_models",
+        int,
+        3,
+        "Model blobs of a training job kept once a round is committed (the latest ones, plus "
+        "every model validators certified).",
+        _range(1, 1 << 20),
+    ),
+    Setting(
+        "blobs.keep_update_rounds",
+        int,
+        2,
+        "Evidence period in rounds: update blobs of rounds <= committed round - this are "
+        "removed once a round of their job is committed.",
+        _range(0, 1 << 20),
+    ),
+    Setting(
         "ipc.max_frame",
         int,
         16 << 20,

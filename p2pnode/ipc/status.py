@@ -66,7 +66,7 @@ def build_status_methods(
             "bootstrapped": dht.bootstrapped.is_set(),
             "private_network": cfg.psk_file is not None,
             "blobs": {
-                "stored_bytes": blob_store.bytes_stored,
+                **blobs.stats(),  # stored_bytes, bytes_by_kind, quotas (docs/blobs.md)
                 "served_chunks": blobs.served_chunks,
                 "fetched_chunks": blobs.fetched_chunks,
                 "bad_chunks": blobs.bad_chunks,

@@ -369,8 +369,16 @@ class RoundsService:
 
     def _round_done(self, job: str, rnd: int) -> None:
         j = self.machine.ledger.jobs.get(job)
-        if j is not None and j.status != "running":
+        if j is None:
+            return
+        if j.status != "running":
             self.work.forget(job)
+        # Storage stays bounded: the job's last models (the committed one and the initial one
+        # always) and the updates a stale round may still use are kept, the rest goes.
+        try:
+            self.blobs.retire(job, rnd - j.spec.staleness, keep=(j.model_key, j.init_key))
+        except Exception as exc:  # retention is housekeeping: never stop the rounds for it
+            log.warning("rounds: retiring blobs of %s failed: %s", job, exc)
 
     def _publish(self, topic: str, event: dict[str, Any]) -> None:
         if self.events is not None:

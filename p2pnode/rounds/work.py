@@ -104,8 +104,9 @@ class RoundWork:
     # -- blobs -----------------------------------------------------------------------------------
 
     async def read_blob(self, key: str, *, kind: str, job: str, rnd: int) -> bytes:
+        labels = {"kind": kind, "job": job, "round": rnd} if job != "init" else {}
         async with self._fetches:
-            stat = await self.blobs.fetch(key, timeout=self._fetch_timeout)
+            stat = await self.blobs.fetch(key, timeout=self._fetch_timeout, **labels)
         return bytes(await self.blobs.store.read_range(key, 0, stat.size))
 
     async def read_model(self, job: str, key: str, rnd: int) -> dict[str, np.ndarray]:
@@ -121,10 +122,13 @@ class RoundWork:
             del self.held[next(iter(self.held))]
 
     async def store_model(self, job: str, rnd: int, model: dict[str, np.ndarray]) -> str:
+        # The initial model is stored before its job has an id: labelled once committed.
+        labels = {"kind": "model", "job": job, "round": rnd} if job != "init" else {}
         stat, _ = await self.blobs.put(
             tensors.encode_pieces(model),
             media_type=tensors.MEDIA_TYPE,
             meta={"job": job, "round": rnd},
+            **labels,
         )
         if job != "init":
             self._hold(job, rnd)
@@ -173,7 +177,12 @@ class RoundWork:
 
     async def store_update(self, job: str, rnd: int, update: bytes) -> tuple[str, int]:
         stat, _ = await self.blobs.put(
-            [update], media_type=UPDATE_MEDIA_TYPE, meta={"job": job, "round": rnd}
+            [update],
+            media_type=UPDATE_MEDIA_TYPE,
+            meta={"job": job, "round": rnd},
+            kind="update",
+            job=job,
+            round=rnd,
         )
         return str(stat.key), int(stat.size)
 
@@ -183,7 +192,9 @@ class RoundWork:
     async def _prefetch(self, e: Prefetch) -> None:
         try:
             async with self._fetches:
-                await self.blobs.fetch(e.key, timeout=self._fetch_timeout)
+                await self.blobs.fetch(
+                e.key, timeout=self._fetch_timeout, kind="update", job=e.job, round=e.round
+            )
         except Exception as exc:
             log.debug("prefetch of %s failed: %s", e.key, exc)
 

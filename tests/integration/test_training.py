@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from p2pnode import NotFound
 from p2pnode.config.edit import set_config_value
 from p2pnode.consensus.genesis import genesis_validators
 
@@ -50,7 +51,12 @@ def _status(swarm: LocalSwarm, i: int, job: str) -> dict[str, Any]:
 def _wait(swarm: LocalSwarm, i: int, job: str, rounds_done: int, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
-        st = _status(swarm, i, job)
+        try:
+            st = _status(swarm, i, job)
+        except NotFound:  # created through another node, not applied here yet
+            assert time.monotonic() < deadline, f"node-{i} never heard of {job}"
+            time.sleep(0.2)
+            continue
         if st["rounds_done"] >= rounds_done or st["status"] != "running":
             return st
         assert time.monotonic() < deadline, f"node-{i}: {st['rounds_done']} rounds of {job}"

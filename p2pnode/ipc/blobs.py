@@ -17,7 +17,7 @@ from p2pnode.blobs.files import FileAccessError, get_file, put_file
 from p2pnode.blobs.service import BlobError, BlobNotFound, BlobService, check_key
 from p2pnode.blobs.store import BlobStat, BlobStore, BlobStoreError, Ingest
 from p2pnode.ipc.errors import InvalidParams, NetworkError, NotFound
-from p2pnode.ipc.params import absolute_path, param
+from p2pnode.ipc.params import absolute_path, param, plain_value
 from p2pnode.ipc.server import DataResult, Method, Session
 from p2pnode.network.dht import Dht
 from protocols.blobs.pointers import pointer_key
@@ -48,7 +48,7 @@ def _timeout(params: dict[str, Any]) -> float | None:
 
 def _media(params: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
     media_type = param(params, "media_type", str, DEFAULT_MEDIA_TYPE)
-    meta = param(params, "meta", dict, {})
+    meta = plain_value(param(params, "meta", dict, {}), "meta")
     pin = param(params, "pin", bool, True)
     return media_type, meta, pin
 

@@ -56,6 +56,7 @@ LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
 IDLE_TIMEOUT = 600.0
 FRAME_TIMEOUT = 30.0
 MAX_BUFFERED = 64 << 20
+EVICTION_LOG_INTERVAL = 10.0  # a flood of connects must not flood the log
 
 
 class ByteBudget:
@@ -151,7 +152,9 @@ class IpcServer:
         # At least one frame of the largest size must fit, or such a frame would wait forever.
         self.budget = ByteBudget(max(max_buffered, max_frame))
         self.sessions: set[Session] = set()
+        self._starting = 0  # accepted, their Session not made yet: they hold slots too
         self.evicted = 0
+        self._evictions_logged_at = -EVICTION_LOG_INTERVAL
         self._slot_freed = trio.lowlevel.ParkingLot()
         self.requests_total: dict[tuple[str, str], int] = {}  # (method, outcome) -> count
         self.on_request = on_request
@@ -194,6 +197,7 @@ class IpcServer:
                         await trio.sleep(0.1)
                         continue
                     self._make_room()
+                    self._starting += 1
                     nursery.start_soon(self._serve_client, stream)
         finally:
             with suppress(OSError):
@@ -209,12 +213,15 @@ class IpcServer:
         """Until a new client can be served: a free slot, or an idle connection to evict.
         Polled as well as woken, since a connection turns idle in places that do not wake us
         (a subscription ending)."""
-        while len(self.sessions) >= self.max_clients and self._oldest_idle() is None:
+        while self._open() >= self.max_clients and self._oldest_idle() is None:
             with trio.move_on_after(0.2):
                 await self._slot_freed.park()
 
+    def _open(self) -> int:
+        return len(self.sessions) + self._starting
+
     def _make_room(self) -> None:
-        if len(self.sessions) < self.max_clients:
+        if self._open() < self.max_clients:
             return
         victim = self._oldest_idle()
         if victim is None:
@@ -222,7 +229,14 @@ class IpcServer:
         victim.closed = True
         self.sessions.discard(victim)
         self.evicted += 1
-        log.info("IPC: %d clients connected, closing the one idle longest", self.max_clients)
+        now = trio.current_time()
+        if now - self._evictions_logged_at >= EVICTION_LOG_INTERVAL:
+            self._evictions_logged_at = now
+            log.info(
+                "IPC: %d clients connected; closing the one idle longest (%d so far)",
+                self.max_clients,
+                self.evicted,
+            )
         victim.evict()
 
     async def _serve_client(self, stream: trio.SocketStream) -> None:
@@ -234,6 +248,7 @@ class IpcServer:
             async with trio.open_nursery() as nursery:
                 session = Session(stream, nursery)
                 self.sessions.add(session)
+                self._starting -= 1
                 while True:
                     try:
                         frame = decoder.next_frame()

@@ -178,6 +178,9 @@ class Node:
             max_frame=self.cfg.ipc.max_frame,
             max_clients=self.cfg.ipc.max_clients,
             on_request=s.metrics.observe_ipc,
+            idle_timeout=self.cfg.ipc.idle_timeout,
+            frame_timeout=self.cfg.ipc.frame_timeout,
+            max_buffered=self.cfg.ipc.max_buffered,
         )
         await nursery.start(ipc.run)
         await nursery.start(s.peers.run)

@@ -25,6 +25,7 @@ from p2pnode.cli.support import client as _client
 from p2pnode.cli.support import print_result as _print
 from p2pnode.config import ConfigError, load_config, render_config_template, resolve_data_dir
 from p2pnode.consensus import cli as consensus_cli
+from p2pnode.datadir import PRIVATE_UMASK, write_private
 from p2pnode.identity import IdentityError, create_identity, peer_id_of
 from p2pnode.ipc.errors import IpcError
 from p2pnode.membership import cli as members_cli
@@ -164,7 +165,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             values["listen"] = args.listen
         if args.bootstrap:
             values["bootstrap"] = args.bootstrap
-        cfg_path.write_text(render_config_template(values))
+        write_private(cfg_path, render_config_template(values))
         created.append("config.toml")
     load_config(data_dir)  # report a bad existing config now, not at daemon start
     from p2pnode.identity import load_identity_file
@@ -387,6 +388,7 @@ def _report(as_json: bool, code: str, message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    os.umask(PRIVATE_UMASK)  # init, swarm and daemon write data dirs: private, whatever umask
     # Before parsing succeeds there is no namespace to ask: `--json` anywhere before `--`.
     wants_json = "--json" in argv[: argv.index("--")] if "--" in argv else "--json" in argv
     try:

@@ -104,6 +104,9 @@ class ConsensusConfig:
 class IpcConfig:
     max_frame: int
     max_clients: int
+    idle_timeout: float
+    frame_timeout: float
+    max_buffered: int
 
 
 @dataclass(frozen=True, slots=True)

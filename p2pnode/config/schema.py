@@ -305,8 +305,30 @@ SCHEMA: tuple[Setting, ...] = (
         "ipc.max_clients",
         int,
         256,
-        "IPC connections served at once; more wait to be accepted.",
+        "IPC connections served at once; a new client then evicts the one idle longest.",
         _range(1, 65536),
+    ),
+    Setting(
+        "ipc.idle_timeout",
+        float,
+        600.0,
+        "Seconds an IPC connection may stay idle before the daemon closes it (clients reconnect).",
+        _range(1, 1e6),
+    ),
+    Setting(
+        "ipc.frame_timeout",
+        float,
+        30.0,
+        "Seconds an IPC client may stall in the middle of a frame before it is disconnected.",
+        _range(0.1, 3600),
+    ),
+    Setting(
+        "ipc.max_buffered",
+        int,
+        64 << 20,
+        "Bytes of partial IPC frames held across all clients (at least ipc.max_frame is used).",
+        _range(1 << 16, 1 << 34),
+        size=True,
     ),
     # -- membership (SWIM + Lifeguard heartbeats; docs/membership.md) --
     Setting(

@@ -18,6 +18,7 @@ import trio
 
 from p2pnode.ipc.api import (
     DEFAULT_TIMEOUT,
+    MAX_FRAME,
     MAX_REPLY,
     Api,
     frame_buffers,
@@ -36,10 +37,13 @@ __all__ = ["AsyncClient"]
 class AsyncClient(Api):
     """Trio client. Open with ``async with AsyncClient.open(...) as client:``."""
 
-    def __init__(self, stream: trio.SocketStream, path: Path, timeout: float) -> None:
+    def __init__(
+        self, stream: trio.SocketStream, path: Path, timeout: float, max_frame: int = MAX_FRAME
+    ) -> None:
         self._stream = stream
         self.path = path
         self.timeout = timeout
+        self.max_frame = max_frame
         self._ids = itertools.count(1)
         self._waiting: dict[int, trio.MemorySendChannel[dict[str, Any]]] = {}
         self._send_lock = trio.Lock()
@@ -53,7 +57,9 @@ class AsyncClient(Api):
         socket_path: str | os.PathLike[str] | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        max_frame: int = MAX_FRAME,
     ) -> AsyncIterator[AsyncClient]:
+        """``max_frame``: the daemon's ``ipc.max_frame``, when not the default."""
         path = socket_path_for(socket_path=socket_path, data_dir=data_dir)
         try:
             stream = await trio.open_unix_socket(str(path))
@@ -61,7 +67,7 @@ class AsyncClient(Api):
             raise not_running(path) from None
         except OSError as exc:
             raise DaemonNotRunning(f"cannot reach the daemon at {path}: {exc}") from None
-        client = cls(stream, path, timeout)
+        client = cls(stream, path, timeout, max_frame)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(client._read_loop)
@@ -71,7 +77,7 @@ class AsyncClient(Api):
                     nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
-                await stream.aclose()
+                await client._stream.aclose()
 
     async def _read_loop(self) -> None:
         decoder = FrameDecoder(MAX_REPLY)
@@ -81,7 +87,14 @@ class AsyncClient(Api):
                 if frame is None:
                     data = await self._stream.receive_some(1 << 16)
                     if not data:
-                        raise DaemonNotRunning(f"the daemon at {self.path} closed the connection")
+                        if self._waiting or decoder.buffered:
+                            raise DaemonNotRunning(
+                                f"the daemon at {self.path} closed the connection"
+                            )
+                        # Closed while idle (idle timeout or eviction): nothing was lost.
+                        await self._reconnect()
+                        decoder = FrameDecoder(MAX_REPLY)
+                        continue
                     decoder.receive_data(data)
                     continue
                 rid = frame.get("id")
@@ -100,12 +113,26 @@ class AsyncClient(Api):
             for channel in self._waiting.values():
                 channel.close()
 
+    async def _reconnect(self) -> None:
+        """A new connection in place of one the daemon closed while idle. Under the send
+        lock, so no request goes half on the old stream, half on the new."""
+        async with self._send_lock:
+            old = self._stream
+            try:
+                self._stream = await trio.open_unix_socket(str(self.path))
+            except OSError as exc:
+                raise DaemonNotRunning(f"lost the daemon at {self.path}: {exc}") from None
+            finally:
+                with trio.CancelScope(shield=True):
+                    await old.aclose()
+
     async def _send(self, frame: dict[str, Any], data: list[memoryview] | None = None) -> None:
         if self._broken is not None:
             raise self._broken
+        buffers = frame_buffers(frame, data, self.max_frame)
         async with self._send_lock:
             try:
-                for buffer in frame_buffers(frame, data):
+                for buffer in buffers:
                     await self._stream.send_all(buffer)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise DaemonNotRunning(f"lost the daemon at {self.path}: {exc}") from None

@@ -20,7 +20,7 @@ from p2pnode.blobs.service import BlobError, BlobNotFound, BlobService, NoSpace,
 from p2pnode.blobs.store import BlobStat, BlobStore, BlobStoreError
 from p2pnode.ipc import errors
 from p2pnode.ipc.errors import InvalidParams, NetworkError, NotFound
-from p2pnode.ipc.params import absolute_path, param
+from p2pnode.ipc.params import absolute_path, param, plain_value
 from p2pnode.ipc.server import DataResult, Method, Session
 from p2pnode.network.dht import Dht
 from protocols.blobs.pointers import pointer_key
@@ -51,7 +51,7 @@ def _timeout(params: dict[str, Any]) -> float | None:
 
 def _media(params: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
     media_type = param(params, "media_type", str, DEFAULT_MEDIA_TYPE)
-    meta = param(params, "meta", dict, {})
+    meta = plain_value(param(params, "meta", dict, {}), "meta")
     pin = param(params, "pin", bool, True)
     return media_type, meta, pin
 

@@ -1,6 +1,10 @@
 """The blocking IPC client, :class:`Client`: one Unix socket, one request at a time (a lock
 makes it safe to share between threads). It never imports trio.
 
+The daemon closes a connection idle for long (``ipc`` idle timeout, or evicted to make room for
+a new client); a call on such a connection reconnects first, so a client held open for hours
+keeps working. A request over the frame limit raises ``FrameTooLarge`` before it is sent.
+
 Reads of blob data go straight into the caller's buffer (:meth:`Client.read_into`), so
 ``get_tensors`` decodes a model from the bytes as received, with no copy.
 """
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import select
 import socket
 import struct
 import threading
@@ -21,6 +26,7 @@ import cbor2
 
 from p2pnode.ipc.api import (
     DEFAULT_TIMEOUT,
+    MAX_FRAME,
     MAX_REPLY,
     PIECE,
     Api,
@@ -45,9 +51,12 @@ class Client(Api):
         socket_path: str | os.PathLike[str] | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        max_frame: int = MAX_FRAME,
     ) -> None:
+        """``max_frame``: the daemon's ``ipc.max_frame``, when not the default."""
         self.path = socket_path_for(socket_path=socket_path, data_dir=data_dir)
         self.timeout = timeout
+        self.max_frame = max_frame
         self._sock = _connect_blocking(self.path, timeout)
         self._decoder = FrameDecoder(MAX_REPLY)
         self._ids = itertools.count(1)
@@ -235,9 +244,30 @@ class Client(Api):
             raise DaemonNotRunning(f"the daemon at {self.path} closed the connection")
         return got
 
-    def _send(self, frame: dict[str, Any], data: list[memoryview] | None = None) -> None:
+    def _revive(self) -> None:
+        """Reconnect if the daemon closed this connection while it was idle: the socket then
+        reads as ended before we asked anything. Safe to resend: the daemon closes only
+        connections with no request in flight, and has read nothing we have not had answered."""
+        if self._decoder.buffered or self._sock.fileno() < 0:
+            return  # a closed socket stays closed: a reply cut off part-way (read_into)
         try:
-            for buffer in frame_buffers(frame, data):
+            readable, _, _ = select.select([self._sock], [], [], 0)
+            if not readable:
+                return
+            ended = not self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            ended = True
+        if ended:
+            self._sock.close()
+            self._sock = _connect_blocking(self.path, self.timeout)
+
+    def _send(self, frame: dict[str, Any], data: list[memoryview] | None = None) -> None:
+        buffers = frame_buffers(frame, data, self.max_frame)
+        self._revive()
+        try:
+            for buffer in buffers:
                 self._sock.sendall(buffer)
         except OSError as exc:
             self._sock.close()  # a frame sent in part: the daemon would read garbage next

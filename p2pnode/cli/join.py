@@ -70,7 +70,7 @@ def _committee(me: str, members: list[dict[str, Any]], k: int) -> tuple[str, ...
     others = sorted(m["peer_id"] for m in members if not m["self"] and m["state"] == "alive")
     if len(others) < k - 1:
         raise CliError(
-            f"join-token: a committee of {k} needs {k - 1} other live members, this node knows "
+            f"join-token: a committee of {k} needs {k - 1} other live member(s), this node knows "
             f"{len(others)} (see `p2pnode members`): start the other nodes with "
             "`p2pnode init --join TOKEN` (a token without --committee) first"
         )

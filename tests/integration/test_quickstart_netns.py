@@ -158,15 +158,25 @@ def test_quickstart_on_three_namespaces(tmp_path: Path) -> None:
         token = m.run(1, "join-token").stdout.strip()
         assert token.startswith("p2pnode-join-v1:")
 
-        # Machines 2 and 3 join with the token.
+        # Machines 2 and 3 join with the token. Machine 3 also announces a "public" address
+        # that nobody can reach here (as behind a NAT without hairpinning): advertised first,
+        # it must not keep the others from reaching machine 3 on its LAN address.
+        public = f"/ip4/198.51.100.3/tcp/{PORT}"
+        m.run(2, "init", "--listen", listen, "--join", token)
+        m.run(3, "init", "--listen", listen, "--join", token, "--announce", public)
         for i in (2, 3):
-            m.run(i, "init", "--listen", listen, "--join", token)
             m.start(i)
         peers = m.wait_for("two peers on machine 1", lambda: len(m.json(1, "peers")["peers"]) == 2)
         assert peers
         for p in m.json(1, "peers")["peers"]:
             assert any(a.startswith("/ip4/10.77.0.") for a in p["addrs"]), p
         m.wait_for("every member alive", lambda: _alive_others(m, 1) == 2)
+        id3 = m.json(3, "status")["peer_id"]
+        found = m.json(1, "dht", "find-peer", id3)["addrs"]
+        # (The order of a peer's addresses in our peerstore is not the order it advertised.)
+        assert any(a.startswith(public) for a in found), found
+        assert any(a.startswith(f"/ip4/10.77.0.3/tcp/{PORT}") for a in found), found
+        assert m.json(3, "status")["addrs"][0].startswith(public)
 
         # The committee: named on machine 1 from its live members, applied everywhere.
         c = m.json(1, "join-token", "--committee", "3")

@@ -314,7 +314,11 @@ class Dht:
         except DhtError as exc:
             log.debug("bootstrap to %s failed: %s", addr, exc)
             return
-        pending.pop(addr, None)
+        # A peer advertises several addresses (a join token carries them all: an announced
+        # public one, LAN ones); once one answered, its other addresses need no more retries.
+        peer = addr.rpartition("/p2p/")[2]
+        for other in [a for a in pending if a == addr or a.rpartition("/p2p/")[2] == peer]:
+            pending.pop(other, None)
         if not self.bootstrapped.is_set():
             # Joined: say so now; filling the routing table is the refresh's business.
             self.bootstrapped.set()

@@ -90,7 +90,10 @@ class Node:
         self.handshakes = HandshakeWatch().install()
         try:
             self.host = build_host(
-                self.key_pair, psk=self.psk, dial_timeout=self.cfg.network.connect_timeout
+                self.key_pair,
+                psk=self.psk,
+                dial_timeout=self.cfg.network.connect_timeout,
+                announce=self.cfg.announce,
             )
             listen = [multiaddr.Multiaddr(a) for a in self.cfg.listen]
             async with self.host.run(listen_addrs=listen):

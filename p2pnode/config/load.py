@@ -126,6 +126,7 @@ class TrainingConfig:
 class Config:
     data_dir: Path
     listen: tuple[str, ...]
+    announce: tuple[str, ...]
     bootstrap: tuple[str, ...]
     psk_file: Path | None
     metrics_port: int | None
@@ -291,6 +292,7 @@ def load_config(
     cfg = Config(
         data_dir=data_dir,
         listen=tuple(values["listen"]),
+        announce=tuple(values["announce"]),
         bootstrap=tuple(values["bootstrap"]),
         psk_file=psk_path,
         metrics_port=values["metrics_port"],

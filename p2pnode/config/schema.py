@@ -56,6 +56,18 @@ def _bootstrap(v: list[str]) -> str | None:
     return None
 
 
+def _announce(v: list[str]) -> str | None:
+    reason = _multiaddrs(v)
+    if reason:
+        return reason
+    for a in v:
+        if "/p2p/" in a:
+            return f"{a!r}: give the address without /p2p/ (the node adds its own peer id)"
+        if a.startswith(("/ip4/0.0.0.0/", "/ip6/::/")):
+            return f"{a!r} is a wildcard: announce an address peers can dial"
+    return None
+
+
 def _peer_ids(v: list[str]) -> str | None:
     from libp2p.peer.id import ID
 
@@ -80,6 +92,16 @@ SCHEMA: tuple[Setting, ...] = (
         "Multiaddrs the libp2p host listens on. Loopback by default: use /ip4/0.0.0.0/tcp/4001 "
         "to accept peers from other machines. Port 0 picks a free port.",
         _multiaddrs,
+    ),
+    Setting(
+        "announce",
+        list,
+        [],
+        "Extra multiaddrs advertised to peers (identify, DHT peer records) and shown by status, "
+        "for addresses this node cannot see on its own interfaces, such as a public IP or a "
+        "port forwarded by a NAT (/ip4/203.0.113.7/tcp/4001). A wildcard listen address is "
+        "advertised as the host's interface addresses either way.",
+        _announce,
     ),
     Setting(
         "bootstrap",

@@ -72,6 +72,9 @@ class JobState:
     assigned: dict[int, frozenset[bytes]] = field(default_factory=dict)
     history: list[RoundSummary] = field(default_factory=list)
     reason: str = ""
+    #: (node, round trained on) of updates committed in the rounds a stale one could still join:
+    #: an update enters the model once.
+    used: set[tuple[bytes, int]] = field(default_factory=set)
 
     def model_of(self, round: int) -> str | None:
         """The model committed by ``round`` (0: the initial model)."""
@@ -190,6 +193,8 @@ class TrainingLedger:
         if len(set(shards)) != len(shards) or not all(0 <= s < spec.shards for s in shards):
             return "tasks must name distinct shards of the job"
         nodes = {t.node for t in tx.tasks}
+        if len(nodes) != len(tx.tasks):
+            return "a node takes at most one task of a round"
         if not spec.min_participants <= len(nodes) <= spec.max_participants:
             return "participants outside the job's min..max"
         return ""
@@ -206,6 +211,8 @@ class TrainingLedger:
                 return "an update is staler than the job allows"
             if u.node not in job.assigned.get(u.round, ()):
                 return "an update comes from a node that was not assigned"
+            if (u.node, u.round) in job.used:
+                return "an update was committed in an earlier round"
             if not u.verify(job.id, self.verifier):
                 return "an update's signature does not verify"
         if r.proposer not in self.committee:
@@ -252,6 +259,8 @@ class TrainingLedger:
                 update_bytes=sum(u.size for u in r.updates),
             )
         )
+        job.used |= {(u.node, u.round) for u in r.updates}
+        job.used = {k for k in job.used if k[1] >= r.round + 1 - job.spec.staleness}
         job.model_key = r.model_key
         job.assignment = None
         job.round = r.round + 1

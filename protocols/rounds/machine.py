@@ -137,6 +137,8 @@ class RoundsMachine:
         #: proposals being recomputed: digest -> the proposer's signature (for evidence).
         self._sigs: dict[bytes, bytes] = {}
         self._gen = 0
+        #: the live generation of each timer key (older firings are ignored).
+        self._timer_gen: dict[tuple[str, str, int], int] = {}
         self.counters: dict[str, int] = {}
         self._on: dict[type, Callable[[object, float], list[Effect]]] = {
             Committed: self._committed,  # type: ignore[dict-item]
@@ -160,6 +162,9 @@ class RoundsMachine:
         self.counters[name] = self.counters.get(name, 0) + 1
 
     def _timer(self, e: TimerFired, now: float) -> list[Effect]:
+        if self._timer_gen.get(e.key) != e.generation:
+            return []  # superseded: a later SetTimer with the same key replaced it
+        del self._timer_gen[e.key]
         kind, job_id, rnd = e.key  # type: ignore[misc]
         job = self.ledger.jobs.get(job_id)
         if job is None or job.status != "running" or job.round != rnd:
@@ -172,7 +177,11 @@ class RoundsMachine:
 
     def _set_timer(self, kind: str, job: str, rnd: int, at: float) -> SetTimer:
         self._gen += 1
-        return SetTimer(key=(kind, job, rnd), at=at, generation=self._gen)
+        key = (kind, job, rnd)
+        self._timer_gen[key] = self._gen
+        for old in [k for k in self._timer_gen if k[1] == job and k[2] < rnd - 1]:
+            del self._timer_gen[old]  # timers of rounds long committed never matter again
+        return SetTimer(key=key, at=at, generation=self._gen)
 
     # -- turns -----------------------------------------------------------------------------------
 
@@ -289,9 +298,12 @@ class RoundsMachine:
             rs = self._rounds[job.id] = _Round(round=tx.round, opened=now, deadline=deadline)
             # Stale updates still within the bound stay; early ones for this round join.
             lo = tx.round - job.spec.staleness
-            rs.updates = {k: u for k, u in kept.items() if lo <= u.round < tx.round}
+            rs.updates = {
+                k: u for k, u in kept.items() if lo <= u.round < tx.round and k not in job.used
+            }
             for k, ref in self._early.pop((job.id, tx.round), {}).items():
-                if lo <= ref.round and ref.node in job.assigned.get(ref.round, ()):
+                assigned = ref.node in job.assigned.get(ref.round, ())
+                if lo <= ref.round and assigned and k not in job.used:
                     rs.updates[k] = ref
             for old in [k for k in self._early if k[0] == job.id and k[1] < tx.round]:
                 del self._early[old]
@@ -366,6 +378,9 @@ class RoundsMachine:
             return []
         if u.node not in job.assigned.get(u.round, ()):
             self._count("notice_unassigned")
+            return []
+        if (u.node, u.round) in job.used:
+            self._count("notice_already_committed")
             return []
         if (u.node, u.round) in rs.updates:
             return []
@@ -573,14 +588,15 @@ def _difference(mine: RoundResult, theirs: RoundResult) -> str:
         return "the model key does not recompute"
     if mine.contributors != theirs.contributors or mine.outliers != theirs.outliers:
         return "contributors or outliers differ"
-    if abs(mine.accuracy - theirs.accuracy) > METRIC_TOLERANCE:
+    # "not <=" so that a NaN (which compares false with everything) is a difference too.
+    if not abs(mine.accuracy - theirs.accuracy) <= METRIC_TOLERANCE:
         return "accuracy differs beyond tolerance"
-    if abs(mine.loss - theirs.loss) > METRIC_TOLERANCE:
+    if not abs(mine.loss - theirs.loss) <= METRIC_TOLERANCE:
         return "loss differs beyond tolerance"
     mine_scores, their_scores = dict(mine.scores), dict(theirs.scores)
     if mine_scores.keys() != their_scores.keys():
         return "scores differ"
     for k, v in mine_scores.items():
-        if abs(v - their_scores[k]) > METRIC_TOLERANCE:
+        if not abs(v - their_scores[k]) <= METRIC_TOLERANCE:
             return "scores differ beyond tolerance"
     return ""

@@ -1,0 +1,88 @@
+"""An external trainer on real daemons: examples/torch_trainer.py takes one node's tasks.
+
+Four daemons, all validators; a job over all four; node 4's tasks go to the PyTorch example
+(a subprocess on node 4's socket) instead of the built-in numpy trainer. Checks: the job
+completes, the trainer trains rounds and then stops by itself when the job does, every round it
+submitted for lists node 4 among the committed contributors, and the model still learns.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from p2pnode.consensus.genesis import genesis_validators
+
+from .harness import local_swarm
+
+pytestmark = [
+    pytest.mark.slow,  # four daemon processes and a torch process
+    pytest.mark.skipif(
+        importlib.util.find_spec("torch") is None,
+        reason="needs PyTorch for examples/torch_trainer.py (pip install 'p2pnode[torch]')",
+    ),
+]
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "torch_trainer.py"
+ROUNDS = 12
+SPEC = f"""
+name = "torch-external"
+rounds = {ROUNDS}
+[participants]
+max = 4
+[sync]
+deadline = 20
+"""
+SUBMITTED = re.compile(r"^round (\d+) shard (\d+):")
+
+
+@pytest.mark.timeout(240)
+def test_torch_trainer_takes_a_nodes_tasks(tmp_path: Path) -> None:
+    settings = {"consensus.validators": genesis_validators(tmp_path, 4)}
+    with local_swarm(tmp_path, 4, settings) as swarm:
+        with swarm.client(4) as c:
+            trainer_peer = c.status()["peer_id"]
+        with swarm.client(1, timeout=60) as c:
+            job = c.create_job(SPEC)
+            assert any(row["job"] == job for row in c.jobs())
+        log = tmp_path / "trainer.log"
+        with open(log, "w") as out:
+            socket = str(swarm.node(4).socket)
+            proc = subprocess.Popen(
+                [sys.executable, str(EXAMPLE), "--socket", socket, "--job", job, "--wait", "5"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=os.environ.copy(),
+            )
+        try:
+            deadline = time.monotonic() + 150
+            with swarm.client(1) as c:
+                while (st := c.job_status(job))["status"] == "running":
+                    assert time.monotonic() < deadline, f"job stuck: {st['rounds_done']} rounds"
+                    time.sleep(1)
+            rc = proc.wait(timeout=30)  # it sees the job end within one --wait
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        output = log.read_text()
+        assert rc == 0, output
+        assert "job no longer running" in output, output
+        assert st["status"] == "completed" and st["rounds_done"] == ROUNDS, st
+        trained = {int(m.group(1)) for line in output.splitlines() if (m := SUBMITTED.match(line))}
+        assert len(trained) >= 3, f"the torch trainer trained only rounds {trained}:\n{output}"
+        history = {h["round"]: h for h in st["history"]}
+        for rnd in sorted(trained):
+            assert trainer_peer in history[rnd]["contributors"], (rnd, history[rnd], output)
+        assert st["nodes"][trainer_peer]["contributed"] >= len(trained)
+        assert st["accuracy"] > 0.7, st["accuracy"]
+        with swarm.client(2) as c:
+            model = c.get_model(job)
+        assert model["layers.0.weight"].shape == (64, 128)

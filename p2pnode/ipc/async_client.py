@@ -229,7 +229,7 @@ class AsyncClient(Api):
                         }
                     )
 
-    # -- training jobs (docs/jobs.md) ------------------------------------------------------------
+    # -- training jobs (docs/ipc.md) -------------------------------------------------------------
 
     async def create_job(
         self, spec: str | Path | Mapping[str, Any], *, timeout: float = 30.0

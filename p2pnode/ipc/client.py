@@ -265,7 +265,7 @@ class Client(Api):
                 return frame
             self._decoder.receive_data(self._receive(self._sock.recv, 1 << 16))
 
-    # -- training jobs (docs/jobs.md) ------------------------------------------------------------
+    # -- training jobs (docs/ipc.md) -------------------------------------------------------------
 
     def create_job(self, spec: str | Path | Mapping[str, Any], *, timeout: float = 30.0) -> str:
         """Commit a job from a spec (TOML text, a ``.toml`` file, or a table); its id."""

@@ -85,6 +85,18 @@ def train(
     return {k: t.detach().numpy() for k, t in tensors.items()}, loss_value
 
 
+def warm_up() -> None:
+    """One tiny step before taking tasks: torch's first backward and optimizer step load
+    much of it lazily (seconds on a busy machine), time a round's first task cannot spare."""
+    x = np.zeros((2, 4), np.float32)
+    params = {
+        "layers.0.weight": np.zeros((4, 3), np.float32),
+        "layers.0.bias": np.zeros(3, np.float32),
+    }
+    learning = {"local_momentum": 0.9, "batch_size": 2, "epochs": 1}
+    train(params, x, np.zeros(2, np.int64), learning, 0.1, seed=0)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     where = ap.add_mutually_exclusive_group()
@@ -95,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle", type=float, default=None, help="stop after this long idle")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # a trainer beside a daemon: leave it a core
+    warm_up()
     with Client(socket_path=args.socket, data_dir=args.data_dir, timeout=60) as client:
         for task in client.tasks(args.job, timeout=args.wait, idle=args.idle):
             t0 = time.perf_counter()

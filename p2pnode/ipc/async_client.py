@@ -27,8 +27,9 @@ from p2pnode.ipc.api import (
     socket_path_for,
 )
 from p2pnode.ipc.client import Client
-from p2pnode.ipc.errors import DaemonNotRunning, IpcError, error_from_wire
+from p2pnode.ipc.errors import DaemonNotRunning, IpcError, NotFound, error_from_wire
 from p2pnode.ipc.tasks import (
+    JOB_POLL,
     MAX_WAIT,
     REPLY_SLACK,
     AsyncTask,
@@ -260,7 +261,7 @@ class AsyncClient(Api):
     ) -> AsyncIterator[AsyncTask]:
         """As :meth:`Client.tasks`: ``async for task in client.tasks(job): ...``. This
         connection becomes the node's trainer for the job until it closes."""
-        data = JobData(await self.job_status(job))
+        data = JobData(await self._job_status_soon(job, timeout))
         job_id = str(data.status["job"])
         wait = min(float(timeout), MAX_WAIT)
         last = trio.current_time()
@@ -283,3 +284,14 @@ class AsyncClient(Api):
                 _call=self.call,
             )
             last = trio.current_time()
+
+    async def _job_status_soon(self, job: str, timeout: float) -> dict[str, Any]:
+        """``job_status``, waiting up to ``timeout`` s for a job this node's log lacks yet."""
+        deadline = trio.current_time() + timeout
+        while True:
+            try:
+                return await self.job_status(job)
+            except NotFound:
+                if trio.current_time() >= deadline:
+                    raise
+            await trio.sleep(JOB_POLL)

@@ -31,8 +31,9 @@ from p2pnode.ipc.api import (
     result_of,
     socket_path_for,
 )
-from p2pnode.ipc.errors import DaemonNotRunning, InternalError, IpcError
+from p2pnode.ipc.errors import DaemonNotRunning, InternalError, IpcError, NotFound
 from p2pnode.ipc.tasks import (
+    JOB_POLL,
     MAX_WAIT,
     REPLY_SLACK,
     JobData,
@@ -299,9 +300,11 @@ class Client(Api):
         The first wait makes this connection the node's trainer for the job (the built-in
         one stops taking its tasks) until the connection closes; each wait on the daemon
         lasts at most ``timeout`` seconds, after which the job's status is looked at again.
-        Calls between tasks (``task.model()``, ``task.submit()``) share the connection.
+        Calls between tasks (``task.model()``, ``task.submit()``) share the connection. A job
+        this node has not yet seen committed (created through another node a moment ago) is
+        waited for up to ``timeout`` seconds.
         """
-        data = JobData(self.job_status(job))
+        data = JobData(self._job_status_soon(job, timeout))
         job_id = str(data.status["job"])
         wait = min(float(timeout), MAX_WAIT)
         last = time.monotonic()
@@ -322,6 +325,17 @@ class Client(Api):
                 _call=self.call,
             )
             last = time.monotonic()
+
+    def _job_status_soon(self, job: str, timeout: float) -> dict[str, Any]:
+        """``job_status``, waiting up to ``timeout`` s for a job this node's log lacks yet."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.job_status(job)
+            except NotFound:
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(JOB_POLL)
 
     def _call_for(self, method: str, params: dict[str, Any], seconds: float) -> Any:
         """``call`` of a method the daemon may hold for ``seconds``: the socket waits that

@@ -26,12 +26,24 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["AsyncTask", "JobData", "Task", "decode_params", "encode_params", "spec_param"]
+__all__ = [
+    "JOB_POLL",
+    "MAX_WAIT",
+    "REPLY_SLACK",
+    "AsyncTask",
+    "JobData",
+    "Task",
+    "decode_params",
+    "encode_params",
+    "spec_param",
+]
 
 #: seconds a reply to ``task.next`` may take beyond the wait it was asked for.
 REPLY_SLACK = 15.0
 #: the daemon's cap on one ``task.next`` wait (p2pnode/ipc/jobs.py MAX_TASK_WAIT).
 MAX_WAIT = 300.0
+#: seconds between looks for a job committed elsewhere that this node has not applied yet.
+JOB_POLL = 0.2
 
 
 def spec_param(spec: str | Path | Mapping[str, Any]) -> str | dict[str, Any]:

@@ -12,7 +12,7 @@ import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -28,8 +28,20 @@ from p2pnode.ipc.api import (
     socket_path_for,
 )
 from p2pnode.ipc.client import Client
-from p2pnode.ipc.errors import DaemonNotRunning, IpcError, error_from_wire
+from p2pnode.ipc.errors import DaemonNotRunning, IpcError, NotFound, error_from_wire
+from p2pnode.ipc.tasks import (
+    JOB_POLL,
+    MAX_WAIT,
+    REPLY_SLACK,
+    AsyncTask,
+    JobData,
+    decode_params,
+    spec_param,
+)
 from protocols.framing import FrameDecoder, FrameError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["AsyncClient"]
 
@@ -244,3 +256,69 @@ class AsyncClient(Api):
                             "params": {"subscription": rid},
                         }
                     )
+
+    # -- training jobs (docs/ipc.md) -------------------------------------------------------------
+
+    async def create_job(
+        self, spec: str | Path | Mapping[str, Any], *, timeout: float = 30.0
+    ) -> str:
+        """Commit a job from a spec (TOML text, a ``.toml`` file, or a table); its id."""
+        params = {"spec": spec_param(spec), "timeout": timeout}
+        result = await self.call("job.create", params, timeout=max(self.timeout, timeout + 15))
+        return str(result["job"])
+
+    async def jobs(self) -> list[dict[str, Any]]:
+        return list((await self.call("job.list"))["jobs"])
+
+    async def job_status(self, job: str) -> dict[str, Any]:
+        return dict(await self.call("job.status", {"job": job}))
+
+    async def cancel_job(self, job: str, reason: str | None = None) -> dict[str, Any]:
+        params = {"job": job} if reason is None else {"job": job, "reason": reason}
+        return dict(await self.call("job.cancel", params))
+
+    async def get_model(self, job: str, round: int | None = None) -> dict[str, np.ndarray]:
+        params: dict[str, Any] = {"job": job}
+        if round is not None:
+            params["round"] = round
+        return decode_params(await self.call("model.get", params))
+
+    async def tasks(
+        self, job: str, *, timeout: float = 30.0, idle: float | None = None
+    ) -> AsyncIterator[AsyncTask]:
+        """As :meth:`Client.tasks`: ``async for task in client.tasks(job): ...``. This
+        connection becomes the node's trainer for the job until it closes."""
+        data = JobData(await self._job_status_soon(job, timeout))
+        job_id = str(data.status["job"])
+        wait = min(float(timeout), MAX_WAIT)
+        last = trio.current_time()
+        while True:
+            got = await self.call(
+                "task.next", {"job": job_id, "timeout": wait}, timeout=wait + REPLY_SLACK
+            )
+            if got.get("round") is None:
+                if got.get("status") != "running":
+                    return
+                if idle is not None and trio.current_time() - last >= idle:
+                    return
+                continue
+            yield AsyncTask(
+                job=job_id,
+                round=int(got["round"]),
+                shard=int(got["shard"]),
+                base_key=str(got["base_key"]),
+                _data=data,
+                _call=self.call,
+            )
+            last = trio.current_time()
+
+    async def _job_status_soon(self, job: str, timeout: float) -> dict[str, Any]:
+        """``job_status``, waiting up to ``timeout`` s for a job this node's log lacks yet."""
+        deadline = trio.current_time() + timeout
+        while True:
+            try:
+                return await self.job_status(job)
+            except NotFound:
+                if trio.current_time() >= deadline:
+                    raise
+            await trio.sleep(JOB_POLL)

@@ -17,10 +17,11 @@ import select
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cbor2
 
@@ -36,8 +37,20 @@ from p2pnode.ipc.api import (
     result_of,
     socket_path_for,
 )
-from p2pnode.ipc.errors import DaemonNotRunning, InternalError, IpcError
+from p2pnode.ipc.errors import DaemonNotRunning, InternalError, IpcError, NotFound
+from p2pnode.ipc.tasks import (
+    JOB_POLL,
+    MAX_WAIT,
+    REPLY_SLACK,
+    JobData,
+    Task,
+    decode_params,
+    spec_param,
+)
 from protocols.framing import HEADER_SIZE, FrameDecoder, FrameError, decode_payload
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["Client", "socket_path_for"]
 
@@ -282,6 +295,87 @@ class Client(Api):
             if frame is not None:
                 return frame
             self._decoder.receive_data(self._receive(self._sock.recv, 1 << 16))
+
+    # -- training jobs (docs/ipc.md) -------------------------------------------------------------
+
+    def create_job(self, spec: str | Path | Mapping[str, Any], *, timeout: float = 30.0) -> str:
+        """Commit a job from a spec (TOML text, a ``.toml`` file, or a table); its id."""
+        params = {"spec": spec_param(spec), "timeout": timeout}
+        return str(self._call_for("job.create", params, timeout)["job"])
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return list(self.call("job.list")["jobs"])
+
+    def job_status(self, job: str) -> dict[str, Any]:
+        """The job's row, spec, current tasks, per-round history and per-node records."""
+        return dict(self.call("job.status", {"job": job}))
+
+    def cancel_job(self, job: str, reason: str | None = None) -> dict[str, Any]:
+        params = {"job": job} if reason is None else {"job": job, "reason": reason}
+        return dict(self.call("job.cancel", params))
+
+    def get_model(self, job: str, round: int | None = None) -> dict[str, np.ndarray]:
+        """A committed model's parameters (the last round's by default) as numpy arrays."""
+        params: dict[str, Any] = {"job": job}
+        if round is not None:
+            params["round"] = round
+        return decode_params(self.call("model.get", params))
+
+    def tasks(
+        self, job: str, *, timeout: float = 30.0, idle: float | None = None
+    ) -> Iterator[Task]:
+        """This node's tasks of ``job``, one per round it is given, until the job stops
+        running (or, with ``idle``, until that many seconds pass without a task).
+
+        The first wait makes this connection the node's trainer for the job (the built-in
+        one stops taking its tasks) until the connection closes; each wait on the daemon
+        lasts at most ``timeout`` seconds, after which the job's status is looked at again.
+        Calls between tasks (``task.model()``, ``task.submit()``) share the connection. A job
+        this node has not yet seen committed (created through another node a moment ago) is
+        waited for up to ``timeout`` seconds.
+        """
+        data = JobData(self._job_status_soon(job, timeout))
+        job_id = str(data.status["job"])
+        wait = min(float(timeout), MAX_WAIT)
+        last = time.monotonic()
+        while True:
+            got = self._call_for("task.next", {"job": job_id, "timeout": wait}, wait)
+            if got.get("round") is None:
+                if got.get("status") != "running":
+                    return
+                if idle is not None and time.monotonic() - last >= idle:
+                    return
+                continue
+            yield Task(
+                job=job_id,
+                round=int(got["round"]),
+                shard=int(got["shard"]),
+                base_key=str(got["base_key"]),
+                _data=data,
+                _call=self.call,
+            )
+            last = time.monotonic()
+
+    def _job_status_soon(self, job: str, timeout: float) -> dict[str, Any]:
+        """``job_status``, waiting up to ``timeout`` s for a job this node's log lacks yet."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.job_status(job)
+            except NotFound:
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(JOB_POLL)
+
+    def _call_for(self, method: str, params: dict[str, Any], seconds: float) -> Any:
+        """``call`` of a method the daemon may hold for ``seconds``: the socket waits that
+        long and more. (Another thread's call meanwhile waits as long: a rare cost.)"""
+        old = self._sock.gettimeout()
+        self._sock.settimeout(max(self.timeout, seconds + REPLY_SLACK))
+        try:
+            return self.call(method, params)
+        finally:
+            self._sock.settimeout(old)
 
 
 _FRAME_HEADER = struct.Struct(">I")

@@ -120,7 +120,7 @@ def test_spec_from_options_mixes_flat_learning_and_scheduling_keys() -> None:
     spec = spec_from_options(rule="krum", f=1, outer_lr=1, rounds=4, max_participants=3)
     assert (spec.learning["rule"], spec.learning["outer_lr"], spec.rounds) == ("krum", 1.0, 4)
     assert spec.shards == 3
-    with pytest.raises(SpecError, match="aggregation.rule"):
+    with pytest.raises(SpecError, match=r"aggregation\.rule"):
         spec_from_options(rule="mean")
     with pytest.raises(SpecError, match="bogus"):
         spec_from_options(bogus=1)
@@ -334,9 +334,7 @@ def test_decode_refuses_malformed_specs(mutate: Any) -> None:
         decode_spec(cbor2.dumps(body, canonical=True))
 
 
-@pytest.mark.parametrize(
-    "data", [b"", b"\xff", b"\x80", b"\x01", b"\x81" * 20 + b"\x00", b"\xa0"]
-)
+@pytest.mark.parametrize("data", [b"", b"\xff", b"\x80", b"\x01", b"\x81" * 20 + b"\x00", b"\xa0"])
 def test_decode_refuses_garbage(data: bytes) -> None:
     with pytest.raises(RemoteProtocolError):
         decode_spec(data)

@@ -37,6 +37,7 @@ from protocols.rounds import (
     Train,
     TrainingDone,
     TrainingLedger,
+    UpdateNotice,
     UpdateRef,
     decode_message,
     decode_result,
@@ -184,6 +185,8 @@ class World:
             if isinstance(e, Submit):
                 self.pending.append(e.body)
             elif isinstance(e, Broadcast):
+                if isinstance(e.msg, UpdateNotice):
+                    self.notices.append(e.msg.update)
                 for dst in VALIDATORS:
                     if dst != node:
                         self.net.append(InFlight(node, dst, e.msg))

@@ -91,6 +91,26 @@ def test_wait_for_stragglers_extends_the_deadline_once() -> None:
     assert first_close == 5.0
 
 
+def test_bounded_staleness_takes_a_late_update_into_the_next_round() -> None:
+    spec = JobSpec(rounds=2, max_participants=3, round_deadline=5.0, sync="bounded", staleness=1)
+    w, job = _world(spec)
+    _open_round(w, job)
+    slow = [t for t in w.trainings if t[0] == T2]
+    w.trainings = [t for t in w.trainings if t[0] != T2]
+    while not w.committed:
+        w.settle(steps=1, timers=True)
+    assert {u.node for u in w.committed[0].updates} == {T0, T1}
+    _open_round(w, job)
+    w.trainings[:0] = slow  # round 1's task finishes now
+    w.settle(timers=True)
+    r2 = w.committed[1]
+    assert (T2, 1) in {(u.node, u.round) for u in r2.updates}
+    assert r2.model_key == fake_model_key(r2.base_key, r2.updates)
+    # Round 1 counts T2 as missed; contributions count per committed round, not per update.
+    rec = w.ref.record(T2)
+    assert (rec.assigned, rec.missed, rec.contributed) == (2, 1, 1)
+
+
 def test_a_crashed_proposer_is_replaced() -> None:
     w, job = _world(JobSpec(rounds=2, max_participants=3, round_deadline=5.0))
     _open_round(w, job)

@@ -32,8 +32,10 @@ from hypothesis.stateful import (
 
 from protocols.rounds import (
     CancelJob,
+    Candidate,
     CommitRound,
     JobSpec,
+    MembersSeen,
     Proposal,
     UpdateNotice,
     UpdateRef,
@@ -138,6 +140,21 @@ class RoundsWorld(RuleBasedStateMachine):
     @rule(data=st.data())
     def restart(self, data: st.DataObject) -> None:
         self.w.restart(data.draw(st.sampled_from(sorted(self.w.crashed))))
+
+    @rule(
+        node=st.sampled_from(VALIDATORS),
+        dead=st.sets(st.sampled_from([*VALIDATORS, *TRAINERS[:3]]), max_size=2),
+    )
+    def membership_view(self, node: bytes, dead: set[bytes]) -> None:
+        """One validator's view holds some nodes dead (rightly or not): its turns and its
+        selection differ from the others'."""
+        if node in self.w.crashed:
+            return
+        view = tuple(
+            Candidate(node=n, alive=n not in dead, free_slots=0 if n in VALIDATORS else 1)
+            for n in (*VALIDATORS, *TRAINERS[:3])
+        )
+        self.w.handle(node, MembersSeen(candidates=view))
 
     # -- the adversary ----------------------------------------------------------------------
 

@@ -200,12 +200,6 @@ def test_every_error_is_one_line_naming_the_key(doc: dict[str, Any], key: str) -
     assert key in _error(doc)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="protocols/rounds/spec.py names [sync] deadline 'round.deadline' and "
-    "[participants] shards 'shards' (ambiguous with data.shards): the TOML keys are "
-    "sync.deadline and participants.shards",
-)
 @pytest.mark.parametrize(
     ("doc", "key"),
     [
@@ -218,11 +212,6 @@ def test_scheduling_errors_use_the_toml_key(doc: dict[str, Any], key: str) -> No
     assert key in _error(doc)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="p2pnode/jobs/spec.py check_learning tests `in ('default', True, False)`, and "
-    "1 == True, 0 == False: the ints 1 and 0 pass as booleans",
-)
 @pytest.mark.parametrize("key", ["mixing", "error_feedback"])
 def test_tristate_keys_refuse_ints(key: str) -> None:
     table = "aggregation" if key == "mixing" else "compression"

@@ -168,7 +168,9 @@ class TrainingLedger:
             if reason:
                 return Applied(seq, tx, "rejected", reason, job.id)
             job.assignment = tx
-            job.assigned[tx.round] = frozenset(t.node for t in tx.tasks)
+            job.assigned[tx.round] = job.assigned.get(tx.round, frozenset()) | frozenset(
+                t.node for t in tx.tasks
+            )
             for old in [r for r in job.assigned if r < tx.round - job.spec.staleness]:
                 del job.assigned[old]
             return Applied(seq, tx, "ok", job=job.id)
@@ -185,8 +187,11 @@ class TrainingLedger:
         spec = job.spec
         if tx.round != job.round:
             return f"round {tx.round} is not the job's current round {job.round}"
-        if job.assignment is not None and job.assignment.round == tx.round:
-            return f"round {tx.round} has started already"
+        # A reassignment of the open round (its trainers died or missed the deadline) is
+        # allowed, but only with other tasks; updates of the first assignment still count.
+        open_round = job.assignment is not None and job.assignment.round == tx.round
+        if open_round and set(tx.tasks) == set(job.assignment.tasks):  # type: ignore[union-attr]
+            return f"round {tx.round} has started already with these tasks"
         if tx.base_key != job.model_key:
             return "base_key is not the job's current model"
         shards = [t.shard for t in tx.tasks]
@@ -197,6 +202,8 @@ class TrainingLedger:
             return "a node takes at most one task of a round"
         if not spec.min_participants <= len(nodes) <= spec.max_participants:
             return "participants outside the job's min..max"
+        if len(nodes) < spec.min_updates:
+            return "fewer participants than the job's min_updates"
         return ""
 
     def _check_commit(self, job: JobState, tx: CommitRound, r: RoundResult) -> str:

@@ -131,6 +131,8 @@ class RoundsMachine:
         self._starting: dict[tuple[str, int], int] = {}
         #: notices for rounds not open yet (they may arrive before our StartRound commit).
         self._early: dict[tuple[str, int], dict[tuple[bytes, int], UpdateRef]] = {}
+        #: (job, round) this node took a task of (kept while the round is open, so a
+        #: reassignment of the round does not train it twice).
         self.training: set[tuple[str, int]] = set()
         #: job -> the shards of its last committed tasks (a node keeps its shard).
         self._prev_tasks: dict[str, dict[bytes, int]] = {}
@@ -222,6 +224,7 @@ class RoundsMachine:
                 out += self._started(job, tx, now)
             elif isinstance(tx, CommitRound):
                 done = job.history[-1]
+                self.training = {k for k in self.training if k[0] != job.id or k[1] > done.round}
                 self._carry_over(job, self._rounds.pop(job.id, None), set(done.sources))
                 out.append(
                     RoundPhase(
@@ -294,6 +297,11 @@ class RoundsMachine:
         if self.is_validator:
             deadline = now + job.spec.round_deadline
             rs = self._rounds.get(job.id)
+            if rs is not None and rs.round == tx.round:
+                # The open round was reassigned: what was collected stays, the clock restarts.
+                rs.deadline = deadline
+                out.append(self._set_timer("close", job.id, tx.round, deadline))
+                return out + self._maybe_close(job, rs, now)
             kept = rs.updates if rs is not None else {}
             rs = self._rounds[job.id] = _Round(round=tx.round, opened=now, deadline=deadline)
             # Stale updates still within the bound stay; early ones for this round join.
@@ -328,7 +336,6 @@ class RoundsMachine:
     # -- trainers --------------------------------------------------------------------------------
 
     def _trained(self, e: TrainingDone, now: float) -> list[Effect]:
-        self.training.discard((e.job, e.round))
         if not e.key:
             self._count("training_failed")
             return [RoundPhase(job=e.job, round=e.round, phase="training", detail=e.error)]
@@ -396,7 +403,7 @@ class RoundsMachine:
         fresh = {node for node, r in rs.updates if r == rs.round}
         everyone = fresh >= job.assigned.get(rs.round, frozenset())
         enough = len(rs.updates) >= job.spec.min_updates
-        if everyone or (now >= rs.deadline and enough):
+        if enough and (everyone or now >= rs.deadline):
             rs.closed_at = now
             return [
                 RoundPhase(
@@ -420,9 +427,15 @@ class RoundsMachine:
                 rs.deadline = now + job.spec.round_deadline
                 return [self._set_timer("close", job.id, rs.round, rs.deadline)]
             out = self._maybe_close(job, rs, now)
-            if rs.closed_at is None:  # too few updates: keep waiting another deadline
+            if rs.closed_at is None:
+                # Too few updates: wait another deadline, and from the second on let the
+                # validator whose turn it is reassign the round to the nodes alive now.
+                rs.extended += 1
                 rs.deadline = now + job.spec.round_deadline
                 out.append(self._set_timer("close", job.id, rs.round, rs.deadline))
+                if rs.extended >= 2:
+                    self._count("round_reassigned")
+                    out += self._try_start(job, rs.extended)
             return out
         # No result committed in time: the next validator's turn.
         rs.attempt += 1

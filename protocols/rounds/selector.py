@@ -59,12 +59,12 @@ def select_tasks(
     previous: Mapping[bytes, int],
 ) -> tuple[Task, ...]:
     """Up to ``min(max_participants, shards)`` tasks, one per node; () if fewer than
-    ``min_participants`` nodes qualify. ``model_tag`` (``job@round``) names the round's base
-    model as members gossip the models they hold."""
+    ``min_participants`` (or ``min_updates``) nodes qualify. ``model_tag`` (``job@round``)
+    names the round's base model as members gossip the models they hold."""
     pool = [c for c in candidates if eligible(spec, c, taken.get(c.node, 0))]
     pool.sort(key=lambda c: (model_tag not in c.models, -c.reliability, c.node))
     chosen = pool[: min(spec.max_participants, spec.shards)]
-    if len(chosen) < spec.min_participants:
+    if len(chosen) < max(spec.min_participants, spec.min_updates):
         return ()
     free = set(range(spec.shards))
     shard_of: dict[bytes, int] = {}

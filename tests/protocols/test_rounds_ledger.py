@@ -133,7 +133,10 @@ def test_start_rules() -> None:
     )
     assert "distinct shards" in log.apply(encode_tx(out))
     assert log.apply(start(job, 1, INIT_KEY, (T0, T1))) == "ok"
-    assert "started already" in log.apply(start(job, 1, INIT_KEY, (T2, T3)))
+    assert "started already" in log.apply(start(job, 1, INIT_KEY, (T0, T1)))
+    # A reassignment (other tasks) of the open round is taken; both sets of nodes may deliver.
+    assert log.apply(start(job, 1, INIT_KEY, (T2, T3))) == "ok"
+    assert log.ledger.jobs[job].assigned[1] == {T0, T1, T2, T3}
 
 
 def test_start_refuses_a_node_with_two_tasks() -> None:

@@ -82,15 +82,11 @@ class JobData:
         self._get: Callable[[], tuple[Any, list[np.ndarray]]] = cache(self._build)
 
     def _build(self) -> tuple[Any, list[np.ndarray]]:
-        from p2pnode.rounds.compute import JobCompute
+        from p2pnode.rounds.compute import job_data
         from protocols.rounds import JobSpec
 
         s = self.status["spec"]
         learning = dict(s["learning"])
-        if learning.get("model") not in ("mlp", "softmax"):
-            # A user's model module is the daemon's to load; the split and the shards do not
-            # depend on the model (their generator is drawn before it is built).
-            learning["model"] = "softmax"
         spec = JobSpec(
             name=self.status["name"],
             rounds=self.status["rounds"],
@@ -105,8 +101,8 @@ class JobData:
             priority=self.status["priority"],
             learning=learning,
         )
-        compute = JobCompute.build(str(self.status["job"]), spec)
-        return compute.train, compute.shards
+        train, _, shards = job_data(spec)
+        return train, shards
 
     def shard(self, shard: int) -> tuple[np.ndarray, np.ndarray]:
         train, shards = self._get()
@@ -160,7 +156,8 @@ class Task(_TaskFields):
 
     def submit(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Send the trained parameters (all of them, same names and shapes); the daemon turns
-        them into this node's update, compressed as the job says. Returns ``{key, size}``."""
+        them into this node's update, compressed as the job says. Returns ``{accepted: True,
+        key, size}``, or ``{accepted: False, reason}`` when the round closed before it came."""
         result: dict[str, Any] = self._call(
             "task.submit", {**self._ids(), "params": encode_params(params)}
         )

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 
@@ -97,22 +98,27 @@ class Fetcher:
             running[1].append(exc)
             running[0].cancel()
 
-    async def fetch(self, key: str, *, find_timeout: float | None = None) -> None:
+    async def fetch(
+        self, key: str, *, find_timeout: float | None = None, providers: Sequence[bytes] = ()
+    ) -> None:
         """Rounds until every chunk of ``key`` is stored; BlobNotFound if no round finds a
         provider within ``find_timeout`` (default ``blobs.find_timeout``). The caller bounds
-        the whole."""
+        the whole. ``providers`` are tried first in every round (a hint: the trainer that
+        told us of its update holds it before its announcement reaches the DHT)."""
         scope = trio.CancelScope()
         stopped: list[BaseException] = []
         self._running[key] = (scope, stopped)
         try:
             with scope:
-                await self._rounds(key, find_timeout)
+                await self._rounds(key, find_timeout, tuple(providers))
         finally:
             del self._running[key]
         if stopped:
             raise stopped[0]
 
-    async def _rounds(self, key: str, find_timeout: float | None) -> None:
+    async def _rounds(
+        self, key: str, find_timeout: float | None, hints: tuple[bytes, ...] = ()
+    ) -> None:
         find_timeout = self.cfg.blobs.find_timeout if find_timeout is None else find_timeout
         rounds = FetchRounds(
             now=trio.current_time(),
@@ -120,7 +126,9 @@ class Fetcher:
             have_manifest=self.store.manifest(key) is not None,
         )
         while True:
-            complete, found = await self._fetch_round(key, trust_local=rounds.trust_local)
+            complete, found = await self._fetch_round(
+                key, trust_local=rounds.trust_local, hints=hints
+            )
             end = rounds.round_ended(complete=complete, found=found, now=trio.current_time())
             if isinstance(end, Complete):
                 return
@@ -128,7 +136,9 @@ class Fetcher:
                 raise BlobNotFound(f"no provider of {key} found within {find_timeout:g} s")
             await trio.sleep(end.delay)
 
-    async def _fetch_round(self, key: str, *, trust_local: bool) -> tuple[bool, bool]:
+    async def _fetch_round(
+        self, key: str, *, trust_local: bool, hints: tuple[bytes, ...] = ()
+    ) -> tuple[bool, bool]:
         """Find providers and take what is missing from them, starting on each as the lookup
         finds it; returns whether the blob is complete and whether any provider was found.
 
@@ -139,7 +149,7 @@ class Fetcher:
         look up: a provider may have come or gone."""
         send, recv = trio.open_memory_channel[ID](MAX_PROVIDERS)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._discover, key, send, trust_local)
+            nursery.start_soon(self._discover, key, send, trust_local, hints)
             sources = _Sources(recv)
             manifest = self.store.manifest(key)
             opening = None
@@ -156,14 +166,21 @@ class Fetcher:
         return complete, bool(sources.peers)
 
     async def _discover(
-        self, key: str, send: trio.MemorySendChannel[ID], trust_local: bool
+        self,
+        key: str,
+        send: trio.MemorySendChannel[ID],
+        trust_local: bool,
+        hints: tuple[bytes, ...] = (),
     ) -> None:
         sent = 0
+        hinted: set[str] = set()
 
         def found(pid_text: str, _addrs: list[str]) -> None:
             nonlocal sent
-            if pid_text == self.dht.local_b58:
+            if pid_text == self.dht.local_b58 or sent >= MAX_PROVIDERS:
                 return
+            if pid_text in hinted and _addrs:
+                return  # asked already as a hint
             try:
                 peer = ID.from_base58(pid_text)
             except Exception:
@@ -175,6 +192,13 @@ class Fetcher:
 
         async with send:
             try:
+                for raw in hints[: MAX_PROVIDERS // 2]:
+                    try:
+                        text = ID(raw).to_base58()
+                    except Exception:
+                        continue
+                    hinted.add(text)
+                    found(text, [])
                 if trust_local:
                     for pid_text, addrs in self.dht.local_providers(key, MAX_PROVIDERS):
                         found(pid_text, addrs)

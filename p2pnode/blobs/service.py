@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import trio
@@ -168,10 +168,13 @@ class BlobService:
         kind: str = "user",
         job: str | None = None,
         round: int | None = None,
+        wait_announce: bool = True,
     ) -> tuple[BlobStat, int]:
         """Store ``pieces`` as one blob, labelled ``kind`` (user, model, update) and, for
         training, ``job`` and ``round``; announce it. NoSpace on a full disk, with the chunks
-        written released."""
+        written released. ``wait_announce=False`` returns before the DHT announcement (made in
+        the background; the count returned is then 0): for a blob whose fetchers are told who
+        holds it (``fetch(..., providers=)``), such as a training update."""
         _check_labels(kind, job, round)
         ingest = Ingest(self.store)
         try:
@@ -180,7 +183,8 @@ class BlobService:
             ingest.abort()
             raise
         return await self.commit(
-            ingest, media_type=media_type, meta=meta, pin=pin, kind=kind, job=job, round=round
+            ingest, media_type=media_type, meta=meta, pin=pin, kind=kind, job=job, round=round,
+            wait_announce=wait_announce,
         )
 
     async def commit(
@@ -193,6 +197,7 @@ class BlobService:
         kind: str = "user",
         job: str | None = None,
         round: int | None = None,
+        wait_announce: bool = True,
     ) -> tuple[BlobStat, int]:
         """Make the bytes ``ingest`` took a blob (see :meth:`put`); the ingest ends either way."""
         try:
@@ -204,7 +209,11 @@ class BlobService:
         with self.store.guard(f"record blob {key}"):
             self.store.label(key, kind=kind, job=job, round=round)
             self.store.mark_complete(key)
-        announced = await self.dht.provide(key)
+        if wait_announce or self._background is None:
+            announced = await self.dht.provide(key)
+        else:
+            announced = 0
+            self._background.start_soon(self._announce, key)
         self.collect(protect={key}, orphans=False)
         stat = self.store.stat(key)
         assert stat is not None
@@ -220,8 +229,10 @@ class BlobService:
         kind: str | None = None,
         job: str | None = None,
         round: int | None = None,
+        providers: Sequence[bytes] = (),
     ) -> BlobStat:
         """Make the blob complete locally (fetching what is missing); return its stat.
+        ``providers`` (peer ids) are asked first, before any DHT lookup answers.
 
         ``timeout`` (a caller's, checked by the IPC layer) replaces both ``blobs.fetch_timeout``
         and ``blobs.find_timeout``: the whole call, waiting for another caller's fetch of the
@@ -239,7 +250,9 @@ class BlobService:
                 if not self.store.is_complete(key):
                     done = self._fetching[key] = trio.Event()
                     try:
-                        await self._fetch(key, find_timeout=timeout, kind=kind)
+                        await self._fetch(
+                            key, find_timeout=timeout, kind=kind, providers=providers
+                        )
                     except NoSpace:
                         self._release_partial(key)
                         raise
@@ -273,8 +286,15 @@ class BlobService:
             freed = self.store.remove(key)
             log.info("fetch of %s stopped on a full disk; released %d bytes", key, freed)
 
-    async def _fetch(self, key: str, *, find_timeout: float | None, kind: str | None) -> None:
-        await self.fetcher.fetch(key, find_timeout=find_timeout)
+    async def _fetch(
+        self,
+        key: str,
+        *,
+        find_timeout: float | None,
+        kind: str | None,
+        providers: Sequence[bytes] = (),
+    ) -> None:
+        await self.fetcher.fetch(key, find_timeout=find_timeout, providers=providers)
         with self.store.guard(f"record blob {key}"):
             if kind is not None:  # before the GC below, which applies the quotas by kind
                 self.store.label(key, kind=kind, job=None, round=None)

@@ -117,6 +117,7 @@ class RoundsService:
             attack_scale=t.attack_scale,
             delay=t.delay,
             byzantine_proposer=t.byzantine_proposer,
+            committee=consensus.committee.validators,
         )
         self.driver = MachineDriver(
             self.machine,

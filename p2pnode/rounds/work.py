@@ -55,6 +55,7 @@ class RoundWork:
         attack_scale: float = 10.0,
         delay: float = 0.0,
         byzantine_proposer: bool = False,
+        committee: Sequence[bytes] = (),
     ) -> None:
         self.blobs = blobs
         self._submit = submit
@@ -68,6 +69,8 @@ class RoundWork:
         self.attack_scale = attack_scale
         self.delay = delay
         self.byzantine_proposer = byzantine_proposer
+        #: validators store every model they attest: asked first for a round's model.
+        self.committee = tuple(committee)
         self._computes: dict[str, JobCompute] = {}
         self._aggregating: dict[str, trio.Lock] = {}
         self.nursery: trio.Nursery | None = None
@@ -103,14 +106,18 @@ class RoundWork:
 
     # -- blobs -----------------------------------------------------------------------------------
 
-    async def read_blob(self, key: str, *, kind: str, job: str, rnd: int) -> bytes:
+    async def read_blob(
+        self, key: str, *, kind: str, job: str, rnd: int, providers: Sequence[bytes] = ()
+    ) -> bytes:
         labels = {"kind": kind, "job": job, "round": rnd} if job != "init" else {}
         async with self._fetches:
-            stat = await self.blobs.fetch(key, timeout=self._fetch_timeout, **labels)
+            stat = await self.blobs.fetch(
+                key, timeout=self._fetch_timeout, providers=providers, **labels
+            )
         return bytes(await self.blobs.store.read_range(key, 0, stat.size))
 
     async def read_model(self, job: str, key: str, rnd: int) -> dict[str, np.ndarray]:
-        data = await self.read_blob(key, kind="model", job=job, rnd=rnd)
+        data = await self.read_blob(key, kind="model", job=job, rnd=rnd, providers=self.committee)
         self._hold(job, rnd)
         return tensors.decode(data)
 
@@ -128,6 +135,8 @@ class RoundWork:
             tensors.encode_pieces(model),
             media_type=tensors.MEDIA_TYPE,
             meta={"job": job, "round": rnd},
+            # Fetchers ask the committee first (see read_model): the announcement may follow.
+            wait_announce=job == "init",
             **labels,
         )
         if job != "init":
@@ -183,6 +192,9 @@ class RoundWork:
             kind="update",
             job=job,
             round=rnd,
+            # Validators learn who holds it from the signed notice (a fetch hint): the DHT
+            # announcement need not hold the notice back.
+            wait_announce=False,
         )
         return str(stat.key), int(stat.size)
 
@@ -193,7 +205,12 @@ class RoundWork:
         try:
             async with self._fetches:
                 await self.blobs.fetch(
-                e.key, timeout=self._fetch_timeout, kind="update", job=e.job, round=e.round
+                e.key,
+                timeout=self._fetch_timeout,
+                kind="update",
+                job=e.job,
+                round=e.round,
+                providers=e.providers,
             )
         except Exception as exc:
             log.debug("prefetch of %s failed: %s", e.key, exc)
@@ -225,7 +242,9 @@ class RoundWork:
         datas: dict[str, bytes] = {}
 
         async def get(ref: UpdateRef) -> None:
-            datas[ref.key] = await self.read_blob(ref.key, kind="update", job=e.job, rnd=ref.round)
+            datas[ref.key] = await self.read_blob(
+                ref.key, kind="update", job=e.job, rnd=ref.round, providers=(ref.node,)
+            )
 
         async with trio.open_nursery() as n:
             for ref in e.updates:

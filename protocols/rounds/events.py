@@ -109,6 +109,8 @@ class Prefetch(Effect):
     job: str
     round: int
     key: str
+    #: who holds it (the trainer that signed the notice), asked before the DHT answers.
+    providers: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -392,7 +392,9 @@ class RoundsMachine:
         if (u.node, u.round) in rs.updates:
             return []
         rs.updates[(u.node, u.round)] = u
-        out: list[Effect] = [Prefetch(job=job.id, round=u.round, key=u.key)]
+        out: list[Effect] = [
+            Prefetch(job=job.id, round=u.round, key=u.key, providers=(u.node,))
+        ]
         if len(rs.updates) == 1:
             out.append(RoundPhase(job=job.id, round=rs.round, phase="collection"))
         return out + self._maybe_close(job, rs, now)

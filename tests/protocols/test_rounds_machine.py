@@ -10,7 +10,14 @@ from dataclasses import replace
 import pytest
 
 from protocols.machine import MessageReceived, TimerFired
-from protocols.rounds import JobSpec, Proposal, UpdateNotice, UpdateRef, encode_result
+from protocols.rounds import (
+    JobSpec,
+    MembersSeen,
+    Proposal,
+    UpdateNotice,
+    UpdateRef,
+    encode_result,
+)
 from protocols.rounds.messages import proposal_payload, result_digest
 from tests.protocols.rounds_helpers import (
     OUTSIDER,
@@ -291,3 +298,27 @@ def test_a_stale_timer_generation_is_ignored() -> None:
     before = w.machines[v].counters.get("proposer_rotated", 0)
     w.handle(v, TimerFired(key=key, generation=first_gen))
     assert w.machines[v].counters.get("proposer_rotated", 0) == before
+
+
+def test_a_round_whose_trainers_died_is_reassigned() -> None:
+    """Two tasks, min_updates 2, one trainer dies: after two deadlines without enough updates
+    the round goes to the nodes alive then, and the job completes with the survivor's update
+    of the first assignment counted."""
+    w = World(trainers=TRAINERS[:4])
+    spec = JobSpec(rounds=2, max_participants=2, min_updates=2, round_deadline=5.0)
+    job, body = create(spec)
+    w.fold(body)
+    _open_round(w, job)
+    first = {t.node for t in w.ref.jobs[job].assignment.tasks}  # type: ignore[union-attr]
+    dead = sorted(first)[0]
+    w.crash(dead)
+    for n in w.nodes:
+        if n not in w.crashed:
+            w.handle(n, MembersSeen(candidates=w.candidates()))
+    w.settle(timers=True, steps=8000)
+    state = w.ref.jobs[job]
+    assert state.status == "completed", state
+    r1 = w.committed[0]
+    assert dead not in {u.node for u in r1.updates}
+    assert len(r1.updates) >= 2 and {u.node for u in r1.updates} - first  # a new node helped
+    assert any(m.counters.get("round_reassigned") for m in w.machines.values())

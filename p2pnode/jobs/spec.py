@@ -46,6 +46,7 @@ DEFAULT_LEARNING: dict[str, Any] = {
     "batch_size": 32,
     "local_lr": 0.1,
     "local_momentum": 0.9,
+    "local_optimizer": "sgd",
     "local_schedule": "cosine",
     "outer": "sgd",
     "outer_lr": 1.0,
@@ -80,6 +81,7 @@ _TABLES: dict[str, dict[str, str]] = {
         "batch_size": "batch_size",
         "lr": "local_lr",
         "momentum": "local_momentum",
+        "optimizer": "local_optimizer",
         "schedule": "local_schedule",
     },
     "outer": {
@@ -214,6 +216,7 @@ def check_learning(lr: dict[str, Any]) -> None:
     integer("batch_size", "local.batch_size", 1, 1 << 16)
     number("local_lr", "local.lr", 1e-9, 100)
     number("local_momentum", "local.momentum", 0, 0.9999)
+    choice("local_optimizer", "local.optimizer", ("sgd", "adam", "lamb"))
     choice("local_schedule", "local.schedule", SCHEDULES)
     choice("outer", "outer.optimizer", OUTER_OPTIMIZERS)
     number("outer_lr", "outer.lr", 1e-9, 100)

@@ -28,7 +28,7 @@ from p2pnode.training.compression import Compressor, DecodeError, ErrorFeedback,
 from p2pnode.training.data import Dataset, load_digits, train_test_split
 from p2pnode.training.local import local_sgd, model_delta
 from p2pnode.training.models import Model, make_model, softmax_cross_entropy
-from p2pnode.training.optimizers import SGD, Adam, Optimizer
+from p2pnode.training.optimizers import SGD, Adam, Optimizer, make_optimizer
 from p2pnode.training.schedules import make_schedule
 from p2pnode.training.sharding import dirichlet_shards, iid_shards
 from p2pnode.training.state_dict import ParamSpec, StateDict, flatten, unflatten
@@ -131,16 +131,29 @@ class JobCompute:
             raise ComputeError(f"shard {shard} is empty")
         rng = np.random.default_rng([*seed, round, shard])
         schedule = make_schedule(str(lr["local_schedule"]), float(lr["local_lr"]), self.spec.rounds)
-        local, loss = local_sgd(
-            self.model,
-            params,
-            data,
-            epochs=int(lr["epochs"]),
-            batch_size=int(lr["batch_size"]),
-            lr=schedule(round - 1),
-            momentum=float(lr["local_momentum"]),
-            rng=rng,
-        )
+        step_lr = schedule(round - 1)
+        if lr.get("local_optimizer", "sgd") == "sgd":
+            local, loss = local_sgd(
+                self.model,
+                params,
+                data,
+                epochs=int(lr["epochs"]),
+                batch_size=int(lr["batch_size"]),
+                lr=step_lr,
+                momentum=float(lr["local_momentum"]),
+                rng=rng,
+            )
+        else:
+            local, loss = _local_adaptive(
+                self.model,
+                params,
+                data,
+                make_optimizer(str(lr["local_optimizer"])),
+                epochs=int(lr["epochs"]),
+                batch_size=int(lr["batch_size"]),
+                lr=step_lr,
+                rng=rng,
+            )
         delta = model_delta(local, params)
         if attack:
             delta = _attack(attack, delta, attack_scale, rng)
@@ -311,6 +324,34 @@ def _load_path(path: str) -> Dataset:
             return Dataset(np.asarray(f["x"], dtype=np.float32), np.asarray(f["y"], np.int64))
     except (OSError, KeyError, ValueError) as exc:
         raise ComputeError(f"cannot load data {path!r} (an .npz with x and y): {exc}") from None
+
+
+def _local_adaptive(
+    model: Model,
+    params: Mapping[str, np.ndarray],
+    data: Dataset,
+    opt: Optimizer,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    rng: np.random.Generator,
+) -> tuple[StateDict, float]:
+    """Local training with Adam or LAMB (``local_sgd`` is plain or momentum SGD): minibatches
+    shuffled by ``rng``, the optimizer's state fresh each round as FedOpt's clients keep it."""
+    p: StateDict = {k: np.array(v, copy=True) for k, v in params.items()}
+    state = opt.init(p)
+    last = float("nan")
+    for _ in range(epochs):
+        order = rng.permutation(len(data))
+        losses = []
+        for start in range(0, len(data), batch_size):
+            batch = order[start : start + batch_size]
+            loss, grads = model.loss_and_grad(p, data.x[batch], data.y[batch])
+            losses.append(loss)
+            p, state = opt.step(p, grads, state, lr)
+        last = float(np.mean(losses))
+    return p, last
 
 
 def _attack(kind: str, delta: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:

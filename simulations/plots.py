@@ -90,8 +90,9 @@ def training_chart(
         top.set_ylim(0.0, 1.0)
         top.grid(alpha=0.3)
         loss_ax = top.twinx()
-        loss_ax.plot(rounds, [h["loss"] for h in history], color="tab:red", marker=".",
-                     label="swarm loss")
+        loss_ax.plot(
+            rounds, [h["loss"] for h in history], color="tab:red", marker=".", label="swarm loss"
+        )
         loss_ax.set_ylabel("test loss")
         lines = top.get_lines() + loss_ax.get_lines()
         top.legend(lines, [ln.get_label() for ln in lines], loc="center right")
@@ -102,10 +103,14 @@ def training_chart(
             secs = [float((h.get("phases") or {}).get(phase, 0.0)) for h in history]
             bottom.bar(rounds, secs, bottom=base, label=phase)
             base = [b + s for b, s in zip(base, secs, strict=True)]
+        from matplotlib.ticker import MaxNLocator
+
+        bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
         bottom.set_xlabel("round")
         bottom.set_ylabel("seconds")
         bottom.set_title("time per round by phase")
-        bottom.legend(loc="upper right", fontsize="small")
+        bottom.legend(loc="upper left", fontsize="small", ncols=len(PHASES))
+        bottom.set_ylim(0.0, max(base, default=0.0) * 1.25 + 0.01)  # room for the legend
         bottom.grid(alpha=0.3, axis="y")
         fig.tight_layout()
         fig.savefig(path, format="png")

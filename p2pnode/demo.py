@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,28 +198,45 @@ def centralized_curve(o: DemoOptions) -> list[float]:
     return run_centralized(cfg, train, test)
 
 
+def _prepare(o: DemoOptions, parent: Path) -> list[swarm.SwarmNode]:
+    """The node dirs (a genesis committee of ``o.validators``); the last ``o.attackers``
+    nodes get ``training.attack = "sign_flip"``."""
+    from p2pnode.config.edit import set_config_value
+    from p2pnode.consensus.genesis import genesis_validators
+
+    swarm.check_free(parent, o.nodes)
+    settings = {"consensus.validators": genesis_validators(parent, o.validators)}
+    nodes = swarm.prepare(parent, o.nodes, settings)
+    for i, n in enumerate(nodes):  # a reused --dir keeps its configs: set the attack each time
+        attack = "sign_flip" if i >= o.nodes - o.attackers else ""
+        set_config_value(n.data_dir, "training.attack", [attack])
+    return nodes
+
+
+def _baseline(o: DemoOptions) -> list[float]:
+    from simulations.plots import pyplot
+
+    pyplot()  # matplotlib's import takes seconds: let it overlap the training too
+    return centralized_curve(o)
+
+
 def run_demo(o: DemoOptions, *, live: bool = True, say: Any = print) -> dict[str, Any]:
     """The whole demo; returns the JSON result. ``say`` prints progress lines for people.
 
-    One function, read top to bottom (about 90 lines): the swarm's life is one try/finally
+    One function, read top to bottom (about 100 lines): the swarm's life is one try/finally
     so that no path out of it, Ctrl-C included, leaves a daemon running."""
     o.check()
     t0 = time.monotonic()
     made = o.dir is None
     parent = Path(tempfile.mkdtemp(prefix="p2pnode-demo-")) if made else Path(o.dir).absolute()
     nodes: list[swarm.SwarmNode] = []
+    # The baseline trains in a thread while the swarm does (the daemons wait on each other much
+    # of a round); the pool's exit waits for it, after the finally below stopped the daemons.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-baseline")
     try:
         with _interruptible():
-            from p2pnode.config.edit import set_config_value
-            from p2pnode.consensus.genesis import genesis_validators
-
-            swarm.check_free(parent, o.nodes)
-            settings = {"consensus.validators": genesis_validators(parent, o.validators)}
-            nodes = swarm.prepare(parent, o.nodes, settings)
+            nodes = _prepare(o, parent)
             attackers = nodes[len(nodes) - o.attackers :] if o.attackers else []
-            for n in nodes:  # a reused --dir keeps its nodes' configs: set the attack each time
-                attack = "sign_flip" if n in attackers else ""
-                set_config_value(n.data_dir, "training.attack", [attack])
             say(f"starting {o.nodes} daemons ({o.validators} validators) in {parent}")
             swarm.start(nodes)
             swarm.wait_ready(nodes)
@@ -227,6 +245,7 @@ def run_demo(o: DemoOptions, *, live: bool = True, say: Any = print) -> dict[str
             with Client(socket_path=nodes[0].socket, timeout=90) as c:
                 created = c.call("job.create", {"spec": job_spec(o), "timeout": 60})
             job = created["job"]
+            baseline = pool.submit(_baseline, o)
             say(
                 f"job {job[:16]}: {o.rounds} rounds of {o.strategy} ({o.rule_name}) on the "
                 f"digits, Dirichlet(0.5) shards, {o.attackers} attackers"
@@ -243,12 +262,17 @@ def run_demo(o: DemoOptions, *, live: bool = True, say: Any = print) -> dict[str
             train_seconds = time.monotonic() - t_job
             if status["status"] != "completed":
                 raise DemoError(f"the job ended {status['status']}: {status.get('reason')}")
+            took: dict[str, float] = {"ready": ready, "train": train_seconds}
+            mark = time.monotonic()
             keys = _histories(nodes, job, o.rounds)
+            took["check"], mark = time.monotonic() - mark, time.monotonic()
             final = status["history"]
             model_keys = [h["model_key"] for h in final]
             attacker_ids = [n.peer_id for n in attackers]
             _stop(nodes)
-        curve = centralized_curve(o)
+            took["stop"], mark = time.monotonic() - mark, time.monotonic()
+        curve = baseline.result()
+        took["baseline_wait"], mark = time.monotonic() - mark, time.monotonic()
         o.out.mkdir(parents=True, exist_ok=True)
         png = (o.out / "demo.png").absolute()
         from simulations.plots import training_chart
@@ -259,6 +283,7 @@ def run_demo(o: DemoOptions, *, live: bool = True, say: Any = print) -> dict[str
             centralized=curve,
             title=f"{o.nodes} daemons, strategy {o.strategy}, rule {o.rule_name}, seed {o.seed}",
         )
+        took["chart"] = time.monotonic() - mark
         return {
             "job": job,
             "final_accuracy": status["accuracy"],
@@ -283,11 +308,13 @@ def run_demo(o: DemoOptions, *, live: bool = True, say: Any = print) -> dict[str
             "seed": o.seed,
             "png": str(png),
             "ready_seconds": round(ready, 2),
+            "took": {k: round(v, 2) for k, v in took.items()},
             "train_seconds": round(train_seconds, 2),
             "seconds": round(time.monotonic() - t0, 2),
         }
     finally:
         _stop(nodes)
+        pool.shutdown(wait=True, cancel_futures=True)
         if made:
             shutil.rmtree(parent, ignore_errors=True)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PHASES", "Series", "accuracy_chart", "training_chart"]
+__all__ = ["PHASES", "Series", "accuracy_chart", "pyplot", "training_chart"]
 
 #: the phases of a round in the order they happen (``job.status`` history ``phases``).
 PHASES = ("distribution", "training", "collection", "aggregation", "validation")
@@ -26,7 +26,8 @@ class Series:
     values: Sequence[float]
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (imported on first use)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)  # files only: never open a window
@@ -47,7 +48,7 @@ def accuracy_chart(
     ``width`` x ``height`` pixels."""
     if not series or not any(len(s.values) for s in series):
         raise ValueError("nothing to plot")
-    plt = _pyplot()
+    plt = pyplot()
     dpi = 100
     fig, ax = plt.subplots(figsize=(width / dpi, height / dpi), dpi=dpi)
     try:
@@ -78,7 +79,7 @@ def training_chart(
     ``job.status`` history rows: ``round``, ``accuracy``, ``loss``, ``phases``."""
     if not history:
         raise ValueError("nothing to plot")
-    plt = _pyplot()
+    plt = pyplot()
     rounds = [int(h["round"]) for h in history]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 8), dpi=100, sharex=True)
     try:

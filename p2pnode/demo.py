@@ -2,25 +2,25 @@
 
 It starts N daemons on 127.0.0.1 (a committee of K validators) in a temporary dir (or
 ``--dir``), commits a job on the digits with non-IID shards (Dirichlet 0.5), shows the rounds
-live, and when the job is done checks that every node's committed log holds the same model key
-for every round, stops every daemon, trains the centralized baseline of the same model (same
-initial weights, data split, seed and local training, on the pooled shards), writes a PNG
-(accuracy and loss per round; time per round by phase) and prints the final accuracy beside
-the baseline's. Ctrl-C or SIGTERM at any point stops the daemons it started, by their pids.
-``--attackers N`` makes N nodes send sign-flipped updates (``training.attack``), and picks a
-robust rule (trimmed mean) unless ``--rule`` says otherwise.
+live while a child process trains the centralized baseline of the same model (same initial
+weights, data split, seed and local training, on the pooled shards), and when the job is done
+checks that every node's committed log holds the same model key for every round, stops every
+daemon, writes a PNG (accuracy and loss per round; time per round by phase) and prints the
+final accuracy beside the baseline's. Ctrl-C or SIGTERM at any point stops the daemons it
+started, by their pids. ``--attackers N`` makes N nodes send sign-flipped updates
+(``training.attack``), and picks a robust rule (trimmed mean) unless ``--rule`` says otherwise.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
 import signal
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +39,8 @@ STRATEGIES = ("fedavg", "diloco")
 MEMBERS_WAIT = 20.0
 #: seconds, after the job ends on node-1, for every other node to apply the last commit.
 CATCH_UP = 20.0
+#: seconds the centralized baseline may still take once the swarm is done.
+BASELINE_WAIT = 600.0
 
 
 class DemoError(Exception):
@@ -213,11 +215,8 @@ def _prepare(o: DemoOptions, parent: Path) -> list[swarm.SwarmNode]:
     return nodes
 
 
-def _baseline(o: DemoOptions) -> list[float]:
-    from simulations.plots import pyplot
-
-    pyplot()  # matplotlib's import takes seconds: let it overlap the training too
-    return centralized_curve(o)
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run_demo(o: DemoOptions, *, live: bool = True, say: Any = print) -> dict[str, Any]:
@@ -230,9 +229,11 @@ def run_demo(o: DemoOptions, *, live: bool = True, say: Any = print) -> dict[str
     made = o.dir is None
     parent = Path(tempfile.mkdtemp(prefix="p2pnode-demo-")) if made else Path(o.dir).absolute()
     nodes: list[swarm.SwarmNode] = []
-    # The baseline trains in a thread while the swarm does (the daemons wait on each other much
-    # of a round); the pool's exit waits for it, after the finally below stopped the daemons.
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-baseline")
+    # The baseline trains in a child process while the swarm does (the daemons wait on each
+    # other much of a round); a process, not a thread, so that Ctrl-C can end it at once. Forked
+    # here, before any thread of ours exists; it ignores SIGINT (the terminal sends it to the
+    # whole process group) and is terminated in the finally below.
+    pool = multiprocessing.get_context("fork").Pool(1, initializer=_ignore_sigint)
     try:
         with _interruptible():
             nodes = _prepare(o, parent)
@@ -245,10 +246,11 @@ def run_demo(o: DemoOptions, *, live: bool = True, say: Any = print) -> dict[str
             with Client(socket_path=nodes[0].socket, timeout=90) as c:
                 created = c.call("job.create", {"spec": job_spec(o), "timeout": 60})
             job = created["job"]
-            baseline = pool.submit(_baseline, o)
+            baseline = pool.apply_async(centralized_curve, (o,))
             say(
-                f"job {job[:16]}: {o.rounds} rounds of {o.strategy} ({o.rule_name}) on the "
-                f"digits, Dirichlet(0.5) shards, {o.attackers} attackers"
+                f"job {job[:16]}: {o.rounds} rounds of {o.strategy} (rule {o.rule_name}) on the "
+                f"digits, Dirichlet(0.5) shards"
+                + (f", {o.attackers} attackers (sign flip)" if o.attackers else "")
             )
             view = JobView(f"p2pnode demo ({o.nodes} nodes)")
             t_job = time.monotonic()
@@ -271,7 +273,7 @@ def run_demo(o: DemoOptions, *, live: bool = True, say: Any = print) -> dict[str
             attacker_ids = [n.peer_id for n in attackers]
             _stop(nodes)
             took["stop"], mark = time.monotonic() - mark, time.monotonic()
-        curve = baseline.result()
+        curve = baseline.get(timeout=BASELINE_WAIT)
         took["baseline_wait"], mark = time.monotonic() - mark, time.monotonic()
         o.out.mkdir(parents=True, exist_ok=True)
         png = (o.out / "demo.png").absolute()
@@ -314,7 +316,8 @@ def run_demo(o: DemoOptions, *, live: bool = True, say: Any = print) -> dict[str
         }
     finally:
         _stop(nodes)
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.terminate()
+        pool.join()
         if made:
             shutil.rmtree(parent, ignore_errors=True)
 
@@ -324,7 +327,7 @@ def summary(r: dict[str, Any]) -> str:
     flagged = sum(1 for o in r["outliers"][-1:] for p in o if p in r["attackers"])
     lines = [
         f"final accuracy {r['final_accuracy']:.4f} after {r['rounds']} rounds on "
-        f"{r['nodes']} daemons ({r['strategy']}, {r['rule']}{attack})",
+        f"{r['nodes']} daemons (strategy {r['strategy']}, rule {r['rule']}{attack})",
         f"centralized    {r['centralized_accuracy']:.4f} (same model, data and local training)",
         "model keys     "
         + ("the same on every node" if r["keys_agree"] else f"DIFFER: {r['keys_by_node']}"),

@@ -174,7 +174,12 @@ def _add_demo_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         default="fedavg",
         help="fedavg (outer SGD, lr 1) or diloco (outer SGD, Nesterov momentum 0.9, lr 0.7)",
     )
-    demo.add_argument("--compression", choices=COMPRESSION_KINDS, default="none")
+    demo.add_argument(
+        "--compression",
+        choices=COMPRESSION_KINDS,
+        default="none",
+        help="how updates travel (default: %(default)s)",
+    )
     demo.add_argument(
         "--rule",
         choices=RULE_NAMES,

@@ -18,6 +18,7 @@ from p2pnode.ipc.errors import (
     InvalidParams,
     IpcError,
     NetworkError,
+    NoSpace,
     NotFound,
     UnknownMethod,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "InvalidParams",
     "IpcError",
     "NetworkError",
+    "NoSpace",
     "NotFound",
     "UnknownMethod",
     "__version__",

@@ -1,7 +1,9 @@
 """``p2pnode daemon``: run a Node under trio until SIGINT or SIGTERM.
 
 Start-up: the data dir's lock (:mod:`p2pnode.datadir`) is taken before the node opens anything
-in it, so a second daemon on a live data dir fails at once, naming the running one's pid.
+in it, so a second daemon on a live data dir fails at once, naming the running one's pid. The
+daemon runs under a 077 umask and, once it holds the lock, tightens the modes of what is
+already there (files 0600, directories 0700), so nothing it keeps is readable by others.
 
 Shutdown: the first signal cancels the node's nursery; cleanup (IPC socket removed, streams
 closed, SQLite closed) is bounded by ``shutdown_timeout``. If cleanup overruns, a watchdog
@@ -17,8 +19,9 @@ import threading
 
 import trio
 
+from p2pnode.blobs.errors import is_no_space, no_space
 from p2pnode.config import Config, ConfigError
-from p2pnode.datadir import DataDirError, lock_data_dir
+from p2pnode.datadir import PRIVATE_UMASK, DataDirError, lock_data_dir, secure_data_dir
 from p2pnode.identity import IdentityError
 from p2pnode.logs import configure
 from p2pnode.node import Node
@@ -55,21 +58,34 @@ class DaemonStartError(Exception):
 
 def run_daemon(cfg: Config) -> int:
     configure(cfg.log_level)
+    os.umask(PRIVATE_UMASK)  # SQLite, its WAL, chunk files: born 0600 whoever started us
     try:
         # Outside trio and before the Node exists: nothing in the dir is opened without it.
         with lock_data_dir(cfg.data_dir):
+            tightened = secure_data_dir(cfg.data_dir)
+            if tightened:
+                log.info("made %d paths in %s private (0600/0700)", tightened, cfg.data_dir)
             trio.run(_main, cfg)
     except BaseExceptionGroup as group:
         # Start-up failures surface wrapped by nurseries; report the first plain one.
         leaves = _leaves(group)
         for exc in leaves:
             if isinstance(exc, OSError | StoreError | IdentityError | ConfigError):
-                raise DaemonStartError(str(exc)) from group
+                raise DaemonStartError(_start_message(cfg, exc)) from group
         raise
     except (OSError, StoreError, IdentityError, ConfigError, DataDirError) as exc:
-        raise DaemonStartError(str(exc)) from exc
+        raise DaemonStartError(_start_message(cfg, exc)) from exc
     log.info("stopped")
     return 0
+
+
+def _start_message(cfg: Config, exc: BaseException) -> str:
+    """One line for people; a full disk (errno 28 says nothing of where) names the data dir and
+    its free space, as the blob API's ``no_space`` does."""
+    full = is_no_space(exc) or (isinstance(exc, StoreError) and "disk is full" in str(exc))
+    if not full:
+        return str(exc)
+    return f"{no_space(cfg.data_dir, 'start').args[0]} ({exc})"
 
 
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:

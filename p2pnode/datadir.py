@@ -10,18 +10,25 @@ The kernel drops the lock when the holding process ends, however it ends (``kill
 included), so there is no stale lock to clean up; the pid left in the file by a killed daemon
 is never read, since it is only read when taking the lock fails. The file itself is never
 deleted: unlinking a lock file lets two processes lock two different files.
+
+Privacy: everything in a data dir is for its owner only (files 0600, directories 0700),
+whatever the umask. The daemon and the CLI run under :data:`PRIVATE_UMASK`, so what they
+create is born private; :func:`secure_data_dir` tightens what an older version (or a file
+written under another umask) left looser, at daemon start-up.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 LOCK_FILE = "daemon.lock"
+PRIVATE_UMASK = 0o077
 
 # The holder writes its pid just after locking; a reader that loses the race retries this long.
 PID_WAIT = 0.5
@@ -95,3 +102,40 @@ def _read_pid(fd: int) -> int | None:
         if time.monotonic() > deadline:
             return None
         time.sleep(0.01)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only, whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, 0o600)  # the file may have existed with looser bits
+        f.write(text)
+
+
+def open_private_log(path: Path) -> int:
+    """An append descriptor on ``path``, created or tightened to 0600 (a daemon's log)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
+def secure_data_dir(data_dir: Path) -> int:
+    """Make every directory under ``data_dir`` (itself included) 0700 and every regular file
+    0600; returns how many were changed. Symbolic links are left alone, neither followed nor
+    changed. One ``lstat`` per entry: a blob store of a million chunks costs about a second
+    at start-up, paid so that no file of an older version stays readable to others."""
+    changed = 0
+    for root, dirs, files in os.walk(data_dir):
+        for name, want in [(root, 0o700)] + [(os.path.join(root, f), 0o600) for f in files]:
+            try:
+                st = os.lstat(name)
+            except FileNotFoundError:
+                continue  # removed meanwhile (a socket of a daemon that just left)
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if not (is_dir or stat.S_ISREG(st.st_mode) or stat.S_ISSOCK(st.st_mode)):
+                continue
+            if stat.S_IMODE(st.st_mode) != want:
+                os.chmod(name, want)
+                changed += 1
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+    return changed

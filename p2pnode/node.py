@@ -90,7 +90,10 @@ class Node:
         self.handshakes = HandshakeWatch().install()
         try:
             self.host = build_host(
-                self.key_pair, psk=self.psk, dial_timeout=self.cfg.network.connect_timeout
+                self.key_pair,
+                psk=self.psk,
+                dial_timeout=self.cfg.network.connect_timeout,
+                announce=self.cfg.announce,
             )
             listen = [multiaddr.Multiaddr(a) for a in self.cfg.listen]
             async with self.host.run(listen_addrs=listen):
@@ -178,6 +181,9 @@ class Node:
             max_frame=self.cfg.ipc.max_frame,
             max_clients=self.cfg.ipc.max_clients,
             on_request=s.metrics.observe_ipc,
+            idle_timeout=self.cfg.ipc.idle_timeout,
+            frame_timeout=self.cfg.ipc.frame_timeout,
+            max_buffered=self.cfg.ipc.max_buffered,
         )
         await nursery.start(ipc.run)
         await nursery.start(s.peers.run)

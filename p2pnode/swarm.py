@@ -6,7 +6,9 @@ starts because its key is on disk. The launcher waits until every IPC socket ans
 a table, and on Ctrl-C or SIGTERM stops the daemons it started (SIGTERM, then SIGKILL after
 a grace period), by their pids and no others. Before it writes anything it checks that no
 daemon holds any of the node dirs (:mod:`p2pnode.datadir`): a swarm already running there is an
-error, not a second swarm.
+error, not a second swarm. Daemons run as ``python -P -m p2pnode``: the launcher's own working
+directory may hold a ``p2pnode/`` checkout, which plain ``-m`` would import instead of the
+package. Their dirs, configs and logs are private (0700/0600) whatever the umask.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from p2pnode.config import ConfigError, load_config, render_config_template
-from p2pnode.datadir import DataDirInUse, check_not_in_use
+from p2pnode.datadir import DataDirInUse, check_not_in_use, open_private_log, write_private
 from p2pnode.identity import create_identity, load_identity_file, peer_id_of
 from p2pnode.ipc.client import Client
 from p2pnode.ipc.errors import IpcError
 
+# -P: no working directory on the daemon's sys.path, so a ``p2pnode/`` there (a checkout of
+# the repository, say) cannot shadow the installed package, as it would with ``-m`` alone.
+DAEMON_COMMAND = (sys.executable, "-P", "-m", "p2pnode")
 READY_TIMEOUT = 60.0
 STOP_GRACE = 8.0
 MAX_NODES = 64
@@ -85,10 +90,11 @@ def prepare(parent: Path, n: int, settings: dict[str, object] | None = None) -> 
         if not (d / "identity.key").exists():
             create_identity(d / "identity.key")
         if not (d / "config.toml").exists():
-            (d / "config.toml").write_text(
+            write_private(
+                d / "config.toml",
                 render_config_template(
                     {**(settings or {}), "listen": [f"/ip4/127.0.0.1/tcp/{port}"]}
-                )
+                ),
             )
         cfg = load_config(d, env={})
         listen = cfg.listen[0]
@@ -119,17 +125,19 @@ def start(
     boot = bootstrap or nodes[0]
     env = {k: v for k, v in os.environ.items() if not k.startswith("P2PNODE_")}
     for i, node in enumerate(nodes, start=1):
-        cmd = [sys.executable, "-m", "p2pnode", "--data-dir", str(node.data_dir), "daemon"]
+        cmd = [*DAEMON_COMMAND, "--data-dir", str(node.data_dir), "daemon"]
         if node is not boot:
             cmd += ["--bootstrap", boot.addr]
         if metrics_base_port is not None:
             cmd += ["--metrics-port", str(metrics_base_port + i)]
         cmd += extra_args or []
-        log = open(node.data_dir / "daemon.log", "ab")  # noqa: SIM115 - handed to the child
-        node.process = subprocess.Popen(
-            cmd, stdout=log, stderr=log, env=env, start_new_session=True
-        )
-        log.close()
+        log = open_private_log(node.data_dir / "daemon.log")  # handed to the child
+        try:
+            node.process = subprocess.Popen(
+                cmd, stdout=log, stderr=log, env=env, start_new_session=True
+            )
+        finally:
+            os.close(log)
 
 
 def wait_ready(nodes: list[SwarmNode], timeout: float = READY_TIMEOUT) -> float:

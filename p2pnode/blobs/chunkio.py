@@ -141,6 +141,14 @@ class ChunkFiles:
             return
         self._spares.append(spare)
 
+    def drop_spares(self) -> int:
+        """Unlink every spare file (their space is wanted back); returns how many."""
+        dropped = 0
+        while (spare := self._take_spare()) is not None:
+            spare.unlink(missing_ok=True)
+            dropped += 1
+        return dropped
+
     def _take_spare(self) -> Path | None:
         try:
             return self._spares.pop()

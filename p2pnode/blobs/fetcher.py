@@ -36,7 +36,8 @@ from libp2p.abc import IHost, INetStream
 from libp2p.peer.id import ID
 
 from p2pnode.blobs.chunkio import StagingBuffer
-from p2pnode.blobs.errors import BlobError, BlobNotFound
+from p2pnode.blobs.errors import BlobError, BlobNotFound, NoSpace
+from p2pnode.blobs.ratelog import RateLimitedLog
 from p2pnode.blobs.store import BlobStore
 from p2pnode.blobs.streams import StreamCache
 from p2pnode.blobs.wire import (
@@ -85,11 +86,33 @@ class Fetcher:
         self.bad_chunks = 0  # chunks a provider sent that did not match their hash
         self.streams_opened = 0  # batch streams this node opened to fetch (kept ones reused)
         self.provider_lookups = 0  # fetch rounds that asked the DHT (not local records)
+        self.warnings = RateLimitedLog(log)
+        # Fetches under way: the scope that stops one, and the error that stopped it.
+        self._running: dict[str, tuple[trio.CancelScope, list[BaseException]]] = {}
+
+    def _stop(self, key: str, exc: BaseException) -> None:
+        """End the fetch of ``key`` at once with ``exc`` (raised by :meth:`fetch`)."""
+        running = self._running.get(key)
+        if running is not None:
+            running[1].append(exc)
+            running[0].cancel()
 
     async def fetch(self, key: str, *, find_timeout: float | None = None) -> None:
         """Rounds until every chunk of ``key`` is stored; BlobNotFound if no round finds a
         provider within ``find_timeout`` (default ``blobs.find_timeout``). The caller bounds
         the whole."""
+        scope = trio.CancelScope()
+        stopped: list[BaseException] = []
+        self._running[key] = (scope, stopped)
+        try:
+            with scope:
+                await self._rounds(key, find_timeout)
+        finally:
+            del self._running[key]
+        if stopped:
+            raise stopped[0]
+
+    async def _rounds(self, key: str, find_timeout: float | None) -> None:
         find_timeout = self.cfg.blobs.find_timeout if find_timeout is None else find_timeout
         rounds = FetchRounds(
             now=trio.current_time(),
@@ -201,7 +224,12 @@ class Fetcher:
                     else:
                         self.streams.keep(peer, stream, reader)
                     break
-                manifest = self._accept_manifest(peer, key, raw)
+                try:
+                    manifest = self._accept_manifest(peer, key, raw)
+                except NoSpace as exc:  # the whole fetch stops (not a nursery's error group)
+                    self.streams.close_soon(stream)
+                    self._stop(key, exc)
+                    return None
                 if manifest is None:
                     with suppress(Exception):
                         await stream.reset()
@@ -233,7 +261,8 @@ class Fetcher:
             log.warning("peer %s sent a manifest that does not match %s", peer, key)
             return None
         try:
-            return self.store.add_manifest(key, raw, pinned=False)
+            with self.store.guard("record a manifest"):
+                return self.store.add_manifest(key, raw, pinned=False)
         except ManifestError as exc:
             log.warning("peer %s sent a bad manifest for %s: %s", peer, key, exc)
             return None
@@ -357,10 +386,14 @@ class Fetcher:
                 self.fetched_chunks += 1
                 return
             self.bad_chunks += 1
-            log.warning("%s sent a corrupt chunk %d (%s)", job.lane.peer, index, mh.hex())
+            self.warnings.warning(
+                "corrupt", "%s sent a corrupt chunk %d (%s)", job.lane.peer, index, mh.hex()
+            )
             job.lane.plan.bad_chunk(job.lane.peer, index)
+        except NoSpace as exc:  # retrying cannot help: the whole fetch stops now
+            self._stop(job.manifest.key, exc)
         except Exception as exc:  # our disk, not the peer: try the chunk again later
-            log.warning("cannot store chunk %d (%s): %r", index, mh.hex(), exc)
+            self.warnings.warning("store", "cannot store chunk %d (%s): %r", index, mh.hex(), exc)
             job.lane.plan.store_failed(index)
         finally:
             job.staging.append(data)

@@ -21,8 +21,9 @@ from typing import Any
 
 import trio
 
+from p2pnode.blobs.ingest import Ingest
 from p2pnode.blobs.service import BlobService
-from p2pnode.blobs.store import BlobStat, BlobStore, BlobStoreError, Ingest
+from p2pnode.blobs.store import BlobStat, BlobStore, BlobStoreError
 
 #: Bytes read from a file per worker-thread hop.
 FILE_PIECE = 1 << 20
@@ -57,12 +58,18 @@ async def put_file(
     media_type: str,
     meta: dict[str, Any],
     pin: bool,
+    **labels: Any,
 ) -> tuple[BlobStat, int]:
     """Store the file at ``path`` as a blob and announce it; return its stat and the number of
-    peers that stored the provider record (as :meth:`BlobService.commit`)."""
+    peers that stored the provider record (as :meth:`BlobService.commit`, whose ``kind``,
+    ``job`` and ``round`` keywords ``labels`` passes on)."""
     ingest = Ingest(store)
-    await ingest_file(ingest, path)
-    return await blobs.commit(ingest, media_type=media_type, meta=meta, pin=pin)
+    try:
+        await ingest_file(ingest, path)
+    except BaseException:
+        ingest.abort()  # a failed put leaves no chunks behind
+        raise
+    return await blobs.commit(ingest, media_type=media_type, meta=meta, pin=pin, **labels)
 
 
 async def export_blob(store: BlobStore, key: str, path: Path) -> None:

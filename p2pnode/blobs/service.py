@@ -12,25 +12,33 @@ Cancellation: ``run`` serves until cancelled; a fetch cancelled part-way keeps w
 and the next fetch of the blob resumes there.
 
 Errors: ``BlobError`` (a bad key, a bad blob), ``BlobNotFound`` (no provider found in
-``blobs.find_timeout``, or the blob not complete after ``blobs.fetch_timeout``).
+``blobs.find_timeout``, or the blob not complete after ``blobs.fetch_timeout``), ``NoSpace``
+(the disk is full: a put releases the chunks it wrote; a fetch stops at the first chunk it cannot
+store and drops what it stored unless the blob is pinned).
 
-Resources: at most one fetch per blob at a time (later callers share it); unpinned blobs are
-collected above ``blobs.max_store_bytes`` every ``GC_INTERVAL`` and after each put and fetch.
+Resources: at most one fetch per blob at a time (later callers share it). The GC
+(:meth:`BlobService.collect`, every ``GC_INTERVAL`` and after each put and fetch) deletes orphan
+chunks, applies the quotas per kind (:mod:`p2pnode.blobs.policy`) and removes unpinned blobs
+above ``blobs.max_store_bytes``; :meth:`BlobService.retire` applies the training retention policy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import trio
 from libp2p.abc import IHost
 
-from p2pnode.blobs.errors import BlobError, BlobNotFound, check_key
+from p2pnode.blobs import policy
+from p2pnode.blobs.errors import BlobError, BlobNotFound, NoSpace, check_key
 from p2pnode.blobs.fetcher import Fetcher
+from p2pnode.blobs.ingest import Ingest
+from p2pnode.blobs.policy import Retired
 from p2pnode.blobs.serving import BlobServer
-from p2pnode.blobs.store import BlobStat, BlobStore, Ingest
+from p2pnode.blobs.store import BlobStat, BlobStore
 from p2pnode.blobs.streams import StreamCache
 from p2pnode.blobs.wire import COALESCE_BELOW, COALESCE_DELAY, PROTOCOL_ID
 from p2pnode.config import Config
@@ -46,6 +54,7 @@ __all__ = [
     "BlobError",
     "BlobNotFound",
     "BlobService",
+    "NoSpace",
     "check_key",
 ]
 
@@ -101,8 +110,51 @@ class BlobService:
             task_status.started(self)
             while True:
                 await trio.sleep(GC_INTERVAL)
-                self.store.collect(self.cfg.blobs.max_store_bytes)
+                try:
+                    self.collect()
+                except NoSpace as exc:  # the next round tries again
+                    log.warning("garbage collection: %s", exc)
                 self.streams.drop_stale()
+
+    # -- garbage collection and policy -----------------------------------------------------------
+
+    def quotas(self) -> dict[str, int]:
+        b = self.cfg.blobs
+        return {"model": b.max_model_bytes, "update": b.max_update_bytes, "user": b.max_user_bytes}
+
+    def collect(self, *, protect: Collection[str] = (), orphans: bool = True) -> int:
+        """One GC: orphan chunks, then the quotas per kind, then ``blobs.max_store_bytes``;
+        the keys in ``protect`` (a blob being stored) are spared by the quotas. After a put or
+        fetch, ``orphans=False`` skips the orphan scan (a pass over every chunk): orphans come
+        only from ended uploads, which release theirs, and crashes, which start-up handles."""
+        freed = self.store.collect_orphans() if orphans else 0
+        freed += policy.enforce_quotas(self.store, self.quotas(), protect=protect)
+        freed += self.store.collect(self.cfg.blobs.max_store_bytes)
+        return freed
+
+    def retire(self, job: str, committed_round: int, keep: Iterable[str] = ()) -> Retired:
+        """Apply the retention policy after round ``committed_round`` of ``job`` was committed:
+        keep the last ``blobs.keep_models`` models of the job and every key in ``keep``
+        (models validators certified); remove the job's updates of rounds <=
+        ``committed_round - blobs.keep_update_rounds``. Safe to call repeatedly."""
+        return policy.retire(
+            self.store,
+            job,
+            committed_round,
+            keep,
+            keep_models=self.cfg.blobs.keep_models,
+            keep_update_rounds=self.cfg.blobs.keep_update_rounds,
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """Storage figures for ``status`` and ``blob.stats``."""
+        return {
+            "stored_bytes": self.store.bytes_stored,
+            "max_store_bytes": self.cfg.blobs.max_store_bytes,
+            "bytes_by_kind": policy.bytes_by_kind(self.store),
+            "quotas": self.quotas(),
+            "live_uploads": len(self.store.ingests),
+        }
 
     # -- storing -------------------------------------------------------------------------------
 
@@ -113,35 +165,72 @@ class BlobService:
         media_type: str,
         meta: dict[str, Any] | None = None,
         pin: bool = True,
+        kind: str = "user",
+        job: str | None = None,
+        round: int | None = None,
     ) -> tuple[BlobStat, int]:
+        """Store ``pieces`` as one blob, labelled ``kind`` (user, model, update) and, for
+        training, ``job`` and ``round``; announce it. NoSpace on a full disk, with the chunks
+        written released."""
+        _check_labels(kind, job, round)
         ingest = Ingest(self.store)
-        await ingest.write_all(pieces)
-        return await self.commit(ingest, media_type=media_type, meta=meta, pin=pin)
+        try:
+            await ingest.write_all(pieces)
+        except BaseException:
+            ingest.abort()
+            raise
+        return await self.commit(
+            ingest, media_type=media_type, meta=meta, pin=pin, kind=kind, job=job, round=round
+        )
 
     async def commit(
-        self, ingest: Ingest, *, media_type: str, meta: dict[str, Any] | None, pin: bool
+        self,
+        ingest: Ingest,
+        *,
+        media_type: str,
+        meta: dict[str, Any] | None,
+        pin: bool,
+        kind: str = "user",
+        job: str | None = None,
+        round: int | None = None,
     ) -> tuple[BlobStat, int]:
+        """Make the bytes ``ingest`` took a blob (see :meth:`put`); the ingest ends either way."""
         try:
-            key, _ = await ingest.finish(media_type=media_type, meta=meta, pinned=pin)
+            key, _ = await ingest.finish(media_type=media_type, meta=meta, pinned=pin, kind=kind)
         except ManifestError as exc:
             raise BlobError(str(exc)) from None
-        self.store.mark_complete(key)
+        finally:
+            ingest.abort()  # nothing, if the blob now names its chunks
+        with self.store.guard(f"record blob {key}"):
+            self.store.label(key, kind=kind, job=job, round=round)
+            self.store.mark_complete(key)
         announced = await self.dht.provide(key)
-        self.store.collect(self.cfg.blobs.max_store_bytes)
+        self.collect(protect={key}, orphans=False)
         stat = self.store.stat(key)
         assert stat is not None
         return stat, announced
 
     # -- fetching ------------------------------------------------------------------------------
 
-    async def fetch(self, key: str, *, timeout: float | None = None) -> BlobStat:
+    async def fetch(
+        self,
+        key: str,
+        *,
+        timeout: float | None = None,
+        kind: str | None = None,
+        job: str | None = None,
+        round: int | None = None,
+    ) -> BlobStat:
         """Make the blob complete locally (fetching what is missing); return its stat.
 
         ``timeout`` (a caller's, checked by the IPC layer) replaces both ``blobs.fetch_timeout``
         and ``blobs.find_timeout``: the whole call, waiting for another caller's fetch of the
-        same blob included, ends within it.
+        same blob included, ends within it. ``kind``, ``job`` and ``round`` label the blob (as
+        :meth:`put`), also one already stored. NoSpace when a chunk cannot be stored: the fetch
+        stops there and, unless the blob is pinned, drops what it stored.
         """
         check_key(key)
+        _check_labels(kind, job, round)
         limit = self.cfg.blobs.fetch_timeout if timeout is None else timeout
         try:
             with trio.fail_after(limit):
@@ -150,7 +239,10 @@ class BlobService:
                 if not self.store.is_complete(key):
                     done = self._fetching[key] = trio.Event()
                     try:
-                        await self._fetch(key, find_timeout=timeout)
+                        await self._fetch(key, find_timeout=timeout, kind=kind)
+                    except NoSpace:
+                        self._release_partial(key)
+                        raise
                     finally:
                         del self._fetching[key]
                         done.set()
@@ -164,24 +256,51 @@ class BlobService:
                 f"blob {key} not complete after {limit:g} s "
                 f"({stat.local_chunks}/{stat.chunks} chunks; a later fetch resumes)"
             ) from None
-        self.store.touch(key)
+        with self.store.guard(f"record blob {key}"):
+            self.store.label(key, kind=kind, job=job, round=round)
+            self.store.touch(key)
         stat = self.store.stat(key)
         assert stat is not None
         return stat
 
-    async def _fetch(self, key: str, *, find_timeout: float | None) -> None:
+    def _release_partial(self, key: str) -> None:
+        """After a fetch failed for want of space: drop the incomplete blob's chunks, unless
+        someone pinned it (then a later fetch resumes where this one stopped)."""
+        stat = self.store.stat(key)
+        if stat is None or stat.pinned or stat.complete:
+            return
+        with contextlib.suppress(NoSpace):
+            freed = self.store.remove(key)
+            log.info("fetch of %s stopped on a full disk; released %d bytes", key, freed)
+
+    async def _fetch(self, key: str, *, find_timeout: float | None, kind: str | None) -> None:
         await self.fetcher.fetch(key, find_timeout=find_timeout)
-        self.store.mark_complete(key)
+        with self.store.guard(f"record blob {key}"):
+            if kind is not None:  # before the GC below, which applies the quotas by kind
+                self.store.label(key, kind=kind, job=None, round=None)
+            self.store.mark_complete(key)
         # The blob is whole here: the fetch returns now and the announcement (a DHT round trip
         # of 10-20 ms) follows in the background; the local provider record is already written.
         if self._background is None:
             await self._announce(key)
         else:
             self._background.start_soon(self._announce, key)
-        self.store.collect(self.cfg.blobs.max_store_bytes)
+        self.collect(protect={key}, orphans=False)
 
     async def _announce(self, key: str) -> None:
         try:
             await self.dht.provide(key)
         except Exception as exc:  # the periodic republish tries again
             log.info("announcing %s failed: %r", key, exc)
+
+
+def _check_labels(kind: str | None, job: str | None, round: int | None) -> None:
+    if kind is not None:
+        try:
+            policy.check_kind(kind)
+        except ValueError as exc:
+            raise BlobError(str(exc)) from None
+    if job is not None and not (isinstance(job, str) and 0 < len(job) <= 256):
+        raise BlobError("job must be a non-empty string of at most 256 characters")
+    if round is not None and not (isinstance(round, int) and round >= 0):
+        raise BlobError("round must be an integer >= 0")

@@ -11,7 +11,17 @@ notices an unclean stop by the marker file ``.open`` it keeps while open and del
 
 A blob is a manifest row plus the list of its chunk hashes; it is *complete* when every chunk
 is on disk. Pinned blobs are kept; the others are removed least-recently-used first when
-the store grows past ``blobs.max_store_bytes``.
+the store grows past ``blobs.max_store_bytes`` (quotas per kind and the training retention
+policy are :mod:`p2pnode.blobs.policy`). A chunk no blob names and no live upload
+(:mod:`p2pnode.blobs.ingest`) holds is an orphan: of an aborted or cut-off upload, a failed
+put, a crash mid-put. Orphans are deleted when an upload ends without a blob, at opening after
+an unclean stop, and by the periodic GC.
+
+A full disk: a write that fails for want of space raises :class:`~p2pnode.blobs.errors.NoSpace`
+(naming the data dir and its free space), and the upload that met it releases its chunks.
+Deleting must work on a full disk, so :meth:`BlobStore.remove` unlinks chunk files before it
+touches the database (whose WAL needs room to record the deletion), and spare files are given
+back to the file system once space runs low.
 
 Hashing and file I/O of chunks run on worker threads (:mod:`p2pnode.blobs.worker`; hashlib and
 file I/O release the GIL), so a transfer does not stall the daemon's event loop; SQLite stays on
@@ -25,17 +35,27 @@ import contextlib
 import hashlib
 import logging
 import os
+import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from p2pnode.blobs.chunkio import ChunkFiles, Data, as_buffer
+from p2pnode.blobs.errors import free_bytes, is_no_space, no_space
 from p2pnode.blobs.worker import Workers
 from p2pnode.store import Store
 from protocols.blobs.cid import DIGEST_LEN, SHA2_256
-from protocols.blobs.manifest import CHUNK_SIZE, Manifest, decode_manifest
+from protocols.blobs.manifest import Manifest, decode_manifest
+
+
+class LiveUpload(Protocol):
+    """What the store needs of a live upload (:class:`p2pnode.blobs.ingest.Ingest`): the
+    chunks it has written so far."""
+
+    chunks: list[tuple[bytes, int]]
+
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +69,9 @@ READER_THREADS = 2
 RECORD_BATCH = 32  # chunk rows per transaction
 SPARE_DIR = ".spare"  # deleted chunk files kept for reuse (chunkio.ChunkFiles.retire)
 OPEN_MARKER = ".open"  # present while a store is open: found at opening, the last stop was unclean
+# Below this much free space, a deleted chunk file is unlinked rather than kept as a spare: the
+# spares would hold the very space a full disk needs back.
+LOW_SPACE = 512 << 20
 
 
 class BlobStoreError(Exception):
@@ -65,6 +88,9 @@ class BlobStat:
     pinned: bool
     media_type: str
     meta: dict[str, Any]
+    kind: str = "user"
+    job: str | None = None
+    round: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +102,9 @@ class BlobStat:
             "pinned": self.pinned,
             "media_type": self.media_type,
             "meta": self.meta,
+            "kind": self.kind,
+            "job": self.job,
+            "round": self.round,
         }
 
 
@@ -88,6 +117,7 @@ class BlobStore:
     def __init__(self, store: Store, root: Path, *, direct_io: bool = True) -> None:
         self.db = store
         self.root = root
+        self.data_dir = root.parent
         self.root.mkdir(parents=True, exist_ok=True)
         self.files = ChunkFiles(direct=direct_io, spare_dir=self.root / SPARE_DIR)
         # Threads that check and write received chunks, and threads that read chunks to serve;
@@ -98,10 +128,20 @@ class BlobStore:
         self.bytes_stored = sum(self._have.values())
         self._unrecorded: list[tuple[bytes, int]] = []  # in _have, row not yet written
         self._dirs: set[Path] = set()  # chunk directories known to exist
+        self._stale: set[bytes] = set()  # chunks whose files are gone, rows not yet deleted
+        self.ingests: set[LiveUpload] = set()  # live uploads: their chunks are not orphans
         marker = self.root / OPEN_MARKER
         if marker.exists():
             swept = self._sweep_unrecorded_files()
-            log.info("blob store was not closed cleanly; removed %d stray chunk files", swept)
+            # No upload is live yet: every chunk no blob names is an orphan (of an upload the
+            # crash cut off). A clean stop ended its uploads, releasing theirs.
+            freed = self.collect_orphans()
+            log.info(
+                "blob store was not closed cleanly; removed %d stray chunk files and %d bytes "
+                "of chunks no blob uses",
+                swept,
+                freed,
+            )
         marker.touch()
 
     def close(self) -> None:
@@ -110,11 +150,34 @@ class BlobStore:
         (self.root / OPEN_MARKER).unlink(missing_ok=True)
 
     def flush(self) -> None:
-        """Write the chunk rows held back, in one transaction."""
-        if self._unrecorded:
-            rows, self._unrecorded = self._unrecorded, []
-            with self.db.transaction() as db:
-                db.executemany("INSERT OR IGNORE INTO chunks (hash, size) VALUES (?, ?)", rows)
+        """Write the chunk rows held back (and delete those of files already gone), in one
+        transaction; kept for the next flush if the disk is full."""
+        if not (self._unrecorded or self._stale):
+            return
+        # `_have` is the truth: a chunk deleted and stored again (or the reverse) between two
+        # flushes gets the row its last state calls for.
+        rows = [r for r in self._unrecorded if r[0] in self._have]
+        stale = [(h,) for h in self._stale if h not in self._have]
+        with self.db.transaction() as db:
+            db.executemany("DELETE FROM chunks WHERE hash = ?", stale)
+            db.executemany("INSERT OR IGNORE INTO chunks (hash, size) VALUES (?, ?)", rows)
+        self._unrecorded = []
+        self._stale = set()
+
+    @contextlib.contextmanager
+    def guard(self, what: str) -> Iterator[None]:
+        """Turn a full disk met in the body (an OSError or SQLite's) into NoSpace."""
+        try:
+            yield
+        except (OSError, sqlite3.OperationalError) as exc:
+            if not is_no_space(exc):
+                raise
+            self.files.drop_spares()  # room for the deletions that must follow
+            raise no_space(self.data_dir, what) from None
+
+    def low_on_space(self) -> bool:
+        free = free_bytes(self.root)
+        return 0 <= free < LOW_SPACE
 
     def _sweep_unrecorded_files(self) -> int:
         """Delete chunk files no row names and temporary files (both left by a crash)."""
@@ -174,7 +237,8 @@ class BlobStore:
             self._write_file(expected, data)
             return True
 
-        ok = await self.writer.call(work)
+        with self.guard("store a fetched chunk"):
+            ok = await self.writer.call(work)
         if ok:
             self._record_chunk(expected, len(as_buffer(data)))
         return ok
@@ -190,7 +254,8 @@ class BlobStore:
             raise BlobStoreError(f"chunk {mh.hex()} vanished from disk") from None
 
     def _forget_chunk(self, mh: bytes) -> None:
-        self.flush()  # a row written after its DELETE would bring the chunk back
+        with contextlib.suppress(sqlite3.OperationalError):
+            self.flush()  # a row written after its DELETE would bring the chunk back
         size = self._have.pop(mh, 0)
         self.bytes_stored -= size
         self.db.db.execute("DELETE FROM chunks WHERE hash = ?", (mh,))
@@ -208,16 +273,19 @@ class BlobStore:
 
     # -- blobs ---------------------------------------------------------------------------------
 
-    def add_manifest(self, key: str, manifest_bytes: bytes, *, pinned: bool) -> Manifest:
+    def add_manifest(
+        self, key: str, manifest_bytes: bytes, *, pinned: bool, kind: str = "user"
+    ) -> Manifest:
         manifest = decode_manifest(manifest_bytes)
         complete = all(mh in self._have for mh, _ in manifest.chunks)
+        now = time.time()
         self.flush()  # a blob's rows never name chunks whose own rows are not written
         with self.db.transaction() as db:
             db.execute(
-                "INSERT INTO blobs (key, manifest, size, complete, pinned, last_access) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+                "INSERT INTO blobs (key, manifest, size, complete, pinned, last_access, kind, "
+                "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
                 "pinned = max(blobs.pinned, excluded.pinned), last_access = excluded.last_access",
-                (key, manifest_bytes, manifest.size, int(complete), int(pinned), time.time()),
+                (key, manifest_bytes, manifest.size, int(complete), int(pinned), now, kind, now),
             )
             db.executemany(
                 "INSERT OR IGNORE INTO blob_chunks (blob, idx, hash) VALUES (?, ?, ?)",
@@ -249,13 +317,22 @@ class BlobStore:
         row = self.db.db.execute("SELECT complete FROM blobs WHERE key = ?", (key,)).fetchone()
         return bool(row and row[0])
 
+    def label(self, key: str, *, kind: str | None, job: str | None, round: int | None) -> None:
+        """Add what a blob is for; a kind other than "user" is never turned back into "user"
+        (a plain put of a model's bytes does not make it a user blob)."""
+        self.db.db.execute(
+            "UPDATE blobs SET kind = CASE WHEN ? IS NULL OR ? = 'user' THEN kind ELSE ? END, "
+            "job = coalesce(?, job), round = coalesce(?, round) WHERE key = ?",
+            (kind, kind, kind, job, round, key),
+        )
+
     def set_pinned(self, key: str, pinned: bool) -> bool:
         cur = self.db.db.execute("UPDATE blobs SET pinned = ? WHERE key = ?", (int(pinned), key))
         return cur.rowcount > 0
 
     def stat(self, key: str) -> BlobStat | None:
         row = self.db.db.execute(
-            "SELECT manifest, complete, pinned FROM blobs WHERE key = ?", (key,)
+            "SELECT manifest, complete, pinned, kind, job, round FROM blobs WHERE key = ?", (key,)
         ).fetchone()
         if row is None:
             return None
@@ -270,6 +347,9 @@ class BlobStore:
             pinned=bool(row[2]),
             media_type=manifest.media_type,
             meta=manifest.meta,
+            kind=row[3],
+            job=row[4],
+            round=row[5],
         )
 
     def complete_keys(self) -> list[str]:
@@ -297,23 +377,71 @@ class BlobStore:
         return out
 
     def remove(self, key: str) -> int:
-        """Forget a blob and delete the chunks no other blob uses; returns bytes freed."""
-        freed = 0
-        hashes = [
+        """Forget a blob and delete the chunks no other blob or live upload uses; returns bytes
+        freed. Works on a full disk: the files go first (freeing the room the database needs
+        to record it); a crash in between leaves rows whose files are gone, which a read
+        forgets and the next orphan collection deletes."""
+        hashes = {
             h for (h,) in self.db.db.execute("SELECT hash FROM blob_chunks WHERE blob = ?", (key,))
-        ]
-        with self.db.transaction() as db:
+        }
+        shared = {
+            h
+            for h in hashes
+            if self.db.db.execute(
+                "SELECT 1 FROM blob_chunks WHERE hash = ? AND blob != ? LIMIT 1", (h, key)
+            ).fetchone()
+        }
+        doomed = [h for h in hashes - shared - self._live_hashes() if h in self._have]
+        freed = self._delete_files(doomed)
+        with self.guard(f"record the removal of blob {key}"), self.db.transaction() as db:
             db.execute("DELETE FROM blob_chunks WHERE blob = ?", (key,))
             db.execute("DELETE FROM blobs WHERE key = ?", (key,))
-        for mh in set(hashes):
-            still_used = self.db.db.execute(
-                "SELECT 1 FROM blob_chunks WHERE hash = ? LIMIT 1", (mh,)
-            ).fetchone()
-            if still_used or mh not in self._have:
-                continue
-            freed += self._have[mh]
-            self.files.retire(self.chunk_path(mh))
-            self._forget_chunk(mh)
+        with contextlib.suppress(sqlite3.OperationalError):  # kept in _stale if it fails
+            self.flush()
+        return freed
+
+    def _delete_files(self, hashes: Iterable[bytes]) -> int:
+        """Delete these chunks' files now and their rows with the next flush; bytes freed."""
+        low = self.low_on_space()
+        freed = 0
+        for mh in hashes:
+            path = self.chunk_path(mh)
+            if low:
+                path.unlink(missing_ok=True)
+            else:
+                self.files.retire(path)
+            size = self._have.pop(mh, 0)
+            self.bytes_stored -= size
+            freed += size
+            self._stale.add(mh)
+        if low:
+            self.files.drop_spares()
+        return freed
+
+    def _live_hashes(self) -> set[bytes]:
+        return {mh for ingest in self.ingests for mh, _ in ingest.chunks}
+
+    def collect_orphans(self, candidates: Iterable[bytes] | None = None) -> int:
+        """Delete chunks (of ``candidates``, default all) that no blob names and no live upload
+        holds; returns bytes freed."""
+        pool = set(self._have if candidates is None else candidates) - self._live_hashes()
+        if candidates is None:
+            named = {h for (h,) in self.db.db.execute("SELECT DISTINCT hash FROM blob_chunks")}
+            orphans = [h for h in pool if h not in named]
+        else:
+            orphans = [
+                h
+                for h in pool
+                if h in self._have
+                and not self.db.db.execute(
+                    "SELECT 1 FROM blob_chunks WHERE hash = ? LIMIT 1", (h,)
+                ).fetchone()
+            ]
+        if not orphans:
+            return 0
+        freed = self._delete_files(orphans)
+        with contextlib.suppress(sqlite3.OperationalError):  # kept in _stale if it fails
+            self.flush()
         return freed
 
     # -- garbage collection --------------------------------------------------------------------
@@ -335,65 +463,3 @@ class BlobStore:
             freed += self.remove(key)
             log.info("garbage-collected blob %s", key)
         return freed
-
-
-class Ingest:
-    """Builds a blob from bytes arriving in pieces: 1 MiB chunks hashed and written as they
-    fill, so memory stays at one chunk whatever the blob's size."""
-
-    def __init__(self, store: BlobStore) -> None:
-        self.store = store
-        self._buf = bytearray()
-        self.chunks: list[tuple[bytes, int]] = []
-        self.size = 0
-
-    async def write(self, data: bytes | memoryview) -> None:
-        """Take ``data`` (not kept after this returns). Whole chunks inside it are hashed and
-        written straight from it; only a chunk's head or tail is gathered in a buffer."""
-        view = memoryview(data).cast("B")
-        self.size += view.nbytes
-        if self._buf:
-            take = min(CHUNK_SIZE - len(self._buf), view.nbytes)
-            self._buf += view[:take]
-            view = view[take:]
-            if len(self._buf) < CHUNK_SIZE:
-                return
-            piece = bytes(self._buf)
-            self._buf.clear()
-            await self._emit(piece)
-        while view.nbytes >= CHUNK_SIZE:
-            await self._emit(view[:CHUNK_SIZE])
-            view = view[CHUNK_SIZE:]
-        self._buf += view
-
-    async def write_all(self, pieces: Iterable[bytes | memoryview]) -> None:
-        for piece in pieces:
-            await self.write(piece)
-
-    async def _emit(self, piece: bytes | memoryview) -> None:
-        store = self.store
-
-        def work() -> bytes:  # hash and write in one hop to a worker thread
-            mh = chunk_hash(piece)
-            if not store.has_chunk(mh):
-                store._write_file(mh, piece)
-            return mh
-
-        mh = await store.writer.call(work)
-        store._record_chunk(mh, len(piece))
-        self.chunks.append((mh, len(piece)))
-
-    async def finish(
-        self, *, media_type: str, meta: dict[str, Any] | None = None, pinned: bool = True
-    ) -> tuple[str, Manifest]:
-        if self._buf:
-            piece = bytes(self._buf)
-            self._buf.clear()
-            await self._emit(piece)
-        manifest = Manifest(
-            chunks=tuple(self.chunks), size=self.size, media_type=media_type, meta=meta or {}
-        )
-        raw = manifest.encode()
-        key = manifest.key
-        self.store.add_manifest(key, raw, pinned=pinned)
-        return key, manifest

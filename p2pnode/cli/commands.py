@@ -22,11 +22,15 @@ from p2pnode.cli.blobs import add_parsers as add_blob_parsers
 from p2pnode.cli.blobs import cmd_blob, cmd_ptr
 from p2pnode.cli.jobs import add_parsers as add_job_parsers
 from p2pnode.cli.jobs import cmd_job, cmd_model
+from p2pnode.cli.join import add_parsers as add_join_parsers
+from p2pnode.cli.join import apply_to_new_config, cmd_join, cmd_join_token
 from p2pnode.cli.support import CliError
 from p2pnode.cli.support import client as _client
 from p2pnode.cli.support import print_result as _print
 from p2pnode.config import ConfigError, load_config, render_config_template, resolve_data_dir
+from p2pnode.config.join import decode_token
 from p2pnode.consensus import cli as consensus_cli
+from p2pnode.datadir import PRIVATE_UMASK, write_private
 from p2pnode.identity import IdentityError, create_identity, peer_id_of
 from p2pnode.ipc.errors import IpcError
 from p2pnode.membership import cli as members_cli
@@ -73,6 +77,18 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument(
         "--bootstrap", action="append", help="bootstrap multiaddr to write in config.toml"
     )
+    init.add_argument(
+        "--announce",
+        action="append",
+        metavar="MULTIADDR",
+        help="an address peers should dial that this machine cannot see itself, such as a "
+        "public IP (repeatable; written in config.toml)",
+    )
+    init.add_argument(
+        "--join",
+        metavar="TOKEN",
+        help="join the swarm (and committee) of the token `p2pnode join-token` printed",
+    )
 
     cfg = sub.add_parser("config", help="change a setting in config.toml")
     csub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -90,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("daemon", help="run the daemon in the foreground")
     d.add_argument("--listen", action="append", help="listen multiaddr (repeatable)")
     d.add_argument("--bootstrap", action="append", help="bootstrap peer multiaddr (repeatable)")
+    d.add_argument("--announce", action="append", help="extra advertised multiaddr (repeatable)")
     d.add_argument("--psk-file", help="private network key file (64 hex characters)")
     d.add_argument("--metrics-port", type=int, help="serve /metrics on 127.0.0.1:PORT")
     d.add_argument("--log-level", help="debug, info, warning or error")
@@ -145,6 +162,7 @@ def _parser() -> argparse.ArgumentParser:
         help="node-1..K form the genesis PBFT committee (default: %(default)s, consensus off;"
         " 4 tolerates one faulty validator)",
     )
+    add_join_parsers(sub, common)
     members_cli.add_parser(sub, common)
     consensus_cli.add_parsers(sub, common)
     add_job_parsers(sub, common)
@@ -204,6 +222,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     cfg_path = data_dir / "config.toml"
     key_path = data_dir / "identity.key"
     created = []
+    token = decode_token(args.join) if getattr(args, "join", None) else None
     if not key_path.exists():
         create_identity(key_path)
         created.append("identity.key")
@@ -213,7 +232,11 @@ def cmd_init(args: argparse.Namespace) -> int:
             values["listen"] = args.listen
         if args.bootstrap:
             values["bootstrap"] = args.bootstrap
-        cfg_path.write_text(render_config_template(values))
+        if getattr(args, "announce", None):
+            values["announce"] = args.announce
+        if token is not None:
+            apply_to_new_config(token, values)
+        write_private(cfg_path, render_config_template(values))
         created.append("config.toml")
     load_config(data_dir)  # report a bad existing config now, not at daemon start
     from p2pnode.identity import load_identity_file
@@ -221,19 +244,33 @@ def cmd_init(args: argparse.Namespace) -> int:
     peer_id = peer_id_of(load_identity_file(key_path)).to_base58()
     # An existing config.toml is never rewritten: flags that differ from it were not applied.
     ignored = {}
-    if "config.toml" not in created and (args.listen or args.bootstrap):
+    announce = getattr(args, "announce", None)
+    if "config.toml" not in created and (args.listen or args.bootstrap or announce):
         cfg = load_config(data_dir, env={})  # what the file says, whatever $P2PNODE_* say
         for key, given, current in (
             ("listen", args.listen, cfg.listen),
             ("bootstrap", args.bootstrap, cfg.bootstrap),
+            ("announce", announce, cfg.announce),
         ):
             if given and list(given) != list(current):
                 ignored[key] = {"given": list(given), "config": list(current)}
-    result = {"data_dir": str(data_dir), "peer_id": peer_id, "created": created}
+    result: dict[str, Any] = {"data_dir": str(data_dir), "peer_id": peer_id, "created": created}
     if ignored:
         result["ignored"] = ignored
+    if token is not None:
+        result["fingerprint"] = token.fingerprint
     what = ", ".join(created) if created else "nothing (already initialised)"
-    _print(args, result, f"{data_dir}: created {what}\npeer id {peer_id}")
+    human = f"{data_dir}: created {what}\npeer id {peer_id}"
+    if token is not None and token.validators and "config.toml" in created:
+        human += f"\ncommittee fingerprint {token.fingerprint}"
+    _print(args, result, human)
+    if token is not None and "config.toml" not in created:
+        print(
+            f"p2pnode: init: {cfg_path} already exists, so --join was not applied. To apply "
+            f"it: p2pnode --data-dir {data_dir} join TOKEN",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     if not ignored:
         return 0
     for key, v in ignored.items():
@@ -270,11 +307,14 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data_dir, os.environ)
     if args.init and not (data_dir / "identity.key").exists():
         cmd_init(
-            argparse.Namespace(data_dir=str(data_dir), listen=None, bootstrap=None, json=False)
+            argparse.Namespace(
+                data_dir=str(data_dir), listen=None, bootstrap=None, announce=None, json=False
+            )
         )
     overrides = {
         "listen": args.listen,
         "bootstrap": args.bootstrap,
+        "announce": args.announce,
         "psk_file": args.psk_file,
         "metrics_port": args.metrics_port,
         "log_level": args.log_level,
@@ -301,6 +341,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"records      {s['records']}",
         "addresses    " + "\n             ".join(s["addrs"]),
     ]
+    # Older daemons (and the status of other builds) lack these fields.
+    if s.get("listen_addrs") and s["listen_addrs"] != [a.rsplit("/p2p/", 1)[0] for a in s["addrs"]]:
+        lines.append("listening    " + "\n             ".join(s["listen_addrs"]))
+    committee = s.get("committee")
+    if committee:
+        lines.append(
+            f"committee    {committee['validators']} validators, "
+            f"fingerprint {committee['fingerprint']}"
+        )
     _print(args, s, "\n".join(lines))
     return 0
 
@@ -395,6 +444,8 @@ COMMANDS = {
     "disconnect": cmd_disconnect,
     "dht": cmd_dht,
     "swarm": cmd_swarm,
+    "join-token": cmd_join_token,
+    "join": cmd_join,
     "blob": cmd_blob,
     "ptr": cmd_ptr,
     "members": lambda args: members_cli.cmd_members(args, _client),
@@ -445,6 +496,7 @@ def _report(as_json: bool, code: str, message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    os.umask(PRIVATE_UMASK)  # init, swarm and daemon write data dirs: private, whatever umask
     # Before parsing succeeds there is no namespace to ask: `--json` anywhere before `--`.
     wants_json = "--json" in argv[: argv.index("--")] if "--" in argv else "--json" in argv
     try:

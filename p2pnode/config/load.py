@@ -58,6 +58,11 @@ class BlobsConfig:
     window: int
     direct_io: bool
     max_upload_rate: float
+    max_model_bytes: int
+    max_update_bytes: int
+    max_user_bytes: int
+    keep_models: int
+    keep_update_rounds: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +104,9 @@ class ConsensusConfig:
 class IpcConfig:
     max_frame: int
     max_clients: int
+    idle_timeout: float
+    frame_timeout: float
+    max_buffered: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,12 +118,15 @@ class TrainingConfig:
     model_modules: tuple[str, ...]
     attack: str
     attack_scale: float
+    delay: float
+    byzantine_proposer: bool
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
     data_dir: Path
     listen: tuple[str, ...]
+    announce: tuple[str, ...]
     bootstrap: tuple[str, ...]
     psk_file: Path | None
     metrics_port: int | None
@@ -281,6 +292,7 @@ def load_config(
     cfg = Config(
         data_dir=data_dir,
         listen=tuple(values["listen"]),
+        announce=tuple(values["announce"]),
         bootstrap=tuple(values["bootstrap"]),
         psk_file=psk_path,
         metrics_port=values["metrics_port"],

@@ -56,6 +56,18 @@ def _bootstrap(v: list[str]) -> str | None:
     return None
 
 
+def _announce(v: list[str]) -> str | None:
+    reason = _multiaddrs(v)
+    if reason:
+        return reason
+    for a in v:
+        if "/p2p/" in a:
+            return f"{a!r}: give the address without /p2p/ (the node adds its own peer id)"
+        if a.startswith(("/ip4/0.0.0.0/", "/ip6/::/")):
+            return f"{a!r} is a wildcard: announce an address peers can dial"
+    return None
+
+
 def _peer_ids(v: list[str]) -> str | None:
     from libp2p.peer.id import ID
 
@@ -80,6 +92,16 @@ SCHEMA: tuple[Setting, ...] = (
         "Multiaddrs the libp2p host listens on. Loopback by default: use /ip4/0.0.0.0/tcp/4001 "
         "to accept peers from other machines. Port 0 picks a free port.",
         _multiaddrs,
+    ),
+    Setting(
+        "announce",
+        list,
+        [],
+        "Extra multiaddrs advertised to peers (identify, DHT peer records) and shown by status, "
+        "for addresses this node cannot see on its own interfaces, such as a public IP or a "
+        "port forwarded by a NAT (/ip4/203.0.113.7/tcp/4001). A wildcard listen address is "
+        "advertised as the host's interface addresses either way.",
+        _announce,
     ),
     Setting(
         "bootstrap",
@@ -253,6 +275,47 @@ SCHEMA: tuple[Setting, ...] = (
         _range(1, 64),
     ),
     Setting(
+        "blobs.max_model_bytes",
+        int,
+        0,
+        "Quota of model blobs (kind model): above it GC removes them, unpinned first, oldest "
+        "first (0: no quota beyond blobs.max_store_bytes).",
+        _range(0, 1 << 50),
+        size=True,
+    ),
+    Setting(
+        "blobs.max_update_bytes",
+        int,
+        0,
+        "Quota of training update blobs (kind update), enforced as blobs.max_model_bytes.",
+        _range(0, 1 << 50),
+        size=True,
+    ),
+    Setting(
+        "blobs.max_user_bytes",
+        int,
+        0,
+        "Quota of user blobs (kind user, what blob put stores), enforced as blobs.max_model_bytes.",
+        _range(0, 1 << 50),
+        size=True,
+    ),
+    Setting(
+        "blobs.keep_models",
+        int,
+        3,
+        "Model blobs of a training job kept once a round is committed (the latest ones, plus "
+        "every model validators certified).",
+        _range(1, 1 << 20),
+    ),
+    Setting(
+        "blobs.keep_update_rounds",
+        int,
+        2,
+        "Evidence period in rounds: update blobs of rounds <= committed round - this are "
+        "removed once a round of their job is committed.",
+        _range(0, 1 << 20),
+    ),
+    Setting(
         "ipc.max_frame",
         int,
         16 << 20,
@@ -264,8 +327,30 @@ SCHEMA: tuple[Setting, ...] = (
         "ipc.max_clients",
         int,
         256,
-        "IPC connections served at once; more wait to be accepted.",
+        "IPC connections served at once; a new client then evicts the one idle longest.",
         _range(1, 65536),
+    ),
+    Setting(
+        "ipc.idle_timeout",
+        float,
+        600.0,
+        "Seconds an IPC connection may stay idle before the daemon closes it (clients reconnect).",
+        _range(1, 1e6),
+    ),
+    Setting(
+        "ipc.frame_timeout",
+        float,
+        30.0,
+        "Seconds an IPC client may stall in the middle of a frame before it is disconnected.",
+        _range(0.1, 3600),
+    ),
+    Setting(
+        "ipc.max_buffered",
+        int,
+        64 << 20,
+        "Bytes of partial IPC frames held across all clients (at least ipc.max_frame is used).",
+        _range(1 << 16, 1 << 34),
+        size=True,
     ),
     # -- membership (SWIM + Lifeguard heartbeats; docs/membership.md) --
     Setting(

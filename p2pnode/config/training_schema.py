@@ -10,7 +10,7 @@ TRAINING_SCHEMA: tuple[Setting, ...] = (
     Setting(
         "training.slots",
         int,
-        1,
+        2,
         "Training tasks this node runs at once (a task is one job's round on one data shard).",
         _range(0, 64),
     ),
@@ -62,5 +62,20 @@ TRAINING_SCHEMA: tuple[Setting, ...] = (
         "How strong training.attack is (the factor of sign_flip and scaled, the noise of "
         "gaussian).",
         _range(0, 1e6),
+    ),
+    Setting(
+        "training.delay",
+        float,
+        0.0,
+        "For tests only: seconds the built-in trainer waits before it reports an update (a slow "
+        "trainer, for deadlines and bounded staleness).",
+        _range(0, 3600),
+    ),
+    Setting(
+        "training.byzantine_proposer",
+        bool,
+        False,
+        "For tests only: when this validator proposes a round's result, it perturbs the new model "
+        "(a wrong aggregate, which the other validators must refuse).",
     ),
 )

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from p2pnode.config import SOCKET_FILE, resolve_data_dir
-from p2pnode.ipc.errors import DaemonNotRunning, InternalError, error_from_wire
-from protocols.framing import encode_frame, encode_frame_with_data
+from p2pnode.ipc.errors import DaemonNotRunning, FrameTooLarge, InternalError, error_from_wire
+from protocols.framing import HEADER_SIZE, encode_frame, encode_frame_with_data
 
 DEFAULT_TIMEOUT = 60.0
 MAX_REPLY = 1 << 30
+MAX_FRAME = 16 << 20  # the daemon's default ipc.max_frame; a client told otherwise uses that
 
 
 def socket_path_for(
@@ -199,7 +200,21 @@ def groups(pieces: Iterable[bytes | memoryview]) -> Iterator[list[memoryview]]:
         yield group
 
 
-def frame_buffers(frame: dict[str, Any], data: list[memoryview] | None) -> list[bytes | memoryview]:
+def frame_buffers(
+    frame: dict[str, Any], data: list[memoryview] | None, max_frame: int = MAX_FRAME
+) -> list[bytes | memoryview]:
+    """The frame's buffers, refused before anything is sent when the body exceeds
+    ``max_frame``: the daemon would close the connection part-way through, and the caller
+    would see a broken pipe instead of the reason."""
     if data is None:
-        return [encode_frame(frame)]
-    return encode_frame_with_data(frame, ("params", "data"), data)
+        buffers: list[bytes | memoryview] = [encode_frame(frame)]
+    else:
+        buffers = encode_frame_with_data(frame, ("params", "data"), data)
+    size = sum(len(b) for b in buffers) - HEADER_SIZE
+    if size > max_frame:
+        method = frame.get("method")
+        raise FrameTooLarge(
+            f"a {method} request of {size} bytes exceeds the daemon's frame limit of"
+            f" {max_frame} bytes (ipc.max_frame); send large data with blob_upload or a path"
+        )
+    return buffers

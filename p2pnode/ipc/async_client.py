@@ -12,12 +12,13 @@ import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from p2pnode.ipc.api import (
     DEFAULT_TIMEOUT,
+    MAX_FRAME,
     MAX_REPLY,
     Api,
     frame_buffers,
@@ -27,8 +28,20 @@ from p2pnode.ipc.api import (
     socket_path_for,
 )
 from p2pnode.ipc.client import Client
-from p2pnode.ipc.errors import DaemonNotRunning, IpcError, error_from_wire
+from p2pnode.ipc.errors import DaemonNotRunning, IpcError, NotFound, error_from_wire
+from p2pnode.ipc.tasks import (
+    JOB_POLL,
+    MAX_WAIT,
+    REPLY_SLACK,
+    AsyncTask,
+    JobData,
+    decode_params,
+    spec_param,
+)
 from protocols.framing import FrameDecoder, FrameError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["AsyncClient"]
 
@@ -36,10 +49,13 @@ __all__ = ["AsyncClient"]
 class AsyncClient(Api):
     """Trio client. Open with ``async with AsyncClient.open(...) as client:``."""
 
-    def __init__(self, stream: trio.SocketStream, path: Path, timeout: float) -> None:
+    def __init__(
+        self, stream: trio.SocketStream, path: Path, timeout: float, max_frame: int = MAX_FRAME
+    ) -> None:
         self._stream = stream
         self.path = path
         self.timeout = timeout
+        self.max_frame = max_frame
         self._ids = itertools.count(1)
         self._waiting: dict[int, trio.MemorySendChannel[dict[str, Any]]] = {}
         self._send_lock = trio.Lock()
@@ -53,7 +69,9 @@ class AsyncClient(Api):
         socket_path: str | os.PathLike[str] | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        max_frame: int = MAX_FRAME,
     ) -> AsyncIterator[AsyncClient]:
+        """``max_frame``: the daemon's ``ipc.max_frame``, when not the default."""
         path = socket_path_for(socket_path=socket_path, data_dir=data_dir)
         try:
             stream = await trio.open_unix_socket(str(path))
@@ -61,7 +79,7 @@ class AsyncClient(Api):
             raise not_running(path) from None
         except OSError as exc:
             raise DaemonNotRunning(f"cannot reach the daemon at {path}: {exc}") from None
-        client = cls(stream, path, timeout)
+        client = cls(stream, path, timeout, max_frame)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(client._read_loop)
@@ -71,7 +89,7 @@ class AsyncClient(Api):
                     nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
-                await stream.aclose()
+                await client._stream.aclose()
 
     async def _read_loop(self) -> None:
         decoder = FrameDecoder(MAX_REPLY)
@@ -81,7 +99,14 @@ class AsyncClient(Api):
                 if frame is None:
                     data = await self._stream.receive_some(1 << 16)
                     if not data:
-                        raise DaemonNotRunning(f"the daemon at {self.path} closed the connection")
+                        if self._waiting or decoder.buffered:
+                            raise DaemonNotRunning(
+                                f"the daemon at {self.path} closed the connection"
+                            )
+                        # Closed while idle (idle timeout or eviction): nothing was lost.
+                        await self._reconnect()
+                        decoder = FrameDecoder(MAX_REPLY)
+                        continue
                     decoder.receive_data(data)
                     continue
                 rid = frame.get("id")
@@ -100,12 +125,26 @@ class AsyncClient(Api):
             for channel in self._waiting.values():
                 channel.close()
 
+    async def _reconnect(self) -> None:
+        """A new connection in place of one the daemon closed while idle. Under the send
+        lock, so no request goes half on the old stream, half on the new."""
+        async with self._send_lock:
+            old = self._stream
+            try:
+                self._stream = await trio.open_unix_socket(str(self.path))
+            except OSError as exc:
+                raise DaemonNotRunning(f"lost the daemon at {self.path}: {exc}") from None
+            finally:
+                with trio.CancelScope(shield=True):
+                    await old.aclose()
+
     async def _send(self, frame: dict[str, Any], data: list[memoryview] | None = None) -> None:
         if self._broken is not None:
             raise self._broken
+        buffers = frame_buffers(frame, data, self.max_frame)
         async with self._send_lock:
             try:
-                for buffer in frame_buffers(frame, data):
+                for buffer in buffers:
                     await self._stream.send_all(buffer)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise DaemonNotRunning(f"lost the daemon at {self.path}: {exc}") from None
@@ -217,3 +256,69 @@ class AsyncClient(Api):
                             "params": {"subscription": rid},
                         }
                     )
+
+    # -- training jobs (docs/ipc.md) -------------------------------------------------------------
+
+    async def create_job(
+        self, spec: str | Path | Mapping[str, Any], *, timeout: float = 30.0
+    ) -> str:
+        """Commit a job from a spec (TOML text, a ``.toml`` file, or a table); its id."""
+        params = {"spec": spec_param(spec), "timeout": timeout}
+        result = await self.call("job.create", params, timeout=max(self.timeout, timeout + 15))
+        return str(result["job"])
+
+    async def jobs(self) -> list[dict[str, Any]]:
+        return list((await self.call("job.list"))["jobs"])
+
+    async def job_status(self, job: str) -> dict[str, Any]:
+        return dict(await self.call("job.status", {"job": job}))
+
+    async def cancel_job(self, job: str, reason: str | None = None) -> dict[str, Any]:
+        params = {"job": job} if reason is None else {"job": job, "reason": reason}
+        return dict(await self.call("job.cancel", params))
+
+    async def get_model(self, job: str, round: int | None = None) -> dict[str, np.ndarray]:
+        params: dict[str, Any] = {"job": job}
+        if round is not None:
+            params["round"] = round
+        return decode_params(await self.call("model.get", params))
+
+    async def tasks(
+        self, job: str, *, timeout: float = 30.0, idle: float | None = None
+    ) -> AsyncIterator[AsyncTask]:
+        """As :meth:`Client.tasks`: ``async for task in client.tasks(job): ...``. This
+        connection becomes the node's trainer for the job until it closes."""
+        data = JobData(await self._job_status_soon(job, timeout))
+        job_id = str(data.status["job"])
+        wait = min(float(timeout), MAX_WAIT)
+        last = trio.current_time()
+        while True:
+            got = await self.call(
+                "task.next", {"job": job_id, "timeout": wait}, timeout=wait + REPLY_SLACK
+            )
+            if got.get("round") is None:
+                if got.get("status") != "running":
+                    return
+                if idle is not None and trio.current_time() - last >= idle:
+                    return
+                continue
+            yield AsyncTask(
+                job=job_id,
+                round=int(got["round"]),
+                shard=int(got["shard"]),
+                base_key=str(got["base_key"]),
+                _data=data,
+                _call=self.call,
+            )
+            last = trio.current_time()
+
+    async def _job_status_soon(self, job: str, timeout: float) -> dict[str, Any]:
+        """``job_status``, waiting up to ``timeout`` s for a job this node's log lacks yet."""
+        deadline = trio.current_time() + timeout
+        while True:
+            try:
+                return await self.job_status(job)
+            except NotFound:
+                if trio.current_time() >= deadline:
+                    raise
+            await trio.sleep(JOB_POLL)

@@ -14,10 +14,13 @@ from typing import Any
 from libp2p.peer.id import ID
 
 from p2pnode.blobs.files import FileAccessError, get_file, put_file
-from p2pnode.blobs.service import BlobError, BlobNotFound, BlobService, check_key
-from p2pnode.blobs.store import BlobStat, BlobStore, BlobStoreError, Ingest
+from p2pnode.blobs.ingest import Ingest
+from p2pnode.blobs.policy import KINDS
+from p2pnode.blobs.service import BlobError, BlobNotFound, BlobService, NoSpace, check_key
+from p2pnode.blobs.store import BlobStat, BlobStore, BlobStoreError
+from p2pnode.ipc import errors
 from p2pnode.ipc.errors import InvalidParams, NetworkError, NotFound
-from p2pnode.ipc.params import absolute_path, param
+from p2pnode.ipc.params import absolute_path, param, plain_value
 from p2pnode.ipc.server import DataResult, Method, Session
 from p2pnode.network.dht import Dht
 from protocols.blobs.pointers import pointer_key
@@ -48,9 +51,27 @@ def _timeout(params: dict[str, Any]) -> float | None:
 
 def _media(params: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
     media_type = param(params, "media_type", str, DEFAULT_MEDIA_TYPE)
-    meta = param(params, "meta", dict, {})
+    meta = plain_value(param(params, "meta", dict, {}), "meta")
     pin = param(params, "pin", bool, True)
     return media_type, meta, pin
+
+
+def _labels(params: dict[str, Any], default_kind: str | None) -> dict[str, Any]:
+    """The storage policy's labels (docs/blobs.md): kind, job, round."""
+    labels = {
+        "kind": param(params, "kind", str, default_kind),
+        "job": param(params, "job", str, None),
+        "round": param(params, "round", int, None),
+    }
+    if labels["kind"] is not None and labels["kind"] not in KINDS:
+        raise InvalidParams(f"kind must be one of {', '.join(KINDS)}")
+    if labels["round"] is not None and labels["round"] < 0:
+        raise InvalidParams("round must be >= 0")
+    return labels
+
+
+def _no_space(exc: NoSpace) -> errors.NoSpace:
+    return errors.NoSpace(str(exc))
 
 
 def build_blob_methods(
@@ -71,33 +92,47 @@ def build_blob_methods(
 
     async def put(params: dict[str, Any], session: Session, rid: int) -> Any:
         media_type, meta, pin = _media(params)
+        labels = _labels(params, "user")
         data = param(params, "data", bytes, None)
         path = absolute_path(params)
         if (data is None) == (path is None):
             raise InvalidParams("give exactly one of 'data' or 'path'")
-        if path is not None:
-            try:
+        try:
+            if path is not None:
                 stat, announced = await put_file(
-                    blobs, store, path, media_type=media_type, meta=meta, pin=pin
+                    blobs, store, path, media_type=media_type, meta=meta, pin=pin, **labels
                 )
-            except FileAccessError as exc:
-                raise InvalidParams(str(exc)) from None
-            return {**stat.as_dict(), "announced": announced}
-        ingest = Ingest(store)
-        await ingest.write(data)
-        stat, announced = await blobs.commit(ingest, media_type=media_type, meta=meta, pin=pin)
+            else:
+                stat, announced = await blobs.put(
+                    [data], media_type=media_type, meta=meta, pin=pin, **labels
+                )
+        except FileAccessError as exc:
+            raise InvalidParams(str(exc)) from None
+        except NoSpace as exc:
+            raise _no_space(exc) from None
+        except BlobError as exc:
+            raise InvalidParams(str(exc)) from None
         return {**stat.as_dict(), "announced": announced}
 
-    uploads: dict[tuple[int, int], tuple[Ingest, str, dict[str, Any], bool]] = {}
+    Upload = tuple[Ingest, str, dict[str, Any], bool, dict[str, Any]]
+    uploads: dict[tuple[int, int], Upload] = {}
+
+    def end_upload(session: Session, upload: int) -> Upload | None:
+        """Forget an upload; its chunks go unless a blob (its commit) names them."""
+        entry = uploads.pop((id(session), upload), None)
+        if entry is not None:
+            entry[0].abort()
+        return entry
 
     async def upload_begin(params: dict[str, Any], session: Session, rid: int) -> Any:
         media_type, meta, pin = _media(params)
+        labels = _labels(params, "user")
         mine = [k for k in uploads if k[0] == id(session)]
         if len(mine) >= MAX_UPLOADS_PER_CLIENT:
             raise InvalidParams(f"at most {MAX_UPLOADS_PER_CLIENT} open uploads per connection")
         upload = next(ids)
-        uploads[(id(session), upload)] = (Ingest(store), media_type, meta, pin)
-        session.on_close.append(lambda: uploads.pop((id(session), upload), None))
+        uploads[(id(session), upload)] = (Ingest(store), media_type, meta, pin, labels)
+        session.on_close.append(lambda: end_upload(session, upload))  # a client gone mid-upload
         return {"upload": upload}
 
     def _upload(params: dict[str, Any], session: Session):  # type: ignore[no-untyped-def]
@@ -112,37 +147,50 @@ def build_blob_methods(
         data = param(params, "data", bytes)
         if len(data) > MAX_PIECE:
             raise InvalidParams(f"pieces are at most {MAX_PIECE} bytes")
-        await ingest.write(data)
+        upload = param(params, "upload", int)
+        try:
+            await ingest.write(data)
+        except NoSpace as exc:  # the upload cannot go on: it ends, its chunks released
+            end_upload(session, upload)
+            raise _no_space(exc) from None
         return {"received": ingest.size}
 
     async def upload_commit(params: dict[str, Any], session: Session, rid: int) -> Any:
-        upload, (ingest, media_type, meta, pin) = _upload(params, session)
+        upload, (ingest, media_type, meta, pin, labels) = _upload(params, session)
         del uploads[(id(session), upload)]
-        stat, announced = await blobs.commit(ingest, media_type=media_type, meta=meta, pin=pin)
+        try:
+            stat, announced = await blobs.commit(
+                ingest, media_type=media_type, meta=meta, pin=pin, **labels
+            )
+        except NoSpace as exc:
+            raise _no_space(exc) from None
         return {**stat.as_dict(), "announced": announced}
 
     async def upload_abort(params: dict[str, Any], session: Session, rid: int) -> Any:
         upload, _ = _upload(params, session)
-        del uploads[(id(session), upload)]
+        end_upload(session, upload)
         return {"upload": upload}
 
-    async def fetch(key: str, timeout: float | None) -> BlobStat:
+    async def fetch(key: str, timeout: float | None, labels: dict[str, Any]) -> BlobStat:
         try:
-            return await blobs.fetch(key, timeout=timeout)
+            return await blobs.fetch(key, timeout=timeout, **labels)
         except BlobNotFound as exc:
             raise NotFound(str(exc)) from None
+        except NoSpace as exc:
+            raise _no_space(exc) from None
         except BlobError as exc:
             raise NetworkError(str(exc)) from None
 
     async def blob_fetch(params: dict[str, Any], session: Session, rid: int) -> Any:
-        return (await fetch(_key(params), _timeout(params))).as_dict()
+        key, timeout = _key(params), _timeout(params)
+        return (await fetch(key, timeout, _labels(params, None))).as_dict()
 
     async def blob_get(params: dict[str, Any], session: Session, rid: int) -> Any:
         key = _key(params)
         path = absolute_path(params)
         timeout = _timeout(params)
         if path is None:
-            stat = (await fetch(key, timeout)).as_dict()
+            stat = (await fetch(key, timeout, {})).as_dict()
             if stat["size"] > MAX_PIECE:
                 raise InvalidParams(
                     f"blob is {stat['size']} bytes: give 'path', or read it with blob.read"
@@ -152,6 +200,8 @@ def build_blob_methods(
             got = await get_file(blobs, store, key, path, timeout=timeout)
         except BlobNotFound as exc:
             raise NotFound(str(exc)) from None
+        except NoSpace as exc:
+            raise _no_space(exc) from None
         except BlobError as exc:
             raise NetworkError(str(exc)) from None
         except FileAccessError as exc:
@@ -192,8 +242,21 @@ def build_blob_methods(
         key = _key(params)
         if store.stat(key) is None:
             raise NotFound(f"blob {key} is not held here")
-        freed = store.remove(key)
+        try:
+            freed = store.remove(key)
+        except NoSpace as exc:
+            raise _no_space(exc) from None
         return {"key": key, "freed": freed}
+
+    async def blob_stats(params: dict[str, Any], session: Session, rid: int) -> Any:
+        return blobs.stats()
+
+    async def blob_gc(params: dict[str, Any], session: Session, rid: int) -> Any:
+        try:
+            freed = blobs.collect()
+        except NoSpace as exc:
+            raise _no_space(exc) from None
+        return {"freed": freed, **blobs.stats()}
 
     async def ptr_set(params: dict[str, Any], session: Session, rid: int) -> Any:
         name = param(params, "name", str)
@@ -255,6 +318,8 @@ def build_blob_methods(
         "blob.pin": blob_pin,
         "blob.unpin": blob_unpin,
         "blob.remove": blob_remove,
+        "blob.stats": blob_stats,
+        "blob.gc": blob_gc,
         "ptr.set": ptr_set,
         "ptr.get": ptr_get,
     }

@@ -1,6 +1,10 @@
 """The blocking IPC client, :class:`Client`: one Unix socket, one request at a time (a lock
 makes it safe to share between threads). It never imports trio.
 
+The daemon closes a connection idle for long (``ipc`` idle timeout, or evicted to make room for
+a new client); a call on such a connection reconnects first, so a client held open for hours
+keeps working. A request over the frame limit raises ``FrameTooLarge`` before it is sent.
+
 Reads of blob data go straight into the caller's buffer (:meth:`Client.read_into`), so
 ``get_tensors`` decodes a model from the bytes as received, with no copy.
 """
@@ -9,18 +13,21 @@ from __future__ import annotations
 
 import itertools
 import os
+import select
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cbor2
 
 from p2pnode.ipc.api import (
     DEFAULT_TIMEOUT,
+    MAX_FRAME,
     MAX_REPLY,
     PIECE,
     Api,
@@ -30,8 +37,20 @@ from p2pnode.ipc.api import (
     result_of,
     socket_path_for,
 )
-from p2pnode.ipc.errors import DaemonNotRunning, InternalError, IpcError
+from p2pnode.ipc.errors import DaemonNotRunning, InternalError, IpcError, NotFound
+from p2pnode.ipc.tasks import (
+    JOB_POLL,
+    MAX_WAIT,
+    REPLY_SLACK,
+    JobData,
+    Task,
+    decode_params,
+    spec_param,
+)
 from protocols.framing import HEADER_SIZE, FrameDecoder, FrameError, decode_payload
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["Client", "socket_path_for"]
 
@@ -45,9 +64,12 @@ class Client(Api):
         socket_path: str | os.PathLike[str] | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        max_frame: int = MAX_FRAME,
     ) -> None:
+        """``max_frame``: the daemon's ``ipc.max_frame``, when not the default."""
         self.path = socket_path_for(socket_path=socket_path, data_dir=data_dir)
         self.timeout = timeout
+        self.max_frame = max_frame
         self._sock = _connect_blocking(self.path, timeout)
         self._decoder = FrameDecoder(MAX_REPLY)
         self._ids = itertools.count(1)
@@ -235,9 +257,30 @@ class Client(Api):
             raise DaemonNotRunning(f"the daemon at {self.path} closed the connection")
         return got
 
-    def _send(self, frame: dict[str, Any], data: list[memoryview] | None = None) -> None:
+    def _revive(self) -> None:
+        """Reconnect if the daemon closed this connection while it was idle: the socket then
+        reads as ended before we asked anything. Safe to resend: the daemon closes only
+        connections with no request in flight, and has read nothing we have not had answered."""
+        if self._decoder.buffered or self._sock.fileno() < 0:
+            return  # a closed socket stays closed: a reply cut off part-way (read_into)
         try:
-            for buffer in frame_buffers(frame, data):
+            readable, _, _ = select.select([self._sock], [], [], 0)
+            if not readable:
+                return
+            ended = not self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            ended = True
+        if ended:
+            self._sock.close()
+            self._sock = _connect_blocking(self.path, self.timeout)
+
+    def _send(self, frame: dict[str, Any], data: list[memoryview] | None = None) -> None:
+        buffers = frame_buffers(frame, data, self.max_frame)
+        self._revive()
+        try:
+            for buffer in buffers:
                 self._sock.sendall(buffer)
         except OSError as exc:
             self._sock.close()  # a frame sent in part: the daemon would read garbage next
@@ -252,6 +295,87 @@ class Client(Api):
             if frame is not None:
                 return frame
             self._decoder.receive_data(self._receive(self._sock.recv, 1 << 16))
+
+    # -- training jobs (docs/ipc.md) -------------------------------------------------------------
+
+    def create_job(self, spec: str | Path | Mapping[str, Any], *, timeout: float = 30.0) -> str:
+        """Commit a job from a spec (TOML text, a ``.toml`` file, or a table); its id."""
+        params = {"spec": spec_param(spec), "timeout": timeout}
+        return str(self._call_for("job.create", params, timeout)["job"])
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return list(self.call("job.list")["jobs"])
+
+    def job_status(self, job: str) -> dict[str, Any]:
+        """The job's row, spec, current tasks, per-round history and per-node records."""
+        return dict(self.call("job.status", {"job": job}))
+
+    def cancel_job(self, job: str, reason: str | None = None) -> dict[str, Any]:
+        params = {"job": job} if reason is None else {"job": job, "reason": reason}
+        return dict(self.call("job.cancel", params))
+
+    def get_model(self, job: str, round: int | None = None) -> dict[str, np.ndarray]:
+        """A committed model's parameters (the last round's by default) as numpy arrays."""
+        params: dict[str, Any] = {"job": job}
+        if round is not None:
+            params["round"] = round
+        return decode_params(self.call("model.get", params))
+
+    def tasks(
+        self, job: str, *, timeout: float = 30.0, idle: float | None = None
+    ) -> Iterator[Task]:
+        """This node's tasks of ``job``, one per round it is given, until the job stops
+        running (or, with ``idle``, until that many seconds pass without a task).
+
+        The first wait makes this connection the node's trainer for the job (the built-in
+        one stops taking its tasks) until the connection closes; each wait on the daemon
+        lasts at most ``timeout`` seconds, after which the job's status is looked at again.
+        Calls between tasks (``task.model()``, ``task.submit()``) share the connection. A job
+        this node has not yet seen committed (created through another node a moment ago) is
+        waited for up to ``timeout`` seconds.
+        """
+        data = JobData(self._job_status_soon(job, timeout))
+        job_id = str(data.status["job"])
+        wait = min(float(timeout), MAX_WAIT)
+        last = time.monotonic()
+        while True:
+            got = self._call_for("task.next", {"job": job_id, "timeout": wait}, wait)
+            if got.get("round") is None:
+                if got.get("status") != "running":
+                    return
+                if idle is not None and time.monotonic() - last >= idle:
+                    return
+                continue
+            yield Task(
+                job=job_id,
+                round=int(got["round"]),
+                shard=int(got["shard"]),
+                base_key=str(got["base_key"]),
+                _data=data,
+                _call=self.call,
+            )
+            last = time.monotonic()
+
+    def _job_status_soon(self, job: str, timeout: float) -> dict[str, Any]:
+        """``job_status``, waiting up to ``timeout`` s for a job this node's log lacks yet."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.job_status(job)
+            except NotFound:
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(JOB_POLL)
+
+    def _call_for(self, method: str, params: dict[str, Any], seconds: float) -> Any:
+        """``call`` of a method the daemon may hold for ``seconds``: the socket waits that
+        long and more. (Another thread's call meanwhile waits as long: a rare cost.)"""
+        old = self._sock.gettimeout()
+        self._sock.settimeout(max(self.timeout, seconds + REPLY_SLACK))
+        try:
+            return self.call(method, params)
+        finally:
+            self._sock.settimeout(old)
 
 
 _FRAME_HEADER = struct.Struct(">I")

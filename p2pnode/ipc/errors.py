@@ -57,6 +57,12 @@ class NetworkError(IpcError):
     code = "network"
 
 
+class NoSpace(IpcError):
+    """The daemon's disk is full; the message names the data dir and its free space."""
+
+    code = "no_space"
+
+
 class InternalError(IpcError):
     """A bug in the daemon; its log has the details."""
 
@@ -73,6 +79,7 @@ ERRORS: dict[str, type[IpcError]] = {
         InvalidParams,
         NotFound,
         NetworkError,
+        NoSpace,
         InternalError,
     )
 }

@@ -142,8 +142,11 @@ def build_job_methods(*, rounds: RoundsService | None, blobs: Any) -> dict[str, 
                     "accuracy": h.accuracy,
                     "loss": h.loss,
                     "updates": h.updates,
+                    "update_bytes": h.update_bytes,
                     "contributors": [_b58(n) for n in h.contributors],
                     "outliers": [_b58(n) for n in h.outliers],
+                    "sources": [[_b58(n), r] for n, r in h.sources],
+                    "proposer": _b58(h.proposer) if h.proposer else None,
                     "seq": h.seq,
                     "phases": _phase_seconds(phases),
                     "work": {k: round(v, 4) for k, v in timing.items()},
@@ -214,16 +217,18 @@ def build_job_methods(*, rounds: RoundsService | None, blobs: Any) -> dict[str, 
         wait = min(float(param(params, "timeout", (int, float), 30.0)), MAX_TASK_WAIT)
         inbox = _attach(svc, j.id, session)
         with trio.move_on_after(wait):
-            while True:
-                task: Train = await inbox.receive()
-                if task.job == j.id:
-                    return {
-                        "job": task.job,
-                        "round": task.round,
-                        "shard": task.shard,
-                        "base_key": task.base_key,
-                        "status": j.status,
-                    }
+            while j.status == "running":
+                # Wake up now and then: a job that ends while we wait ends the wait.
+                with trio.move_on_after(1.0):
+                    task: Train = await inbox.receive()
+                    if task.job == j.id:
+                        return {
+                            "job": task.job,
+                            "round": task.round,
+                            "shard": task.shard,
+                            "base_key": task.base_key,
+                            "status": j.status,
+                        }
         return {"job": j.id, "round": None, "status": svc.machine.ledger.jobs[j.id].status}
 
     async def task_model(params: dict[str, Any], session: Session, rid: int) -> Any:
@@ -253,11 +258,20 @@ def build_job_methods(*, rounds: RoundsService | None, blobs: Any) -> dict[str, 
         except (KeyError, ValueError, ComputeError) as exc:
             raise InvalidParams(f"bad update: {exc}") from None
         samples = max(1, len(compute.shards[shard])) if 0 <= shard < len(compute.shards) else 1
+        late = j.status != "running" or rnd < j.round - j.spec.staleness
+        if late:
+            # Tell the trainer rather than store an update no round can take any more.
+            return {"accepted": False, "reason": f"round {rnd} is closed (job at {j.round}, "
+                    f"{j.status})"}
         key, size = await svc.work.store_update(j.id, rnd, blob)
         svc.driver.submit(TrainingDone(job=j.id, round=rnd, key=key, size=size, samples=samples))
-        return {"key": key, "size": size}
+        return {"accepted": True, "key": key, "size": size}
+
+    async def rounds_status(params: dict[str, Any], session: Session, rid: int) -> Any:
+        return service().status()
 
     return {
+        "rounds.status": rounds_status,
         "job.create": create,
         "job.list": list_jobs,
         "job.status": status,

@@ -14,6 +14,9 @@ from p2pnode.ipc.errors import InvalidParams
 from p2pnode.network.dht import KV_PREFIX
 
 MAX_KEY_CHARS = 256
+MAX_PLAIN_SIZE = 1 << 24  # bytes of a value written out in full, shared references expanded
+MAX_PLAIN_ITEMS = 1 << 18  # keeps the walk of a hostile value to a fraction of a second
+MAX_PLAIN_DEPTH = 64
 
 #: Stands for "no default": the parameter is required.
 REQUIRED: Any = ...
@@ -68,3 +71,33 @@ def absolute_path(params: dict[str, Any], name: str = "path") -> Path | None:
     if not path.is_absolute():
         raise InvalidParams(f"{name} must be absolute (the daemon's working dir is not yours)")
     return path
+
+
+def plain_value(value: Any, name: str) -> Any:
+    """``value`` if it can be stored and encoded again as it came: no cycle, no nesting deeper
+    than ``MAX_PLAIN_DEPTH``, and no more than ``MAX_PLAIN_SIZE`` bytes (``MAX_PLAIN_ITEMS``
+    items) once written out in full. CBOR's shared references (tags 28/29) can build a cycle,
+    or a few bytes that expand to terabytes when encoded again; such a value is the caller's
+    error, not ours."""
+    size = items = 0
+    # Iterative walk: (item, depth, ids of the containers above it, to spot a cycle).
+    stack: list[tuple[Any, int, frozenset[int]]] = [(value, 0, frozenset())]
+    while stack:
+        item, depth, above = stack.pop()
+        items += 1
+        size += len(item) if isinstance(item, (str, bytes)) else 1
+        if size > MAX_PLAIN_SIZE or items > MAX_PLAIN_ITEMS:
+            raise InvalidParams(
+                f"{name} is over {MAX_PLAIN_SIZE} bytes or {MAX_PLAIN_ITEMS} items written out"
+                " in full (shared references expanded)"
+            )
+        if not isinstance(item, (dict, list, tuple)):
+            continue
+        if id(item) in above:
+            raise InvalidParams(f"{name} refers to itself (a CBOR shared reference cycle)")
+        if depth >= MAX_PLAIN_DEPTH:
+            raise InvalidParams(f"{name} is nested deeper than {MAX_PLAIN_DEPTH} levels")
+        inner = above | {id(item)}
+        children = [*item.keys(), *item.values()] if isinstance(item, dict) else list(item)
+        stack.extend((child, depth + 1, inner) for child in children)
+    return value

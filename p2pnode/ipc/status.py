@@ -17,10 +17,11 @@ from p2pnode import __version__
 from p2pnode.blobs.service import BlobService
 from p2pnode.blobs.store import BlobStore
 from p2pnode.config import Config
+from p2pnode.config.join import committee_fingerprint
 from p2pnode.ipc.server import Method, Session
 from p2pnode.network.dht import Dht
 from p2pnode.network.handshakes import HandshakeWatch
-from p2pnode.network.host import full_addrs
+from p2pnode.network.host import full_addrs, listen_addrs
 
 
 def service_row(name: str, service: object | None) -> dict[str, Any]:
@@ -51,11 +52,19 @@ def build_status_methods(
 ) -> dict[str, Method]:
     """``status``; ``services`` names every service of the node (``None`` for one that is off),
     in the order the reply lists them."""
+    validators = cfg.consensus.validators
+    committee = (
+        {"validators": len(validators), "fingerprint": committee_fingerprint(validators)}
+        if validators
+        else None
+    )
 
     async def status(params: dict[str, Any], session: Session, rid: int) -> Any:
         return {
             "peer_id": peer_id,
             "addrs": full_addrs(host),
+            "listen_addrs": listen_addrs(host),
+            "announce": list(cfg.announce),
             "version": __version__,
             "uptime": round(time.monotonic() - started_at, 3),
             "pid": os.getpid(),
@@ -66,7 +75,7 @@ def build_status_methods(
             "bootstrapped": dht.bootstrapped.is_set(),
             "private_network": cfg.psk_file is not None,
             "blobs": {
-                "stored_bytes": blob_store.bytes_stored,
+                **blobs.stats(),  # stored_bytes, bytes_by_kind, quotas (docs/blobs.md)
                 "served_chunks": blobs.served_chunks,
                 "fetched_chunks": blobs.fetched_chunks,
                 "bad_chunks": blobs.bad_chunks,
@@ -74,6 +83,7 @@ def build_status_methods(
                 "provider_lookups": blobs.provider_lookups,
             },
             "services": [service_row(name, svc) for name, svc in services.items()],
+            "committee": committee,
             "handshake_failures": handshakes.summary() if handshakes is not None else None,
         }
 

@@ -223,9 +223,9 @@ def check_learning(lr: dict[str, Any]) -> None:
     choice("outer_schedule", "outer.schedule", SCHEDULES)
     choice("rule", "aggregation.rule", RULE_NAMES)
     integer("f", "aggregation.f", 0, 32)
-    if lr["mixing"] not in ("default", True, False):
+    if not (lr["mixing"] == "default" or type(lr["mixing"]) is bool):
         raise SpecError("aggregation.mixing must be true, false or 'default'")
     choice("compression", "compression.kind", COMPRESSION_KINDS)
     number("ratio", "compression.ratio", 1e-6, 1.0)
-    if lr["error_feedback"] not in ("default", True, False):
+    if not (lr["error_feedback"] == "default" or type(lr["error_feedback"]) is bool):
         raise SpecError("compression.error_feedback must be true, false or 'default'")

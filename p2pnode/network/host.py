@@ -11,6 +11,9 @@
 * Writes go out in pieces that make one yamux frame fill exactly one Noise message
   (:func:`write_pieces`), sealed into one buffer and sent with one call per write
   (:mod:`p2pnode.network.bulkwrite`).
+* The host advertises real addresses: a wildcard listen address becomes this machine's
+  interface addresses, and the ``announce`` setting's addresses come first
+  (:mod:`p2pnode.network.addresses`).
 * Yamux returns receive credit the go-yamux way, in batches of half the window, instead of
   one WINDOW_UPDATE per read (``PY_YAMUX_RELEASE_ON_READ=0``, unless the environment says
   otherwise).
@@ -36,6 +39,7 @@ from libp2p.peer.id import ID
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
+from p2pnode.network.addresses import addrs_factory
 from p2pnode.network.bulkwrite import BulkWriter, bulk_writer
 
 log = logging.getLogger(__name__)
@@ -43,7 +47,13 @@ log = logging.getLogger(__name__)
 StreamHandler = Callable[[INetStream], Awaitable[None]]
 
 
-def build_host(key_pair: KeyPair, *, psk: str | None, dial_timeout: float) -> IHost:
+def build_host(
+    key_pair: KeyPair,
+    *,
+    psk: str | None,
+    dial_timeout: float,
+    announce: Sequence[str] = (),
+) -> IHost:
     # py-libp2p reads its yamux tuning from the environment at each use. By default a reader
     # sends a WINDOW_UPDATE after every read: an encrypted frame out and in per read, 0.5-0.7 ms
     # of CPU per MiB on each end of a bulk transfer. go-yamux (and this setting) batch the
@@ -60,6 +70,7 @@ def build_host(key_pair: KeyPair, *, psk: str | None, dial_timeout: float) -> IH
             dial_timeout=dial_timeout,
         ),
         psk=psk,
+        addrs_factory=addrs_factory(announce),
     )
     _disable_auto_connector(host)
     return host
@@ -270,8 +281,22 @@ def _remote_peer(stream: INetStream) -> str:
 
 
 def full_addrs(host: IHost) -> list[str]:
-    """Listen multiaddrs with /p2p/<peer id>, as another node would dial them."""
+    """Advertised multiaddrs with /p2p/<peer id>, as another node would dial them (announced
+    ones first, wildcards replaced by interface addresses)."""
     return [str(a) for a in host.get_addrs()]
+
+
+def advertised_addrs(host: IHost) -> list[multiaddr.Multiaddr]:
+    """The addresses in :func:`full_addrs`, without /p2p/ (as DHT peer records carry them)."""
+    if not hasattr(host, "get_addrs"):  # a stand-in host (unit tests): its bound addresses
+        return list(getattr(host, "get_transport_addrs", list)())
+    suffix = multiaddr.Multiaddr(f"/p2p/{host.get_id()}")
+    return [a.decapsulate(suffix) for a in host.get_addrs()]
+
+
+def listen_addrs(host: IHost) -> list[str]:
+    """The sockets the host listens on, as bound (``/ip4/0.0.0.0/...`` stays a wildcard)."""
+    return [str(a) for a in host.get_transport_addrs()]
 
 
 def parse_multiaddr(text: str) -> multiaddr.Multiaddr:

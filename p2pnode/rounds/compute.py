@@ -35,7 +35,7 @@ from p2pnode.training.state_dict import ParamSpec, StateDict, flatten, unflatten
 from p2pnode.training.sync import BoundedAsync
 from protocols.rounds import JobSpec, RoundResult, UpdateRef
 
-__all__ = ["ATTACKS", "ComputeError", "JobCompute", "TrainOutput"]
+__all__ = ["ATTACKS", "ComputeError", "JobCompute", "TrainOutput", "job_data"]
 
 ATTACKS = ("", "sign_flip", "scaled", "gaussian")
 UPDATE_MEDIA_TYPE = "application/x-p2pnode-update"
@@ -73,13 +73,7 @@ class JobCompute:
     @classmethod
     def build(cls, job_id: str, spec: JobSpec, allowed_modules: Sequence[str] = ()) -> JobCompute:
         lr = spec.learning
-        data = load_digits() if lr["data"] == "digits" else _load_path(str(lr["data_path"]))
-        split_rng = np.random.default_rng([int(lr["seed"]), 0])
-        train, val = train_test_split(data, float(lr["test_fraction"]), split_rng)
-        if lr["shard"] == "iid":
-            shards = iid_shards(len(train), spec.shards, split_rng)
-        else:
-            shards = dirichlet_shards(train.y, spec.shards, float(lr["alpha"]), split_rng)
+        train, val, shards = job_data(spec)
         model = _build_model(lr, train, allowed_modules)
         params = model.init(np.random.default_rng([int(lr["init_seed"]), 2]))
         compressor = Compressor(str(lr["compression"]), ratio=float(lr["ratio"]))
@@ -249,6 +243,20 @@ class JobCompute:
             proposer=b"-",
         )
         return pack(new_params, new_state), result
+
+
+def job_data(spec: JobSpec) -> tuple[Dataset, Dataset, list[np.ndarray]]:
+    """A job's training split, validation split and shard indices, from its seed alone: what
+    every trainer, validator and external trainer derives the same way."""
+    lr = spec.learning
+    data = load_digits() if lr["data"] == "digits" else _load_path(str(lr["data_path"]))
+    split_rng = np.random.default_rng([int(lr["seed"]), 0])
+    train, val = train_test_split(data, float(lr["test_fraction"]), split_rng)
+    if lr["shard"] == "iid":
+        shards = iid_shards(len(train), spec.shards, split_rng)
+    else:
+        shards = dirichlet_shards(train.y, spec.shards, float(lr["alpha"]), split_rng)
+    return train, val, shards
 
 
 def pack(params: Mapping[str, np.ndarray], state: Mapping[str, Any]) -> dict[str, np.ndarray]:

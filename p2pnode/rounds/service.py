@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 import trio
@@ -41,6 +41,7 @@ from protocols.rounds import (
     Applied,
     BadProposal,
     Candidate,
+    CommitRound,
     Committed,
     JobApplied,
     MembersSeen,
@@ -114,6 +115,8 @@ class RoundsService:
             model_modules=t.model_modules,
             attack=t.attack,
             attack_scale=t.attack_scale,
+            delay=t.delay,
+            byzantine_proposer=t.byzantine_proposer,
         )
         self.driver = MachineDriver(
             self.machine,
@@ -138,6 +141,8 @@ class RoundsService:
         self.phases: dict[tuple[str, int], dict[str, float]] = {}
         #: seq -> what the ledger made of that entry's rounds transactions (the last few).
         self.last_applied: dict[int, list[Applied]] = {}
+        #: the last results this node refused, with why (evidence against their proposers).
+        self.evidence: deque[dict[str, Any]] = deque(maxlen=64)
         self._applied_changed = trio.Event()
 
     @property
@@ -279,8 +284,7 @@ class RoundsService:
                     )
                 )
             self.driver.submit(MembersSeen(candidates=tuple(cands)))
-            held = tuple(f"{j.id}@{j.round - 1}" for j in self.machine.ledger.running())[:16]
-            self.membership.set_models(held)
+            self.membership.set_models(tuple(reversed(self.work.held))[:16])
             # Slots are capacity: which of them the open rounds of other jobs hold is read from
             # the ledger by the starter, not from gossip that lags a round behind.
             self.membership.set_load(
@@ -317,6 +321,8 @@ class RoundsService:
             self._applied_changed = trio.Event()
             if a.status != "ok":
                 log.info("rounds: transaction at %d rejected: %s", a.seq, a.reason)
+            elif isinstance(a.tx, CommitRound) and a.job is not None:
+                self._record_outcomes(a.job)
             self._publish(
                 "jobs",
                 {
@@ -329,6 +335,10 @@ class RoundsService:
             )
         elif isinstance(e, BadProposal):
             self.counters["bad_proposals"] += 1
+            self.evidence.append(
+                {"job": e.job, "round": e.round, "proposer": b58(e.proposer), "reason": e.reason,
+                 "at": time.time()}
+            )
             log.warning(
                 "rounds: refused %s's result for %s round %d: %s",
                 b58(e.proposer),
@@ -347,10 +357,28 @@ class RoundsService:
                 },
             )
 
+    def _record_outcomes(self, job_id: str) -> None:
+        """A committed round is a task outcome for each assigned node: membership's
+        reliability score (shown by ``members``) learns who delivered and who did not."""
+        job = self.machine.ledger.jobs[job_id]
+        done = job.history[-1]
+        good = set(done.contributors) - set(done.outliers)
+        if self.membership is not None:
+            for node in sorted(job.assigned.get(done.round, ())):
+                self.membership.record_task(node, node in good)
+
     def _round_done(self, job: str, rnd: int) -> None:
         j = self.machine.ledger.jobs.get(job)
-        if j is not None and j.status != "running":
+        if j is None:
+            return
+        if j.status != "running":
             self.work.forget(job)
+        # Storage stays bounded: the job's last models (the committed one and the initial one
+        # always) and the updates a stale round may still use are kept, the rest goes.
+        try:
+            self.blobs.retire(job, rnd - j.spec.staleness, keep=(j.model_key, j.init_key))
+        except Exception as exc:  # retention is housekeeping: never stop the rounds for it
+            log.warning("rounds: retiring blobs of %s failed: %s", job, exc)
 
     def _publish(self, topic: str, event: dict[str, Any]) -> None:
         if self.events is not None:
@@ -365,6 +393,7 @@ class RoundsService:
             "applied_seq": self.applied_seq,
             "training": self.work.running,
             "counters": dict(self.counters) | self.machine.counters,
+            "evidence": list(self.evidence),
             "pid": os.getpid(),
         }
 

@@ -53,6 +53,8 @@ class RoundWork:
         model_modules: Sequence[str] = (),
         attack: str = "",
         attack_scale: float = 10.0,
+        delay: float = 0.0,
+        byzantine_proposer: bool = False,
     ) -> None:
         self.blobs = blobs
         self._submit = submit
@@ -64,6 +66,8 @@ class RoundWork:
         self._modules = tuple(model_modules)
         self.attack = attack
         self.attack_scale = attack_scale
+        self.delay = delay
+        self.byzantine_proposer = byzantine_proposer
         self._computes: dict[str, JobCompute] = {}
         self._aggregating: dict[str, trio.Lock] = {}
         self.nursery: trio.Nursery | None = None
@@ -72,6 +76,8 @@ class RoundWork:
         #: seconds spent per phase of the last rounds, for status and benchmarks.
         self.timings: dict[tuple[str, int], dict[str, float]] = {}
         self.running = 0
+        #: models this node holds, as "job@round", newest last (gossiped by membership).
+        self.held: dict[str, None] = {}
 
     def compute(self, job: str) -> JobCompute:
         c = self._computes.get(job)
@@ -98,20 +104,34 @@ class RoundWork:
     # -- blobs -----------------------------------------------------------------------------------
 
     async def read_blob(self, key: str, *, kind: str, job: str, rnd: int) -> bytes:
+        labels = {"kind": kind, "job": job, "round": rnd} if job != "init" else {}
         async with self._fetches:
-            stat = await self.blobs.fetch(key, timeout=self._fetch_timeout)
+            stat = await self.blobs.fetch(key, timeout=self._fetch_timeout, **labels)
         return bytes(await self.blobs.store.read_range(key, 0, stat.size))
 
     async def read_model(self, job: str, key: str, rnd: int) -> dict[str, np.ndarray]:
         data = await self.read_blob(key, kind="model", job=job, rnd=rnd)
+        self._hold(job, rnd)
         return tensors.decode(data)
 
+    def _hold(self, job: str, rnd: int) -> None:
+        tag = f"{job}@{rnd}"
+        self.held.pop(tag, None)
+        self.held[tag] = None
+        while len(self.held) > 16:
+            del self.held[next(iter(self.held))]
+
     async def store_model(self, job: str, rnd: int, model: dict[str, np.ndarray]) -> str:
+        # The initial model is stored before its job has an id: labelled once committed.
+        labels = {"kind": "model", "job": job, "round": rnd} if job != "init" else {}
         stat, _ = await self.blobs.put(
             tensors.encode_pieces(model),
             media_type=tensors.MEDIA_TYPE,
             meta={"job": job, "round": rnd},
+            **labels,
         )
+        if job != "init":
+            self._hold(job, rnd)
         return str(stat.key)
 
     # -- effects ---------------------------------------------------------------------------------
@@ -141,6 +161,8 @@ class RoundWork:
                 )
                 t2 = time.perf_counter()
                 key, size = await self.store_update(e.job, e.round, out.update)
+                if self.delay:
+                    await trio.sleep(self.delay)
                 self._time(e.job, e.round, "fetch", t1 - t0)
                 self._time(e.job, e.round, "train", t2 - t1)
                 self._time(e.job, e.round, "upload", time.perf_counter() - t2)
@@ -155,7 +177,12 @@ class RoundWork:
 
     async def store_update(self, job: str, rnd: int, update: bytes) -> tuple[str, int]:
         stat, _ = await self.blobs.put(
-            [update], media_type=UPDATE_MEDIA_TYPE, meta={"job": job, "round": rnd}
+            [update],
+            media_type=UPDATE_MEDIA_TYPE,
+            meta={"job": job, "round": rnd},
+            kind="update",
+            job=job,
+            round=rnd,
         )
         return str(stat.key), int(stat.size)
 
@@ -165,7 +192,9 @@ class RoundWork:
     async def _prefetch(self, e: Prefetch) -> None:
         try:
             async with self._fetches:
-                await self.blobs.fetch(e.key, timeout=self._fetch_timeout)
+                await self.blobs.fetch(
+                e.key, timeout=self._fetch_timeout, kind="update", job=e.job, round=e.round
+            )
         except Exception as exc:
             log.debug("prefetch of %s failed: %s", e.key, exc)
 
@@ -207,6 +236,10 @@ class RoundWork:
         model, result = await trio.to_thread.run_sync(
             lambda: c.aggregate(base, e.base_key, e.round, pairs)
         )
+        if self.byzantine_proposer and e.check is None:
+            # A proposer that lies: the others recompute and refuse it (tests only).
+            first = next(k for k in model if k.startswith("params/"))
+            model[first] = (model[first] + np.float32(0.01)).astype(model[first].dtype)
         t2 = time.perf_counter()
         key = await self.store_model(e.job, e.round, model)
         self._time(e.job, e.round, "collect", t1 - t0)

@@ -75,4 +75,14 @@ MIGRATIONS: tuple[str, ...] = (
         committed_at REAL NOT NULL
     );
     """,
+    # 4: storage policy (docs/blobs.md, "Storage policy"): what a blob is for, and when it came.
+    """
+    ALTER TABLE blobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'user';  -- user, model or update
+    ALTER TABLE blobs ADD COLUMN job TEXT;                           -- training job, if any
+    ALTER TABLE blobs ADD COLUMN round INTEGER;                      -- its round, if any
+    ALTER TABLE blobs ADD COLUMN created REAL NOT NULL DEFAULT 0;    -- unix time first stored
+    UPDATE blobs SET created = last_access;
+    CREATE INDEX blobs_job ON blobs (job, kind, round);
+    CREATE INDEX blobs_kind ON blobs (kind, pinned, created);
+    """,
 )

@@ -132,6 +132,13 @@ class FrameDecoder:
         return self._size
 
     @property
+    def frame_size(self) -> int | None:
+        """Body length announced by the frame being read, once its header is parsed (by a
+        :meth:`next_body` call); None between frames. Lets a reader reserve memory for the
+        whole body before reading it."""
+        return self._need
+
+    @property
     def at_eof(self) -> bool:
         return self._eof
 

@@ -11,6 +11,7 @@ not assigned, a result without a quorum of valid attestations.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -47,6 +48,11 @@ class RoundSummary:
     contributors: tuple[bytes, ...]
     outliers: tuple[bytes, ...]
     seq: int
+    #: (node, round trained on) of every update, so a stale one shows as an older round.
+    sources: tuple[tuple[bytes, int], ...] = ()
+    proposer: bytes = b""
+    #: bytes of all the round's updates as their trainers stored them (compression shows here).
+    update_bytes: int = 0
 
 
 @dataclass(slots=True)
@@ -66,6 +72,9 @@ class JobState:
     assigned: dict[int, frozenset[bytes]] = field(default_factory=dict)
     history: list[RoundSummary] = field(default_factory=list)
     reason: str = ""
+    #: (node, round trained on) of updates committed in the rounds a stale one could still join:
+    #: an update enters the model once.
+    used: set[tuple[bytes, int]] = field(default_factory=set)
 
     def model_of(self, round: int) -> str | None:
         """The model committed by ``round`` (0: the initial model)."""
@@ -88,9 +97,12 @@ class NodeRecord:
 
     @property
     def reliability(self) -> float:
-        """In [0, 1]: a node that delivers useful updates on time scores high; 0.5 unknown."""
+        """In [0, 1], 0.5 for a node not seen yet: the share of its tasks that delivered an
+        update that was not an outlier (a Laplace estimate), nudged by up to 0.1 by its summed
+        contribution score (the validation-loss change its updates caused alone)."""
         good = self.contributed - self.outliers
-        return max(0.0, min(1.0, (good + 1) / (self.assigned + 2)))
+        base = (good + 1) / (self.assigned + 2)
+        return max(0.0, min(1.0, base + 0.1 * math.tanh(self.score_sum)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +168,9 @@ class TrainingLedger:
             if reason:
                 return Applied(seq, tx, "rejected", reason, job.id)
             job.assignment = tx
-            job.assigned[tx.round] = frozenset(t.node for t in tx.tasks)
+            job.assigned[tx.round] = job.assigned.get(tx.round, frozenset()) | frozenset(
+                t.node for t in tx.tasks
+            )
             for old in [r for r in job.assigned if r < tx.round - job.spec.staleness]:
                 del job.assigned[old]
             return Applied(seq, tx, "ok", job=job.id)
@@ -173,16 +187,23 @@ class TrainingLedger:
         spec = job.spec
         if tx.round != job.round:
             return f"round {tx.round} is not the job's current round {job.round}"
-        if job.assignment is not None and job.assignment.round == tx.round:
-            return f"round {tx.round} has started already"
+        # A reassignment of the open round (its trainers died or missed the deadline) is
+        # allowed, but only with other tasks; updates of the first assignment still count.
+        open_round = job.assignment is not None and job.assignment.round == tx.round
+        if open_round and set(tx.tasks) == set(job.assignment.tasks):  # type: ignore[union-attr]
+            return f"round {tx.round} has started already with these tasks"
         if tx.base_key != job.model_key:
             return "base_key is not the job's current model"
         shards = [t.shard for t in tx.tasks]
         if len(set(shards)) != len(shards) or not all(0 <= s < spec.shards for s in shards):
             return "tasks must name distinct shards of the job"
         nodes = {t.node for t in tx.tasks}
+        if len(nodes) != len(tx.tasks):
+            return "a node takes at most one task of a round"
         if not spec.min_participants <= len(nodes) <= spec.max_participants:
             return "participants outside the job's min..max"
+        if len(nodes) < spec.min_updates:
+            return "fewer participants than the job's min_updates"
         return ""
 
     def _check_commit(self, job: JobState, tx: CommitRound, r: RoundResult) -> str:
@@ -197,6 +218,8 @@ class TrainingLedger:
                 return "an update is staler than the job allows"
             if u.node not in job.assigned.get(u.round, ()):
                 return "an update comes from a node that was not assigned"
+            if (u.node, u.round) in job.used:
+                return "an update was committed in an earlier round"
             if not u.verify(job.id, self.verifier):
                 return "an update's signature does not verify"
         if r.proposer not in self.committee:
@@ -238,8 +261,13 @@ class TrainingLedger:
                 contributors=r.contributors,
                 outliers=r.outliers,
                 seq=seq,
+                sources=tuple((u.node, u.round) for u in r.updates),
+                proposer=r.proposer,
+                update_bytes=sum(u.size for u in r.updates),
             )
         )
+        job.used |= {(u.node, u.round) for u in r.updates}
+        job.used = {k for k in job.used if k[1] >= r.round + 1 - job.spec.staleness}
         job.model_key = r.model_key
         job.assignment = None
         job.round = r.round + 1

@@ -71,6 +71,7 @@ from .messages import (
     sign_notice,
 )
 from .selector import Candidate, Selector, select_tasks
+from .spec import MAX_PARTICIPANTS
 from .transactions import CommitRound, CreateJob, StartRound, encode_tx
 
 __all__ = ["METRIC_TOLERANCE", "RoundsConfig", "RoundsMachine"]
@@ -129,13 +130,17 @@ class RoundsMachine:
         #: (job, round) -> attempt of the starter rotation, while a round waits for its tasks.
         self._starting: dict[tuple[str, int], int] = {}
         #: notices for rounds not open yet (they may arrive before our StartRound commit).
-        self._early: dict[tuple[str, int], dict[bytes, UpdateRef]] = {}
+        self._early: dict[tuple[str, int], dict[tuple[bytes, int], UpdateRef]] = {}
+        #: (job, round) this node took a task of (kept while the round is open, so a
+        #: reassignment of the round does not train it twice).
         self.training: set[tuple[str, int]] = set()
         #: job -> the shards of its last committed tasks (a node keeps its shard).
         self._prev_tasks: dict[str, dict[bytes, int]] = {}
         #: proposals being recomputed: digest -> the proposer's signature (for evidence).
         self._sigs: dict[bytes, bytes] = {}
         self._gen = 0
+        #: the live generation of each timer key (older firings are ignored).
+        self._timer_gen: dict[tuple[str, str, int], int] = {}
         self.counters: dict[str, int] = {}
         self._on: dict[type, Callable[[object, float], list[Effect]]] = {
             Committed: self._committed,  # type: ignore[dict-item]
@@ -159,6 +164,9 @@ class RoundsMachine:
         self.counters[name] = self.counters.get(name, 0) + 1
 
     def _timer(self, e: TimerFired, now: float) -> list[Effect]:
+        if self._timer_gen.get(e.key) != e.generation:
+            return []  # superseded: a later SetTimer with the same key replaced it
+        del self._timer_gen[e.key]
         kind, job_id, rnd = e.key  # type: ignore[misc]
         job = self.ledger.jobs.get(job_id)
         if job is None or job.status != "running" or job.round != rnd:
@@ -171,7 +179,11 @@ class RoundsMachine:
 
     def _set_timer(self, kind: str, job: str, rnd: int, at: float) -> SetTimer:
         self._gen += 1
-        return SetTimer(key=(kind, job, rnd), at=at, generation=self._gen)
+        key = (kind, job, rnd)
+        self._timer_gen[key] = self._gen
+        for old in [k for k in self._timer_gen if k[1] == job and k[2] < rnd - 1]:
+            del self._timer_gen[old]  # timers of rounds long committed never matter again
+        return SetTimer(key=key, at=at, generation=self._gen)
 
     # -- turns -----------------------------------------------------------------------------------
 
@@ -212,7 +224,8 @@ class RoundsMachine:
                 out += self._started(job, tx, now)
             elif isinstance(tx, CommitRound):
                 done = job.history[-1]
-                self._rounds.pop(job.id, None)
+                self.training = {k for k in self.training if k[0] != job.id or k[1] > done.round}
+                self._carry_over(job, self._rounds.pop(job.id, None), set(done.sources))
                 out.append(
                     RoundPhase(
                         job=job.id, round=done.round, phase="completed", detail=done.model_key
@@ -263,7 +276,10 @@ class RoundsMachine:
                 for t in other.assignment.tasks:
                     taken[t.node] = taken.get(t.node, 0) + 1
         previous = self._prev_tasks.get(job.id, {})
-        tasks = self.selector(job.spec, job.round, job.model_key, self.candidates, taken, previous)
+        # Members gossip the models they hold as "job@round": those holding this round's base
+        # model need no download, so the selector prefers them.
+        tag = f"{job.id}@{job.round - 1}"
+        tasks = self.selector(job.spec, job.round, tag, self.candidates, taken, previous)
         if not tasks:
             self._count("start_no_candidates")
             return []
@@ -281,18 +297,38 @@ class RoundsMachine:
         if self.is_validator:
             deadline = now + job.spec.round_deadline
             rs = self._rounds.get(job.id)
+            if rs is not None and rs.round == tx.round:
+                # The open round was reassigned: what was collected stays, the clock restarts.
+                rs.deadline = deadline
+                out.append(self._set_timer("close", job.id, tx.round, deadline))
+                return out + self._maybe_close(job, rs, now)
             kept = rs.updates if rs is not None else {}
             rs = self._rounds[job.id] = _Round(round=tx.round, opened=now, deadline=deadline)
             # Stale updates still within the bound stay; early ones for this round join.
             lo = tx.round - job.spec.staleness
-            rs.updates = {k: u for k, u in kept.items() if lo <= u.round < tx.round}
-            for node, ref in self._early.pop((job.id, tx.round), {}).items():
-                rs.updates[(node, tx.round)] = ref
+            rs.updates = {
+                k: u for k, u in kept.items() if lo <= u.round < tx.round and k not in job.used
+            }
+            for k, ref in self._early.pop((job.id, tx.round), {}).items():
+                assigned = ref.node in job.assigned.get(ref.round, ())
+                if lo <= ref.round and assigned and k not in job.used:
+                    rs.updates[k] = ref
             for old in [k for k in self._early if k[0] == job.id and k[1] < tx.round]:
                 del self._early[old]
             out.append(self._set_timer("close", job.id, tx.round, deadline))
             out += self._maybe_close(job, rs, now)
         return out
+
+    def _carry_over(
+        self, job: JobState, rs: _Round | None, used: set[tuple[bytes, int]]
+    ) -> None:
+        """Under bounded staleness, updates that missed the committed round may join the next."""
+        if rs is None or not job.spec.staleness or job.status != "running":
+            return
+        early = self._early.setdefault((job.id, job.round), {})
+        for k, u in rs.updates.items():
+            if k not in used and u.round >= job.round - job.spec.staleness:
+                early.setdefault(k, u)
 
     def _remember_tasks(self, job: str, tx: StartRound) -> None:
         self._prev_tasks[job] = {t.node: t.shard for t in tx.tasks}
@@ -300,7 +336,6 @@ class RoundsMachine:
     # -- trainers --------------------------------------------------------------------------------
 
     def _trained(self, e: TrainingDone, now: float) -> list[Effect]:
-        self.training.discard((e.job, e.round))
         if not e.key:
             self._count("training_failed")
             return [RoundPhase(job=e.job, round=e.round, phase="training", detail=e.error)]
@@ -336,17 +371,23 @@ class RoundsMachine:
         if not local and not u.verify(n.job, self.verifier):
             self._count("notice_bad_signature")
             return []
-        rs = self._rounds.get(job.id)
-        if u.round > job.round or (u.round == job.round and (rs is None or rs.round != u.round)):
-            # Our StartRound commit may come after a fast trainer's notice.
-            if u.round <= job.round + 1:
-                self._early.setdefault((job.id, u.round), {})[u.node] = u
+        if u.round > job.round + 1 or u.round < job.round - job.spec.staleness:
+            self._count("notice_out_of_window")
             return []
-        if rs is None or u.round < job.round - job.spec.staleness:
-            self._count("notice_too_old")
+        rs = self._rounds.get(job.id)
+        if u.round > job.round or rs is None or rs.round != job.round:
+            # The round this update can join is not open here yet (our StartRound commit may
+            # come after a fast trainer's notice): keep it until it is, for the round it joins.
+            joins = max(u.round, job.round)
+            early = self._early.setdefault((job.id, joins), {})
+            if len(early) < 4 * MAX_PARTICIPANTS:  # signed, but not yet checked as assigned
+                early[(u.node, u.round)] = u
             return []
         if u.node not in job.assigned.get(u.round, ()):
             self._count("notice_unassigned")
+            return []
+        if (u.node, u.round) in job.used:
+            self._count("notice_already_committed")
             return []
         if (u.node, u.round) in rs.updates:
             return []
@@ -362,7 +403,7 @@ class RoundsMachine:
         fresh = {node for node, r in rs.updates if r == rs.round}
         everyone = fresh >= job.assigned.get(rs.round, frozenset())
         enough = len(rs.updates) >= job.spec.min_updates
-        if everyone or (now >= rs.deadline and enough):
+        if enough and (everyone or now >= rs.deadline):
             rs.closed_at = now
             return [
                 RoundPhase(
@@ -386,9 +427,15 @@ class RoundsMachine:
                 rs.deadline = now + job.spec.round_deadline
                 return [self._set_timer("close", job.id, rs.round, rs.deadline)]
             out = self._maybe_close(job, rs, now)
-            if rs.closed_at is None:  # too few updates: keep waiting another deadline
+            if rs.closed_at is None:
+                # Too few updates: wait another deadline, and from the second on let the
+                # validator whose turn it is reassign the round to the nodes alive now.
+                rs.extended += 1
                 rs.deadline = now + job.spec.round_deadline
                 out.append(self._set_timer("close", job.id, rs.round, rs.deadline))
+                if rs.extended >= 2:
+                    self._count("round_reassigned")
+                    out += self._try_start(job, rs.extended)
             return out
         # No result committed in time: the next validator's turn.
         rs.attempt += 1
@@ -495,9 +542,13 @@ class RoundsMachine:
         digest = result_digest(e.check)
         psig = self._sigs.pop(digest, b"")
         mine = e.result
-        reason = e.error
-        if mine is not None and not reason:
-            reason = _difference(mine, theirs)
+        if mine is None:
+            # We could not recompute (an update not fetched in time): no verdict, no evidence;
+            # a later copy of the proposal may be checked again.
+            rs.checked.discard(digest)
+            self._count("recompute_failed")
+            return []
+        reason = _difference(mine, theirs)
         if reason:
             self._count("proposal_refused")
             return [
@@ -550,14 +601,15 @@ def _difference(mine: RoundResult, theirs: RoundResult) -> str:
         return "the model key does not recompute"
     if mine.contributors != theirs.contributors or mine.outliers != theirs.outliers:
         return "contributors or outliers differ"
-    if abs(mine.accuracy - theirs.accuracy) > METRIC_TOLERANCE:
+    # "not <=" so that a NaN (which compares false with everything) is a difference too.
+    if not abs(mine.accuracy - theirs.accuracy) <= METRIC_TOLERANCE:
         return "accuracy differs beyond tolerance"
-    if abs(mine.loss - theirs.loss) > METRIC_TOLERANCE:
+    if not abs(mine.loss - theirs.loss) <= METRIC_TOLERANCE:
         return "loss differs beyond tolerance"
     mine_scores, their_scores = dict(mine.scores), dict(theirs.scores)
     if mine_scores.keys() != their_scores.keys():
         return "scores differ"
     for k, v in mine_scores.items():
-        if abs(v - their_scores[k]) > METRIC_TOLERANCE:
+        if not abs(v - their_scores[k]) <= METRIC_TOLERANCE:
             return "scores differ beyond tolerance"
     return ""

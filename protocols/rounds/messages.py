@@ -15,6 +15,7 @@ Wire form: canonical CBOR ``[tag, ...]``; :func:`decode_message` bounds every fi
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,11 +161,12 @@ class RoundResult:
         if type(self.scores) is not tuple:
             raise ValueError("scores must be a tuple")
         for node, score in self.scores:
-            if node not in nodes or type(score) is not float:
-                raise ValueError("scores map update nodes to floats")
+            if node not in nodes or type(score) is not float or not math.isfinite(score):
+                raise ValueError("scores map update nodes to finite floats")
         for name in ("accuracy", "loss"):
-            if type(getattr(self, name)) is not float:
-                raise ValueError(f"{name} must be a float")
+            v = getattr(self, name)
+            if type(v) is not float or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite float")
         _check_bytes("proposer", self.proposer, MAX_ID)
 
     def update_keys(self) -> tuple[str, ...]:

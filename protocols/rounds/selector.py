@@ -32,7 +32,7 @@ class Candidate:
     reliability: float = 0.5
 
 
-#: (spec, round, base_key, candidates, slots already taken per node, previous shards) -> tasks
+#: (spec, round, model tag, candidates, slots already taken per node, previous shards) -> tasks
 Selector = Callable[
     [JobSpec, int, str, Sequence[Candidate], Mapping[bytes, int], Mapping[bytes, int]],
     tuple[Task, ...],
@@ -53,17 +53,18 @@ def eligible(spec: JobSpec, c: Candidate, taken: int) -> bool:
 def select_tasks(
     spec: JobSpec,
     round: int,
-    base_key: str,
+    model_tag: str,
     candidates: Sequence[Candidate],
     taken: Mapping[bytes, int],
     previous: Mapping[bytes, int],
 ) -> tuple[Task, ...]:
     """Up to ``min(max_participants, shards)`` tasks, one per node; () if fewer than
-    ``min_participants`` nodes qualify."""
+    ``min_participants`` (or ``min_updates``) nodes qualify. ``model_tag`` (``job@round``)
+    names the round's base model as members gossip the models they hold."""
     pool = [c for c in candidates if eligible(spec, c, taken.get(c.node, 0))]
-    pool.sort(key=lambda c: (base_key not in c.models, -c.reliability, c.node))
+    pool.sort(key=lambda c: (model_tag not in c.models, -c.reliability, c.node))
     chosen = pool[: min(spec.max_participants, spec.shards)]
-    if len(chosen) < spec.min_participants:
+    if len(chosen) < max(spec.min_participants, spec.min_updates):
         return ()
     free = set(range(spec.shards))
     shard_of: dict[bytes, int] = {}

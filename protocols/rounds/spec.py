@@ -88,16 +88,16 @@ class JobSpec:
         _int("participants.max", self.max_participants, 1, MAX_PARTICIPANTS)
         if self.min_participants > self.max_participants:
             raise ValueError("participants.min must not exceed participants.max")
-        _int("shards", self.shards, 0, MAX_PARTICIPANTS)
+        _int("participants.shards", self.shards, 0, MAX_PARTICIPANTS)
         if self.shards == 0:
             object.__setattr__(self, "shards", self.max_participants)
         if self.shards < self.min_participants:
-            raise ValueError("shards must be at least participants.min")
+            raise ValueError("participants.shards must be at least participants.min")
         if (
             type(self.round_deadline) not in (int, float)
             or not 0.05 <= self.round_deadline <= 86400
         ):
-            raise ValueError("round.deadline must be 0.05..86400 seconds")
+            raise ValueError("sync.deadline must be 0.05..86400 seconds")
         object.__setattr__(self, "round_deadline", float(self.round_deadline))
         if self.sync not in SYNC_POLICIES:
             raise ValueError(f"sync.policy must be one of {', '.join(SYNC_POLICIES)}")
@@ -108,7 +108,7 @@ class JobSpec:
             raise ValueError(f"sync.stragglers must be one of {', '.join(STRAGGLERS)}")
         _int("sync.min_updates", self.min_updates, 1, MAX_PARTICIPANTS)
         if self.min_updates > self.shards:
-            raise ValueError("sync.min_updates must not exceed the number of shards")
+            raise ValueError("sync.min_updates must not exceed participants.shards")
         _int("priority", self.priority, -1000, 1000)
         if not isinstance(self.capabilities, Capabilities):
             raise ValueError("capabilities must be a table")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from p2pnode.blobs.store import BlobStore, Ingest, chunk_hash
+from p2pnode.blobs.ingest import Ingest
+from p2pnode.blobs.store import BlobStore, chunk_hash
 from p2pnode.store import Store
 from protocols.blobs.manifest import CHUNK_SIZE
 

@@ -55,6 +55,7 @@ async def test_a_machine_that_raises_stops_only_its_service(tmp_path: Path) -> N
                 "blobs": "running",
                 "membership": "running",
                 "consensus": "running",
+                "rounds": "running",
             }
             first = await c.consensus_submit({"type": "kv_put", "key": "before", "value": b"1"})
 

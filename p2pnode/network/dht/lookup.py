@@ -26,6 +26,7 @@ from libp2p.peer.id import ID
 from p2pnode.config import Config
 from p2pnode.network.dht.keys import key_point, peer_point
 from p2pnode.network.dht.peers import add_addrs
+from p2pnode.network.host import advertised_addrs
 from p2pnode.network.rpc import RpcError, RpcService
 from protocols.dht.errors import RemoteProtocolError
 from protocols.dht.messages import Request, Response, parse_response
@@ -164,7 +165,7 @@ class Lookups:
         """Tell the ``replication`` closest peers a lookup finds that we provide ``key`` (for
         ``dht.record_ttl``); returns how many stored the entry."""
         peers, _ = await self.lookup(key, "find_node", stop_on_value=False)
-        addrs = [str(a) for a in self.host.get_transport_addrs()]
+        addrs = [str(a) for a in advertised_addrs(self.host)]
         acked = 0
 
         async def one(peer: ID) -> None:

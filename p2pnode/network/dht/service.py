@@ -52,7 +52,7 @@ from p2pnode.network.dht.lookup import Lookups
 from p2pnode.network.dht.peers import add_addrs, known_addrs
 from p2pnode.network.dht.records import RecordStore
 from p2pnode.network.dial import DialError, answers_tcp, dial_exact, private_network_hint
-from p2pnode.network.host import allow_redial, set_guarded_handler
+from p2pnode.network.host import advertised_addrs, allow_redial, set_guarded_handler
 from p2pnode.network.rpc import RpcService
 from p2pnode.network.signing import sign_record, verify
 from p2pnode.store import Store
@@ -314,7 +314,11 @@ class Dht:
         except DhtError as exc:
             log.debug("bootstrap to %s failed: %s", addr, exc)
             return
-        pending.pop(addr, None)
+        # A peer advertises several addresses (a join token carries them all: an announced
+        # public one, LAN ones); once one answered, its other addresses need no more retries.
+        peer = addr.rpartition("/p2p/")[2]
+        for other in [a for a in pending if a == addr or a.rpartition("/p2p/")[2] == peer]:
+            pending.pop(other, None)
         if not self.bootstrapped.is_set():
             # Joined: say so now; filling the routing table is the refresh's business.
             self.bootstrapped.set()
@@ -439,11 +443,7 @@ class Dht:
         try:
             key = provider_key(name)
             self.validators.check_key(key)
-            addrs = (
-                [str(a) for a in self.host.get_transport_addrs()]
-                if hasattr(self.host, "get_transport_addrs")
-                else []
-            )
+            addrs = [str(a) for a in advertised_addrs(self.host)]
             self.records.add_provider(key, self.local_b58, addrs, math.inf)
             acked = await self.lookups.announce(key)
             ok = True
@@ -505,7 +505,7 @@ class Dht:
             except Exception:
                 raise DhtError(f"{peer_text!r} is not a peer id") from None
             if peer == self.local_id:
-                return PeerInfo(peer, self.host.get_transport_addrs())
+                return PeerInfo(peer, advertised_addrs(self.host))
             addrs = self.known_addrs(peer)
             if addrs and peer in self.host.get_connected_peers():
                 info = PeerInfo(peer, addrs)

@@ -37,7 +37,7 @@ from p2pnode.training.optimizers import make_optimizer
 from p2pnode.training.schedules import make_schedule
 from p2pnode.training.sharding import dirichlet_shards, iid_shards
 from p2pnode.training.state_dict import ParamSpec, StateDict, unflatten
-from simulations.federated_png import LineSeries, write_line_chart
+from simulations.plots import Series, accuracy_chart
 
 logger = logging.getLogger(__name__)
 
@@ -313,16 +313,10 @@ def report_markdown(result: FederatedResult) -> str:
 def write_outputs(result: FederatedResult, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(report_markdown(result), encoding="utf-8")
-    series = [
-        LineSeries(
-            f"federated ({result.rule_name})",
-            [rec.accuracy for rec in result.rounds],
-            (31, 119, 180),
-        )
-    ]
+    series = [Series(f"federated ({result.rule_name})", [rec.accuracy for rec in result.rounds])]
     if result.centralized_curve:
-        series.append(LineSeries("centralized", result.centralized_curve, (214, 39, 40)))
-    write_line_chart(out / "accuracy.png", series, y_range=(0.0, 1.0), x_label="round")
+        series.append(Series("centralized", result.centralized_curve))
+    accuracy_chart(out / "accuracy.png", series)
 
 
 def _parse_alpha(text: str) -> float | None:

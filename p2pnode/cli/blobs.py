@@ -1,7 +1,7 @@
 """``p2pnode blob ...`` and ``p2pnode ptr ...``: blobs and pointers from the command line.
 
 ``blob get KEY -o FILE`` is one IPC call (the daemon fetches and writes the file); while it
-runs, a second connection polls the blob's progress for a bar on a terminal, and says
+runs, a second connection polls the blob's progress for a bar (rich) on a terminal, and says
 "looking for providers" until one answers. ``ptr get --owner`` takes a peer id, a node's name
 in this node's swarm dir or a data dir.
 """
@@ -105,39 +105,64 @@ def _fetch_with_progress(
     worker.start()
     tty = sys.stderr.isatty() and not args.json
     said_looking = drew = False
-    with client(args) as poll:
-        while worker.is_alive():
-            worker.join(0.2)
-            if not worker.is_alive() or args.json:
-                continue
-            try:
-                s = poll.blob_stat(key)
-            except IpcError:
-                if not said_looking:  # the manifest has not arrived yet
-                    bound = f"up to {timeout:g} s" if timeout else "--timeout S sets the wait"
-                    print(
-                        f"looking for providers of {key}… ({bound})",
-                        end="" if tty else "\n",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    said_looking, drew = True, drew or tty
-                continue
-            if tty:
-                drew = True
-                done = s["local_chunks"] / max(1, s["chunks"])
-                bar = "#" * int(30 * done)
-                print(
-                    f"\r[{bar:<30}] {100 * done:5.1f}% of {_human_size(s['size'])}\033[K",
-                    end="",
-                    file=sys.stderr,
-                    flush=True,
-                )
+    bar: _Bar | None = None
+    try:
+        with client(args) as poll:
+            while worker.is_alive():
+                worker.join(0.2)
+                if not worker.is_alive() or args.json:
+                    continue
+                try:
+                    s = poll.blob_stat(key)
+                except IpcError:
+                    if not said_looking:  # the manifest has not arrived yet
+                        bound = f"up to {timeout:g} s" if timeout else "--timeout S sets the wait"
+                        print(
+                            f"looking for providers of {key}… ({bound})",
+                            end="" if tty else "\n",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        said_looking, drew = True, drew or tty
+                    continue
+                if tty:
+                    if bar is None:
+                        if drew:
+                            print(file=sys.stderr)
+                        drew = False
+                        bar = _Bar(s["size"])
+                    bar.update(s["local_chunks"] / max(1, s["chunks"]))
+    finally:
+        if bar is not None:
+            bar.close()
     if drew:
         print(file=sys.stderr)
     if failure:
         raise failure[0]
     return result
+
+
+class _Bar:
+    """A transfer's progress bar on stderr (rich), for terminals only."""
+
+    def __init__(self, size: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+        self._progress = Progress(
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn(f"of {_human_size(size)}"),
+            console=Console(stderr=True),
+        )
+        self._task = self._progress.add_task("fetch", total=1.0)
+        self._progress.start()
+
+    def update(self, done: float) -> None:
+        self._progress.update(self._task, completed=done)
+
+    def close(self) -> None:
+        self._progress.stop()
 
 
 def cmd_blob(args: argparse.Namespace) -> int:

@@ -20,6 +20,8 @@ from typing import Any, NoReturn
 from p2pnode import __version__
 from p2pnode.cli.blobs import add_parsers as add_blob_parsers
 from p2pnode.cli.blobs import cmd_blob, cmd_ptr
+from p2pnode.cli.jobs import add_parsers as add_job_parsers
+from p2pnode.cli.jobs import cmd_job, cmd_model
 from p2pnode.cli.join import add_parsers as add_join_parsers
 from p2pnode.cli.join import apply_to_new_config, cmd_join, cmd_join_token
 from p2pnode.cli.support import CliError
@@ -163,7 +165,54 @@ def _parser() -> argparse.ArgumentParser:
     add_join_parsers(sub, common)
     members_cli.add_parser(sub, common)
     consensus_cli.add_parsers(sub, common)
+    add_job_parsers(sub, common)
+    _add_demo_parser(sub, common)
     return p
+
+
+def _add_demo_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    from p2pnode.training.aggregation import RULE_NAMES
+    from p2pnode.training.compression import COMPRESSION_KINDS
+
+    demo = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="train on the digits with a local swarm, start to finish",
+        description="Start a local swarm, train a job on the shipped digits (non-IID shards) "
+        "with a live view, compare with a centralized baseline, write demo.png, stop the swarm.",
+    )
+    demo.add_argument("--nodes", type=int, default=8, help="daemons (default: %(default)s)")
+    demo.add_argument(
+        "--validators", type=int, default=4, help="committee size (default: %(default)s)"
+    )
+    demo.add_argument("--rounds", type=int, default=20, help="rounds (default: %(default)s)")
+    demo.add_argument(
+        "--strategy",
+        choices=("fedavg", "diloco"),
+        default="fedavg",
+        help="fedavg (outer SGD, lr 1) or diloco (outer SGD, Nesterov momentum 0.9, lr 0.7)",
+    )
+    demo.add_argument(
+        "--compression",
+        choices=COMPRESSION_KINDS,
+        default="none",
+        help="how updates travel (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--rule",
+        choices=RULE_NAMES,
+        help="aggregation rule (default: fedavg, or trimmed_mean with attackers)",
+    )
+    demo.add_argument(
+        "--attackers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N nodes send sign-flipped updates (default: %(default)s)",
+    )
+    demo.add_argument("--seed", type=int, default=0, help="data and model seed")
+    demo.add_argument("--out", default=".", help="where demo.png goes (default: here)")
+    demo.add_argument("--dir", help="the swarm's dir (default: a temporary one, removed after)")
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -402,7 +451,16 @@ COMMANDS = {
     "members": lambda args: members_cli.cmd_members(args, _client),
     "consensus": lambda args: consensus_cli.cmd_consensus(args, _client),
     "log": lambda args: consensus_cli.cmd_log(args, _client),
+    "job": cmd_job,
+    "model": cmd_model,
+    "demo": lambda args: _demo(args),
 }
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from p2pnode.demo import cmd_demo  # late: it pulls in the swarm launcher
+
+    return cmd_demo(args)
 
 
 def _check_key_value(args: argparse.Namespace) -> None:

@@ -214,7 +214,9 @@ class World:
         applied = self.ref.apply(seq, body)
         if applied.status == "ok" and isinstance(applied.tx, StartRound):
             tx = applied.tx
-            self.assigned[(tx.job, tx.round)] = frozenset(t.node for t in tx.tasks)
+            # A reassignment of the open round adds nodes: updates of both sets count.
+            key = (tx.job, tx.round)
+            self.assigned[key] = self.assigned.get(key, frozenset()) | {t.node for t in tx.tasks}
         if applied.status == "ok" and isinstance(applied.tx, CommitRound):
             self.committed.append(decode_result(applied.tx.result))
         for n in self.nodes:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from p2pnode.training.aggregation import RULE_NAMES, ClientUpdate, make_rule
+from p2pnode.training.attacks import corrupt_update
 from p2pnode.training.compression import COMPRESSION_KINDS, Compressor, ErrorFeedback, decode
 from p2pnode.training.data import Dataset, load_digits, train_test_split
 from p2pnode.training.local import local_sgd, model_delta
@@ -149,15 +150,9 @@ def _split(cfg: FederatedConfig, rng: np.random.Generator) -> tuple[Dataset, Dat
 def _attack_delta(
     kind: str, honest: np.ndarray, scale: float, rng: np.random.Generator
 ) -> np.ndarray:
-    if kind == "sign_flip":
-        return (-scale * honest).astype(np.float32)
-    if kind == "scaled":
-        return (scale * honest).astype(np.float32)
-    if kind == "gaussian":
-        # Noise as large as `scale` times the honest update's per-coordinate RMS.
-        rms = float(np.sqrt(np.mean(honest.astype(np.float64) ** 2)))
-        return rng.normal(0.0, scale * max(rms, 1e-8), honest.shape).astype(np.float32)
-    return honest  # label_flip poisons the data, not the update
+    if kind == "label_flip":
+        return honest  # label_flip poisons the data, not the update
+    return corrupt_update(kind, honest, scale, rng)
 
 
 def run_centralized(cfg: FederatedConfig, train: Dataset, test: Dataset) -> list[float]:

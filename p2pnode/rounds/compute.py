@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from p2pnode.training.aggregation import ClientUpdate, make_rule
+from p2pnode.training.attacks import corrupt_update
 from p2pnode.training.compression import Compressor, DecodeError, ErrorFeedback, decode
 from p2pnode.training.data import Dataset, load_digits, train_test_split
-from p2pnode.training.local import local_sgd, model_delta
+from p2pnode.training.local import local_sgd, local_train, model_delta
 from p2pnode.training.models import Model, make_model, softmax_cross_entropy
 from p2pnode.training.optimizers import SGD, Adam, Optimizer, make_optimizer
 from p2pnode.training.schedules import make_schedule
@@ -144,7 +145,7 @@ class JobCompute:
                 rng=rng,
             )
         else:
-            local, loss = _local_adaptive(
+            local, loss = local_train(
                 self.model,
                 params,
                 data,
@@ -156,7 +157,7 @@ class JobCompute:
             )
         delta = model_delta(local, params)
         if attack:
-            delta = _attack(attack, delta, attack_scale, rng)
+            delta = corrupt_update(attack, delta, attack_scale, rng)
         if self.use_ef:
             ef = self.feedback.setdefault(shard, ErrorFeedback(self.compressor))
             blob = ef.encode(delta, rng)
@@ -324,43 +325,3 @@ def _load_path(path: str) -> Dataset:
             return Dataset(np.asarray(f["x"], dtype=np.float32), np.asarray(f["y"], np.int64))
     except (OSError, KeyError, ValueError) as exc:
         raise ComputeError(f"cannot load data {path!r} (an .npz with x and y): {exc}") from None
-
-
-def _local_adaptive(
-    model: Model,
-    params: Mapping[str, np.ndarray],
-    data: Dataset,
-    opt: Optimizer,
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    rng: np.random.Generator,
-) -> tuple[StateDict, float]:
-    """Local training with Adam or LAMB (``local_sgd`` is plain or momentum SGD): minibatches
-    shuffled by ``rng``, the optimizer's state fresh each round as FedOpt's clients keep it."""
-    p: StateDict = {k: np.array(v, copy=True) for k, v in params.items()}
-    state = opt.init(p)
-    last = float("nan")
-    for _ in range(epochs):
-        order = rng.permutation(len(data))
-        losses = []
-        for start in range(0, len(data), batch_size):
-            batch = order[start : start + batch_size]
-            loss, grads = model.loss_and_grad(p, data.x[batch], data.y[batch])
-            losses.append(loss)
-            p, state = opt.step(p, grads, state, lr)
-        last = float(np.mean(losses))
-    return p, last
-
-
-def _attack(kind: str, delta: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
-    """What a Byzantine trainer sends instead of its update (for demonstrations and tests)."""
-    if kind == "sign_flip":
-        return (-scale * delta).astype(np.float32)
-    if kind == "scaled":
-        return (scale * delta).astype(np.float32)
-    if kind == "gaussian":
-        rms = float(np.sqrt(np.mean(delta.astype(np.float64) ** 2)))
-        return rng.normal(0.0, scale * max(rms, 1e-8), delta.shape).astype(np.float32)
-    raise ComputeError(f"unknown attack {kind!r}")

@@ -206,7 +206,11 @@ class TrainingLedger:
             return "fewer participants than the job's min_updates"
         return ""
 
-    def _check_commit(self, job: JobState, tx: CommitRound, r: RoundResult) -> str:
+    def check_result(self, job: JobState, r: RoundResult) -> str:
+        """What a result must be, attestations aside: for the job's open round, on its current
+        model, with enough updates, each signed by an assigned node, fresh enough and not
+        committed before. "" when it is; validators check a proposal with this before they
+        recompute it, and the ledger again when it commits."""
         if job.assignment is None or job.assignment.round != r.round or r.round != job.round:
             return f"round {r.round} is not the job's open round"
         if r.base_key != job.model_key:
@@ -222,6 +226,12 @@ class TrainingLedger:
                 return "an update was committed in an earlier round"
             if not u.verify(job.id, self.verifier):
                 return "an update's signature does not verify"
+        return ""
+
+    def _check_commit(self, job: JobState, tx: CommitRound, r: RoundResult) -> str:
+        reason = self.check_result(job, r)
+        if reason:
+            return reason
         if r.proposer not in self.committee:
             return "the proposer is not a validator"
         payload = attestation_payload(result_digest(tx.result))

@@ -498,7 +498,7 @@ class RoundsMachine:
         if digest in rs.checked:
             return []
         rs.checked.add(digest)
-        reason = self._precheck(job, result)
+        reason = self.ledger.check_result(job, result)
         if reason:
             return [
                 BadProposal(
@@ -522,21 +522,6 @@ class RoundsMachine:
                 check_bytes=p.result,
             ),
         ]
-
-    def _precheck(self, job: JobState, r: RoundResult) -> str:
-        """What a validator can check without computing (the ledger checks it again)."""
-        if r.base_key != job.model_key:
-            return "not based on the job's current model"
-        if len(r.updates) < job.spec.min_updates:
-            return "fewer updates than min_updates"
-        for u in r.updates:
-            if not r.round - job.spec.staleness <= u.round <= r.round:
-                return "an update is too stale"
-            if u.node not in job.assigned.get(u.round, ()):
-                return "an update from a node that was not assigned"
-            if not u.verify(job.id, self.verifier):
-                return "an update's signature does not verify"
-        return ""
 
     def _checked(self, job: JobState, rs: _Round, e: Computed) -> list[Effect]:
         assert e.check is not None

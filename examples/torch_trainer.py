@@ -117,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
             lr = local_lr(learning, task.round, task.rounds)
             new, loss = train(params, x, y, learning, lr, seed=task.round * 1000 + task.shard)
             sent = task.submit(new)
+            if not sent.get("accepted", True):
+                # Too late: the round closed (or the job ended) while we trained.
+                print(f"round {task.round}: not taken ({sent.get('reason')})", flush=True)
+                continue
             print(
                 f"round {task.round} shard {task.shard}: {len(y)} samples, loss {loss:.4f},"
                 f" update {sent['key']} ({time.perf_counter() - t0:.2f} s)",

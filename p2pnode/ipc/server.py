@@ -30,6 +30,7 @@ import errno
 import logging
 import os
 import socket as stdsocket
+import sqlite3
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from typing import Any
 
 import trio
 
-from p2pnode.ipc.errors import BadRequest, InternalError, IpcError, UnknownMethod
+from p2pnode.ipc.errors import BadRequest, InternalError, IpcError, NoSpace, UnknownMethod
 from p2pnode_protocols.framing import (
     FrameDecoder,
     FrameError,
@@ -361,9 +362,15 @@ class IpcServer:
             outcome = exc.code
             await session.send(_error(rid if isinstance(rid, int) else None, exc))
         except Exception as exc:
-            outcome = "internal"
-            log.exception("IPC method %s failed", method_name)
-            await session.send(_error(rid, InternalError(f"{type(exc).__name__}: {exc}")))
+            if _disk_full(exc):
+                # Any method that writes (dht.put, consensus.submit) meets a full disk here
+                # first: say so, as the blob methods do, rather than "internal".
+                outcome = "no_space"
+                await session.send(_error(rid, NoSpace(f"the daemon's disk is full: {exc}")))
+            else:
+                outcome = "internal"
+                log.exception("IPC method %s failed", method_name)
+                await session.send(_error(rid, InternalError(f"{type(exc).__name__}: {exc}")))
         finally:
             inflight.release()
             session.busy -= 1
@@ -382,3 +389,11 @@ class IpcServer:
 
 def _error(rid: int | None, exc: IpcError) -> dict[str, Any]:
     return {"id": rid, "error": {"code": exc.code, "message": exc.message}}
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """SQLite's "database or disk is full", or an OSError ENOSPC/EDQUOT."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return "full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+

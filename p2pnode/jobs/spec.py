@@ -15,9 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from p2pnode.training.aggregation import RULE_NAMES
+from p2pnode.training.aggregation import RULE_NAMES, make_rule
 from p2pnode.training.compression import COMPRESSION_KINDS
 from p2pnode_protocols.rounds import Capabilities, JobSpec
+from p2pnode_protocols.rounds.spec import MAX_PARTICIPANTS
 
 __all__ = ["DEFAULT_LEARNING", "SpecError", "load_spec", "parse_spec", "spec_from_options"]
 
@@ -141,6 +142,7 @@ def parse_spec(doc: Mapping[str, Any]) -> JobSpec:
         if k not in ("min_cpu_cores", "min_memory_mb", "gpu"):
             raise SpecError(f"unknown key capabilities.{k}")
     check_learning(learning)
+    _rule_minimum(learning, sched)
     try:
         return JobSpec(
             name=doc.get("name", "job"),
@@ -165,10 +167,42 @@ def spec_from_options(**options: Any) -> JobSpec:
         else:
             sched[k] = v
     check_learning(learning)
+    _rule_minimum(learning, sched)
     try:
         return JobSpec(learning=learning, **sched)
     except (ValueError, TypeError) as exc:
         raise SpecError(str(exc)) from None
+
+
+def rule_minimum(learning: Mapping[str, Any]) -> int:
+    """The fewest updates the job's rule can aggregate while tolerating its ``f`` (1 for
+    FedAvg; 5 for trimmed mean with f = 2; 7 for Krum with f = 2)."""
+    if learning["rule"] == "fedavg":
+        return 1
+    mixing = learning["mixing"]
+    rule = make_rule(
+        str(learning["rule"]),
+        f=int(learning["f"]),
+        mixing=None if mixing == "default" else bool(mixing),
+    )
+    for n in range(1, 4 * MAX_PARTICIPANTS + 1):
+        if rule.max_byzantine(n) >= int(learning["f"]):
+            return n
+    return 4 * MAX_PARTICIPANTS + 1
+
+
+def _rule_minimum(learning: Mapping[str, Any], sched: dict[str, Any]) -> None:
+    """A round must gather enough updates for the rule: ``sync.min_updates`` defaults to the
+    rule's minimum, and a smaller one given by the user is an error naming both keys."""
+    need = rule_minimum(learning)
+    given = sched.get("min_updates")
+    where = f"aggregation.rule = {learning['rule']!r} with f = {learning['f']}"
+    if given is not None and type(given) is int and given < need:
+        raise SpecError(f"sync.min_updates must be at least {need} for {where}")
+    if need > sched.get("max_participants", 8):
+        raise SpecError(f"participants.max must be at least {need} for {where}")
+    if given is None and need > 1:
+        sched["min_updates"] = need
 
 
 def _table(doc: Mapping[str, Any], name: str) -> Mapping[str, Any]:

@@ -14,7 +14,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,10 @@ pytestmark = [
 ]
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "torch_trainer.py"
-ROUNDS = 20  # rounds take about a second: torch's import alone spans several
+# A long job, cancelled once both trainers have been counted in 3 rounds: torch's import and
+# first backward pass can outlast a whole short job on a busy machine.
+ROUNDS = 200
+ENOUGH = 3
 SPEC = f"""
 name = "torch-external"
 rounds = {ROUNDS}
@@ -58,9 +60,10 @@ def fit(params: dict[str, Any], x: np.ndarray, y: np.ndarray, rnd: int, hidden: 
     return new
 
 
-async def numpy_trainer(socket: Path, job: str) -> set[int]:
-    """A node's tasks trained with the daemon's own numpy code, on the trio client; the rounds."""
-    trained: set[int] = set()
+async def numpy_trainer(socket: Path, job: str, trained: set[int] | None = None) -> set[int]:
+    """A node's tasks trained with the daemon's own numpy code, on the trio client; the rounds
+    (also added to ``trained`` as they go)."""
+    trained = set() if trained is None else trained
     async with AsyncClient.open(socket_path=socket, timeout=60) as client:
         async for task in client.tasks(job, timeout=5):
             params = await task.model()
@@ -93,13 +96,15 @@ def test_torch_trainer_takes_a_nodes_tasks(tmp_path: Path) -> None:
                 env=os.environ.copy(),
             )
         try:
-            # The iterator ends by itself once the job no longer runs.
-            trained_np = trio.run(lambda: _bounded(150, numpy_trainer(swarm.node(3).socket, job)))
-            deadline = time.monotonic() + 30
+            # The iterators end by themselves once the job no longer runs.
+            trained_np = trio.run(
+                lambda: _bounded(
+                    180,
+                    _train_then_cancel(swarm.node(3).socket, swarm.node(1).socket, job, log),
+                )
+            )
             with swarm.client(1) as c:
-                while (st := c.job_status(job))["status"] == "running":
-                    assert time.monotonic() < deadline, f"job stuck: {st['rounds_done']} rounds"
-                    time.sleep(1)
+                st = c.job_status(job)
             rc = proc.wait(timeout=30)  # it sees the job end within one --wait
         finally:
             if proc.poll() is None:
@@ -108,20 +113,44 @@ def test_torch_trainer_takes_a_nodes_tasks(tmp_path: Path) -> None:
         output = log.read_text()
         assert rc == 0, output
         assert "job no longer running" in output, output
-        assert st["status"] == "completed" and st["rounds_done"] == ROUNDS, st
+        assert st["status"] == "cancelled" and st["rounds_done"] >= ENOUGH, st
         trained = {int(m.group(1)) for line in output.splitlines() if (m := SUBMITTED.match(line))}
-        assert len(trained) >= 3, f"the torch trainer trained only rounds {trained}:\n{output}"
+        assert len(trained) >= ENOUGH, f"the torch trainer trained only rounds {trained}:\n{output}"
         history = {h["round"]: h for h in st["history"]}
         for rnd in sorted(trained):
-            assert trainer_peer in history[rnd]["contributors"], (rnd, history[rnd], output)
+            if rnd in history:
+                assert trainer_peer in history[rnd]["contributors"], (rnd, history[rnd], output)
         assert st["nodes"][trainer_peer]["contributed"] >= len(trained)
-        assert len(trained_np) >= 3, trained_np
+        assert len(trained_np) >= ENOUGH, trained_np
         for rnd in sorted(trained_np):
-            assert numpy_peer in history[rnd]["contributors"], (rnd, history[rnd])
+            if rnd in history:  # its last update may have come after the cancel
+                assert numpy_peer in history[rnd]["contributors"], (rnd, history[rnd])
         assert st["accuracy"] > 0.7, st["accuracy"]
         with swarm.client(2) as c:
             model = c.get_model(job)
         assert model["layers.0.weight"].shape == (64, 128)
+
+
+async def _train_then_cancel(
+    trainer_socket: Path, watch_socket: Path, job: str, torch_log: Path
+) -> set[int]:
+    """Run the numpy trainer; once it and the torch trainer (its log) each submitted ENOUGH
+    rounds, cancel the job (which ends both trainers)."""
+    trained: set[int] = set()
+
+    def torch_rounds() -> int:
+        text = torch_log.read_text() if torch_log.exists() else ""
+        return sum(1 for line in text.splitlines() if SUBMITTED.match(line))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(numpy_trainer, trainer_socket, job, trained)
+        async with AsyncClient.open(socket_path=watch_socket, timeout=60) as c:
+            while len(trained) < ENOUGH + 1 or torch_rounds() < ENOUGH + 1:
+                if (await c.job_status(job))["status"] != "running":
+                    return trained
+                await trio.sleep(0.5)
+            await c.cancel_job(job, reason="enough rounds for the test")
+    return trained
 
 
 async def _bounded(seconds: float, work: Any) -> Any:

@@ -92,12 +92,15 @@ def test_a_trainer_killed_mid_job_is_dropped(tmp_path: Path) -> None:
     try:
         swarm.start()
         swarm.wait_connected(4)
-        job = _create(swarm, 1, _spec(6, deadline=3.0, sync="stragglers = \"drop\"\n"))
-        _wait(swarm, 1, job, 2, timeout=60)
+        job = _create(swarm, 1, _spec(8, deadline=3.0, sync="stragglers = \"drop\"\n"))
+        deadline = time.monotonic() + 60
+        while _status(swarm, 1, job)["nodes"].get(_peer(swarm, 5), {}).get("contributed", 0) < 1:
+            assert time.monotonic() < deadline, "node-5 never trained"
+            time.sleep(0.3)
         swarm.kill(5)
-        st = _wait(swarm, 1, job, 6, timeout=120)
+        st = _wait(swarm, 1, job, 8, timeout=120)
         assert st["status"] == "completed"
-        _check_log(swarm, [1, 2, 3, 4], job, 6)
+        _check_log(swarm, [1, 2, 3, 4], job, 8)
         last = st["history"][-1]
         assert _peer(swarm, 5) not in last["contributors"]
         assert st["nodes"][_peer(swarm, 5)]["contributed"] >= 1  # it trained before it died

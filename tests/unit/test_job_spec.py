@@ -61,14 +61,14 @@ def test_tables_map_to_flat_learning_keys() -> None:
             "data": {"source": "digits", "shards": "iid", "alpha": 2, "seed": 9},
             "local": {"epochs": 2, "batch_size": 16, "lr": 0.05, "schedule": "constant"},
             "outer": {"optimizer": "sgd", "lr": 0.7, "momentum": 0.9, "nesterov": True},
-            "aggregation": {"rule": "median", "f": 2, "mixing": True},
+            "aggregation": {"rule": "median", "f": 1, "mixing": True},
             "compression": {"kind": "topk", "ratio": 0.1, "error_feedback": False},
             "sync": {
                 "policy": "bounded",
                 "staleness": 2,
                 "deadline": 5,
                 "stragglers": "wait",
-                "min_updates": 2,
+                "min_updates": 3,
             },
             "participants": {"min": 2, "max": 4},
             "capabilities": {"min_cpu_cores": 2, "min_memory_mb": 512, "gpu": False},
@@ -85,13 +85,13 @@ def test_tables_map_to_flat_learning_keys() -> None:
         0.9,
         True,
     )
-    assert (lr["rule"], lr["f"], lr["mixing"]) == ("median", 2, True)
+    assert (lr["rule"], lr["f"], lr["mixing"]) == ("median", 1, True)
     assert (lr["compression"], lr["ratio"], lr["error_feedback"]) == ("topk", 0.1, False)
     assert (spec.sync, spec.staleness, spec.stragglers, spec.min_updates) == (
         "bounded",
         2,
         "wait",
-        2,
+        3,
     )
     assert spec.round_deadline == 5.0 and type(spec.round_deadline) is float
     assert (spec.min_participants, spec.max_participants, spec.shards) == (2, 4, 4)
@@ -118,9 +118,9 @@ def test_load_spec_errors_are_one_line(tmp_path: Path) -> None:
 
 
 def test_spec_from_options_mixes_flat_learning_and_scheduling_keys() -> None:
-    spec = spec_from_options(rule="krum", f=1, outer_lr=1, rounds=4, max_participants=3)
+    spec = spec_from_options(rule="krum", f=1, outer_lr=1, rounds=4, max_participants=5)
     assert (spec.learning["rule"], spec.learning["outer_lr"], spec.rounds) == ("krum", 1.0, 4)
-    assert spec.shards == 3
+    assert spec.shards == 5 and spec.min_updates == 5  # Krum with f = 1 needs 5 inputs
     with pytest.raises(SpecError, match=r"aggregation\.rule"):
         spec_from_options(rule="mean")
     with pytest.raises(SpecError, match="bogus"):
@@ -328,3 +328,14 @@ def test_decode_refuses_malformed_specs(mutate: Any) -> None:
 def test_decode_refuses_garbage(data: bytes) -> None:
     with pytest.raises(RemoteProtocolError):
         decode_spec(data)
+
+
+def test_min_updates_follows_the_rule() -> None:
+    """A robust rule needs enough inputs: min_updates defaults to its minimum, a smaller one
+    (or too few participants) is refused naming the keys."""
+    assert parse_spec({"aggregation": {"rule": "trimmed_mean", "f": 2}}).min_updates == 5
+    assert parse_spec({}).min_updates == 1
+    with pytest.raises(SpecError, match=r"sync\.min_updates must be at least 3"):
+        parse_spec({"aggregation": {"rule": "median", "f": 1}, "sync": {"min_updates": 2}})
+    with pytest.raises(SpecError, match=r"participants\.max must be at least 7"):
+        parse_spec({"aggregation": {"rule": "krum", "f": 2}, "participants": {"max": 4}})

@@ -8,7 +8,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential libgmp-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY p2pnode ./p2pnode
 COPY protocols ./protocols
 COPY simulations ./simulations

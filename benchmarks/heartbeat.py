@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from p2pnode import Client
 from p2pnode.swarm import SwarmNode, prepare, start, stop, wait_ready
-from protocols.heartbeat import (
+from p2pnode_protocols.heartbeat import (
     KeyedHashVerifier,
     MemberBase,
     Membership,
@@ -52,9 +52,15 @@ from protocols.heartbeat import (
     Started,
     TimerFired,
 )
-from protocols.heartbeat.codec import alive_payload
-from protocols.heartbeat.messages import Alive
-from simulations.heartbeat import HeartbeatWorld, Scenario, daemon_config, format_report, node_id
+from p2pnode_protocols.heartbeat.codec import alive_payload
+from p2pnode_protocols.heartbeat.messages import Alive
+from p2pnode_simulations.heartbeat import (
+    HeartbeatWorld,
+    Scenario,
+    daemon_config,
+    format_report,
+    node_id,
+)
 
 TICK = os.sysconf("SC_CLK_TCK")
 #: Node state of the one-machine cost run (the size of a typical heartbeat payload).

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from p2pnode.training.aggregation import ClientUpdate, make_rule
 from p2pnode.training.compression import Compressor, ErrorFeedback
-from simulations.federated import FederatedConfig, run_federated
+from p2pnode_simulations.federated import FederatedConfig, run_federated
 
 # (label, kind, ratio, sparsifier values)
 COMPRESSIONS: list[tuple[str, str, float, str]] = [

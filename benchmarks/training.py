@@ -16,8 +16,8 @@ and measures, from the committed history and the nodes' own timings:
 - bytes of updates per node per round;
 - test accuracy after the last round, and the RSS of all daemons together at the end;
 
-and beside it the same job in process (``simulations.federated``: same model, shards, seed and
-local training) for the network's cost per round as a ratio. Prints a markdown table.
+and beside it the same job in process (``p2pnode_simulations.federated``: same model, shards, seed
+and local training) for the network's cost per round as a ratio. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from p2pnode.consensus.genesis import genesis_validators
 from p2pnode.ipc.client import Client
 from p2pnode.swarm import prepare, start, stop, wait_ready
-from simulations.federated import FederatedConfig, run_federated
+from p2pnode_simulations.federated import FederatedConfig, run_federated
 
 PHASES = ("fetch", "train", "upload", "collect", "aggregate", "commit")
 

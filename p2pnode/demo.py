@@ -179,7 +179,7 @@ def centralized_curve(o: DemoOptions) -> list[float]:
     import numpy as np
 
     from p2pnode.training.data import load_digits, train_test_split
-    from simulations.federated import FederatedConfig, run_centralized
+    from p2pnode_simulations.federated import FederatedConfig, run_centralized
 
     lr = DEFAULT_LEARNING
     cfg = FederatedConfig(
@@ -277,7 +277,7 @@ def run_demo(o: DemoOptions, *, live: bool = True, say: Any = print) -> dict[str
         took["baseline_wait"], mark = time.monotonic() - mark, time.monotonic()
         o.out.mkdir(parents=True, exist_ok=True)
         png = (o.out / "demo.png").absolute()
-        from simulations.plots import training_chart
+        from p2pnode_simulations.plots import training_chart
 
         training_chart(
             png,

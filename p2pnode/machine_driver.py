@@ -14,8 +14,8 @@ that calls ``machine.handle``. It gives every protocol the same:
   the hook gets the step's effects first and must make durable whatever they ask (the last
   ``Persist``, a committed entry) before the driver sends a single message or tells anyone.
   A machine that asks for ``Persist`` from a service without the hook is a bug.
-- **one error policy**: a peer's bad input (:class:`~protocols.machine.RemoteProtocolError`) is
-  counted (``refused``, and ``refused_<reason>`` when the error has one) and dropped; it changed
+- **one error policy**: a peer's bad input (:class:`~p2pnode_protocols.machine.RemoteProtocolError`)
+  is counted (``refused``, and ``refused_<reason>`` when the error has one) and dropped; it changed
   nothing. Anything else raised by the machine or while carrying out its effects (a bug, or a
   disk that refuses the persist) **stops this service only**: the driver records the error,
   logs it with its traceback, stops handling events and never raises into the daemon's
@@ -42,7 +42,7 @@ from typing import Any
 
 import trio
 
-from protocols.machine import (
+from p2pnode_protocols.machine import (
     Broadcast,
     CancelTimer,
     Effect,
@@ -113,9 +113,10 @@ class MachineDriver:
     ``send(to, data)`` hands encoded bytes to the transport and returns False when it dropped
     them (counted as ``send_dropped``); ``encode(msg)`` is the protocol's codec; ``group()``
     names the peers a ``Broadcast`` goes to (the driver never sends to ``me``); ``notify`` gets
-    every :class:`~protocols.machine.Notify` effect; ``persist`` gets each step's effects before
-    anything of the step is carried out; ``effects`` carries out a protocol's own effect types
-    (the rounds machine's ``Train`` or ``Submit``), never blocking: start work, do not await it.
+    every :class:`~p2pnode_protocols.machine.Notify` effect; ``persist`` gets each step's effects
+    before anything of the step is carried out; ``effects`` carries out a protocol's own effect
+    types (the rounds machine's ``Train`` or ``Submit``), never blocking: start work, do not await
+    it.
     """
 
     def __init__(

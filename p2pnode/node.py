@@ -52,7 +52,7 @@ from p2pnode.network.host import build_host
 from p2pnode.network.peers import PeerWatch
 from p2pnode.rounds.service import RoundsService
 from p2pnode.store import Store
-from protocols.blobs.pointers import PointerValidator
+from p2pnode_protocols.blobs.pointers import PointerValidator
 
 log = logging.getLogger(__name__)
 

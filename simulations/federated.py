@@ -8,7 +8,7 @@ replace their update (sign flip, scaling, Gaussian noise) or poison their data (
 centralized run of the same model, on the pooled shards for the same number of epochs, is the
 yardstick. Every random choice flows from ``--seed``, so a run is reproducible.
 
-    python -m simulations.federated --clients 8 --rounds 20 --alpha 0.5 --model mlp \\
+    python -m p2pnode_simulations.federated --clients 8 --rounds 20 --alpha 0.5 --model mlp \\
         --rule trimmed_mean --attackers 2 --attack sign_flip --attack-scale 10
 
 writes ``report.md`` (a table per round) and ``accuracy.png`` (accuracy per round) to ``--out``
@@ -38,7 +38,7 @@ from p2pnode.training.optimizers import make_optimizer
 from p2pnode.training.schedules import make_schedule
 from p2pnode.training.sharding import dirichlet_shards, iid_shards
 from p2pnode.training.state_dict import ParamSpec, StateDict, unflatten
-from simulations.plots import Series, accuracy_chart
+from p2pnode_simulations.plots import Series, accuracy_chart
 
 logger = logging.getLogger(__name__)
 
@@ -319,7 +319,7 @@ def _parse_alpha(text: str) -> float | None:
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[FederatedConfig, Path, bool]:
-    p = argparse.ArgumentParser(prog="python -m simulations.federated", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m p2pnode_simulations.federated", description=__doc__)
     d = FederatedConfig()
     p.add_argument("--clients", type=int, default=d.clients)
     p.add_argument("--rounds", type=int, default=d.rounds)

@@ -1,8 +1,8 @@
-"""The membership simulator: the real ``protocols.heartbeat.Membership`` machines on a
+"""The membership simulator: the real ``p2pnode_protocols.heartbeat.Membership`` machines on a
 ``SimClock`` and a lossy, jittery ``SimNetwork`` with crashes, recoveries and a partition.
 
-    python -m simulations.heartbeat --n 1000 --loss 0.05 --seed 1
-    python -m simulations.heartbeat --n 10000 --loss 0.05 --duration 40
+    python -m p2pnode_simulations.heartbeat --n 1000 --loss 0.05 --seed 1
+    python -m p2pnode_simulations.heartbeat --n 10000 --loss 0.05 --duration 40
 
 One ``random.Random(seed)`` gives sub-seeds to the network, the fault schedule and every node's
 machine, so a seed replays exactly (same events, same figures). Nodes start knowing each other
@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from protocols.heartbeat import (
+from p2pnode_protocols.heartbeat import (
     HeartbeatConfig,
     KeyedHashVerifier,
     LocalStateChanged,
@@ -40,10 +40,10 @@ from protocols.heartbeat import (
     encode_packet,
     packet_size,
 )
-from protocols.heartbeat.codec import alive_payload
-from protocols.heartbeat.messages import Alive
-from simulations.sim import SimClock, SimNetwork
-from simulations.sim.membership_checker import MembershipChecker
+from p2pnode_protocols.heartbeat.codec import alive_payload
+from p2pnode_protocols.heartbeat.messages import Alive
+from p2pnode_simulations.sim import SimClock, SimNetwork
+from p2pnode_simulations.sim.membership_checker import MembershipChecker
 
 __all__ = ["HeartbeatWorld", "Scenario", "SimReport", "daemon_config", "main"]
 
@@ -136,7 +136,7 @@ def node_id(i: int) -> bytes:
 
 
 class _Signers:
-    """Keyed-hash signatures (fast; see protocols.heartbeat.signing)."""
+    """Keyed-hash signatures (fast; see p2pnode_protocols.heartbeat.signing)."""
 
     def __init__(self, seed: int) -> None:
         self.verifier = KeyedHashVerifier(hashlib.sha512(b"world-%d" % seed).digest())
@@ -455,7 +455,7 @@ def format_report(r: SimReport) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m simulations.heartbeat", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m p2pnode_simulations.heartbeat", description=__doc__)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--loss", type=float, default=0.05)
@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     r = HeartbeatWorld(sc).run()
     print(format_report(r))
     if not r.ok:
-        print(f"  replay: python -m simulations.heartbeat --seed {a.seed} --n {a.n} -v")
+        print(f"  replay: python -m p2pnode_simulations.heartbeat --seed {a.seed} --n {a.n} -v")
     return 0 if r.ok else 1
 
 

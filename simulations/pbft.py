@@ -1,9 +1,10 @@
-"""Run the PBFT simulator over a range of seeds: ``python -m simulations.pbft --seeds 0..999``.
+"""Run the PBFT simulator over a range of seeds:
+``python -m p2pnode_simulations.pbft --seeds 0..999``.
 
-Each seed draws a whole scenario (``simulations.sim.config.draw_config``); the run passes only if
-no correct replica breaks safety and the healed core commits every submitted request in time.
-Failing seeds are printed with the command that replays one, verbosely:
-``python -m simulations.pbft --seed 1234 -v``. A seed replays identically (same config, same
+Each seed draws a whole scenario (``p2pnode_simulations.sim.config.draw_config``); the run passes
+only if no correct replica breaks safety and the healed core commits every submitted request in
+time. Failing seeds are printed with the command that replays one, verbosely:
+``python -m p2pnode_simulations.pbft --seed 1234 -v``. A seed replays identically (same config, same
 event order, same result), so a failure is a test case.
 """
 
@@ -17,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 
-from simulations.sim import RunResult, World
+from p2pnode_simulations.sim import RunResult, World
 
 __all__ = ["main", "run_seed"]
 
@@ -51,7 +52,7 @@ def _sweep(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m simulations.pbft", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m p2pnode_simulations.pbft", description=__doc__)
     p.add_argument("--seeds", help="A..B (inclusive)")
     p.add_argument("--seed", type=int, help="replay one seed")
     p.add_argument(
@@ -95,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         if not res.ok:
             failures.append((res, n))
             flag = "" if n is None else f" --n {n}"
-            print(f"  replay: python -m simulations.pbft --seed {res.seed}{flag} -v", flush=True)
+            replay = f"python -m p2pnode_simulations.pbft --seed {res.seed}{flag} -v"
+            print(f"  replay: {replay}", flush=True)
     took = time.monotonic() - started
     print(
         f"{runs} runs in {took:.0f}s; committees {dict(sorted(by_n.items()))}; "

@@ -8,7 +8,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from protocols.blobs.cid import CidError, parse_cid
+from p2pnode_protocols.blobs.cid import CidError, parse_cid
 
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _SQLITE_FULL = 13

@@ -1,5 +1,6 @@
 """The fetcher's side of ``/p2pnode/blob/1.0.0``: find a blob's providers and take from them
-what this node lacks, driving the sans-I/O plan of ``protocols.blobs.fetch`` over the network.
+what this node lacks, driving the sans-I/O plan of ``p2pnode_protocols.blobs.fetch`` over the
+network.
 
 Providers are taken as the DHT lookup finds them (or, in a first round, from the provider
 records this node holds as a replica, without a lookup); the manifest comes from the first that
@@ -52,10 +53,10 @@ from p2pnode.blobs.wire import (
 from p2pnode.config import Config
 from p2pnode.network.dht import Dht
 from p2pnode.network.host import allow_redial
-from protocols.blobs.cid import manifest_cid
-from protocols.blobs.fetch import Complete, FetchPlan, FetchRounds, Lane, NotFound
-from protocols.blobs.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError
-from protocols.framing import FrameError, encode_frame
+from p2pnode_protocols.blobs.cid import manifest_cid
+from p2pnode_protocols.blobs.fetch import Complete, FetchPlan, FetchRounds, Lane, NotFound
+from p2pnode_protocols.blobs.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError
+from p2pnode_protocols.framing import FrameError, encode_frame
 
 log = logging.getLogger(__name__)
 

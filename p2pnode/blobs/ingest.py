@@ -15,7 +15,7 @@ from typing import Any
 import trio
 
 from p2pnode.blobs.store import BlobStore, chunk_hash
-from protocols.blobs.manifest import CHUNK_SIZE, Manifest
+from p2pnode_protocols.blobs.manifest import CHUNK_SIZE, Manifest
 
 
 class Ingest:

@@ -5,8 +5,8 @@ fetch, kept for the next (``p2pnode.blobs.streams``): the fetcher asks for chunk
 batches, and the provider answers each with a small header and the chunk's raw bytes; a fetch
 that lacks the manifest gets it and the blob's first chunks in one round trip. This module
 composes the parts: the provider's side (``p2pnode.blobs.serving``), the fetcher's
-(``p2pnode.blobs.fetcher``, which drives the sans-I/O plan of ``protocols.blobs.fetch``), the
-kept streams, and the store's garbage collection.
+(``p2pnode.blobs.fetcher``, which drives the sans-I/O plan of ``p2pnode_protocols.blobs.fetch``),
+the kept streams, and the store's garbage collection.
 
 Cancellation: ``run`` serves until cancelled; a fetch cancelled part-way keeps what it stored,
 and the next fetch of the blob resumes there.
@@ -44,7 +44,7 @@ from p2pnode.blobs.wire import COALESCE_BELOW, COALESCE_DELAY, PROTOCOL_ID
 from p2pnode.config import Config
 from p2pnode.network.dht import Dht
 from p2pnode.network.host import set_guarded_handler
-from protocols.blobs.manifest import ManifestError
+from p2pnode_protocols.blobs.manifest import ManifestError
 
 # Re-exported: the IPC layer imports the errors from here, the blob benchmark the read
 # coalescing constants.

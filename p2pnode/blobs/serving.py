@@ -32,8 +32,8 @@ from p2pnode.config import Config
 from p2pnode.network.bulkwrite import bulk_writer
 from p2pnode.network.host import PieceCutter
 from p2pnode.network.ratelimit import Pacer
-from protocols.blobs.manifest import decode_manifest
-from protocols.framing import encode_frame
+from p2pnode_protocols.blobs.manifest import decode_manifest
+from p2pnode_protocols.framing import encode_frame
 
 log = logging.getLogger(__name__)
 

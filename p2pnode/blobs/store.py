@@ -46,8 +46,8 @@ from p2pnode.blobs.chunkio import ChunkFiles, Data, as_buffer
 from p2pnode.blobs.errors import free_bytes, is_no_space, no_space
 from p2pnode.blobs.worker import Workers
 from p2pnode.store import Store
-from protocols.blobs.cid import DIGEST_LEN, SHA2_256
-from protocols.blobs.manifest import Manifest, decode_manifest
+from p2pnode_protocols.blobs.cid import DIGEST_LEN, SHA2_256
+from p2pnode_protocols.blobs.manifest import Manifest, decode_manifest
 
 
 class LiveUpload(Protocol):

@@ -19,7 +19,7 @@ from typing import Any
 import cbor2
 import numpy as np
 
-from protocols.framing import cbor_head
+from p2pnode_protocols.framing import cbor_head
 
 MAGIC = "p2pnode-tensors"
 VERSION = 2

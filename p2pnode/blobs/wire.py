@@ -26,7 +26,7 @@ from p2pnode.config import Config
 from p2pnode.network.bulkread import bulk_reader
 from p2pnode.network.bulkwrite import BulkWriter
 from p2pnode.network.host import PieceCutter, WriteOutcome, shielded_write
-from protocols.framing import FrameDecoder
+from p2pnode_protocols.framing import FrameDecoder
 
 PROTOCOL_ID = "/p2pnode/blob/1.0.0"
 MAX_BATCH = 64

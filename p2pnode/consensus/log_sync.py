@@ -34,14 +34,14 @@ from libp2p.peer.id import ID
 
 from p2pnode.consensus.store import ConsensusStore, LogRow, decode_entries
 from p2pnode.network.rpc import RpcError, RpcService
-from protocols.pbft import (
+from p2pnode_protocols.pbft import (
     CertifiedEntry,
     Committee,
     RemoteProtocolError,
     Verifier,
     check_certified_entry,
 )
-from protocols.pbft.codec import MAX_MESSAGE_BYTES
+from p2pnode_protocols.pbft.codec import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 

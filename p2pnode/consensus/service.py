@@ -1,4 +1,4 @@
-"""The consensus service: the PBFT replica of ``protocols.pbft`` bound to libp2p and SQLite.
+"""The consensus service: the PBFT replica of ``p2pnode_protocols.pbft`` bound to libp2p and SQLite.
 
 Roles. A node whose peer id is in ``consensus.validators`` runs a ``Replica`` and votes; every
 other node is a *follower*: it pulls certified entries from validators and checks each
@@ -58,7 +58,7 @@ from p2pnode.machine_driver import MachineDriver
 from p2pnode.network.datagram import DatagramTransport
 from p2pnode.network.signing import Ed25519Signer, Ed25519Verifier
 from p2pnode.store import Store
-from protocols.pbft import (
+from p2pnode_protocols.pbft import (
     CertifiedEntry,
     ClientRequest,
     Commit,
@@ -80,7 +80,7 @@ from protocols.pbft import (
     encode,
     sign,
 )
-from protocols.pbft.codec import MAX_MESSAGE_BYTES
+from p2pnode_protocols.pbft.codec import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 

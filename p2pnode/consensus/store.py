@@ -28,7 +28,7 @@ from typing import Any
 import cbor2
 
 from p2pnode.store import Store
-from protocols.pbft import (
+from p2pnode_protocols.pbft import (
     CertifiedEntry,
     DurableSlot,
     DurableState,

@@ -16,7 +16,7 @@ from typing import Any
 
 from p2pnode.config import SOCKET_FILE, resolve_data_dir
 from p2pnode.ipc.errors import DaemonNotRunning, FrameTooLarge, InternalError, error_from_wire
-from protocols.framing import HEADER_SIZE, encode_frame, encode_frame_with_data
+from p2pnode_protocols.framing import HEADER_SIZE, encode_frame, encode_frame_with_data
 
 DEFAULT_TIMEOUT = 60.0
 MAX_REPLY = 1 << 30

@@ -38,7 +38,7 @@ from p2pnode.ipc.tasks import (
     decode_params,
     spec_param,
 )
-from protocols.framing import FrameDecoder, FrameError
+from p2pnode_protocols.framing import FrameDecoder, FrameError
 
 if TYPE_CHECKING:
     import numpy as np

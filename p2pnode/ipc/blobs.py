@@ -23,8 +23,8 @@ from p2pnode.ipc.errors import InvalidParams, NetworkError, NotFound
 from p2pnode.ipc.params import absolute_path, param, plain_value
 from p2pnode.ipc.server import DataResult, Method, Session
 from p2pnode.network.dht import Dht
-from protocols.blobs.pointers import pointer_key
-from protocols.dht.errors import LocalProtocolError
+from p2pnode_protocols.blobs.pointers import pointer_key
+from p2pnode_protocols.dht.errors import LocalProtocolError
 
 MAX_PIECE = 8 << 20
 MAX_UPLOADS_PER_CLIENT = 16

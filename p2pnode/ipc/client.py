@@ -47,7 +47,7 @@ from p2pnode.ipc.tasks import (
     decode_params,
     spec_param,
 )
-from protocols.framing import HEADER_SIZE, FrameDecoder, FrameError, decode_payload
+from p2pnode_protocols.framing import HEADER_SIZE, FrameDecoder, FrameError, decode_payload
 
 if TYPE_CHECKING:
     import numpy as np

@@ -14,7 +14,7 @@ from p2pnode.consensus.service import ConsensusError, ConsensusService, b58, cer
 from p2pnode.ipc.errors import InvalidParams, NetworkError, NotFound
 from p2pnode.ipc.params import param
 from p2pnode.ipc.server import Method, Session
-from protocols.pbft import (
+from p2pnode_protocols.pbft import (
     AppTx,
     KvPut,
     Noop,
@@ -23,7 +23,7 @@ from protocols.pbft import (
     decode_tx,
     encode_tx,
 )
-from protocols.pbft.messages import MAX_OP_BYTES
+from p2pnode_protocols.pbft.messages import MAX_OP_BYTES
 
 #: Entries per consensus.log call.
 MAX_LOG_ROWS = 256

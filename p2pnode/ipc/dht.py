@@ -14,7 +14,7 @@ from p2pnode.ipc.errors import InvalidParams, NotFound
 from p2pnode.ipc.params import content_key, kv_key, param
 from p2pnode.ipc.server import Method, Session
 from p2pnode.network.dht import Dht, DhtError
-from protocols.dht.errors import LocalProtocolError
+from p2pnode_protocols.dht.errors import LocalProtocolError
 
 MAX_PROVIDERS = 100
 

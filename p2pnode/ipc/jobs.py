@@ -29,7 +29,7 @@ from p2pnode.jobs.spec import SpecError, parse_spec
 from p2pnode.rounds.compute import ComputeError, JobCompute, unpack
 from p2pnode.rounds.service import RoundsService
 from p2pnode.training.state_dict import flatten
-from protocols.rounds import CancelJob, CreateJob, JobState, Train, TrainingDone, encode_tx
+from p2pnode_protocols.rounds import CancelJob, CreateJob, JobState, Train, TrainingDone, encode_tx
 
 #: seconds a user's create or cancel may wait for its commit.
 COMMIT_TIMEOUT = 30.0

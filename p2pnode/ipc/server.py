@@ -1,8 +1,8 @@
 """The IPC server: accepts clients on a Unix socket and dispatches their requests.
 
-Frames: see :mod:`protocols.framing`. A request is ``{"id": int, "method": str, "params": map}``;
-the reply is ``{"id", "result"}`` or ``{"id", "error": {"code", "message"}}``; a subscription
-pushes ``{"id": <its request id>, "event": map}`` until ``unsubscribe`` or disconnect.
+Frames: see :mod:`p2pnode_protocols.framing`. A request is ``{"id": int, "method": str, "params":
+map}``; the reply is ``{"id", "result"}`` or ``{"id", "error": {"code", "message"}}``; a
+subscription pushes ``{"id": <its request id>, "event": map}`` until ``unsubscribe`` or disconnect.
 
 Errors: a frame whose body is not a CBOR map gets a ``bad_request`` reply and the connection
 stays open (the length prefix keeps us in sync). A frame over ``ipc.max_frame`` gets
@@ -40,7 +40,7 @@ from typing import Any
 import trio
 
 from p2pnode.ipc.errors import BadRequest, InternalError, IpcError, NoSpace, UnknownMethod
-from protocols.framing import (
+from p2pnode_protocols.framing import (
     FrameDecoder,
     FrameError,
     FrameTooLarge,

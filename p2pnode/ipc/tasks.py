@@ -83,7 +83,7 @@ class JobData:
 
     def _build(self) -> tuple[Any, list[np.ndarray]]:
         from p2pnode.rounds.compute import job_data
-        from protocols.rounds import JobSpec
+        from p2pnode_protocols.rounds import JobSpec
 
         s = self.status["spec"]
         learning = dict(s["learning"])

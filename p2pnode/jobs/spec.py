@@ -3,8 +3,8 @@
 A spec file has top-level ``name``, ``rounds`` and ``priority`` and the tables ``[model]``,
 ``[data]``, ``[local]``, ``[outer]``, ``[aggregation]``, ``[compression]``, ``[sync]``,
 ``[participants]`` and ``[capabilities]`` (docs/jobs.md lists every key). :func:`parse_spec`
-turns it into a :class:`protocols.rounds.JobSpec` whose ``learning`` map holds the learning part
-in the flat form :mod:`p2pnode.rounds.compute` reads; unknown keys are errors, as typos are the
+turns it into a :class:`p2pnode_protocols.rounds.JobSpec` whose ``learning`` map holds the learning
+part in the flat form :mod:`p2pnode.rounds.compute` reads; unknown keys are errors, as typos are the
 commonest mistake in a spec.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 
 from p2pnode.training.aggregation import RULE_NAMES, make_rule
 from p2pnode.training.compression import COMPRESSION_KINDS
-from protocols.rounds import Capabilities, JobSpec
-from protocols.rounds.spec import MAX_PARTICIPANTS
+from p2pnode_protocols.rounds import Capabilities, JobSpec
+from p2pnode_protocols.rounds.spec import MAX_PARTICIPANTS
 
 __all__ = ["DEFAULT_LEARNING", "SpecError", "load_spec", "parse_spec", "spec_from_options"]
 

@@ -1,4 +1,4 @@
-"""The membership service: SWIM + Lifeguard (``protocols.heartbeat``) over libp2p streams.
+"""The membership service: SWIM + Lifeguard (``p2pnode_protocols.heartbeat``) over libp2p streams.
 
 ``MembershipService`` is imported lazily, so ``p2pnode.membership.settings`` (used by the
 simulator) does not pull in libp2p.

@@ -1,4 +1,4 @@
-"""The membership service: one ``protocols.heartbeat.Membership`` machine bound to libp2p.
+"""The membership service: one ``p2pnode_protocols.heartbeat.Membership`` machine bound to libp2p.
 
 Transport: ``/p2pnode/swim/1.0.0`` on :class:`p2pnode.network.datagram.DatagramTransport`, the
 one PBFT uses: one long-lived outbound stream per peer and direction carrying length-prefixed
@@ -49,7 +49,7 @@ from p2pnode.membership.settings import heartbeat_config
 from p2pnode.network.datagram import DatagramTransport
 from p2pnode.network.ratelimit import TokenBuckets
 from p2pnode.network.signing import Ed25519Signer, Ed25519Verifier
-from protocols.heartbeat import (
+from p2pnode_protocols.heartbeat import (
     ChangeKind,
     LocalStateChanged,
     MemberChanged,
@@ -65,7 +65,7 @@ from protocols.heartbeat import (
     decode_packet,
     encode_packet,
 )
-from protocols.heartbeat.messages import PacketKind
+from p2pnode_protocols.heartbeat.messages import PacketKind
 
 log = logging.getLogger(__name__)
 

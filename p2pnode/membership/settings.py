@@ -1,8 +1,8 @@
 """The machine's knobs from the ``membership.*`` config section, for the daemon
 (:class:`~p2pnode.membership.service.MembershipService`). The section's values go over
-``HeartbeatConfig.daemon()``, which the simulator (``simulations.heartbeat.daemon_config``) runs
-as is, so a simulated swarm runs exactly the daemon's defaults (a test checks that the section's
-defaults equal ``daemon()``'s). Light to import (no libp2p).
+``HeartbeatConfig.daemon()``, which the simulator (``p2pnode_simulations.heartbeat.daemon_config``)
+runs as is, so a simulated swarm runs exactly the daemon's defaults (a test checks that the
+section's defaults equal ``daemon()``'s). Light to import (no libp2p).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from p2pnode.config import SCHEMA, MembershipConfig
-from protocols.heartbeat import HeartbeatConfig
+from p2pnode_protocols.heartbeat import HeartbeatConfig
 
 __all__ = ["default_membership", "heartbeat_config"]
 

@@ -33,7 +33,7 @@ from libp2p.network.stream.exceptions import StreamEOF, StreamReset
 from libp2p.peer.id import ID
 
 from p2pnode.network.host import WriteOutcome, set_guarded_handler, shielded_write
-from protocols.framing import FrameDecoder, FrameError, MalformedFrame, encode_frame_parts
+from p2pnode_protocols.framing import FrameDecoder, FrameError, MalformedFrame, encode_frame_parts
 
 log = logging.getLogger(__name__)
 

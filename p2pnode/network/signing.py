@@ -2,8 +2,8 @@
 
 DHT records carry their publisher's public key (:func:`verify`, :func:`sign_record`); PBFT and
 membership messages are signed by peer id (:class:`Ed25519Signer`, :class:`Ed25519Verifier`,
-which satisfy :mod:`protocols.signing`'s protocols: an Ed25519 peer id embeds its public key,
-so verifying needs no key directory).
+which satisfy :mod:`p2pnode_protocols.signing`'s protocols: an Ed25519 peer id embeds its public
+key, so verifying needs no key directory).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.serialization import deserialize_public_key
 from libp2p.peer.id import ID
 
-from protocols.dht.records import Record, signing_payload
+from p2pnode_protocols.dht.records import Record, signing_payload
 
 
 def verify(public_key: bytes, payload: bytes, signature: bytes) -> str | None:

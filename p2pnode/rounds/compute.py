@@ -6,7 +6,7 @@ in a worker thread. Aggregation is deterministic given the base model blob and t
 decoding, the rule over inputs in canonical order, the outer optimizer step and the tensor
 encoding of the new model are all exact, so every honest validator derives the same model key.
 Validation figures (accuracy, loss, per-update scores) go through BLAS and are rounded to six
-decimals; validators compare them with ``protocols.rounds.METRIC_TOLERANCE``.
+decimals; validators compare them with ``p2pnode_protocols.rounds.METRIC_TOLERANCE``.
 
 The model blob holds the parameters (``params/<name>``) and the outer optimizer's state
 (``opt/...``, e.g. DiLoCo's Nesterov momentum), so a validator that restarts resumes from the
@@ -34,7 +34,7 @@ from p2pnode.training.schedules import make_schedule
 from p2pnode.training.sharding import dirichlet_shards, iid_shards
 from p2pnode.training.state_dict import ParamSpec, StateDict, flatten, unflatten
 from p2pnode.training.sync import BoundedAsync
-from protocols.rounds import JobSpec, RoundResult, UpdateRef
+from p2pnode_protocols.rounds import JobSpec, RoundResult, UpdateRef
 
 __all__ = ["ATTACKS", "ComputeError", "JobCompute", "TrainOutput", "job_data"]
 

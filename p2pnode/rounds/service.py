@@ -1,10 +1,10 @@
 """The rounds service: the rounds machine bound to the daemon's log, membership, blobs and peers.
 
 - **The log**: every committed entry's ``AppTx(app="rounds")`` bodies are fed to the machine in
-  log order (:class:`~protocols.rounds.Committed`); at start-up the whole local log is replayed
-  first, so after a restart (even of every daemon) the jobs resume from their last committed
-  round. The service reads the log from the store whenever the consensus service says it grew.
-- **Membership**: once a second the machine gets this node's view as selection candidates, and
+  log order (:class:`~p2pnode_protocols.rounds.Committed`); at start-up the whole local log is
+  replayed first, so after a restart (even of every daemon) the jobs resume from their last
+  committed round. The service reads the log from the store whenever the consensus service says it
+grew. - **Membership**: once a second the machine gets this node's view as selection candidates, and
   the node gossips the models it holds (``job@round``) and the tasks it runs.
 - **Peers**: update notices, proposals and attestations travel as datagrams on
   ``/p2pnode/rounds/1.0.0`` to the committee.
@@ -32,10 +32,10 @@ from p2pnode.machine_driver import MachineDriver
 from p2pnode.network.datagram import DatagramTransport
 from p2pnode.network.signing import Ed25519Signer, Ed25519Verifier
 from p2pnode.rounds.work import RoundWork
-from protocols.heartbeat.state import MemberStatus
-from protocols.machine import MessageReceived, Notify, RemoteProtocolError
-from protocols.pbft import AppTx, decode_tx, encode_tx
-from protocols.rounds import (
+from p2pnode_protocols.heartbeat.state import MemberStatus
+from p2pnode_protocols.machine import MessageReceived, Notify, RemoteProtocolError
+from p2pnode_protocols.pbft import AppTx, decode_tx, encode_tx
+from p2pnode_protocols.rounds import (
     APP,
     Aggregate,
     Applied,
@@ -55,8 +55,8 @@ from protocols.rounds import (
     decode_message,
     encode_message,
 )
-from protocols.rounds import encode_tx as encode_rounds_tx
-from protocols.rounds.messages import MAX_MESSAGE_BYTES
+from p2pnode_protocols.rounds import encode_tx as encode_rounds_tx
+from p2pnode_protocols.rounds.messages import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import trio
 
 from p2pnode.blobs import tensors
 from p2pnode.rounds.compute import UPDATE_MEDIA_TYPE, ComputeError, JobCompute
-from protocols.rounds import (
+from p2pnode_protocols.rounds import (
     Aggregate,
     Computed,
     JobSpec,

@@ -23,17 +23,20 @@ from p2pnode.training.state_dict import StateDict, flatten
 if TYPE_CHECKING:
     import torch
 
-TORCH_VERSION = "2.13.0"
+# The ``torch`` extra's range (pyproject.toml); any CPU or CUDA build within it works.
+TORCH_REQUIREMENT = ">=2.3,<3"
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
 def require_torch() -> Any:
-    """The torch module, or an ImportError that names the extra to install."""
+    """The torch module, or an ImportError that says how to install the CPU build."""
     try:
         return importlib.import_module("torch")
     except ImportError as e:
         raise ImportError(
-            "the PyTorch adapter needs torch: "
-            f"pip install 'p2pnode[torch]' (torch=={TORCH_VERSION})"
+            f"the PyTorch adapter needs torch{TORCH_REQUIREMENT}: "
+            f"pip install torch --index-url {TORCH_CPU_INDEX} (the CPU build), "
+            "then pip install 'p2pnode[torch]'"
         ) from e
 
 

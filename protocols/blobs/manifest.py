@@ -13,7 +13,7 @@ from typing import Any
 
 import cbor2
 
-from protocols.blobs.cid import DIGEST_LEN, SHA2_256, manifest_cid
+from p2pnode_protocols.blobs.cid import DIGEST_LEN, SHA2_256, manifest_cid
 
 CHUNK_SIZE = 1 << 20
 MAX_CHUNK_SIZE = 4 << 20

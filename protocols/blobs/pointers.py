@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from protocols.blobs.cid import CidError, parse_cid
-from protocols.dht.errors import RecordInvalid
-from protocols.dht.records import KEY_PREFIX, Record
+from p2pnode_protocols.blobs.cid import CidError, parse_cid
+from p2pnode_protocols.dht.errors import RecordInvalid
+from p2pnode_protocols.dht.records import KEY_PREFIX, Record
 
 PREFIX = KEY_PREFIX + "ptr/"
 MAX_NAME = 200

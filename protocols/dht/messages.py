@@ -1,6 +1,6 @@
 """RPC messages of ``/p2pnode/dht/1.0.0``: shapes, bounds and parsing of peer input.
 
-One request or response per frame (see :mod:`protocols.framing`). Requests carry an ``id``
+One request or response per frame (see :mod:`p2pnode_protocols.framing`). Requests carry an ``id``
 chosen by the caller and echoed in the response, so many requests share one stream.
 
 ========== ========================= ===========================================
@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from protocols.dht.errors import RemoteProtocolError
+from p2pnode_protocols.dht.errors import RemoteProtocolError
 
 PROTOCOL_ID = "/p2pnode/dht/1.0.0"
 OPS = ("store", "find_value", "add_prov", "get_prov", "find_node")

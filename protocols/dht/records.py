@@ -14,7 +14,7 @@ from typing import Any
 
 import cbor2
 
-from protocols.dht.errors import RecordInvalid
+from p2pnode_protocols.dht.errors import RecordInvalid
 
 KEY_PREFIX = "/p2pnode/"
 MAX_KEY_BYTES = 512

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from protocols.dht.errors import RecordInvalid
-from protocols.dht.records import KEY_PREFIX, Record, Verifier, check_key, verify_signature
+from p2pnode_protocols.dht.errors import RecordInvalid
+from p2pnode_protocols.dht.records import KEY_PREFIX, Record, Verifier, check_key, verify_signature
 
 
 class NamespaceValidator(Protocol):

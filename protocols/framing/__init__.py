@@ -7,7 +7,7 @@ Every length is checked against the decoder's ``max_frame`` *before* any buffer 
 grown, so a peer cannot make us allocate what it claims.
 """
 
-from protocols.framing.codec import (
+from p2pnode_protocols.framing.codec import (
     HEADER_SIZE,
     FrameDecoder,
     FrameError,

@@ -2,7 +2,7 @@
 
 ``LocalProtocolError``: our caller (or our own code) asked for something illegal; a bug on this
 node. ``RemoteProtocolError``: a peer sent bytes or a record we must refuse; raised only at the
-decode boundary (:func:`protocols.heartbeat.codec.decode_packet`). Its ``reason`` is one of
+decode boundary (:func:`p2pnode_protocols.heartbeat.codec.decode_packet`). Its ``reason`` is one of
 :data:`REFUSAL_REASONS` so the service can count refusals by kind; ``reply_hint`` names what, if
 anything, is worth sending back (always None today: a refused packet gets no reply).
 """

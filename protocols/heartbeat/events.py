@@ -1,7 +1,7 @@
 """Inputs to ``Membership.handle`` and the effects it returns.
 
 The shared vocabulary (``MessageReceived`` carrying a :class:`Packet`, ``TimerFired``, ``Send``,
-``SetTimer``) is :mod:`protocols.machine`'s, re-exported here. Membership adds the inputs
+``SetTimer``) is :mod:`p2pnode_protocols.machine`'s, re-exported here. Membership adds the inputs
 ``Started`` (with this node's state, listen addresses included, to sign its first alive record),
 ``PeerDiscovered`` (the transport met a peer that speaks the protocol), ``PeerDisconnected``
 (the transport lost its connection: probe it now rather than when the round robin comes to it),
@@ -53,7 +53,7 @@ class TimerKind(Enum):
     FINAL = "final"  #: a suspicion ran out and we pinged the suspect: ping again, or declare
 
 
-# -- inputs (MessageReceived and TimerFired are protocols.machine's) -----------------------
+# -- inputs (MessageReceived and TimerFired are p2pnode_protocols.machine's) -----------------------
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,7 +87,7 @@ class TaskOutcome(Event):
     success: bool
 
 
-# -- notifications (Send and SetTimer are protocols.machine's) ---------------------------------
+# -- notifications (Send and SetTimer are p2pnode_protocols.machine's) -----------------------------
 
 
 class ChangeKind(Enum):

@@ -2,8 +2,9 @@
 deadline and sets a ``SetTimer`` itself.
 
 A suspicion starts at the maximum timeout and shrinks, on a log scale, toward the minimum as
-independent members confirm it (:func:`~protocols.heartbeat.config.remaining_suspicion_time`).
-``confirm`` ignores the original accuser, repeats, and anything after k confirmations.
+independent members confirm it
+(:func:`~p2pnode_protocols.heartbeat.config.remaining_suspicion_time`). ``confirm`` ignores the
+original accuser, repeats, and anything after k confirmations.
 """
 
 from __future__ import annotations

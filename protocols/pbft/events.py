@@ -1,7 +1,7 @@
 """Inputs to ``Replica.handle`` and the effects it returns, plus the durable state record.
 
 The shared vocabulary (``MessageReceived``, ``TimerFired``, ``Send``, ``Broadcast``, ``SetTimer``,
-``CancelTimer``, ``Persist``) is :mod:`protocols.machine`'s, re-exported here; PBFT adds the
+``CancelTimer``, ``Persist``) is :mod:`p2pnode_protocols.machine`'s, re-exported here; PBFT adds the
 inputs ``ClientRequest``, ``PrimarySuspected`` and ``Restarted`` and the notifications
 ``Commit``, ``StateInstalled``, ``Evidence`` and ``ViewEntered``. Effects are values for the
 caller to carry out *in order*: ``Persist`` (holding a :class:`DurableState`) always comes
@@ -108,7 +108,7 @@ class DurableState:
     certified: tuple[CertifiedEntry, ...]
 
 
-# -- inputs (the shared ones are protocols.machine's) -------------------------------------------
+# -- inputs (the shared ones are p2pnode_protocols.machine's) --------------------------------------
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,7 +147,7 @@ class Restarted(Event):
             raise LocalProtocolError("Restarted needs a DurableState or None")
 
 
-# -- notifications (the transport and timer effects are protocols.machine's) ---------------------
+# -- notifications (the transport and timer effects are p2pnode_protocols.machine's) ---------------
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

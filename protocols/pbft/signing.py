@@ -3,7 +3,7 @@
 ``Signer`` signs bytes as one node; ``Verifier`` checks a signature against the *claimed* signer's
 id. The real pair, on libp2p Ed25519 keys, lives in ``p2pnode.network.signing``: nothing under
 protocols/ depends on the py-libp2p package. ``KeyedHashSigner`` and ``KeyedHashVerifier`` (from
-:mod:`protocols.signing`) are the fast stand-in for simulations and tests. Nothing here does
+:mod:`p2pnode_protocols.signing`) are the fast stand-in for simulations and tests. Nothing here does
 I/O or reads randomness.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TypeVar
 
-from protocols.signing import KeyedHashSigner, KeyedHashVerifier, Signer, Verifier
+from p2pnode_protocols.signing import KeyedHashSigner, KeyedHashVerifier, Signer, Verifier
 
 from .codec import signing_bytes
 from .errors import LocalProtocolError

@@ -1,7 +1,8 @@
 """Training rounds, sans I/O: job specs, the committed transactions and the ledger they build,
 the messages of trainers and validators, task selection, and the rounds machine.
 
-See docs/jobs.md for the protocol in prose and :mod:`protocols.rounds.machine` for the roles.
+See docs/jobs.md for the protocol in prose and :mod:`p2pnode_protocols.rounds.machine` for the
+roles.
 """
 
 from .events import (

@@ -1,5 +1,5 @@
 """Inputs, effects and notifications of the rounds machine (besides the shared ones of
-``protocols.machine``: ``MessageReceived``, ``TimerFired``, ``Send``, ``Broadcast``,
+``p2pnode_protocols.machine``: ``MessageReceived``, ``TimerFired``, ``Send``, ``Broadcast``,
 ``SetTimer``, ``CancelTimer``).
 
 The machine never trains, fetches or aggregates: it asks for that with an effect
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from protocols.machine import Effect, Event, Notify
+from p2pnode_protocols.machine import Effect, Event, Notify
 
 from .ledger import Applied
 from .messages import RoundResult, UpdateRef

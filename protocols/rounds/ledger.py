@@ -15,8 +15,8 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from protocols.machine import RemoteProtocolError
-from protocols.signing import Verifier
+from p2pnode_protocols.machine import RemoteProtocolError
+from p2pnode_protocols.signing import Verifier
 
 from .messages import RoundResult, attestation_payload, decode_result, result_digest
 from .spec import JobSpec

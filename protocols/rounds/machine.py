@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from protocols.machine import (
+from p2pnode_protocols.machine import (
     Broadcast,
     Effect,
     Event,
@@ -40,7 +40,7 @@ from protocols.machine import (
     SetTimer,
     TimerFired,
 )
-from protocols.signing import Signer, Verifier
+from p2pnode_protocols.signing import Signer, Verifier
 
 from .events import (
     Aggregate,

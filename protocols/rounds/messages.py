@@ -21,8 +21,8 @@ from typing import Any
 
 import cbor2
 
-from protocols.machine import RemoteProtocolError
-from protocols.signing import Signer, Verifier
+from p2pnode_protocols.machine import RemoteProtocolError
+from p2pnode_protocols.signing import Signer, Verifier
 
 from .spec import MAX_PARTICIPANTS
 

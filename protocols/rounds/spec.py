@@ -16,7 +16,7 @@ from typing import Any
 
 import cbor2
 
-from protocols.machine import RemoteProtocolError
+from p2pnode_protocols.machine import RemoteProtocolError
 
 __all__ = [
     "MAX_PARTICIPANTS",

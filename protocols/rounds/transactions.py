@@ -17,7 +17,7 @@ from typing import Any
 
 import cbor2
 
-from protocols.machine import RemoteProtocolError
+from p2pnode_protocols.machine import RemoteProtocolError
 
 from .messages import MAX_KEY, MAX_SIG, decode_result
 from .spec import MAX_PARTICIPANTS, JobSpec, decode_spec, encode_spec

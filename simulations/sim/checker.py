@@ -16,7 +16,7 @@ replica has reached.
 
 from __future__ import annotations
 
-from protocols.pbft import (
+from p2pnode_protocols.pbft import (
     Checkpoint,
     Commit,
     Committee,
@@ -31,7 +31,7 @@ from protocols.pbft import (
     batch_digest,
     check_certified_entry,
 )
-from protocols.pbft.messages import CertifiedEntry
+from p2pnode_protocols.pbft.messages import CertifiedEntry
 
 __all__ = ["PbftChecker", "SafetyViolation"]
 

@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import random
 
-from protocols.pbft import (
+from p2pnode_protocols.pbft import (
     Checkpoint,
     CommitVote,
     Message,

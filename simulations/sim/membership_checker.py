@@ -12,7 +12,7 @@ every observer's announced beliefs with it:
 
 from __future__ import annotations
 
-from protocols.heartbeat import ChangeKind, MemberChanged
+from p2pnode_protocols.heartbeat import ChangeKind, MemberChanged
 
 __all__ = ["MembershipChecker"]
 

@@ -7,7 +7,7 @@ are PyNaCl's, so this module builds the same thing from PyNaCl directly: a key d
 32-byte seed (RFC 8032, deterministic), the same peer id (the identity multihash of the
 protobuf-encoded public key, 38 bytes, from which a verifier reads the key back) and the same
 signatures, so a seed replays exactly as it did with the daemon's classes (a test compares the
-two). Both satisfy :mod:`protocols.signing`'s ``Signer`` and ``Verifier``.
+two). Both satisfy :mod:`p2pnode_protocols.signing`'s ``Signer`` and ``Verifier``.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import logging
 import random
 from dataclasses import dataclass, field
 
-from protocols.pbft import (
+from p2pnode_protocols.pbft import (
     Broadcast,
     CancelTimer,
     Checkpoint,

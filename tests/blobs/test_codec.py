@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from p2pnode.blobs import tensors
-from protocols.blobs.cid import CidError, manifest_cid, multihash, parse_cid
-from protocols.blobs.manifest import Manifest, ManifestError, decode_manifest
+from p2pnode_protocols.blobs.cid import CidError, manifest_cid, multihash, parse_cid
+from p2pnode_protocols.blobs.manifest import Manifest, ManifestError, decode_manifest
 
 dtypes = st.sampled_from(
     ["bool", "int8", "uint8", "<i2", ">i2", "<i4", ">u4", "<i8", "<f2", ">f4", "<f8", "<c8", ">c16"]

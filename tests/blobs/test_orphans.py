@@ -8,7 +8,7 @@ from pathlib import Path
 from p2pnode.blobs.ingest import Ingest
 from p2pnode.blobs.store import OPEN_MARKER, BlobStore
 from p2pnode.store import Store
-from protocols.blobs.manifest import CHUNK_SIZE
+from p2pnode_protocols.blobs.manifest import CHUNK_SIZE
 
 
 def make(tmp_path: Path) -> BlobStore:

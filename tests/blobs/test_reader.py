@@ -9,7 +9,7 @@ from libp2p.network.stream.exceptions import StreamEOF
 
 from p2pnode.blobs.wire import COALESCE_BELOW, COALESCE_DELAY
 from p2pnode.blobs.wire import Reader as _Reader
-from protocols.framing import encode_frame
+from p2pnode_protocols.framing import encode_frame
 
 
 class Pipe:

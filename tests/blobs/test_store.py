@@ -10,7 +10,7 @@ import pytest
 from p2pnode.blobs.ingest import Ingest
 from p2pnode.blobs.store import BlobStore, chunk_hash
 from p2pnode.store import Store
-from protocols.blobs.manifest import CHUNK_SIZE
+from p2pnode_protocols.blobs.manifest import CHUNK_SIZE
 
 
 def make(tmp_path: Path) -> BlobStore:

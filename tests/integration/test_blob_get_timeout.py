@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from p2pnode import InvalidParams, NotFound
-from protocols.blobs.cid import manifest_cid
+from p2pnode_protocols.blobs.cid import manifest_cid
 from tests.integration.harness import local_swarm
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]  # two daemon processes

@@ -23,10 +23,10 @@ from p2pnode import InvalidParams, NotFound
 from p2pnode.network.dht import distance, provider_key
 from p2pnode.network.host import build_host
 from p2pnode.network.signing import sign_record
-from protocols.blobs.cid import multihash
-from protocols.blobs.manifest import CHUNK_SIZE, Manifest
-from protocols.blobs.pointers import pointer_key
-from protocols.framing import FrameDecoder, encode_frame
+from p2pnode_protocols.blobs.cid import multihash
+from p2pnode_protocols.blobs.manifest import CHUNK_SIZE, Manifest
+from p2pnode_protocols.blobs.pointers import pointer_key
+from p2pnode_protocols.framing import FrameDecoder, encode_frame
 from tests.integration.harness import LocalSwarm, local_swarm
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]  # several daemon processes

@@ -17,7 +17,7 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
 
 from p2pnode.network.host import build_host
-from protocols.framing import FrameDecoder, encode_frame
+from p2pnode_protocols.framing import FrameDecoder, encode_frame
 from tests.integration.harness import LocalSwarm, local_swarm
 
 pytestmark = pytest.mark.timeout(120)
@@ -118,8 +118,8 @@ class _Wire:
 async def test_blob_requests_out_of_bounds_end_the_stream_and_nothing_else(
     daemon: LocalSwarm,
 ) -> None:
-    from protocols.blobs.cid import manifest_cid, multihash
-    from protocols.blobs.manifest import decode_manifest
+    from p2pnode_protocols.blobs.cid import manifest_cid, multihash
+    from p2pnode_protocols.blobs.manifest import decode_manifest
 
     with daemon.client(1) as c:
         key = c.blob_put(data=bytes(range(256)) * (12 << 10))["key"]  # 3 MiB: 3 chunks

@@ -17,7 +17,7 @@ import cbor2
 import pytest
 
 from p2pnode import Client, FrameTooLarge, InvalidParams
-from protocols.framing import FrameDecoder, encode_frame
+from p2pnode_protocols.framing import FrameDecoder, encode_frame
 from tests.integration.harness import LocalSwarm, local_swarm
 
 pytestmark = pytest.mark.timeout(180)

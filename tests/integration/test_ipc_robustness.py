@@ -13,7 +13,7 @@ import cbor2
 import pytest
 
 from p2pnode import Client, InvalidParams, UnknownMethod
-from protocols.framing import FrameDecoder, encode_frame
+from p2pnode_protocols.framing import FrameDecoder, encode_frame
 from tests.integration.harness import LocalSwarm, local_swarm
 
 pytestmark = pytest.mark.timeout(120)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from protocols.heartbeat import HeartbeatConfig
+from p2pnode_protocols.heartbeat import HeartbeatConfig
 from tests.integration.harness import LocalSwarm, local_swarm
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]  # several daemon processes
@@ -102,8 +102,8 @@ def test_forged_and_replayed_packets_are_refused(swarm: LocalSwarm, tmp_path: Pa
 
     from p2pnode.membership.service import PROTOCOL
     from p2pnode.network.host import build_host
-    from protocols.heartbeat import Alive, NodeState, Packet, PacketKind, encode_packet
-    from protocols.heartbeat.codec import alive_payload
+    from p2pnode_protocols.heartbeat import Alive, NodeState, Packet, PacketKind, encode_packet
+    from p2pnode_protocols.heartbeat.codec import alive_payload
 
     target = swarm.node(1)
     victim = ID.from_base58(swarm.node(2).peer_id).to_bytes()

@@ -18,7 +18,7 @@ from p2pnode import AsyncClient
 from p2pnode.config import load_config
 from p2pnode.identity import create_identity, load_identity_file, peer_id_of
 from p2pnode.node import Node
-from protocols.machine import Event
+from p2pnode_protocols.machine import Event
 
 pytestmark = pytest.mark.timeout(60)
 

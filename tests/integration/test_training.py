@@ -153,7 +153,7 @@ def test_every_daemon_killed_and_restarted_resumes_from_the_last_committed_round
 def test_two_attackers_are_flagged_and_scored_lowest_under_trimmed_mean(tmp_path: Path) -> None:
     from p2pnode.jobs.spec import parse_spec
     from p2pnode.rounds.compute import JobCompute
-    from protocols.rounds import UpdateRef
+    from p2pnode_protocols.rounds import UpdateRef
 
     rounds = 10
     attack = {"training.attack": "sign_flip", "training.attack_scale": "10"}

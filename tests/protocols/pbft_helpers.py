@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import deque
 
 from p2pnode.network.signing import Ed25519Signer, Ed25519Verifier
-from protocols.pbft import (
+from p2pnode_protocols.pbft import (
     Broadcast,
     ClientRequest,
     Commit,

@@ -8,7 +8,7 @@ import hashlib
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
-from protocols.machine import (
+from p2pnode_protocols.machine import (
     Broadcast,
     Effect,
     Event,
@@ -17,7 +17,7 @@ from protocols.machine import (
     SetTimer,
     TimerFired,
 )
-from protocols.rounds import (
+from p2pnode_protocols.rounds import (
     Aggregate,
     BadProposal,
     Candidate,
@@ -46,8 +46,8 @@ from protocols.rounds import (
     encode_tx,
     job_id_of,
 )
-from protocols.rounds.messages import attestation_payload, result_digest, sign_notice
-from protocols.signing import KeyedHashSigner, KeyedHashVerifier
+from p2pnode_protocols.rounds.messages import attestation_payload, result_digest, sign_notice
+from p2pnode_protocols.signing import KeyedHashSigner, KeyedHashVerifier
 
 VERIFIER = KeyedHashVerifier(b"rounds-tests-seed" * 4)
 VALIDATORS = tuple(f"validator-{i}".encode() for i in range(4))

@@ -1,4 +1,4 @@
-"""The sans-I/O plan of a blob fetch (``protocols.blobs.fetch``), driven without a network.
+"""The sans-I/O plan of a blob fetch (``p2pnode_protocols.blobs.fetch``), driven without a network.
 
 Unit tests walk single decisions: how batches spread over providers, what "not held", a bad
 chunk, a broken stream or a stream that will not open costs, when a round is settled, and how
@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols.blobs.fetch import (
+from p2pnode_protocols.blobs.fetch import (
     MAX_BACKOFF,
     Complete,
     FetchPlan,

@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from libp2p.crypto.ed25519 import create_new_key_pair
 
 from p2pnode.network.signing import sign_record, verify
-from protocols.dht.errors import RecordInvalid, RemoteProtocolError
-from protocols.dht.messages import parse_request, parse_response
-from protocols.dht.records import Record, decode_record, newest
-from protocols.dht.validators import KvValidator, Validators, namespace_of
+from p2pnode_protocols.dht.errors import RecordInvalid, RemoteProtocolError
+from p2pnode_protocols.dht.messages import parse_request, parse_response
+from p2pnode_protocols.dht.records import Record, decode_record, newest
+from p2pnode_protocols.dht.validators import KvValidator, Validators, namespace_of
 
 KEYS = create_new_key_pair()
 OTHER = create_new_key_pair()

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocols.framing import (
+from p2pnode_protocols.framing import (
     FrameDecoder,
     FrameError,
     FrameTooLarge,
@@ -19,7 +19,7 @@ from protocols.framing import (
     encode_frame,
     encode_frame_with_data,
 )
-from protocols.framing.codec import _MARK
+from p2pnode_protocols.framing.codec import _MARK
 
 scalars = (
     st.none()

@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from protocols.heartbeat import (
+from p2pnode_protocols.heartbeat import (
     Alive,
     Awareness,
     BroadcastQueue,
@@ -31,8 +31,8 @@ from protocols.heartbeat import (
     retransmit_limit,
     suspicion_timeout,
 )
-from protocols.heartbeat.codec import accusation_payload, alive_payload
-from protocols.heartbeat.state import TRANSITIONS, UpdateKind, transition
+from p2pnode_protocols.heartbeat.codec import accusation_payload, alive_payload
+from p2pnode_protocols.heartbeat.state import TRANSITIONS, UpdateKind, transition
 
 # -- memberlist's tables ------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols.heartbeat import (
+from p2pnode_protocols.heartbeat import (
     Dead,
     HeartbeatConfig,
     LocalProtocolError,
@@ -38,8 +38,14 @@ from protocols.heartbeat import (
     encode_packet,
     packet_size,
 )
-from protocols.heartbeat.events import TimerKind
-from protocols.heartbeat.table import Member, MemberTable, bucket_of, entry_hash, ring_position
+from p2pnode_protocols.heartbeat.events import TimerKind
+from p2pnode_protocols.heartbeat.table import (
+    Member,
+    MemberTable,
+    bucket_of,
+    entry_hash,
+    ring_position,
+)
 from tests.protocols.test_heartbeat import STATE, V, accuse, alive
 
 CFG = HeartbeatConfig.lan(probe_interval=1.0, probe_timeout=0.4, suspicion_confirmations=0)
@@ -289,7 +295,7 @@ def test_suspicion_scale_cap() -> None:
 def test_the_simulator_runs_the_daemon_defaults() -> None:
     from p2pnode.config import SCHEMA
     from p2pnode.membership.settings import heartbeat_config
-    from simulations.heartbeat import Scenario, daemon_config
+    from p2pnode_simulations.heartbeat import Scenario, daemon_config
 
     defaults = {s.key: s.default for s in SCHEMA}
     cfg = Scenario().config

@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import pytest
 
-from protocols.heartbeat import (
+from p2pnode_protocols.heartbeat import (
     Alive,
     ChangeKind,
     Dead,
@@ -31,9 +31,9 @@ from protocols.heartbeat import (
     Suspect,
     TimerFired,
 )
-from protocols.heartbeat.broadcast_queue import BroadcastQueue
-from protocols.heartbeat.events import TimerKind
-from protocols.heartbeat.table import ring_position
+from p2pnode_protocols.heartbeat.broadcast_queue import BroadcastQueue
+from p2pnode_protocols.heartbeat.events import TimerKind
+from p2pnode_protocols.heartbeat.table import ring_position
 from tests.protocols.test_heartbeat import accuse, alive
 from tests.protocols.test_heartbeat_antientropy import CFG, Pair
 
@@ -233,7 +233,7 @@ def test_the_daemon_sends_each_update_twelve_times_whatever_n() -> None:
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_no_false_death_at_ten_percent_loss_with_the_daemon_defaults(seed: int) -> None:
-    from simulations.heartbeat import HeartbeatWorld, Scenario
+    from p2pnode_simulations.heartbeat import HeartbeatWorld, Scenario
 
     sc = Scenario(seed=seed, n=150, loss=0.10, duration=20.0, crashes=3, recoveries=1)
     r = HeartbeatWorld(sc).run()

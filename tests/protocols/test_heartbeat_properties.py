@@ -1,4 +1,5 @@
-"""Properties of the membership machine, in the simulator (``simulations.heartbeat``) and alone.
+"""Properties of the membership machine, in the simulator (``p2pnode_simulations.heartbeat``) and
+alone.
 
 * a live member that keeps answering is never declared dead;
 * a silent (crashed) member is declared dead by every survivor within the configured bound;
@@ -13,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols.heartbeat import Dead, MemberStatus, Suspect
-from simulations.heartbeat import HeartbeatWorld, Scenario, daemon_config
+from p2pnode_protocols.heartbeat import Dead, MemberStatus, Suspect
+from p2pnode_simulations.heartbeat import HeartbeatWorld, Scenario, daemon_config
 from tests.protocols.test_heartbeat import accuse, alive, gossip, machine
 
 pytestmark = pytest.mark.timeout(110)

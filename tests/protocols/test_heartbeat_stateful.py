@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from p2pnode.membership.settings import heartbeat_config
-from protocols.heartbeat import (
+from p2pnode_protocols.heartbeat import (
     HeartbeatConfig,
     KeyedHashVerifier,
     Membership,

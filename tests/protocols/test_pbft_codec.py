@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocols.pbft import (
+from p2pnode_protocols.pbft import (
     Certificate,
     CertifiedEntry,
     Checkpoint,
@@ -32,7 +32,7 @@ from protocols.pbft import (
     sign,
     signing_bytes,
 )
-from protocols.pbft.codec import MAX_MESSAGE_BYTES
+from p2pnode_protocols.pbft.codec import MAX_MESSAGE_BYTES
 from tests.protocols.pbft_helpers import Cluster, request
 
 pytestmark = pytest.mark.timeout(60)

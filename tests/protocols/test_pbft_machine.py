@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from protocols.pbft import (
+from p2pnode_protocols.pbft import (
     CertifiedEntry,
     ClientRequest,
     CommitVote,

@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from protocols.pbft import LocalProtocolError
-from protocols.pbft.state import (
+from p2pnode_protocols.pbft import LocalProtocolError
+from p2pnode_protocols.pbft.state import (
     REPLICA_TRANSITIONS,
     SLOT_TRANSITIONS,
     ReplicaStatus,

@@ -25,7 +25,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from protocols.pbft import (
+from p2pnode_protocols.pbft import (
     Broadcast,
     ClientRequest,
     Commit,

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocols.machine import RemoteProtocolError
-from protocols.rounds import (
+from p2pnode_protocols.machine import RemoteProtocolError
+from p2pnode_protocols.rounds import (
     Attestation,
     CancelJob,
     CommitRound,
@@ -29,7 +29,7 @@ from protocols.rounds import (
     encode_result,
     encode_tx,
 )
-from protocols.rounds.messages import MAX_MESSAGE_BYTES, MAX_RESULT_BYTES, result_digest
+from p2pnode_protocols.rounds.messages import MAX_MESSAGE_BYTES, MAX_RESULT_BYTES, result_digest
 from tests.protocols.rounds_helpers import (
     INIT_KEY,
     TRAINERS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from protocols.rounds import (
+from p2pnode_protocols.rounds import (
     JobSpec,
     NodeRecord,
     TrainingLedger,
@@ -13,7 +13,7 @@ from protocols.rounds import (
     encode_tx,
     quorum_of,
 )
-from protocols.rounds.transactions import CancelJob
+from p2pnode_protocols.rounds.transactions import CancelJob
 from tests.protocols.rounds_helpers import (
     INIT_KEY,
     OUTSIDER,
@@ -122,7 +122,7 @@ def test_start_rules() -> None:
     assert "base_key" in log.apply(start(job, 1, "other", (T0, T1)))
     assert "min..max" in log.apply(start(job, 1, INIT_KEY, (T0,)))
     assert "min..max" in log.apply(start(job, 1, INIT_KEY, (T0, T1, T2, T3)))
-    from protocols.rounds import StartRound, Task
+    from p2pnode_protocols.rounds import StartRound, Task
 
     dup = StartRound(
         job=job, round=1, base_key=INIT_KEY, tasks=(Task(node=T0, shard=0), Task(node=T1, shard=0))
@@ -140,7 +140,7 @@ def test_start_rules() -> None:
 
 
 def test_start_refuses_a_node_with_two_tasks() -> None:
-    from protocols.rounds import StartRound, Task
+    from p2pnode_protocols.rounds import StartRound, Task
 
     log, job = _job(JobSpec(rounds=3, max_participants=3))
     tx = StartRound(
@@ -208,7 +208,7 @@ def test_attestation_rules() -> None:
     log, job = _job()
     assert log.apply(start(job, 1, INIT_KEY, (T0,))) == "ok"
     r = result(job, 1, INIT_KEY, [update(T0, job, 1)])
-    from protocols.rounds import CommitRound, encode_result
+    from p2pnode_protocols.rounds import CommitRound, encode_result
     from tests.protocols.rounds_helpers import attest
 
     body = encode_result(r)

@@ -9,8 +9,8 @@ from dataclasses import replace
 
 import pytest
 
-from protocols.machine import MessageReceived, TimerFired
-from protocols.rounds import (
+from p2pnode_protocols.machine import MessageReceived, TimerFired
+from p2pnode_protocols.rounds import (
     JobSpec,
     MembersSeen,
     Proposal,
@@ -18,7 +18,7 @@ from protocols.rounds import (
     UpdateRef,
     encode_result,
 )
-from protocols.rounds.messages import proposal_payload, result_digest
+from p2pnode_protocols.rounds.messages import proposal_payload, result_digest
 from tests.protocols.rounds_helpers import (
     OUTSIDER,
     TRAINERS,
@@ -249,9 +249,9 @@ def test_an_update_is_aggregated_once() -> None:
 def test_a_nan_metric_is_refused() -> None:
     """A result with a non-finite metric cannot be built, nor decoded from a peer's bytes, so no
     validator attests one (and the tolerance check counts a NaN as a difference besides)."""
-    from protocols.machine import RemoteProtocolError
-    from protocols.rounds import decode_result
-    from protocols.rounds.machine import _difference
+    from p2pnode_protocols.machine import RemoteProtocolError
+    from p2pnode_protocols.rounds import decode_result
+    from p2pnode_protocols.rounds.machine import _difference
 
     w, job = _world(JobSpec(rounds=1, max_participants=3, round_deadline=5.0))
     _open_round(w, job)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocols.rounds import Candidate, Capabilities, JobSpec, select_tasks
+from p2pnode_protocols.rounds import Candidate, Capabilities, JobSpec, select_tasks
 
 pytestmark = pytest.mark.timeout(60)
 

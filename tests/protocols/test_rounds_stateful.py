@@ -30,7 +30,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from protocols.rounds import (
+from p2pnode_protocols.rounds import (
     CancelJob,
     Candidate,
     CommitRound,
@@ -42,7 +42,7 @@ from protocols.rounds import (
     encode_result,
     encode_tx,
 )
-from protocols.rounds.messages import proposal_payload, result_digest
+from p2pnode_protocols.rounds.messages import proposal_payload, result_digest
 from tests.protocols.rounds_helpers import (
     OUTSIDER,
     TRAINERS,

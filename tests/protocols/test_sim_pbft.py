@@ -1,16 +1,16 @@
 """The deterministic simulator, in CI: a bounded slice of seeds, replay, and the checker itself.
 
-The full sweep is ``python -m simulations.pbft --seeds 0..4999 --n 4,7`` (see docs/pbft.md).
+The full sweep is ``python -m p2pnode_simulations.pbft --seeds 0..4999 --n 4,7`` (see docs/pbft.md).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from protocols.pbft import Commit, Committee, Entry, batch_digest
-from protocols.pbft.messages import Certificate
-from simulations.pbft import main, run_seed
-from simulations.sim import PbftChecker, SafetyViolation, World, draw_config
+from p2pnode_protocols.pbft import Commit, Committee, Entry, batch_digest
+from p2pnode_protocols.pbft.messages import Certificate
+from p2pnode_simulations.pbft import main, run_seed
+from p2pnode_simulations.sim import PbftChecker, SafetyViolation, World, draw_config
 from tests.protocols.pbft_helpers import Cluster, request
 
 pytestmark = pytest.mark.timeout(100)

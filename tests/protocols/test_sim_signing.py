@@ -1,4 +1,4 @@
-"""The simulator's seeded Ed25519 (``simulations.sim.signing``, on PyNaCl) is the daemon's
+"""The simulator's seeded Ed25519 (``p2pnode_simulations.sim.signing``, on PyNaCl) is the daemon's
 (``p2pnode.network.signing``, on py-libp2p) bit for bit: same peer ids, same signatures, each
 verifies the other's. So a simulator seed that draws Ed25519 replays as it did before the
 simulator stopped importing the daemon."""
@@ -9,7 +9,7 @@ import hashlib
 
 from p2pnode.network.signing import Ed25519Signer as DaemonSigner
 from p2pnode.network.signing import Ed25519Verifier as DaemonVerifier
-from simulations.sim.signing import Ed25519Signer, Ed25519Verifier
+from p2pnode_simulations.sim.signing import Ed25519Signer, Ed25519Verifier
 
 
 def test_the_simulators_ed25519_is_the_daemons() -> None:

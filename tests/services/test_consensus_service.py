@@ -34,7 +34,7 @@ from p2pnode.consensus.service import (
     ConsensusService,
 )
 from p2pnode.store import Store
-from protocols.pbft import KvPut, decode_tx, encode_tx
+from p2pnode_protocols.pbft import KvPut, decode_tx, encode_tx
 from tests.support.events import EventRecorder
 from tests.support.memory_host import (
     MemoryHost,

@@ -19,7 +19,7 @@ import trio.testing
 from p2pnode.config import load_config
 from p2pnode.membership.service import PROTOCOL, MembershipService
 from p2pnode.membership.settings import heartbeat_config
-from protocols.heartbeat import MemberStatus
+from p2pnode_protocols.heartbeat import MemberStatus
 from tests.support.events import EventRecorder
 from tests.support.memory_host import MemoryHost, key_pair_for, open_memory_network
 

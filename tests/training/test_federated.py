@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simulations.federated import FederatedConfig, main, parse_args, run_federated
-from simulations.plots import Series, accuracy_chart, training_chart
+from p2pnode_simulations.federated import FederatedConfig, main, parse_args, run_federated
+from p2pnode_simulations.plots import Series, accuracy_chart, training_chart
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -147,7 +147,7 @@ def test_python_dash_m_command(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "simulations.federated",
+            "p2pnode_simulations.federated",
             "--clients=8",
             "--rounds=2",
             "--alpha=0.5",
@@ -168,7 +168,7 @@ def test_python_dash_m_command(tmp_path: Path) -> None:
     )
     assert re.fullmatch(r"accuracy=\S+ centralized=\S+", out.stdout.strip().splitlines()[-1])
     bad = subprocess.run(
-        [sys.executable, "-m", "simulations.federated", "--attackers=9"],
+        [sys.executable, "-m", "p2pnode_simulations.federated", "--attackers=9"],
         cwd=REPO,
         capture_output=True,
         text=True,

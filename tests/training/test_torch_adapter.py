@@ -16,8 +16,9 @@ def _net() -> "torch.nn.Module":
     return torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
 
 
-def test_installed_torch_is_the_pinned_cpu_build() -> None:
-    assert torch.__version__.split("+")[0] == "2.13.0"
+def test_installed_torch_is_in_the_extras_range() -> None:
+    major, minor = (int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
+    assert (2, 3) <= (major, minor) < (3, 0)
 
 
 def test_init_is_seeded_and_leaves_torch_rng_alone() -> None:

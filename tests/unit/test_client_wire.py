@@ -40,7 +40,7 @@ def test_a_reply_cut_off_part_way_leaves_the_client_closed_not_out_of_step(tmp_p
 
     from p2pnode.ipc.client import Client
     from p2pnode.ipc.errors import DaemonNotRunning
-    from protocols.framing import FrameDecoder
+    from p2pnode_protocols.framing import FrameDecoder
 
     path = tmp_path / "s.sock"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

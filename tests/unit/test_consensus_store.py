@@ -8,7 +8,7 @@ from pathlib import Path
 from p2pnode.consensus.store import ConsensusStore, LogRow
 from p2pnode.network.signing import Ed25519Signer, Ed25519Verifier
 from p2pnode.store import Store
-from protocols.pbft import (
+from p2pnode_protocols.pbft import (
     Broadcast,
     ClientRequest,
     Commit,
@@ -24,7 +24,7 @@ from protocols.pbft import (
     encode_tx,
     sign,
 )
-from protocols.pbft.messages import CertifiedEntry
+from p2pnode_protocols.pbft.messages import CertifiedEntry
 
 
 def _cluster(n: int = 4):  # type: ignore[no-untyped-def]

@@ -20,10 +20,10 @@ from p2pnode.network.dht.records import RecordStore
 from p2pnode.network.rpc import RpcError
 from p2pnode.network.signing import sign_record, verify
 from p2pnode.store import Store
-from protocols.dht.errors import RecordInvalid
-from protocols.dht.messages import Request
-from protocols.dht.records import RECORD_OVERHEAD, Record
-from protocols.dht.validators import KvValidator, Validators
+from p2pnode_protocols.dht.errors import RecordInvalid
+from p2pnode_protocols.dht.messages import Request
+from p2pnode_protocols.dht.records import RECORD_OVERHEAD, Record
+from p2pnode_protocols.dht.validators import KvValidator, Validators
 
 KEY = "/p2pnode/kv/lookup-me"
 MAX_RECORD = 1024 + RECORD_OVERHEAD

@@ -13,9 +13,9 @@ from libp2p.peer.id import ID
 from p2pnode.network.dht.records import RecordStore
 from p2pnode.network.signing import sign_record, verify
 from p2pnode.store import Store
-from protocols.dht.errors import LocalProtocolError, RecordInvalid
-from protocols.dht.records import RECORD_OVERHEAD
-from protocols.dht.validators import KvValidator, Validators
+from p2pnode_protocols.dht.errors import LocalProtocolError, RecordInvalid
+from p2pnode_protocols.dht.records import RECORD_OVERHEAD
+from p2pnode_protocols.dht.validators import KvValidator, Validators
 
 KEY = "/p2pnode/kv/greeting"
 MAX_VALUE = 1024

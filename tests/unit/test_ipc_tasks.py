@@ -12,7 +12,7 @@ from p2pnode.blobs import tensors
 from p2pnode.ipc.tasks import JobData, Task, spec_param
 from p2pnode.jobs.spec import parse_spec
 from p2pnode.rounds.compute import JobCompute
-from protocols.rounds import JobSpec
+from p2pnode_protocols.rounds import JobSpec
 
 
 def status_of(job: str, spec: JobSpec) -> dict[str, Any]:

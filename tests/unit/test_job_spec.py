@@ -1,5 +1,6 @@
 """Job specs: TOML parsing (p2pnode/jobs/spec.py), defaults, one-line errors naming the key, and
-the canonical round trip of :class:`protocols.rounds.JobSpec` through a committed CreateJob."""
+the canonical round trip of :class:`p2pnode_protocols.rounds.JobSpec` through a committed
+CreateJob."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from p2pnode.jobs.spec import (
     parse_spec,
     spec_from_options,
 )
-from protocols.machine import RemoteProtocolError
-from protocols.rounds import Capabilities, JobSpec, decode_spec, encode_spec
+from p2pnode_protocols.machine import RemoteProtocolError
+from p2pnode_protocols.rounds import Capabilities, JobSpec, decode_spec, encode_spec
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,9 +1,10 @@
 """The layering rules (docs: /work/shared/ARCHITECTURE.md, "Layers"), read from the import
 statements of every module (with ``ast``, so imports inside functions count too):
 
-- ``protocols/`` imports nothing from ``p2pnode`` or ``simulations``;
-- ``simulations/`` imports nothing from ``p2pnode`` but ``p2pnode.training`` (the learning
-  library);
+- ``protocols/`` (installed as ``p2pnode_protocols``) imports nothing from ``p2pnode`` or
+  ``p2pnode_simulations``;
+- ``simulations/`` (installed as ``p2pnode_simulations``) imports nothing from ``p2pnode`` but
+  ``p2pnode.training`` (the learning library);
 - no service package imports the IPC layer ``p2pnode.ipc``;
 - nothing but the daemon, the CLI and ``swarm`` imports the composition root ``p2pnode.node``;
 - no two modules of the project import each other, directly or round a circle, at import time
@@ -17,6 +18,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+# The repository's folders ``protocols/`` and ``simulations/`` install under these names
+# (pyproject.toml's package-dir), so that site-packages gets no generic top-level names.
+IMPORT_NAMES = {"protocols": "p2pnode_protocols", "simulations": "p2pnode_simulations"}
 SERVICES = ("blobs", "consensus", "membership", "network", "store", "training")
 
 
@@ -24,6 +28,7 @@ def _module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
+    parts[0] = IMPORT_NAMES.get(parts[0], parts[0])
     return ".".join(parts)
 
 
@@ -72,15 +77,17 @@ def _offending(paths: list[Path], bad: Callable[[str], bool]) -> list[str]:
 
 def test_the_import_reader_resolves_relative_imports() -> None:
     found = imports(ROOT / "protocols" / "heartbeat" / "machine.py")
-    assert "protocols.heartbeat.core.MAX_SMALL_MAPS" in found  # from .core import MAX_SMALL_MAPS
-    assert "protocols.machine.Effect" in imports(ROOT / "protocols" / "heartbeat" / "events.py")
-    assert "simulations.sim.clock.SimClock" in imports(ROOT / "simulations" / "sim" / "__init__.py")
+    assert "p2pnode_protocols.heartbeat.core.MAX_SMALL_MAPS" in found  # from .core import ...
+    events = imports(ROOT / "protocols" / "heartbeat" / "events.py")
+    assert "p2pnode_protocols.machine.Effect" in events
+    sim = imports(ROOT / "simulations" / "sim" / "__init__.py")
+    assert "p2pnode_simulations.sim.clock.SimClock" in sim
     assert not any(m.startswith(".") for m in found)
 
 
 def test_protocols_import_neither_the_daemon_nor_the_simulator() -> None:
     bad = _offending(
-        _modules("protocols"), lambda m: _under(m, "p2pnode") or _under(m, "simulations")
+        _modules("protocols"), lambda m: _under(m, "p2pnode") or _under(m, "p2pnode_simulations")
     )
     assert not bad, "\n".join(bad)
 

@@ -19,7 +19,7 @@ import trio
 import trio.testing
 
 from p2pnode.machine_driver import MachineDriver, Timers
-from protocols.machine import (
+from p2pnode_protocols.machine import (
     Broadcast,
     CancelTimer,
     Effect,

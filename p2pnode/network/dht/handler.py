@@ -25,9 +25,9 @@ from p2pnode.config import Config
 from p2pnode.network.dht.peers import known_addrs
 from p2pnode.network.dht.records import RecordStore
 from p2pnode.network.ratelimit import TokenBuckets
-from protocols.dht.errors import RecordInvalid, RemoteProtocolError
-from protocols.dht.messages import PeerEntry, Response, parse_request
-from protocols.dht.validators import Validators
+from p2pnode_protocols.dht.errors import RecordInvalid, RemoteProtocolError
+from p2pnode_protocols.dht.messages import PeerEntry, Response, parse_request
+from p2pnode_protocols.dht.validators import Validators
 
 MAX_PROVIDERS_ANSWERED = 20
 

@@ -28,8 +28,8 @@ from p2pnode.network.dht.keys import key_point, peer_point
 from p2pnode.network.dht.peers import add_addrs
 from p2pnode.network.host import advertised_addrs
 from p2pnode.network.rpc import RpcError, RpcService
-from protocols.dht.errors import RemoteProtocolError
-from protocols.dht.messages import Request, Response, parse_response
+from p2pnode_protocols.dht.errors import RemoteProtocolError
+from p2pnode_protocols.dht.messages import Request, Response, parse_response
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 from p2pnode.network.dht.keys import PROVIDER_PREFIX
 from p2pnode.store import Store
-from protocols.dht.errors import LocalProtocolError, RecordInvalid
-from protocols.dht.records import Record, decode_record
-from protocols.dht.validators import Validators
+from p2pnode_protocols.dht.errors import LocalProtocolError, RecordInvalid
+from p2pnode_protocols.dht.records import Record, decode_record
+from p2pnode_protocols.dht.validators import Validators
 
 
 @dataclass(slots=True)

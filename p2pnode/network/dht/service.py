@@ -1,8 +1,8 @@
 """The DHT service: signed records and provider records over Kademlia routing.
 
 Peer routing is py-libp2p's ``KadDHT`` (routing table, ``find_peer``, table refresh). Records
-and provider records travel over ``/p2pnode/dht/1.0.0`` (see :mod:`protocols.dht.messages`) on
-reused multiplexed streams, because KadDHT's own value path opens a stream per query (about
+and provider records travel over ``/p2pnode/dht/1.0.0`` (see :mod:`p2pnode_protocols.dht.messages`)
+on reused multiplexed streams, because KadDHT's own value path opens a stream per query (about
 96 ms a get on loopback), resets inbound streams beyond 12 and stores every value on every one
 of the k=20 closest peers.
 
@@ -56,10 +56,10 @@ from p2pnode.network.host import advertised_addrs, allow_redial, set_guarded_han
 from p2pnode.network.rpc import RpcService
 from p2pnode.network.signing import sign_record, verify
 from p2pnode.store import Store
-from protocols.dht.errors import LocalProtocolError, RecordInvalid
-from protocols.dht.messages import PROTOCOL_ID, Response
-from protocols.dht.records import RECORD_OVERHEAD, Record, decode_record, newest
-from protocols.dht.validators import KvValidator, NamespaceValidator, Validators
+from p2pnode_protocols.dht.errors import LocalProtocolError, RecordInvalid
+from p2pnode_protocols.dht.messages import PROTOCOL_ID, Response
+from p2pnode_protocols.dht.records import RECORD_OVERHEAD, Record, decode_record, newest
+from p2pnode_protocols.dht.validators import KvValidator, NamespaceValidator, Validators
 
 log = logging.getLogger(__name__)
 

@@ -187,11 +187,16 @@ class TrainingLedger:
         spec = job.spec
         if tx.round != job.round:
             return f"round {tx.round} is not the job's current round {job.round}"
-        # A reassignment of the open round (its trainers died or missed the deadline) is
-        # allowed, but only with other tasks; updates of the first assignment still count.
+        # A round starts once; two starters whose turns overlapped cannot both start it. A
+        # reassignment (its trainers died or missed the deadlines) is explicit, of a round that
+        # has started, with other tasks; updates of the first assignment still count.
         open_round = job.assignment is not None and job.assignment.round == tx.round
+        if open_round and not tx.reassign:
+            return f"round {tx.round} has started already"
+        if tx.reassign and not open_round:
+            return f"round {tx.round} has not started: nothing to reassign"
         if open_round and set(tx.tasks) == set(job.assignment.tasks):  # type: ignore[union-attr]
-            return f"round {tx.round} has started already with these tasks"
+            return f"round {tx.round} has these tasks already"
         if tx.base_key != job.model_key:
             return "base_key is not the job's current model"
         shards = [t.shard for t in tx.tasks]

@@ -265,7 +265,7 @@ class RoundsMachine:
         ]
         return out + self._try_start(job, self._starting[key])
 
-    def _try_start(self, job: JobState, attempt: int) -> list[Effect]:
+    def _try_start(self, job: JobState, attempt: int, reassign: bool = False) -> list[Effect]:
         if self.leader(job.id, job.round, attempt) != self.me:
             return []
         taken: dict[bytes, int] = {}
@@ -283,7 +283,9 @@ class RoundsMachine:
         if not tasks:
             self._count("start_no_candidates")
             return []
-        tx = StartRound(job=job.id, round=job.round, base_key=job.model_key, tasks=tasks)
+        tx = StartRound(
+            job=job.id, round=job.round, base_key=job.model_key, tasks=tasks, reassign=reassign
+        )
         return [Submit(body=encode_tx(tx))]
 
     def _started(self, job: JobState, tx: StartRound, now: float) -> list[Effect]:
@@ -437,7 +439,7 @@ class RoundsMachine:
                 out.append(self._set_timer("close", job.id, rs.round, rs.deadline))
                 if rs.extended >= 2:
                     self._count("round_reassigned")
-                    out += self._try_start(job, rs.extended)
+                    out += self._try_start(job, rs.extended, reassign=True)
             return out
         # No result committed in time: the next validator's turn.
         rs.attempt += 1

@@ -65,6 +65,9 @@ class StartRound:
     round: int
     base_key: str
     tasks: tuple[Task, ...]
+    #: False: the round's first tasks; True: other tasks for the open round, whose trainers
+    #: died or missed the deadlines (only a round that has started can be reassigned).
+    reassign: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,7 +85,14 @@ def encode_tx(tx: RoundsTx) -> bytes:
     elif isinstance(tx, CancelJob):
         body = [2, tx.job, tx.reason]
     elif isinstance(tx, StartRound):
-        body = [3, tx.job, tx.round, tx.base_key, [[t.node, t.shard] for t in tx.tasks]]
+        body = [
+            3,
+            tx.job,
+            tx.round,
+            tx.base_key,
+            [[t.node, t.shard] for t in tx.tasks],
+            tx.reassign,
+        ]
     elif isinstance(tx, CommitRound):
         body = [4, tx.result, [[v, s] for v, s in tx.attestations]]
     else:
@@ -119,7 +129,7 @@ def decode_tx(data: bytes) -> RoundsTx:
             if type(o[2]) is not str or len(o[2]) > 200:
                 raise ValueError("reason must be a short str")
             return CancelJob(job=_str(o[1], 32, "job"), reason=o[2])
-        if tag == 3 and len(o) == 5:
+        if tag == 3 and len(o) == 6:
             if type(o[4]) is not list or not 0 < len(o[4]) <= MAX_PARTICIPANTS:
                 raise ValueError("tasks must be a non-empty list")
             tasks = []
@@ -135,11 +145,14 @@ def decode_tx(data: bytes) -> RoundsTx:
                 tasks.append(Task(node=t[0], shard=t[1]))
             if type(o[2]) is not int or o[2] < 1:
                 raise ValueError("round must be an int >= 1")
+            if type(o[5]) is not bool:
+                raise ValueError("reassign must be true or false")
             return StartRound(
                 job=_str(o[1], 32, "job"),
                 round=o[2],
                 base_key=_str(o[3], MAX_KEY, "base_key"),
                 tasks=tuple(tasks),
+                reassign=o[5],
             )
         if tag == 4 and len(o) == 3:
             decode_result(o[1])  # checks it now; the ledger decodes again where it applies it

@@ -66,9 +66,13 @@ def create(spec: JobSpec, nonce: bytes = b"n1") -> tuple[str, bytes]:
     return job_id_of(body), body
 
 
-def start(job: str, rnd: int, base: str, nodes: Sequence[bytes]) -> bytes:
+def start(
+    job: str, rnd: int, base: str, nodes: Sequence[bytes], *, reassign: bool = False
+) -> bytes:
     tasks = tuple(Task(node=n, shard=i) for i, n in enumerate(nodes))
-    return encode_tx(StartRound(job=job, round=rnd, base_key=base, tasks=tasks))
+    return encode_tx(
+        StartRound(job=job, round=rnd, base_key=base, tasks=tasks, reassign=reassign)
+    )
 
 
 def update(node: bytes, job: str, rnd: int, key: str | None = None) -> UpdateRef:

@@ -132,10 +132,13 @@ def test_start_rules() -> None:
         job=job, round=1, base_key=INIT_KEY, tasks=(Task(node=T0, shard=0), Task(node=T1, shard=4))
     )
     assert "distinct shards" in log.apply(encode_tx(out))
+    assert "nothing to reassign" in log.apply(start(job, 1, INIT_KEY, (T0, T1), reassign=True))
     assert log.apply(start(job, 1, INIT_KEY, (T0, T1))) == "ok"
-    assert "started already" in log.apply(start(job, 1, INIT_KEY, (T0, T1)))
-    # A reassignment (other tasks) of the open round is taken; both sets of nodes may deliver.
-    assert log.apply(start(job, 1, INIT_KEY, (T2, T3))) == "ok"
+    # A second start, even with other tasks (a starter whose turn overlapped), is refused.
+    assert "started already" in log.apply(start(job, 1, INIT_KEY, (T2, T3)))
+    assert "these tasks already" in log.apply(start(job, 1, INIT_KEY, (T0, T1), reassign=True))
+    # An explicit reassignment of the open round is taken; both sets of nodes may deliver.
+    assert log.apply(start(job, 1, INIT_KEY, (T2, T3), reassign=True)) == "ok"
     assert log.ledger.jobs[job].assigned[1] == {T0, T1, T2, T3}
 
 

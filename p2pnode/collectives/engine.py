@@ -111,7 +111,7 @@ class OpSpec:
 
 @dataclass(frozen=True, slots=True)
 class Out:
-    """A part to send: to ``to`` (a rank), ``header`` (nbytes and crc filled by the sender)."""
+    """A part to send: to ``to`` (a rank), with its header (nbytes and crc of ``payload``)."""
 
     to: int
     header: PartHeader
@@ -156,6 +156,8 @@ class Operation:
             self.x = x
         self.result = np.empty(spec.length, np.float32)
         self._contrib: dict[int, dict[int, np.ndarray]] = {}
+        # a payload sent to several members is checksummed once
+        self._last_crc: tuple[object, int] = (None, 0)
         self._plan()
 
     # -- the plan: what this member expects ------------------------------------------------------
@@ -208,10 +210,12 @@ class Operation:
     # -- sending ---------------------------------------------------------------------------------
 
     def _out(self, to: int, phase: Phase, step: int, offset: int, count: int, payload) -> Out:  # type: ignore[no-untyped-def]
+        if self._last_crc[0] is not payload:
+            self._last_crc = (payload, zlib.crc32(payload))
         header = PartHeader(
             generation=self.generation, op=self.seq, desc=self.digest, phase=phase,
             codec=self.codec, step=step, sender=self.rank, offset=offset, count=count,
-            nbytes=len(payload), crc=0,
+            nbytes=len(payload), crc=self._last_crc[1],
         )
         return Out(to, header, payload)
 

@@ -156,6 +156,7 @@ def sorted_order(peers: Sequence[bytes], cost: Mapping[tuple[bytes, bytes], floa
 class GroupConfig:
     tick: float = 0.25  # seconds between joins resent and conditions checked
     reform_wait: float = 2.0  # seconds a re-forming leader waits for the old members
+    heard_for: float = 1.5  # a peer counts for leadership this long after its last join
     order: Order = sorted_order  # the rank order of a new generation's members
 
 
@@ -175,6 +176,8 @@ class _Group:
     joiners: dict[bytes, Join] = field(default_factory=dict)
     first_join: float | None = None
     redirect: bytes | None = None
+    heard: dict[bytes, float] = field(default_factory=dict)  # peer -> when its last join came
+    broken_at: float | None = None
     highest_seen: int = 0  # the highest generation any join or formed named
 
 
@@ -201,14 +204,20 @@ class GroupMachine:
             raise LocalProtocolError(f"the group machine takes no {type(event).__name__}")
         return handler(event, now)
 
-    def leader(self, g: _Group) -> bytes:
-        """The peer this node takes as the group's leader now."""
+    def leader(self, g: _Group, now: float) -> bytes:
+        """The peer this node takes as the group's leader now: the smallest of the members (a
+        formed group), else of the peers heard asking lately and the old members still waited
+        for (re-forming), unless a member pointed us to its group's leader."""
         if g.formed:
             pool = set(g.members) - g.suspects
         else:
-            pool = (g.candidates | set(g.previous)) - g.suspects
             if g.redirect is not None and g.redirect not in g.suspects:
                 return g.redirect
+            fresh = now - self.config.heard_for
+            pool = {p for p, t in g.heard.items() if t >= fresh}
+            if g.broken_at is not None and now - g.broken_at < self.config.reform_wait:
+                pool |= set(g.previous)
+            pool -= g.suspects
         pool.add(self.me)
         return min(pool)
 
@@ -299,10 +308,11 @@ class GroupMachine:
 
     def _on_join(self, g: _Group, sender: bytes, m: Join, now: float) -> list[Effect]:
         g.suspects.discard(sender)
+        g.heard[sender] = now
         g.candidates.add(sender)
         g.highest_seen = max(g.highest_seen, m.generation)
         if g.formed:
-            leader = self.leader(g)
+            leader = self.leader(g, now)
             if leader != self.me:
                 return [Send(to=sender, msg=Redirect(g.name, leader))]
             if sender in g.members:
@@ -319,7 +329,7 @@ class GroupMachine:
             # A late joiner: admit it with a new generation at once.
             members = [*g.members, sender]
             return self._form(g, members, now)
-        if self.leader(g) == self.me:
+        if self.leader(g, now) == self.me:
             g.joiners[sender] = m
             if g.first_join is None:
                 g.first_join = now
@@ -361,7 +371,7 @@ class GroupMachine:
         ]
         if g.formed:
             return out
-        leader = self.leader(g)
+        leader = self.leader(g, now)
         if leader == self.me:
             g.joiners[self.me] = self._join_msg(g)
             if g.first_join is None:
@@ -383,13 +393,18 @@ class GroupMachine:
         )
 
     def _maybe_form(self, g: _Group, now: float) -> list[Effect]:
-        if g.formed or self.leader(g) != self.me:
+        if g.formed or self.leader(g, now) != self.me:
             return []
         g.joiners[self.me] = self._join_msg(g)
-        joined = sorted(p for p in g.joiners if p not in g.suspects)
+        fresh = now - self.config.heard_for
+        joined = sorted(
+            p for p in g.joiners
+            if p not in g.suspects and (p == self.me or g.heard.get(p, -1e18) >= fresh)
+        )
         if g.previous:
             waiting = set(g.previous) - g.suspects - set(joined)
-            late = g.first_join is not None and now - g.first_join >= self.config.reform_wait
+            since = g.broken_at if g.broken_at is not None else g.first_join
+            late = since is not None and now - since >= self.config.reform_wait
             if waiting and not late:
                 return []
             # Old members first, then anyone else who asked, up to the size.
@@ -431,6 +446,7 @@ class GroupMachine:
         g.joiners.clear()
         g.first_join = None
         g.redirect = None
+        g.broken_at = None
         g.suspects -= set(members)
 
     def _break(self, g: _Group, now: float, reason: str) -> list[Effect]:
@@ -444,4 +460,5 @@ class GroupMachine:
         g.joiners.clear()
         g.first_join = None
         g.redirect = None
+        g.broken_at = now
         return [broken]

@@ -12,3 +12,4 @@ from .schedule import (
     ring_plan,
     shards,
 )
+from .topology import edge_cost, ring_cost, ring_order

@@ -1,5 +1,14 @@
-"""Collectives (all-reduce groups), sans I/O."""
+"""Collectives (all-reduce groups of peers), sans I/O: the pure pieces the daemon's
+collectives service uses.
 
+- :mod:`.schedule`: shards and parts of an array, the ring and butterfly plans (who sends which
+  shard to whom, step by step), and the choice of algorithm;
+- :mod:`.topology`: the ring order that minimises the slowest link, from measured link costs;
+- :mod:`.wire`: the byte layout of a part on a data stream and the group's control messages;
+- :mod:`.errors`: :class:`PartError` and :class:`MessageError` (both the peer's fault).
+"""
+
+from .errors import MessageError, PartError
 from .schedule import (
     Algorithm,
     Phase,
@@ -13,3 +22,61 @@ from .schedule import (
     shards,
 )
 from .topology import edge_cost, ring_cost, ring_order
+from .wire import (
+    HEADER,
+    HEADER_SIZE,
+    MAGIC,
+    Abort,
+    Codec,
+    Formed,
+    Join,
+    Leave,
+    Message,
+    PartHeader,
+    Redirect,
+    Refused,
+    check_payload,
+    decode_message,
+    decode_part_header,
+    descriptor_digest,
+    encode_message,
+    encode_part_header,
+    max_payload,
+)
+
+__all__ = [
+    "HEADER",
+    "HEADER_SIZE",
+    "MAGIC",
+    "Abort",
+    "Algorithm",
+    "Codec",
+    "Formed",
+    "Join",
+    "Leave",
+    "Message",
+    "MessageError",
+    "PartError",
+    "PartHeader",
+    "Phase",
+    "Redirect",
+    "Refused",
+    "Transfer",
+    "butterfly_plan",
+    "check_payload",
+    "choose_algorithm",
+    "decode_message",
+    "decode_part_header",
+    "descriptor_digest",
+    "edge_cost",
+    "encode_message",
+    "encode_part_header",
+    "max_payload",
+    "owner_butterfly",
+    "owner_ring",
+    "parts",
+    "ring_cost",
+    "ring_order",
+    "ring_plan",
+    "shards",
+]

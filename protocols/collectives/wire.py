@@ -226,7 +226,8 @@ def descriptor_digest(
 ) -> int:
     """crc32 of the canonical CBOR ``[kind, length, dtype, codec, algorithm, root]``: every
     member computes it from its own call, and a part whose ``desc`` differs is from a member
-    that called a different op."""
+    that called a different op. ``root`` is the broadcast root's rank, or any fixed value
+    (say -1) for ops without one."""
     for name, v in (("kind", kind), ("dtype", dtype), ("codec", codec), ("algorithm", algorithm)):
         if not isinstance(v, str):
             raise ValueError(f"{name} must be a str, not {v!r}")

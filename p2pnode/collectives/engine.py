@@ -39,20 +39,25 @@ from enum import StrEnum
 import numpy as np
 
 from p2pnode.collectives.codecs import codec_of, decode_part, encode_part
-from p2pnode_protocols.collectives.schedule import parts, shards
-from p2pnode_protocols.collectives.wire import (
-    Codec,
-    PartError,
-    PartHeader,
+from p2pnode_protocols.collectives import schedule
+from p2pnode_protocols.collectives.errors import PartError
+from p2pnode_protocols.collectives.schedule import (
+    Algorithm,
     Phase,
-    descriptor_digest,
+    butterfly_plan,
+    parts,
+    ring_plan,
+    shards,
 )
+from p2pnode_protocols.collectives.wire import Codec, PartHeader, descriptor_digest
 
 #: elements per part (1 MiB of float32): big enough that per-part costs vanish, small enough
 #: that a 4 MiB shard streams as several parts while the first ones are added.
 PART_ELEMENTS = 1 << 18
 #: below this many bytes an all_reduce sends the whole array to everyone
 DIRECT_BELOW = 64 * 1024
+#: the step of butterfly's all-gather in the schedule's plan
+BUTTERFLY_GATHER_STEP = 1
 #: the largest value all_gather carries per member
 MAX_GATHER = 64 * 1024
 
@@ -63,21 +68,28 @@ class Kind(StrEnum):
     ALL_GATHER = "all_gather"
 
 
-class Algorithm(StrEnum):
-    BUTTERFLY = "butterfly"
-    RING = "ring"
-    DIRECT = "direct"
-
-
 def choose_algorithm(nbytes: int, n: int, codec: str = "none") -> Algorithm:
-    """Direct below :data:`DIRECT_BELOW`; butterfly up to 8 members (two steps, the same bytes
-    as a ring) or whenever top-k is used (its error feedback follows a member's own values);
-    ring beyond."""
-    if nbytes < DIRECT_BELOW:
-        return Algorithm.DIRECT
-    if n <= 8 or codec == "topk":
+    """The schedule's choice (direct below :data:`DIRECT_BELOW`, butterfly up to 8 members,
+    ring beyond), except that top-k always runs butterfly: its error feedback follows each
+    member's own values, which a ring's partial sums mix."""
+    algorithm = schedule.choose_algorithm(nbytes, n, direct_below=DIRECT_BELOW)
+    if codec == "topk" and algorithm is Algorithm.RING:
         return Algorithm.BUTTERFLY
-    return Algorithm.RING
+    return algorithm
+
+
+def _pack_value(value: bytes) -> bytes:
+    """An all_gather value as whole float32 words (a part's unit): its length, it, padding."""
+    body = len(value).to_bytes(4, "little") + value
+    return body + bytes(-len(body) % 4)
+
+
+def _unpack_value(payload: bytes | memoryview, sender: int) -> bytes:
+    data = bytes(payload)
+    n = int.from_bytes(data[:4], "little") if len(data) >= 4 else -1
+    if not 0 <= n <= MAX_GATHER or len(data) != 4 + n + (-(4 + n) % 4):
+        raise PartError(f"rank {sender} sent a malformed all_gather value")
+    return data[4 : 4 + n]
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +164,9 @@ class Operation:
         else:
             x = np.ascontiguousarray(data, dtype=np.float32).reshape(-1)
             if x.shape[0] != spec.length:
-                raise ValueError(f"the array has {x.shape[0]} elements, the operation {spec.length}")
+                raise ValueError(
+                    f"the array has {x.shape[0]} elements, the operation {spec.length}"
+                )
             self.x = x
         self.result = np.empty(spec.length, np.float32)
         self._contrib: dict[int, dict[int, np.ndarray]] = {}
@@ -182,22 +196,17 @@ class Operation:
             for j in others:
                 self._expect(j, Phase.DIRECT, 0, 0, s.length)
             return
+        # Ring and butterfly: what arrives, from whom and at which step, is the schedule's plan.
         sh = shards(s.length, n)
-        if s.algorithm is Algorithm.BUTTERFLY:
-            for j in others:
-                for a, b in parts(*sh[r], s.part_len):
-                    self._expect(j, Phase.REDUCE_SCATTER, 0, a, b)
-                for a, b in parts(*sh[j], s.part_len):
-                    self._expect(j, Phase.ALL_GATHER, 0, a, b)
-            self.pending_reduce = len(parts(*sh[r], s.part_len))
-            return
-        prev = (r - 1) % n
-        for step in range(n - 1):
-            for a, b in parts(*sh[(r - step - 1) % n], s.part_len):
-                self._expect(prev, Phase.REDUCE_SCATTER, step, a, b)
-            for a, b in parts(*sh[(r - step) % n], s.part_len):
-                self._expect(prev, Phase.ALL_GATHER, step, a, b)
-        self.pending_reduce = len(parts(*sh[(r + 1) % n], s.part_len))
+        plan = butterfly_plan(r, n) if s.algorithm is Algorithm.BUTTERFLY else ring_plan(r, n)
+        for t in plan:
+            if t.recv_shard is None:
+                continue
+            for sender in t.recv_from:
+                for a, b in parts(*sh[t.recv_shard], s.part_len):
+                    self._expect(sender, t.phase, t.step, a, b)
+        owned = r if s.algorithm is Algorithm.BUTTERFLY else (r + 1) % n
+        self.pending_reduce = len(parts(*sh[owned], s.part_len))
 
     @property
     def done(self) -> bool:
@@ -213,9 +222,17 @@ class Operation:
         if self._last_crc[0] is not payload:
             self._last_crc = (payload, zlib.crc32(payload))
         header = PartHeader(
-            generation=self.generation, op=self.seq, desc=self.digest, phase=phase,
-            codec=self.codec, step=step, sender=self.rank, offset=offset, count=count,
-            nbytes=len(payload), crc=self._last_crc[1],
+            generation=self.generation,
+            op=self.seq,
+            desc=self.digest,
+            phase=phase,
+            codec=self.codec,
+            step=step,
+            sender=self.rank,
+            offset=offset,
+            count=count,
+            nbytes=len(payload),
+            crc=self._last_crc[1],
         )
         return Out(to, header, payload)
 
@@ -256,7 +273,9 @@ class Operation:
         out: list[Out] = []
         if s.kind is Kind.ALL_GATHER:
             self.gathered[r] = self.value
-            return [self._out(j, Phase.DIRECT, 0, 0, len(self.value), self.value) for j in others]
+            packed = _pack_value(self.value)
+            count = len(packed) // 4
+            return [self._out(j, Phase.DIRECT, 0, 0, count, packed) for j in others]
         if s.kind is Kind.BROADCAST:
             if r == s.root:
                 for a, b in parts(0, s.length, s.part_len):
@@ -309,7 +328,7 @@ class Operation:
         if want is None:
             raise PartError(f"rank {h.sender} sent a part this member does not expect: {key}")
         if s.kind is Kind.ALL_GATHER:
-            self.gathered[h.sender] = bytes(payload)
+            self.gathered[h.sender] = _unpack_value(payload, h.sender)
             return []
         if h.count != want:
             raise PartError(f"rank {h.sender} sent {h.count} elements where {want} belong")
@@ -336,8 +355,9 @@ class Operation:
             self.pending_reduce -= 1
             payload_out = self._finish(a, b, total)
             return [
-                self._out(j, Phase.ALL_GATHER, 0, a, b - a, payload_out)
-                for j in range(self.n) if j != self.rank
+                self._out(j, Phase.ALL_GATHER, BUTTERFLY_GATHER_STEP, a, b - a, payload_out)
+                for j in range(self.n)
+                if j != self.rank
             ]
         return self._ring_receive(h, values, payload)
 
@@ -352,8 +372,9 @@ class Operation:
             return []
         self.buf[a:b] += values
         if h.step < last:
-            return [self._out(nxt, Phase.REDUCE_SCATTER, h.step + 1, a, b - a,
-                              self._ring_payload(a, b))]
+            return [
+                self._out(nxt, Phase.REDUCE_SCATTER, h.step + 1, a, b - a, self._ring_payload(a, b))
+            ]
         self.pending_reduce -= 1
         payload_out = self._finish(a, b, self.buf[a:b].copy())
         return [self._out(nxt, Phase.ALL_GATHER, 0, a, b - a, payload_out)]

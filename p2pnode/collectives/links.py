@@ -29,7 +29,13 @@ from libp2p.peer.id import ID
 
 from p2pnode.blobs.wire import Reader
 from p2pnode.network.bulkwrite import BulkWriter, bulk_writer
-from p2pnode.network.host import PieceCutter, WriteOutcome, allow_redial, set_guarded_handler, shielded_write
+from p2pnode.network.host import (
+    PieceCutter,
+    WriteOutcome,
+    allow_redial,
+    set_guarded_handler,
+    shielded_write,
+)
 from p2pnode_protocols.collectives.control import check_group_name
 from p2pnode_protocols.collectives.wire import (
     HEADER_SIZE,
@@ -110,8 +116,14 @@ class Links:
             link = _Out(stream)
             name = group.encode()
             outcome = await shielded_write(
-                self.host, stream, pid, [bytes([len(name)]) + name], timeout=self.write_timeout,
-                cutter=link.cutter, flush=False, writer=link.writer,
+                self.host,
+                stream,
+                pid,
+                [bytes([len(name)]) + name],
+                timeout=self.write_timeout,
+                cutter=link.cutter,
+                flush=False,
+                writer=link.writer,
             )
             if outcome is not WriteOutcome.OK:
                 raise LinkError(f"write to {pid} {outcome.value}")
@@ -126,8 +138,14 @@ class Links:
         head = encode_part_header(header)
         async with link.lock:
             outcome = await shielded_write(
-                self.host, link.stream, ID(peer), [head, payload], timeout=self.write_timeout,
-                cutter=link.cutter, flush=True, writer=link.writer,
+                self.host,
+                link.stream,
+                ID(peer),
+                [head, payload],
+                timeout=self.write_timeout,
+                cutter=link.cutter,
+                flush=True,
+                writer=link.writer,
             )
         if outcome is not WriteOutcome.OK:
             await self.drop(group, peer)
@@ -154,18 +172,29 @@ class Links:
         try:
             with trio.fail_after(HELLO_TIMEOUT):
                 (length,) = b"".join(bytes(p) for p in await reader.exactly(1))
-                group = check_group_name(b"".join(bytes(p) for p in await reader.exactly(length)).decode())
+                group = check_group_name(
+                    b"".join(bytes(p) for p in await reader.exactly(length)).decode()
+                )
             while True:
                 head = b"".join(bytes(p) for p in await reader.exactly(HEADER_SIZE))
                 header = decode_part_header(
                     head, max_count=MAX_PART_COUNT, max_nbytes=MAX_PART_BYTES
                 )
                 pieces = await reader.exactly(header.nbytes) if header.nbytes else []
-                payload = pieces[0] if len(pieces) == 1 and isinstance(pieces[0], bytes) else b"".join(pieces)
+                payload = (
+                    pieces[0]
+                    if len(pieces) == 1 and isinstance(pieces[0], bytes)
+                    else b"".join(pieces)
+                )
                 if zlib.crc32(payload) != header.crc:
                     raise PartError(f"part {header.offset} of op {header.op}: crc mismatch")
                 self.bytes_received += HEADER_SIZE + header.nbytes
-                await self.on_part(group, peer, header, bytes(payload) if not isinstance(payload, bytes) else payload)
+                await self.on_part(
+                    group,
+                    peer,
+                    header,
+                    bytes(payload) if not isinstance(payload, bytes) else payload,
+                )
         except (EOFError, StreamEOF, StreamReset, trio.TooSlowError):
             return
         except (PartError, ValueError, UnicodeDecodeError) as exc:

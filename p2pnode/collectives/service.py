@@ -196,7 +196,12 @@ class CollectivesService:
     # -- joining and leaving ---------------------------------------------------------------------
 
     async def join(
-        self, name: str, *, size: int = 0, min_size: int = 0, wait: float = 0.0,
+        self,
+        name: str,
+        *,
+        size: int = 0,
+        min_size: int = 0,
+        wait: float = 0.0,
         timeout: float = 60.0,
     ) -> Group:
         """Ask for group ``name`` and wait until it is formed with this node in it."""
@@ -217,8 +222,7 @@ class CollectivesService:
             self._nursery.start_soon(self._discover, g)
         elif (g.size, g.min_size) != (size, min_size):
             raise ValueError(
-                f"this node already joined {name} with size {g.size or None},"
-                f" min_size {g.min_size}"
+                f"this node already joined {name} with size {g.size or None}, min_size {g.min_size}"
             )
         with trio.move_on_after(timeout):
             while not g.formed:
@@ -291,13 +295,20 @@ class CollectivesService:
             g.broken_reason = None
             g.stats["formations"] += 1
             log.info(
-                "group %s generation %d: rank %d of %d", g.name, g.generation, g.rank,
+                "group %s generation %d: rank %d of %d",
+                g.name,
+                g.generation,
+                g.rank,
                 len(g.members),
             )
             self.events.publish(
                 "collectives",
-                {"event": "formed", "group": g.name, "generation": g.generation,
-                 "members": [ID(m).to_base58() for m in g.members]},
+                {
+                    "event": "formed",
+                    "group": g.name,
+                    "generation": g.generation,
+                    "members": [ID(m).to_base58() for m in g.members],
+                },
             )
         elif isinstance(e, GroupBroken):
             if e.generation == g.generation:
@@ -307,8 +318,12 @@ class CollectivesService:
                     self._fail(g, g.running, GroupChanged(e.reason), report=False)
                 self.events.publish(
                     "collectives",
-                    {"event": "broken", "group": g.name, "generation": e.generation,
-                     "reason": e.reason},
+                    {
+                        "event": "broken",
+                        "group": g.name,
+                        "generation": e.generation,
+                        "reason": e.reason,
+                    },
                 )
         elif isinstance(e, GroupRefused):
             g.refused = e.reason
@@ -345,7 +360,8 @@ class CollectivesService:
                         if self.host.get_network().connections.get(ID(peer)):
                             continue  # another connection to it is still up
                         self._fail(
-                            g, run,
+                            g,
+                            run,
                             CollectiveError(f"lost the connection to member {ID(peer)}"),
                             suspects={peer},
                         )
@@ -353,8 +369,13 @@ class CollectivesService:
     # -- operations ------------------------------------------------------------------------------
 
     async def run_op(
-        self, name: str, generation: int, spec: OpSpec, data: np.ndarray | bytes,
-        *, timeout: float | None = None,
+        self,
+        name: str,
+        generation: int,
+        spec: OpSpec,
+        data: np.ndarray | bytes,
+        *,
+        timeout: float | None = None,
     ) -> Operation:
         """Run one operation of ``spec`` on group ``name`` in ``generation`` (the one the caller
         knows): the finished :class:`Operation` (``result``, ``gathered``), or an error."""
@@ -373,8 +394,13 @@ class CollectivesService:
             if spec.codec == "topk":
                 residual = g.residuals.setdefault(spec.length, np.zeros(spec.length, np.float32))
             op = Operation(
-                spec, rank=g.rank, n=len(g.members), generation=g.generation, seq=g.seq,
-                data=data, residual=residual,
+                spec,
+                rank=g.rank,
+                n=len(g.members),
+                generation=g.generation,
+                seq=g.seq,
+                data=data,
+                residual=residual,
             )
             g.seq += 1
             run = _Running(op, g.members)
@@ -406,14 +432,19 @@ class CollectivesService:
         while not run.done.is_set():
             now = trio.current_time()
             if now >= deadline:
-                self._fail(g, run, CollectiveError("the operation missed its deadline"),
-                           suspects=self._owing(run))
+                self._fail(
+                    g,
+                    run,
+                    CollectiveError("the operation missed its deadline"),
+                    suspects=self._owing(run),
+                )
                 return
             if now - run.progress_at > self.stall_timeout:
                 owing = self._owing(run)
                 names = ", ".join(str(ID(p)) for p in sorted(owing)) or "nobody"
                 self._fail(
-                    g, run,
+                    g,
+                    run,
                     CollectiveError(
                         f"nothing moved for {self.stall_timeout:g} s; waiting for {names}"
                     ),
@@ -468,8 +499,13 @@ class CollectivesService:
         return header, payload
 
     def _fail(
-        self, g: Group, run: _Running, error: CollectiveError, *,
-        suspects: set[bytes] | None = None, report: bool = True,
+        self,
+        g: Group,
+        run: _Running,
+        error: CollectiveError,
+        *,
+        suspects: set[bytes] | None = None,
+        report: bool = True,
     ) -> None:
         if run.error is not None or run.done.is_set():
             return
@@ -480,8 +516,11 @@ class CollectivesService:
         if report:
             self.driver.submit(
                 OpFailed(
-                    name=g.name, generation=run.op.generation, op=run.op.seq,
-                    reason=str(error), suspects=frozenset(suspects or ()),
+                    name=g.name,
+                    generation=run.op.generation,
+                    op=run.op.seq,
+                    reason=str(error),
+                    suspects=frozenset(suspects or ()),
                 )
             )
 
@@ -496,8 +535,12 @@ class CollectivesService:
             seq = run.op.seq if run is not None else g.seq - 1
             if run is not None and (header.generation, header.op) == (gen, seq):
                 if not 0 <= header.sender < len(run.members) or run.members[header.sender] != peer:
-                    self._fail(g, run, CollectiveError(f"{ID(peer)} sent a part as another rank"),
-                               suspects={peer})
+                    self._fail(
+                        g,
+                        run,
+                        CollectiveError(f"{ID(peer)} sent a part as another rank"),
+                        suspects={peer},
+                    )
                     return
                 if run.done.is_set():
                     return
@@ -505,7 +548,9 @@ class CollectivesService:
                     outs = run.op.receive(header, payload)
                 except Exception as exc:  # PartError, or a bad value
                     self._fail(
-                        g, run, CollectiveError(f"bad part from {ID(peer)}: {exc}"),
+                        g,
+                        run,
+                        CollectiveError(f"bad part from {ID(peer)}: {exc}"),
                         suspects={peer},
                     )
                     return
@@ -528,8 +573,12 @@ class CollectivesService:
         g = self.groups.get(group)
         self.counters["bad_data_streams"] += 1
         if g is not None and g.running is not None and peer in g.running.members:
-            self._fail(g, g.running, CollectiveError(f"bad part from {ID(peer)}: {reason}"),
-                       suspects={peer})
+            self._fail(
+                g,
+                g.running,
+                CollectiveError(f"bad part from {ID(peer)}: {reason}"),
+                suspects={peer},
+            )
 
     # -- status ----------------------------------------------------------------------------------
 

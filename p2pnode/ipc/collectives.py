@@ -97,11 +97,8 @@ def build_collective_methods(*, collectives: CollectivesService) -> dict[str, Me
         algo = param(params, "algorithm", str, None)
         n = len(svc.groups[name].members)
         try:
-            algorithm = (
-                choose_algorithm(4 * length, n, codec) if algo is None else Algorithm(algo)
-            )
-            spec = OpSpec(kind, length, algorithm=algorithm, reduce=reduce, codec=codec,
-                          root=root)
+            algorithm = choose_algorithm(4 * length, n, codec) if algo is None else Algorithm(algo)
+            spec = OpSpec(kind, length, algorithm=algorithm, reduce=reduce, codec=codec, root=root)
         except ValueError as exc:
             raise InvalidParams(str(exc)) from None
         if kind is Kind.BROADCAST and not 0 <= root < max(n, 1):
@@ -115,8 +112,11 @@ def build_collective_methods(*, collectives: CollectivesService) -> dict[str, Me
             if len(data) != 4 * length:
                 raise InvalidParams(f"data holds {len(data)} bytes, not 4 x {length}")
             op = await run(name, generation, spec, np.frombuffer(data, "<f4"), timeout)
-            return {"generation": generation, "algorithm": str(algorithm),
-                    "data": op.result.tobytes()}
+            return {
+                "generation": generation,
+                "algorithm": str(algorithm),
+                "data": op.result.tobytes(),
+            }
         try:
             mm = open_shared(shm_path, 4 * length)  # type: ignore[arg-type]
         except (SharedMemoryError, OSError) as exc:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import cbor2
 
-from p2pnode_protocols.machine import RemoteProtocolError
+from .errors import MessageError
 
 __all__ = [
     "MAX_CONTROL_BYTES",
@@ -47,8 +47,8 @@ MAX_CONTROL_BYTES = 64 * 1024
 _NAME = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
-class ControlError(RemoteProtocolError):
-    """A control message that does not decode or breaks a bound."""
+#: a control message that does not decode or breaks a bound
+ControlError = MessageError
 
 
 def check_group_name(name: object) -> str:
@@ -109,7 +109,10 @@ _TAGS: dict[type, int] = {Join: 1, Formed: 2, Redirect: 3, Abort: 4, Refused: 5,
 def encode_control(m: Control) -> bytes:
     if isinstance(m, Join):
         body: list[object] = [
-            m.size, m.min_size, m.wait_ms, m.generation,
+            m.size,
+            m.min_size,
+            m.wait_ms,
+            m.generation,
             {k: float(v) for k, v in sorted(m.rtt_ms.items())},
         ]
     elif isinstance(m, Formed):
@@ -180,8 +183,12 @@ def decode_control(data: bytes) -> Control:
                 raise ControlError("bad rtt")
             rtts[_peer(k)] = v
         return Join(
-            group, _int(size, MAX_GROUP_SIZE, "size"), _int(min_size, MAX_GROUP_SIZE, "min size"),
-            _int(wait_ms, 3_600_000, "wait"), _int(gen, u32, "generation"), rtts,
+            group,
+            _int(size, MAX_GROUP_SIZE, "size"),
+            _int(min_size, MAX_GROUP_SIZE, "min size"),
+            _int(wait_ms, 3_600_000, "wait"),
+            _int(gen, u32, "generation"),
+            rtts,
         )
     if tag == 2 and len(body) == 2:
         members = _peers(body[1])
@@ -192,8 +199,11 @@ def decode_control(data: bytes) -> Control:
         return Redirect(group, _peer(body[0]))
     if tag == 4 and len(body) == 4:
         return Abort(
-            group, _int(body[0], u32, "generation"), _int(body[1], 2**63 - 1, "op"),
-            _text(body[2]), _peers(body[3]),
+            group,
+            _int(body[0], u32, "generation"),
+            _int(body[1], 2**63 - 1, "op"),
+            _text(body[2]),
+            _peers(body[3]),
         )
     if tag == 5 and len(body) == 1:
         return Refused(group, _text(body[0]))

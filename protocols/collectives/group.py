@@ -388,7 +388,11 @@ class GroupMachine:
 
     def _join_msg(self, g: _Group) -> Join:
         return Join(
-            g.name, g.size, g.min_size, int(g.wait * 1000), g.generation,
+            g.name,
+            g.size,
+            g.min_size,
+            int(g.wait * 1000),
+            g.generation,
             {p: round(v, 3) for p, v in self.rtt_ms.items()},
         )
 
@@ -398,7 +402,8 @@ class GroupMachine:
         g.joiners[self.me] = self._join_msg(g)
         fresh = now - self.config.heard_for
         joined = sorted(
-            p for p in g.joiners
+            p
+            for p in g.joiners
             if p not in g.suspects and (p == self.me or g.heard.get(p, -1e18) >= fresh)
         )
         if g.previous:

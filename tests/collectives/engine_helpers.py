@@ -21,8 +21,15 @@ def run_ops(
     none is left; ``tamper(out) -> (header, payload)`` may change a part on its way."""
     n = len(inputs)
     ops = [
-        Operation(spec, rank=r, n=n, generation=1, seq=7, data=inputs[r],
-                  residual=None if residuals is None else residuals[r])
+        Operation(
+            spec,
+            rank=r,
+            n=n,
+            generation=1,
+            seq=7,
+            data=inputs[r],
+            residual=None if residuals is None else residuals[r],
+        )
         for r in range(n)
     ]
     rng = random.Random(seed)

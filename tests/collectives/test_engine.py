@@ -43,7 +43,9 @@ def test_all_reduce_is_exact_for_every_member(n, length, part_len, algorithm, se
 def test_mean_is_identical_on_every_member(algorithm: Algorithm) -> None:
     rng = np.random.default_rng(3)
     xs = [rng.standard_normal(1001).astype(np.float32) for _ in range(5)]
-    ops = run_ops(OpSpec(Kind.ALL_REDUCE, 1001, algorithm=algorithm, reduce="mean", part_len=97), xs)
+    ops = run_ops(
+        OpSpec(Kind.ALL_REDUCE, 1001, algorithm=algorithm, reduce="mean", part_len=97), xs
+    )
     for op in ops[1:]:
         np.testing.assert_array_equal(op.result, ops[0].result)
     np.testing.assert_allclose(ops[0].result, np.mean(xs, axis=0), atol=1e-6)
@@ -51,7 +53,9 @@ def test_mean_is_identical_on_every_member(algorithm: Algorithm) -> None:
 
 @pytest.mark.parametrize("codec,tol", [("fp16", 2e-3), ("int8", 0.05)])
 @pytest.mark.parametrize("algorithm", list(Algorithm))
-def test_compressed_within_bound_and_identical(codec: str, tol: float, algorithm: Algorithm) -> None:
+def test_compressed_within_bound_and_identical(
+    codec: str, tol: float, algorithm: Algorithm
+) -> None:
     rng = np.random.default_rng(5)
     xs = [rng.uniform(-1, 1, 3000).astype(np.float32) for _ in range(4)]
     spec = OpSpec(Kind.ALL_REDUCE, 3000, algorithm=algorithm, codec=codec, part_len=700)
@@ -94,7 +98,8 @@ def test_short_and_corrupt_and_mismatched_parts_are_refused() -> None:
 
     def short(to, header, payload):  # type: ignore[no-untyped-def]
         if header.sender == 1:
-            return dataclasses.replace(header, count=header.count - 1), payload[:-4]
+            cut = payload[:-4]
+            return dataclasses.replace(header, count=header.count - 1, nbytes=len(cut)), cut
         return header, payload
 
     with pytest.raises(PartError, match="rank 1"):

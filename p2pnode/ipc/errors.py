@@ -92,6 +92,8 @@ ERRORS: dict[str, type[IpcError]] = {
         NotFound,
         NetworkError,
         NoSpace,
+        CollectiveFailed,
+        GroupChangedError,
         InternalError,
     )
 }

@@ -20,6 +20,7 @@ from p2pnode.collectives.engine import (
     Kind,
     OpSpec,
     choose_algorithm,
+    part_length,
 )
 from p2pnode.collectives.errors import CollectiveError, GroupChanged
 from p2pnode.collectives.service import CollectivesService
@@ -98,7 +99,10 @@ def build_collective_methods(*, collectives: CollectivesService) -> dict[str, Me
         n = len(svc.groups[name].members)
         try:
             algorithm = choose_algorithm(4 * length, n, codec) if algo is None else Algorithm(algo)
-            spec = OpSpec(kind, length, algorithm=algorithm, reduce=reduce, codec=codec, root=root)
+            spec = OpSpec(
+                kind, length, algorithm=algorithm, reduce=reduce, codec=codec, root=root,
+                part_len=part_length(length, n),
+            )
         except ValueError as exc:
             raise InvalidParams(str(exc)) from None
         if kind is Kind.BROADCAST and not 0 <= root < max(n, 1):

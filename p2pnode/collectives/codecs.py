@@ -2,10 +2,10 @@
 
 ``none`` sends float32 as it is; ``fp16`` halves it; ``int8`` is blockwise quantisation
 rounded to the nearest of 256 levels (256 coordinates a block, a float32 minimum and step per
-block: off by at most half a step); ``topk`` keeps the largest 1% of each part (indices and float16 values) and
-relies on the error feedback the service keeps per (group, array length). Each part carries the
-learning library's self-describing header, so a receiver decodes with no side information and
-checks the count it expected against the one in the bytes.
+block: off by at most half a step); ``topk`` keeps the largest 1% of each part (indices and
+float16 values) and relies on the error feedback the service keeps per (group, array length).
+Each part carries the learning library's self-describing header, so a receiver decodes with no
+side information and checks the count it expected against the one in the bytes.
 """
 
 from __future__ import annotations

@@ -65,6 +65,8 @@ def part_length(length: int, n: int) -> int:
     the same, and it is part of the operation's digest)."""
     shard = -(-length // max(n, 1))
     return max(MIN_PART_ELEMENTS, min(PART_ELEMENTS, -(-shard // PARTS_PER_SHARD)))
+
+
 #: below this many bytes an all_reduce sends the whole array to everyone
 DIRECT_BELOW = 64 * 1024
 #: the step of butterfly's all-gather in the schedule's plan

@@ -5,6 +5,7 @@ operation everywhere instead of giving a wrong sum."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +14,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+import trio
 
+from p2pnode import AsyncClient
 from p2pnode.config.edit import set_config_value
 from p2pnode.ipc.errors import CollectiveFailed, GroupChangedError
 from tests.integration.harness import LocalSwarm, local_swarm
@@ -217,3 +220,43 @@ def test_a_member_sending_bad_parts_fails_the_operation_everywhere(
         # nobody returns a sum: a wrong one would be worse than none
         assert isinstance(r, CollectiveFailed), (i, r)
     assert any("bad part" in str(r) for r in results.values()), results
+
+
+def test_a_private_group_keeps_a_stranger_out_and_the_trio_client_works(tmp_path: Path) -> None:
+    key_a, key_b = tmp_path / "a.key", tmp_path / "b.key"
+    key_a.write_text(os.urandom(32).hex())
+    key_b.write_text(os.urandom(32).hex())
+    swarm = LocalSwarm(tmp_path / "net", 3, {"network.connect_timeout": 3.0})
+    try:
+        swarm.start([1, 2], extra_args=["--psk-file", str(key_a)])
+        swarm.wait_connected(1)
+        swarm.start([3], bootstrap=swarm.node(1), extra_args=["--psk-file", str(key_b)])
+
+        async def trio_member() -> np.ndarray:
+            async with AsyncClient.open(socket_path=swarm.node(2).socket) as c:
+                g = await c.join_group("private", size=2, timeout=30)
+                assert g.world_size == 2
+                out = await g.all_reduce(_inputs(2, 70_001), op="sum")
+                await g.barrier()
+                return out
+
+        def work(i: int) -> Any:
+            if i == 2:
+                return trio.run(trio_member)
+            with swarm.client(i, timeout=60) as c:
+                if i == 3:  # another key: it cannot reach the group at all
+                    with pytest.raises(CollectiveFailed, match="did not form"):
+                        c.join_group("private", size=3, timeout=5)
+                    return None
+                g = c.join_group("private", size=2, timeout=30)
+                out = g.all_reduce(_inputs(1, 70_001), op="sum")
+                g.barrier()
+                return out
+
+        results = _each([1, 2, 3], work)
+    finally:
+        swarm.stop()
+    for i in (1, 2):
+        assert not isinstance(results[i], Exception), results
+        np.testing.assert_array_equal(results[i], _exact([1, 2], 70_001))
+    assert results[3] is None

@@ -193,6 +193,7 @@ class _Group:
     first_join: float | None = None
     redirect: bytes | None = None
     heard: dict[bytes, float] = field(default_factory=dict)  # peer -> when its last join came
+    departed: dict[bytes, int] = field(default_factory=dict)  # peer -> the generation it left
     broken_at: float | None = None
     highest_seen: int = 0  # the highest generation any join or formed named
 
@@ -316,6 +317,8 @@ class GroupMachine:
             return []
         if isinstance(m, Leave):
             g.candidates.discard(sender)
+            g.heard.pop(sender, None)
+            g.departed[sender] = max(m.generation, g.departed.get(sender, 0))
             if g.formed and m.generation == g.generation and sender in g.members:
                 g.suspects.add(sender)
                 return self._break(g, now, f"member {sender.hex()[:16]} left")
@@ -325,6 +328,7 @@ class GroupMachine:
     def _on_join(self, g: _Group, sender: bytes, m: Join, now: float) -> list[Effect]:
         g.suspects.discard(sender)
         g.heard[sender] = now
+        g.departed.pop(sender, None)
         g.candidates.add(sender)
         g.highest_seen = max(g.highest_seen, m.generation)
         if g.formed:
@@ -356,6 +360,8 @@ class GroupMachine:
         g.highest_seen = max(g.highest_seen, m.generation)
         if self.me not in m.members:
             return []
+        if any(g.departed.get(p, -1) >= m.generation for p in m.members):
+            return []  # a generation a member has left already (a late or resent Formed)
         newer = m.generation > g.generation
         tie = (
             m.generation == g.generation

@@ -32,6 +32,7 @@ from p2pnode_protocols.collectives.group import (
     GroupMachine,
     GroupRefused,
     JoinGroup,
+    LeaveGroup,
     LinksMeasured,
     OpFailed,
     PeerGone,
@@ -218,3 +219,26 @@ def test_control_messages_round_trip(msg: object) -> None:
 def test_bad_control_messages_are_refused(data: bytes) -> None:
     with pytest.raises(ControlError):
         decode_control(data)
+
+
+def test_a_formed_generation_a_member_left_is_not_taken_up_again() -> None:
+    w = World(IDS[:3], seed=5)
+    w.join(IDS[:3], size=3)
+    w.run(2.0)
+    old = w.formed(IDS[0])
+    assert old is not None
+    # IDS[2] leaves and asks again at once; its Leave reaches IDS[1] before IDS[1] is asked
+    w.handle(IDS[2], LeaveGroup(name="g"))
+    w.run(0.0)
+    # a Formed of the old generation, resent late, must not put IDS[1] back into it
+    w.handle(
+        IDS[1], MessageReceived(sender=IDS[0], msg=old and Formed("g", old.generation, old.members))
+    )
+    w.handle(IDS[2], JoinGroup(name="g", size=3))
+    w.discover(IDS[:3])
+    w.run(5.0)
+    for i in IDS[:3]:
+        f = w.formed(i)
+        assert (
+            f is not None and f.generation > old.generation and sorted(f.members) == sorted(IDS[:3])
+        )

@@ -156,7 +156,10 @@ class Operation:
         seq: int,
         data: np.ndarray | bytes,
         residual: np.ndarray | None = None,
+        out: np.ndarray | None = None,
     ) -> None:
+        """``out``: where the result goes (float32, the array's length); it may be the input
+        array itself, which every algorithm has read before it writes there."""
         if not 0 <= rank < n:
             raise ValueError("rank out of range")
         self.spec = spec
@@ -181,7 +184,9 @@ class Operation:
                     f"the array has {x.shape[0]} elements, the operation {spec.length}"
                 )
             self.x = x
-        self.result = np.empty(spec.length, np.float32)
+        if out is not None and (out.dtype != np.float32 or out.shape != (spec.length,)):
+            raise ValueError("out must be float32 of the array's length")
+        self.result = np.empty(spec.length, np.float32) if out is None else out
         self._contrib: dict[int, dict[int, np.ndarray]] = {}
         # a payload sent to several members is checksummed once
         self._last_crc: tuple[object, int] = (None, 0)
@@ -298,6 +303,9 @@ class Operation:
             return out
         if s.algorithm is Algorithm.DIRECT or n == 1:
             payload, decoded = self._encode_own(0, s.length)
+            # The result may be written over the input (``out``) as soon as the others' arrays
+            # are in, while ours may still wait to be sent: send a copy (direct arrays are small).
+            payload = bytes(payload)
             self._contrib[0] = {r: np.array(decoded, dtype=np.float32)}
             out = [self._out(j, Phase.DIRECT, 0, 0, s.length, payload) for j in others]
             return out + self._direct_ready()

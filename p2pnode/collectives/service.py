@@ -416,9 +416,11 @@ class CollectivesService:
         data: np.ndarray | bytes,
         *,
         timeout: float | None = None,
+        out: np.ndarray | None = None,
     ) -> Operation:
         """Run one operation of ``spec`` on group ``name`` in ``generation`` (the one the caller
-        knows): the finished :class:`Operation` (``result``, ``gathered``), or an error."""
+        knows): the finished :class:`Operation` (``result``, ``gathered``; in ``out`` when
+        given), or an error."""
         g = self.groups.get(name)
         if g is None:
             raise CollectiveError(f"this node is not in group {name}: join it first")
@@ -441,6 +443,7 @@ class CollectivesService:
                 seq=g.seq,
                 data=data,
                 residual=residual,
+                out=out,
             )
             g.seq += 1
             run = _Running(op, g.members)

@@ -49,9 +49,11 @@ def build_collective_methods(*, collectives: CollectivesService) -> dict[str, Me
             raise NotFound(f"this node is not in group {name!r}: call group.join first")
         return name, param(params, "generation", int)
 
-    async def run(name: str, generation: int, spec: OpSpec, data: Any, timeout: float | None):  # type: ignore[no-untyped-def]
+    async def run(  # type: ignore[no-untyped-def]
+        name: str, generation: int, spec: OpSpec, data: Any, timeout: float | None, out=None
+    ):
         try:
-            return await svc.run_op(name, generation, spec, data, timeout=timeout)
+            return await svc.run_op(name, generation, spec, data, timeout=timeout, out=out)
         except GroupChanged as exc:
             raise GroupChangedError(str(exc)) from None
         except CollectiveError as exc:
@@ -133,8 +135,9 @@ def build_collective_methods(*, collectives: CollectivesService) -> dict[str, Me
             raise InvalidParams(f"shm: {exc}") from None
         try:
             view = np.frombuffer(mm, "<f4", count=length)
-            op = await run(name, generation, spec, view, timeout)
-            view[:] = op.result
+            # The result is written over the array in place: every algorithm reads a part
+            # before it writes there.
+            op = await run(name, generation, spec, view, timeout, out=view)
             del view, op
         finally:
             with suppress(BufferError):  # a view still held: the mapping goes with it

@@ -69,18 +69,21 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JoinGroup(Event):
-    """This node asks for ``name``: ``size`` members exactly (0: no fixed size), or at least
-    ``min_size`` once ``wait`` seconds passed."""
+    """This node asks for ``name``: ``size`` members (0: no fixed size), or at least
+    ``min_size`` once ``wait`` seconds passed (and then up to ``size``). ``min_size`` 0 means
+    ``size``."""
 
     name: str
     size: int = 0
-    min_size: int = 1
+    min_size: int = 0
     wait: float = 0.0
 
     def __post_init__(self) -> None:
         check_group_name(self.name)
+        if not self.min_size:
+            object.__setattr__(self, "min_size", self.size)
         if self.size < 0 or self.min_size < 1 or self.wait < 0:
-            raise LocalProtocolError("size >= 0, min_size >= 1, wait >= 0")
+            raise LocalProtocolError("size >= 0, min_size >= 1 (or a size), wait >= 0")
         if self.size and self.min_size > self.size:
             raise LocalProtocolError("min_size above size")
 
@@ -438,12 +441,11 @@ class GroupMachine:
             chosen = [p for p in g.previous if p in joined]
             chosen += [p for p in joined if p not in chosen]
             return self._form(g, chosen[: g.size or 256], now)
-        if g.size:
-            if len(joined) < g.size:
-                return []
-            return self._form(g, joined[: g.size], now)
+        cap = g.size or 256
+        if len(joined) >= cap:
+            return self._form(g, joined[:cap], now)
         if len(joined) >= g.min_size and now - g.asked_at >= g.wait:
-            return self._form(g, joined[:256], now)
+            return self._form(g, joined, now)  # the minimum, once the wait is over
         return []
 
     def _form(self, g: _Group, members: Sequence[bytes], now: float) -> list[Effect]:

@@ -16,10 +16,13 @@ def run_ops(
     seed: int = 0,
     residuals: list[np.ndarray | None] | None = None,
     tamper=None,  # type: ignore[no-untyped-def]
+    in_place: bool = False,
 ) -> list[Operation]:
     """Start one operation per input and deliver every part, in a seeded random order, until
     none is left; ``tamper(out) -> (header, payload)`` may change a part on its way."""
     n = len(inputs)
+    if in_place:
+        inputs = [np.array(x, dtype=np.float32) for x in inputs]  # type: ignore[misc]
     ops = [
         Operation(
             spec,

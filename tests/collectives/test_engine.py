@@ -39,6 +39,25 @@ def test_all_reduce_is_exact_for_every_member(n, length, part_len, algorithm, se
         np.testing.assert_array_equal(op.result, want)
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(1, 6),
+    length=st.integers(0, 200),
+    part_len=st.integers(1, 40),
+    algorithm=st.sampled_from(list(Algorithm)),
+    codec=st.sampled_from(["none", "fp16"]),
+    seed=st.integers(0, 2**16),
+)
+def test_the_result_may_overwrite_the_input(n, length, part_len, algorithm, codec, seed) -> None:
+    # what the daemon does with a shared-memory array: the result is written over it
+    spec = OpSpec(Kind.ALL_REDUCE, length, algorithm=algorithm, part_len=part_len, codec=codec)
+    xs = _inputs(n, length, seed)
+    want = run_ops(spec, xs, seed=seed)[0].result.copy()
+    ops = run_ops(spec, xs, seed=seed, in_place=True)
+    for op in ops:
+        np.testing.assert_array_equal(op.result, want)
+
+
 @pytest.mark.parametrize("algorithm", list(Algorithm))
 def test_mean_is_identical_on_every_member(algorithm: Algorithm) -> None:
     rng = np.random.default_rng(3)

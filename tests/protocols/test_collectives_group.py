@@ -242,3 +242,17 @@ def test_a_formed_generation_a_member_left_is_not_taken_up_again() -> None:
         assert (
             f is not None and f.generation > old.generation and sorted(f.members) == sorted(IDS[:3])
         )
+
+
+def test_a_size_with_a_minimum_forms_with_the_minimum_after_the_wait() -> None:
+    w = World(IDS[:3], seed=6)
+    w.join(IDS[:2], size=3, min_size=2, wait=1.0)
+    w.run(0.5)
+    assert w.formed(IDS[0]) is None  # the wait is not over
+    w.run(2.0)
+    f = w.formed(IDS[0])
+    assert f is not None and sorted(f.members) == sorted(IDS[:2])
+    w.handle(IDS[2], JoinGroup(name="g", size=3, min_size=2, wait=1.0))
+    w.discover(IDS[:3])
+    w.run(2.0)
+    assert sorted(w.formed(IDS[2]).members) == sorted(IDS[:3])  # type: ignore[union-attr]

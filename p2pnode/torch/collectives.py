@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 __all__ = ["all_reduce_", "broadcast_", "flat_copy", "load_flat"]
 
 
-
 def _as_list(tensors: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
     t = require_torch()
     items = [tensors] if isinstance(tensors, t.Tensor) else list(tensors)

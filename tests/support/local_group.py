@@ -7,10 +7,10 @@ gets the same result (the sum is taken in rank order, in float32, once, and shar
 joining or leaving bumps the generation: operations not yet complete fail with
 ``GroupChanged`` on every member, and ``refresh()`` adopts the new membership. Codecs are
 applied to each member's part before the sum as the daemon would apply them (fp16 cast, int8
-with one scale per part, top-1% with error feedback per array length), and ``stats`` counts
-the bytes a ring all-reduce would move with that codec. It exists so that code on top of the
-API (p2pnode.torch) is tested against its semantics without daemons; the integration tests
-use the real thing.
+with one scale per part, top-1% with error feedback per array length), and ``stats`` counts the
+bytes the daemon's algorithm (direct below 64 KiB, else ring) would move with that codec. It
+exists so that code on top of the API (p2pnode.torch) is tested against its semantics without
+daemons; the integration tests use the real thing.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from p2pnode.torch._errors import CollectiveError, GroupChanged
 __all__ = ["LocalGroup", "LocalWorld", "run_all"]
 
 T = TypeVar("T")
-#: bytes on the wire per element, for each codec (topk: a u32 index and a f32 value per kept).
-_ELEMENT_BYTES = {"none": 4, "fp16": 2, "int8": 1}
 TOPK_FRACTION = 0.01
+#: below this many bytes (float32) an all_reduce sends the whole array to every member, as
+#: the daemon's "direct" algorithm does; above, a ring or butterfly moves 2(n-1)/n of it.
+DIRECT_BELOW = 64 * 1024
 
 
 @dataclass
@@ -173,8 +174,7 @@ class LocalGroup:
             return total / np.float32(n) if op == "mean" else total
 
         result = self._collective(f"all_reduce/{op}/{codec}/{flat.size}", part, combine)
-        # A ring moves 2(n-1)/n of the payload out of (and into) every member.
-        moved = round(2 * (n - 1) / n * wire)
+        moved = (n - 1) * wire if 4 * flat.size < DIRECT_BELOW else round(2 * (n - 1) / n * wire)
         self.stats["bytes_sent"] += moved
         self.stats["bytes_received"] += moved
         return result.reshape(x.shape).copy()
@@ -189,7 +189,8 @@ class LocalGroup:
             peak = float(np.max(np.abs(flat))) if flat.size else 0.0
             scale = np.float32(peak / 127.0 if peak > 0 else 1.0)
             q = np.clip(np.rint(flat / scale), -127, 127)
-            return (q * scale).astype(np.float32), flat.size + 4
+            # The daemon's int8 keeps a float32 minimum and step per block of 256.
+            return (q * scale).astype(np.float32), flat.size + 8 * math.ceil(flat.size / 256)
         if codec == "topk":
             acc = flat + self._residuals.get(flat.size, np.zeros_like(flat))
             k = max(1, math.ceil(TOPK_FRACTION * flat.size))
@@ -197,7 +198,7 @@ class LocalGroup:
             part = np.zeros_like(flat)
             part[keep] = acc[keep]
             self._residuals[flat.size] = acc - part
-            return part, 8 * k
+            return part, 6 * k  # a u32 index and a float16 value per kept coordinate
         raise ValueError(f"unknown codec {codec!r}")
 
     def broadcast(self, array: np.ndarray, root: int = 0) -> np.ndarray:

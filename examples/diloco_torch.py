@@ -254,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--dir", type=Path, help="where the daemons' dirs go (default: a temp dir)")
     a = ap.parse_args(argv)
     if not 1 <= a.inner_steps <= a.steps or a.steps % a.inner_steps:
         ap.error("--steps must be a positive multiple of --inner-steps")
@@ -263,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from p2pnode import swarm
 
-    parent = Path(tempfile.mkdtemp(prefix="p2pnode-diloco-"))
+    made = a.dir is None
+    parent = Path(tempfile.mkdtemp(prefix="p2pnode-diloco-")) if made else a.dir.absolute()
     nodes: list[Any] = []
     t0 = time.monotonic()
     try:
@@ -274,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         dp = run_mode(nodes, s, "dp")
     finally:
         swarm.stop(nodes)
-        shutil.rmtree(parent, ignore_errors=True)
+        if made:
+            shutil.rmtree(parent, ignore_errors=True)
     r = summary(s, diloco, dp)
     r["seconds"] = round(time.monotonic() - t0, 2)
     if a.json:

@@ -234,12 +234,14 @@ def print_report(r: dict[str, Any]) -> None:
     print()
     mib = 1024 * 1024
     print(
-        f"DiLoCo (H={h}, AdamW, int8): final loss {a['final_loss']:.4f}, test accuracy "
-        f"{a['accuracy']:.3f}, sent {np.mean(a['bytes_sent']) / mib:.3f} MiB per member"
+        f"DiLoCo (H={h}, AdamW, int8): final loss {a['final_loss']:.4f}, test loss "
+        f"{a['test_loss']:.4f}, test accuracy {a['accuracy']:.3f}, "
+        f"sent {np.mean(a['bytes_sent']) / mib:.3f} MiB per member"
     )
     print(
-        f"data parallel (AdamW, none): final loss {b['final_loss']:.4f}, test accuracy "
-        f"{b['accuracy']:.3f}, sent {np.mean(b['bytes_sent']) / mib:.3f} MiB per member"
+        f"data parallel (AdamW, none): final loss {b['final_loss']:.4f}, test loss "
+        f"{b['test_loss']:.4f}, test accuracy {b['accuracy']:.3f}, "
+        f"sent {np.mean(b['bytes_sent']) / mib:.3f} MiB per member"
     )
     print(
         f"DiLoCo's loss is {r['loss_ratio']:.3f}x data parallel's, "

@@ -25,6 +25,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import queue
 import shutil
 import sys
 import tempfile
@@ -180,10 +181,16 @@ def run_mode(nodes: list[Any], s: Settings, mode: str) -> list[dict[str, Any]]:
     try:
         deadline = time.monotonic() + RUN_WAIT
         while len(results) < len(procs):
-            left = deadline - time.monotonic()
-            if left <= 0:
+            if time.monotonic() > deadline:
                 raise SystemExit(f"{mode}: the workers did not finish in {RUN_WAIT:g} s")
-            r = out.get(timeout=left)
+            try:
+                r = out.get(timeout=0.5)
+            except queue.Empty:
+                # A worker that died without a word (killed, crashed) ends the run at once.
+                dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                if dead and out.empty():
+                    raise SystemExit(f"{mode}: a worker died (exit code {dead[0]})") from None
+                continue
             if "error" in r:
                 raise SystemExit(f"{mode}: a worker failed: {r['error']}")
             results.append(r)

@@ -4,7 +4,7 @@ Every service is built first, each handed its dependencies in its constructor
 (:meth:`Node._build`), then started in dependency order, each ``await nursery.start``-ed so a
 failure stops the start: store -> identity -> libp2p host listening -> DHT (handlers
 registered, bootstrap in the background) -> blobs -> membership -> consensus and rounds
-(when configured) -> metrics endpoint -> IPC socket -> peer watch. ``task_status.started``
+(when configured) -> collectives -> metrics endpoint -> IPC socket -> peer watch. ``task_status.started``
 fires once the IPC socket accepts requests: that is what "ready" means to the CLI and to
 ``p2pnode swarm``.
 
@@ -31,11 +31,13 @@ from libp2p.abc import IHost
 
 from p2pnode.blobs.service import BlobService
 from p2pnode.blobs.store import BlobStore
+from p2pnode.collectives.service import CollectivesService
 from p2pnode.config import Config
 from p2pnode.consensus.service import ConsensusService
 from p2pnode.events import EventBus
 from p2pnode.identity import load_identity_file, peer_id_of
 from p2pnode.ipc.blobs import build_blob_methods
+from p2pnode.ipc.collectives import build_collective_methods
 from p2pnode.ipc.consensus import build_consensus_methods
 from p2pnode.ipc.dht import build_dht_methods
 from p2pnode.ipc.jobs import build_job_methods
@@ -69,6 +71,7 @@ class Services:
     membership: MembershipService
     consensus: ConsensusService | None  # None without consensus.validators
     rounds: RoundsService | None  # training rounds ride on consensus
+    collectives: CollectivesService
     peers: PeerWatch
 
 
@@ -153,6 +156,10 @@ class Node:
                 membership=membership, events=events,
             )
             metrics.watch_service("rounds", lambda: rounds.error is None)
+        collectives = CollectivesService(
+            host, cfg, dht=dht, membership=membership, events=events
+        )
+        metrics.watch_service("collectives", lambda: collectives.error is None)
         return Services(
             host=host,
             metrics=metrics,
@@ -162,6 +169,7 @@ class Node:
             membership=membership,
             consensus=consensus,
             rounds=rounds,
+            collectives=collectives,
             peers=PeerWatch(host, dht, publish=lambda event: events.publish("peers", event)),
         )
 
@@ -173,6 +181,7 @@ class Node:
             await nursery.start(s.consensus.run)
         if s.rounds is not None:
             await nursery.start(s.rounds.run)
+        await nursery.start(s.collectives.run)
         if self.cfg.metrics_port is not None:
             self.metrics_port = await nursery.start(s.metrics.serve, self.cfg.metrics_port)
         ipc = IpcServer(
@@ -206,6 +215,7 @@ class Node:
                     "membership": s.membership,
                     "consensus": s.consensus,
                     "rounds": s.rounds,
+                    "collectives": s.collectives,
                 },
             ),
             **build_peer_methods(
@@ -219,4 +229,5 @@ class Node:
             **build_membership_methods(membership=s.membership),
             **build_consensus_methods(consensus=s.consensus),
             **build_job_methods(rounds=s.rounds, blobs=s.blobs),
+            **build_collective_methods(collectives=s.collectives),
         }

@@ -123,6 +123,14 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CollectivesConfig:
+    stall_timeout: float
+    op_timeout: float
+    reform_wait: float
+    fault: str
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     data_dir: Path
     listen: tuple[str, ...]
@@ -139,6 +147,7 @@ class Config:
     membership: MembershipConfig
     consensus: ConsensusConfig
     training: TrainingConfig
+    collectives: CollectivesConfig
 
     @property
     def key_path(self) -> Path:
@@ -318,6 +327,9 @@ def load_config(
                 for k, v in values.items()
                 if k.startswith("training.")
             }
+        ),
+        collectives=CollectivesConfig(
+            **{k[12:]: v for k, v in values.items() if k.startswith("collectives.")}
         ),
     )
     if not cfg.listen:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from p2pnode.config.setting import ConfigError, Setting, _range
+from p2pnode.config.collectives_schema import COLLECTIVES_SCHEMA
 from p2pnode.config.training_schema import TRAINING_SCHEMA
 
 DEFAULT_DATA_DIR = Path("~/.p2pnode")
@@ -549,6 +550,6 @@ SCHEMA: tuple[Setting, ...] = (
     ),
 )
 
-SCHEMA = SCHEMA + TRAINING_SCHEMA
+SCHEMA = SCHEMA + TRAINING_SCHEMA + COLLECTIVES_SCHEMA
 
 _BY_KEY = {s.key: s for s in SCHEMA}

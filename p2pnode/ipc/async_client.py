@@ -29,6 +29,7 @@ from p2pnode.ipc.api import (
 )
 from p2pnode.ipc.client import Client
 from p2pnode.ipc.errors import DaemonNotRunning, IpcError, NotFound, error_from_wire
+from p2pnode.ipc.groups import AsyncGroup, join_params
 from p2pnode.ipc.tasks import (
     JOB_POLL,
     MAX_WAIT,
@@ -256,6 +257,23 @@ class AsyncClient(Api):
                             "params": {"subscription": rid},
                         }
                     )
+
+    # -- collective groups (docs/collectives.md) -------------------------------------------------
+
+    async def join_group(
+        self, name: str, *, size: int | None = None, min_size: int | None = None,
+        wait: float = 0.0, timeout: float = 60.0,
+    ) -> AsyncGroup:
+        """As :meth:`Client.join_group`."""
+        params = join_params(name, size, min_size, wait, timeout)
+        info = await self.call("group.join", params, timeout=timeout + REPLY_SLACK)
+        return AsyncGroup(self._call_within, info, params)
+
+    async def _call_within(self, method: str, params: dict[str, Any], seconds: float) -> Any:
+        return await self.call(method, params, timeout=seconds)
+
+    async def groups(self) -> dict[str, Any]:
+        return dict(await self.call("group.status"))
 
     # -- training jobs (docs/ipc.md) -------------------------------------------------------------
 

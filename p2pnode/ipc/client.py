@@ -38,6 +38,7 @@ from p2pnode.ipc.api import (
     socket_path_for,
 )
 from p2pnode.ipc.errors import DaemonNotRunning, InternalError, IpcError, NotFound
+from p2pnode.ipc.groups import Group, join_params
 from p2pnode.ipc.tasks import (
     JOB_POLL,
     MAX_WAIT,
@@ -295,6 +296,22 @@ class Client(Api):
             if frame is not None:
                 return frame
             self._decoder.receive_data(self._receive(self._sock.recv, 1 << 16))
+
+    # -- collective groups (docs/collectives.md) -------------------------------------------------
+
+    def join_group(
+        self, name: str, *, size: int | None = None, min_size: int | None = None,
+        wait: float = 0.0, timeout: float = 60.0,
+    ) -> Group:
+        """Join group ``name`` (``size`` members, or at least ``min_size`` after ``wait``
+        seconds) and wait until it is formed; the :class:`~p2pnode.ipc.groups.Group`."""
+        params = join_params(name, size, min_size, wait, timeout)
+        info = self._call_for("group.join", params, timeout)
+        return Group(self._call_for, info, params)
+
+    def groups(self) -> dict[str, Any]:
+        """``group.status``: every group this node is in, with counters."""
+        return dict(self.call("group.status"))
 
     # -- training jobs (docs/ipc.md) -------------------------------------------------------------
 

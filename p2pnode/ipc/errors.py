@@ -63,6 +63,18 @@ class NoSpace(IpcError):
     code = "no_space"
 
 
+class CollectiveFailed(IpcError):
+    """A collective operation (or a group's forming) failed on this member."""
+
+    code = "collective_failed"
+
+
+class GroupChangedError(CollectiveFailed):
+    """The group changed since the caller last looked: refresh the group and retry."""
+
+    code = "group_changed"
+
+
 class InternalError(IpcError):
     """A bug in the daemon; its log has the details."""
 
@@ -80,6 +92,8 @@ ERRORS: dict[str, type[IpcError]] = {
         NotFound,
         NetworkError,
         NoSpace,
+        CollectiveFailed,
+        GroupChangedError,
         InternalError,
     )
 }

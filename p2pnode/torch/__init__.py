@@ -7,8 +7,15 @@ raises an ImportError saying how to install it (as :mod:`p2pnode.training.torch_
 
 from __future__ import annotations
 
-from p2pnode.torch._errors import CollectiveError, GroupChanged
+from p2pnode.ipc.errors import CollectiveFailed, GroupChangedError
 from p2pnode.torch.collectives import all_reduce_, broadcast_
 from p2pnode.torch.diloco import DiLoCo, SyncInfo
 
-__all__ = ["CollectiveError", "DiLoCo", "GroupChanged", "SyncInfo", "all_reduce_", "broadcast_"]
+__all__ = [
+    "CollectiveFailed",
+    "DiLoCo",
+    "GroupChangedError",
+    "SyncInfo",
+    "all_reduce_",
+    "broadcast_",
+]

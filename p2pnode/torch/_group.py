@@ -1,7 +1,7 @@
 """What the torch helpers need of a collective group: the client API's ``Group`` (issue 16).
 
-A structural type, so :class:`p2pnode.ipc.client.Client`'s groups, the trio client's groups
-wrapped to be called synchronously, and the in-process stand-in of the tests all fit.
+A structural type, so :class:`p2pnode.ipc.groups.Group` (from ``Client.join_group``) and the
+in-process stand-in of the tests both fit.
 """
 
 from __future__ import annotations
@@ -31,14 +31,15 @@ class GroupLike(Protocol):
     def all_reduce(
         self,
         array: np.ndarray,
+        *,
         op: str = "mean",
         codec: str = "none",
         algorithm: str | None = None,
         timeout: float | None = None,
     ) -> np.ndarray: ...
 
-    def broadcast(self, array: np.ndarray, root: int = 0) -> np.ndarray: ...
+    def broadcast(self, array: np.ndarray, *, root: int = 0) -> np.ndarray: ...
 
     def all_gather(self, value: bytes) -> list[bytes]: ...
 
-    def refresh(self) -> None: ...
+    def refresh(self) -> object: ...

@@ -72,7 +72,8 @@ def all_reduce_(
 
     Every member must call it with tensors of the same sizes, in the same order; every member
     ends with identical values. One collective call for the whole list. Returns ``tensors``.
-    Errors: the group's (``CollectiveError``, ``GroupChanged``); the tensors are unchanged then.
+    Errors: the group's (``CollectiveFailed``, ``GroupChangedError``); the tensors are then
+    unchanged.
     """
     items = _as_list(tensors)
     reduced = group.all_reduce(flat_copy(items), op=op, codec=codec)

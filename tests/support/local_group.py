@@ -5,7 +5,7 @@ driven by its own thread, with the client API's methods and semantics: an operat
 only once every member of the current generation has given its part, and then every member
 gets the same result (the sum is taken in rank order, in float32, once, and shared). A member
 joining or leaving bumps the generation: operations not yet complete fail with
-``GroupChanged`` on every member, and ``refresh()`` adopts the new membership. Codecs are
+``GroupChangedError`` on every member, and ``refresh()`` adopts the new membership. Codecs are
 applied to each member's part before the sum as the daemon would apply them (fp16 cast, int8
 with one scale per part, top-1% with error feedback per array length), and ``stats`` counts the
 bytes the daemon's algorithm (direct below 64 KiB, else ring) would move with that codec. It
@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from p2pnode.torch._errors import CollectiveError, GroupChanged
+from p2pnode.ipc.errors import CollectiveFailed, GroupChangedError
 
 __all__ = ["LocalGroup", "LocalWorld", "run_all"]
 
@@ -108,7 +108,7 @@ class LocalGroup:
     def refresh(self) -> None:
         with self._world._cv:
             if self not in self._world._members:
-                raise CollectiveError("this member left the group")
+                raise CollectiveFailed("this member left the group")
             self._adopt()
 
     def leave(self) -> None:
@@ -121,13 +121,13 @@ class LocalGroup:
         with w._cv:
             if self.generation != w.generation or self not in w._members:
                 self.stats["failures"] += 1
-                raise GroupChanged(f"group {self.name} changed (generation {w.generation})")
+                raise GroupChangedError(f"group {self.name} changed (generation {w.generation})")
             key = (self.generation, self._seq)
             self._seq += 1
             op = w._ops.setdefault(key, _Op(kind))
             if op.kind != kind:
                 self.stats["failures"] += 1
-                raise CollectiveError(f"members called different collectives: {op.kind}, {kind}")
+                raise CollectiveFailed(f"members called different collectives: {op.kind}, {kind}")
             op.parts[self.rank] = part
             w._cv.notify_all()
             deadline = time.monotonic() + w.timeout
@@ -135,11 +135,13 @@ class LocalGroup:
             while len(op.parts) < self.world_size:
                 if w.generation != self.generation:
                     self.stats["failures"] += 1
-                    raise GroupChanged(f"group {self.name} changed (generation {w.generation})")
+                    raise GroupChangedError(
+                        f"group {self.name} changed (generation {w.generation})"
+                    )
                 left = deadline - time.monotonic()
                 if left <= 0:
                     self.stats["failures"] += 1
-                    raise CollectiveError(f"{kind} timed out")
+                    raise CollectiveFailed(f"{kind} timed out")
                 w._cv.wait(left)
             if not op.done:
                 op.result = combine([op.parts[r] for r in range(self.world_size)])
@@ -155,6 +157,7 @@ class LocalGroup:
     def all_reduce(
         self,
         array: np.ndarray,
+        *,
         op: str = "mean",
         codec: str = "none",
         algorithm: str | None = None,
@@ -201,7 +204,7 @@ class LocalGroup:
             return part, 6 * k  # a u32 index and a float16 value per kept coordinate
         raise ValueError(f"unknown codec {codec!r}")
 
-    def broadcast(self, array: np.ndarray, root: int = 0) -> np.ndarray:
+    def broadcast(self, array: np.ndarray, *, root: int = 0) -> np.ndarray:
         x = np.ascontiguousarray(array, np.float32)
         if not 0 <= root < self.world_size:
             raise ValueError(f"root {root} out of range")
@@ -209,7 +212,7 @@ class LocalGroup:
 
         def combine(parts: list[np.ndarray]) -> np.ndarray:
             if any(p.shape != shape for p in parts):
-                raise CollectiveError("broadcast: the members' arrays differ in shape")
+                raise CollectiveFailed("broadcast: the members' arrays differ in shape")
             return parts[root].copy()
 
         result = self._collective(f"broadcast/{root}", x.copy(), combine)

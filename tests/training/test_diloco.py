@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from p2pnode.torch import DiLoCo, GroupChanged, all_reduce_, broadcast_  # noqa: E402
+from p2pnode.torch import DiLoCo, GroupChangedError, all_reduce_, broadcast_  # noqa: E402
 from tests.support.local_group import LocalGroup, LocalWorld, run_all  # noqa: E402
 
 torch.set_num_threads(1)
@@ -204,7 +204,7 @@ def test_members_that_start_apart_take_the_lowest_ranks_state() -> None:
 
 def test_a_late_member_gets_the_state_and_adds_no_stale_update() -> None:
     """Two members train 2 outer steps; a third with other weights joins. At the next outer
-    step the old members see GroupChanged, refresh and sync: the newcomer gets their state,
+    step the old members see GroupChangedError, refresh and sync: the newcomer gets their state,
     and its pseudo-gradient is left out. So the result equals, bit for bit, a control run of
     the two old members alone."""
     world, control = LocalWorld(2), LocalWorld(2)
@@ -276,7 +276,7 @@ def test_too_many_membership_changes_raise_and_leave_the_model_alone(
     monkeypatch.setattr(m.opt.group, "refresh", lambda: refreshes.append(1))
     m.train(3)
     before = m.flat().copy()
-    with pytest.raises(GroupChanged):
+    with pytest.raises(GroupChangedError):
         m.opt.outer_step()
     assert len(refreshes) == 2 and m.opt.recoveries == 2
     assert m.flat().tobytes() == before.tobytes()

@@ -160,9 +160,13 @@ def worker(socket: str, s: Settings, mode: str, out: Any) -> None:
 
     try:
         with Client(socket_path=socket, timeout=60) as client:
+            t0 = time.monotonic()
             group = client.join_group(f"diloco-example-{mode}", size=s.workers)
+            t_join = time.monotonic() - t0
             try:
-                out.put(train(group, s, mode))
+                r = train(group, s, mode)
+                r["seconds"] = {"join": t_join, "train": time.monotonic() - t0 - t_join}
+                out.put(r)
             finally:
                 group.leave()
     except BaseException as e:
@@ -218,6 +222,7 @@ def summary(s: Settings, diloco: list[dict[str, Any]], dp: list[dict[str, Any]])
             "accuracy": a["accuracy"],
             "bytes_sent": sent_a,
             "identical": len({r["digest"] for r in diloco}) == 1,
+            "worker_seconds": a["seconds"],
         },
         "data_parallel": {
             "losses": b["losses"],
@@ -226,6 +231,7 @@ def summary(s: Settings, diloco: list[dict[str, Any]], dp: list[dict[str, Any]])
             "accuracy": b["accuracy"],
             "bytes_sent": sent_b,
             "identical": len({r["digest"] for r in dp}) == 1,
+            "worker_seconds": b["seconds"],
         },
         "bytes_ratio": ratio,
         "loss_ratio": a["final_loss"] / b["final_loss"],
@@ -281,19 +287,31 @@ def main(argv: list[str] | None = None) -> int:
         nodes = swarm.prepare(parent, s.workers)
         swarm.start(nodes)
         swarm.wait_ready(nodes)
+        t_ready = time.monotonic()
         diloco = run_mode(nodes, s, "diloco")
+        t_diloco = time.monotonic()
         dp = run_mode(nodes, s, "dp")
+        t_dp = time.monotonic()
     finally:
         swarm.stop(nodes)
         if made:
             shutil.rmtree(parent, ignore_errors=True)
     r = summary(s, diloco, dp)
-    r["seconds"] = round(time.monotonic() - t0, 2)
+    r["seconds"] = {
+        "start": round(t_ready - t0, 2),
+        "diloco": round(t_diloco - t_ready, 2),
+        "data_parallel": round(t_dp - t_diloco, 2),
+        "total": round(time.monotonic() - t0, 2),
+    }
     if a.json:
         print(json.dumps(r))
     else:
         print_report(r)
-        print(f"({r['seconds']:.1f} s, {s.workers} daemons)")
+        t = r["seconds"]
+        print(
+            f"{t['total']:.1f} s with {s.workers} daemons: {t['start']:.1f} s to start them, "
+            f"{t['diloco']:.1f} s DiLoCo, {t['data_parallel']:.1f} s data parallel"
+        )
     return 0
 
 

@@ -4,9 +4,9 @@ Every service is built first, each handed its dependencies in its constructor
 (:meth:`Node._build`), then started in dependency order, each ``await nursery.start``-ed so a
 failure stops the start: store -> identity -> libp2p host listening -> DHT (handlers
 registered, bootstrap in the background) -> blobs -> membership -> consensus and rounds
-(when configured) -> collectives -> metrics endpoint -> IPC socket -> peer watch. ``task_status.started``
-fires once the IPC socket accepts requests: that is what "ready" means to the CLI and to
-``p2pnode swarm``.
+(when configured) -> collectives -> metrics endpoint -> IPC socket -> peer watch.
+``task_status.started`` fires once the IPC socket accepts requests: that is what "ready" means
+to the CLI and to ``p2pnode swarm``.
 
 The IPC method table is put together here from one adapter per service
 (:mod:`p2pnode.ipc`), each handed only the services it serves.

@@ -1,11 +1,11 @@
 """How one part of an operation is put on the wire: the learning library's codecs, per part.
 
-``none`` sends float32 as it is; ``fp16`` halves it; ``int8`` is blockwise stochastic
-quantisation (256 coordinates a block, a float32 minimum and step per block: unbiased, off by
-less than one step); ``topk`` keeps the largest 1% of each part (indices and float16 values) and
-relies on the error feedback the service keeps per (group, array length). Each part carries the
-learning library's self-describing header, so a receiver decodes with no side information and
-checks the count it expected against the one in the bytes.
+``none`` sends float32 as it is; ``fp16`` halves it; ``int8`` is blockwise quantisation
+rounded to the nearest of 256 levels (256 coordinates a block, a float32 minimum and step per
+block: off by at most half a step); ``topk`` keeps the largest 1% of each part (indices and
+float16 values) and relies on the error feedback the service keeps per (group, array length).
+Each part carries the learning library's self-describing header, so a receiver decodes with no
+side information and checks the count it expected against the one in the bytes.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ CODECS: dict[str, Codec] = {
 TOPK_RATIO = 0.01
 _COMPRESSORS = {
     Codec.FP16: Compressor("fp16"),
-    Codec.INT8: Compressor("int8", block=256),
+    Codec.INT8: Compressor("int8", block=256, rounding="nearest"),
     Codec.TOPK: Compressor("topk", ratio=TOPK_RATIO),
 }
 

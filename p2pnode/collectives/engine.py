@@ -51,9 +51,22 @@ from p2pnode_protocols.collectives.schedule import (
 )
 from p2pnode_protocols.collectives.wire import Codec, PartHeader, descriptor_digest
 
-#: elements per part (1 MiB of float32): big enough that per-part costs vanish, small enough
-#: that a 4 MiB shard streams as several parts while the first ones are added.
+#: the most elements per part (1 MiB of float32): big enough that per-part costs vanish
 PART_ELEMENTS = 1 << 18
+#: the fewest elements per part (64 KiB of float32), where a shard is cut finer
+MIN_PART_ELEMENTS = 1 << 14
+#: parts a shard is cut into at least (while they stay above the minimum), so the first parts
+#: are being added while the last ones still travel
+PARTS_PER_SHARD = 4
+
+
+def part_length(length: int, n: int) -> int:
+    """Elements per part for an array of ``length`` over ``n`` members (every member computes
+    the same, and it is part of the operation's digest)."""
+    shard = -(-length // max(n, 1))
+    return max(MIN_PART_ELEMENTS, min(PART_ELEMENTS, -(-shard // PARTS_PER_SHARD)))
+
+
 #: below this many bytes an all_reduce sends the whole array to everyone
 DIRECT_BELOW = 64 * 1024
 #: the step of butterfly's all-gather in the schedule's plan

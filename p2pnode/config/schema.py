@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from p2pnode.config.setting import ConfigError, Setting, _range
 from p2pnode.config.collectives_schema import COLLECTIVES_SCHEMA
+from p2pnode.config.setting import ConfigError, Setting, _range
 from p2pnode.config.training_schema import TRAINING_SCHEMA
 
 DEFAULT_DATA_DIR = Path("~/.p2pnode")

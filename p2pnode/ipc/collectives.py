@@ -10,6 +10,7 @@ either inline (``data``: little-endian bytes, for small ones) or in a shared-mem
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from p2pnode.collectives.engine import (
     Kind,
     OpSpec,
     choose_algorithm,
+    part_length,
 )
 from p2pnode.collectives.errors import CollectiveError, GroupChanged
 from p2pnode.collectives.service import CollectivesService
@@ -98,7 +100,15 @@ def build_collective_methods(*, collectives: CollectivesService) -> dict[str, Me
         n = len(svc.groups[name].members)
         try:
             algorithm = choose_algorithm(4 * length, n, codec) if algo is None else Algorithm(algo)
-            spec = OpSpec(kind, length, algorithm=algorithm, reduce=reduce, codec=codec, root=root)
+            spec = OpSpec(
+                kind,
+                length,
+                algorithm=algorithm,
+                reduce=reduce,
+                codec=codec,
+                root=root,
+                part_len=part_length(length, n),
+            )
         except ValueError as exc:
             raise InvalidParams(str(exc)) from None
         if kind is Kind.BROADCAST and not 0 <= root < max(n, 1):
@@ -127,10 +137,8 @@ def build_collective_methods(*, collectives: CollectivesService) -> dict[str, Me
             view[:] = op.result
             del view, op
         finally:
-            try:
+            with suppress(BufferError):  # a view still held: the mapping goes with it
                 mm.close()
-            except BufferError:
-                pass
         return {"generation": generation, "algorithm": str(algorithm), "shm": shm_path}
 
     async def all_reduce(params: dict[str, Any], session: Session, rid: int) -> Any:

@@ -74,7 +74,10 @@ class _Core:
     ) -> tuple[dict[str, Any], np.ndarray, float]:
         arr = np.ascontiguousarray(_numpy(array), dtype=np.float32)
         params: dict[str, Any] = {
-            "name": self.name, "generation": self.generation, "length": int(arr.size), **extra,
+            "name": self.name,
+            "generation": self.generation,
+            "length": int(arr.size),
+            **extra,
         }
         if timeout is not None:
             params["timeout"] = float(timeout)
@@ -123,15 +126,22 @@ class Group(_Core):
     """A joined group, for blocking code (from :meth:`Client.join_group`)."""
 
     def __init__(
-        self, call: Callable[[str, dict[str, Any], float], Any], info: dict[str, Any],
+        self,
+        call: Callable[[str, dict[str, Any], float], Any],
+        info: dict[str, Any],
         join: dict[str, Any],
     ) -> None:
         self._call = call
         super().__init__(info, join)
 
     def all_reduce(
-        self, array: Any, *, op: str = "mean", codec: str = "none",
-        algorithm: str | None = None, timeout: float | None = None,
+        self,
+        array: Any,
+        *,
+        op: str = "mean",
+        codec: str = "none",
+        algorithm: str | None = None,
+        timeout: float | None = None,
     ) -> np.ndarray:
         """The element-wise sum (``op="sum"``) or mean of every member's ``array``."""
         params, arr, wait = self._array_request(array, _reduce_extra(op, codec, algorithm), timeout)
@@ -177,15 +187,22 @@ class AsyncGroup(_Core):
     """A joined group, for trio code (from :meth:`AsyncClient.join_group`); as :class:`Group`."""
 
     def __init__(
-        self, call: Callable[[str, dict[str, Any], float], Awaitable[Any]],
-        info: dict[str, Any], join: dict[str, Any],
+        self,
+        call: Callable[[str, dict[str, Any], float], Awaitable[Any]],
+        info: dict[str, Any],
+        join: dict[str, Any],
     ) -> None:
         self._call = call
         super().__init__(info, join)
 
     async def all_reduce(
-        self, array: Any, *, op: str = "mean", codec: str = "none",
-        algorithm: str | None = None, timeout: float | None = None,
+        self,
+        array: Any,
+        *,
+        op: str = "mean",
+        codec: str = "none",
+        algorithm: str | None = None,
+        timeout: float | None = None,
     ) -> np.ndarray:
         params, arr, wait = self._array_request(array, _reduce_extra(op, codec, algorithm), timeout)
         return self._array_result(await self._call("group.all_reduce", params, wait), arr)

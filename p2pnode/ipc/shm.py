@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import stat
+from contextlib import suppress
 from pathlib import Path
 
 SHM_DIR = Path("/dev/shm")
@@ -62,16 +63,12 @@ class SharedBuffer:
 
     def close(self) -> None:
         if self.map is not None:
-            try:
+            with suppress(BufferError):  # an array still views it: the mapping goes with it
                 self.map.close()
-            except BufferError:
-                pass  # an array still views it; the mapping goes with the last view
             self.map = None
         if self.path is not None:
-            try:
+            with suppress(FileNotFoundError):
                 os.unlink(self.path)
-            except FileNotFoundError:
-                pass
             self.path = None
         self.size = 0
 

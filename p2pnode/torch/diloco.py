@@ -23,10 +23,13 @@ sum divided by the number of members that do contribute (every member counts the
 same gathered list). A late joiner thus gets the current model from a member, and starts
 contributing from its next outer step.
 
-**Membership changes.** A ``GroupChangedError`` from any collective means the group re-formed:
-``group.refresh()``, then the whole outer step is retried from the sync (at most
-``max_retries`` times). The model is only written once the outer step succeeded, so a retry
-starts from the same local params.
+**Failures and membership changes.** When a collective of an outer step fails, the daemon
+re-forms the group (without the members it blames, with any newcomer): the failing call
+raises ``CollectiveFailed`` and later calls ``GroupChangedError`` until the caller refreshes.
+Either way the wrapper calls ``group.refresh()`` and retries the whole outer step from the
+sync (at most ``max_retries`` times). The sync also covers a member that finished the step
+while another failed it: it has one outer step more and becomes the root. The model is only
+written once the outer step succeeded, so a retry starts from the same local params.
 
 torch is imported lazily (:func:`p2pnode.training.torch_adapter.require_torch`).
 """
@@ -41,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from p2pnode.ipc.errors import GroupChangedError
+from p2pnode.ipc.errors import CollectiveFailed
 from p2pnode.torch._group import GroupLike
 from p2pnode.torch.collectives import flat_copy, load_flat
 from p2pnode.training.torch_adapter import require_torch
@@ -54,8 +57,8 @@ __all__ = ["DiLoCo", "SyncInfo"]
 CODECS = ("none", "fp16", "int8", "topk")
 # What one member says in a state sync: outer steps, number of params, contributes?, digest.
 _SYNC = struct.Struct(">QQ?32s")
-#: GroupChangedError retries of one outer step: a group that re-forms more often than this while
-#: one step is under way is not converging, and the caller should hear about it.
+#: retries of one failed outer step: a group that re-forms more often than this while one
+#: step is under way is not converging, and the caller should hear about it.
 MAX_RETRIES = 3
 
 
@@ -76,8 +79,8 @@ class DiLoCo:
     member must wrap a model of the same shape. ``codec``: the all-reduce's ("none", "fp16",
     "int8", "topk"). Use it as an optimizer: ``loss.backward(); opt.step(); opt.zero_grad()``.
 
-    Errors: ``CollectiveFailed`` from the group when an outer step fails for another reason than
-    a membership change, or after ``max_retries`` membership changes in one outer step; the
+    Errors: ``CollectiveFailed`` (or its subclass ``GroupChangedError``) from the group when an
+    outer step still fails after ``max_retries`` refreshes, or from ``refresh()`` itself; the
     model and the outer state are unchanged then, and :meth:`outer_step` may be called again.
     """
 
@@ -129,7 +132,7 @@ class DiLoCo:
         self._momentum = np.zeros_like(self._outer)
         self.outer_steps = 0
         self.inner_steps_done = 0
-        #: membership changes survived (GroupChangedError, refresh, retry).
+        #: failed collectives survived (refresh, sync if the group changed, retry).
         self.recoveries = 0
         self.last_sync: SyncInfo | None = None
         self._generation_seen: int | None = None
@@ -182,7 +185,9 @@ class DiLoCo:
                     self._sync()
                 average = self._average()
                 break
-            except GroupChangedError:
+            except CollectiveFailed:
+                # GroupChangedError included. Retrying without a refresh would only meet
+                # GroupChangedError: a failed operation makes the daemon re-form the group.
                 if attempt == self.max_retries:
                     raise
                 self.group.refresh()

@@ -98,3 +98,78 @@ def test_survivors_of_a_killed_member_finish_with_the_same_model(tmp_path: Path)
         assert r["recoveries"] >= 1
         # The survivors held the same state when the group re-formed: nothing to broadcast.
         assert r["sync"].contributors == 2 and not r["sync"].broadcast
+
+
+def test_a_late_member_gets_the_model_from_the_group(tmp_path: Path) -> None:
+    """Two workers form a group (min_size 2, no fixed size) and train two outer steps; a
+    third, with other initial weights, joins. The leader admits it with a new generation; at
+    the next outer step everyone syncs from a member with the most outer steps, the newcomer's
+    stale update is left out, and all three end with the identical model."""
+    swarm = LocalSwarm(tmp_path, 3, {"collectives.reform_wait": 1.0})
+    paused = threading.Barrier(3, timeout=120)  # the first two, and the main thread
+    joined = threading.Event()
+    out: dict[int, Any] = {}
+    first = 2
+
+    def work(i: int) -> None:
+        try:
+            with swarm.client(i, timeout=120) as c:
+                group = c.join_group("diloco-late", min_size=2, wait=1.0, timeout=60)
+                model = _model()
+                if i == 3:  # other initial weights: what the group holds must replace them
+                    with torch.no_grad():
+                        for p in model.parameters():
+                            p.add_(1.0)
+                    joined.set()
+                x, y = _data(i)
+                inner = torch.optim.AdamW(model.parameters(), lr=0.01)
+                opt = DiLoCo(model, inner, group, inner_steps=H, codec="int8")
+
+                def train(outer_steps: int) -> None:
+                    for _ in range(H * outer_steps):
+                        loss = torch.nn.functional.cross_entropy(model(x), y)
+                        opt.zero_grad()
+                        loss.backward()
+                        opt.step()
+
+                if i != 3:
+                    train(first)
+                    paused.wait()  # the third joins now
+                    assert joined.wait(90)
+                train(OUTER - first)
+                out[i] = {
+                    "outer": opt.outer_params,
+                    "steps": opt.outer_steps,
+                    "recoveries": opt.recoveries,
+                    "world": group.world_size,
+                    "sync": opt.last_sync,
+                }
+        except Exception as exc:  # collected: asserted on below
+            out[i] = exc
+            joined.set()
+
+    try:
+        swarm.start()
+        swarm.wait_connected(2)
+        threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in (1, 2)]
+        for t in threads:
+            t.start()
+        paused.wait()
+        late = threading.Thread(target=work, args=(3,), daemon=True)
+        late.start()
+        threads.append(late)
+        for t in threads:
+            t.join(timeout=150)
+        assert not any(t.is_alive() for t in threads), "a worker hung"
+    finally:
+        swarm.stop()
+    for i in (1, 2, 3):
+        assert not isinstance(out[i], Exception), (i, out[i])
+    assert out[1]["outer"].tobytes() == out[2]["outer"].tobytes() == out[3]["outer"].tobytes()
+    assert [out[i]["steps"] for i in (1, 2, 3)] == [OUTER] * 3
+    assert [out[i]["world"] for i in (1, 2, 3)] == [3] * 3
+    assert out[1]["recoveries"] >= 1 and out[2]["recoveries"] >= 1
+    for i in (1, 2, 3):
+        sync = out[i]["sync"]
+        assert sync.broadcast and sync.contributors == 2
+        assert sync.root != 2  # ranks 0 and 1 are the first two; the newcomer is not the root

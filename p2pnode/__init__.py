@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 from p2pnode.ipc.client import Client
 from p2pnode.ipc.errors import (
     BadRequest,
+    CollectiveFailed,
     DaemonNotRunning,
     FrameTooLarge,
+    GroupChangedError,
     InternalError,
     InvalidParams,
     IpcError,
@@ -22,13 +24,18 @@ from p2pnode.ipc.errors import (
     NotFound,
     UnknownMethod,
 )
+from p2pnode.ipc.groups import AsyncGroup, Group
 
 __all__ = [
     "AsyncClient",
+    "AsyncGroup",
     "BadRequest",
     "Client",
+    "CollectiveFailed",
     "DaemonNotRunning",
     "FrameTooLarge",
+    "Group",
+    "GroupChangedError",
     "InternalError",
     "InvalidParams",
     "IpcError",

@@ -62,6 +62,21 @@ class NodeMetrics:
             registry=self.registry,
         )
 
+        self.collective_seconds = Histogram(
+            "p2pnode_collective_operation_seconds",
+            "Time of collective operations on this node, by kind and outcome (ok, failed or"
+            " group_changed)",
+            ["kind", "outcome"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.collective_bytes = Counter(
+            "p2pnode_collective_bytes_total",
+            "Payload bytes of collective operations, by direction (sent or received)",
+            ["direction"],
+            registry=self.registry,
+        )
+
         self._service_up = Gauge(
             "p2pnode_service_up",
             "1 while a service runs, 0 once a bug (or a failed write) stopped it",
@@ -79,6 +94,13 @@ class NodeMetrics:
     def observe_ipc(self, method: str, outcome: str, seconds: float) -> None:
         self.ipc_requests.labels(method, outcome).inc()
         self.ipc_seconds.labels(method).observe(seconds)
+
+    def observe_collective(
+        self, kind: str, outcome: str, seconds: float, sent: int, received: int
+    ) -> None:
+        self.collective_seconds.labels(kind, outcome).observe(seconds)
+        self.collective_bytes.labels("sent").inc(sent)
+        self.collective_bytes.labels("received").inc(received)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -157,7 +157,8 @@ class Node:
             )
             metrics.watch_service("rounds", lambda: rounds.error is None)
         collectives = CollectivesService(
-            host, cfg, dht=dht, membership=membership, events=events
+            host, cfg, dht=dht, membership=membership, events=events,
+            observe=metrics.observe_collective,
         )
         metrics.watch_service("collectives", lambda: collectives.error is None)
         return Services(

@@ -1,1 +1,4 @@
-"""Collective groups: all-reduce, broadcast, barrier and all-gather over the swarm (docs/collectives.md)."""
+"""Collective groups over the swarm: all-reduce, broadcast, barrier, all-gather.
+
+See docs/collectives.md.
+"""

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,8 @@ from p2pnode.network.dht import Dht
 from p2pnode_protocols.collectives.control import (
     MAX_CONTROL_BYTES,
     ControlError,
+    Ping,
+    Pong,
     check_group_name,
     decode_control,
     encode_control,
@@ -61,6 +64,7 @@ from p2pnode_protocols.collectives.group import (
     GroupRefused,
     JoinGroup,
     LeaveGroup,
+    LinksMeasured,
     OpFailed,
     PeerGone,
 )
@@ -87,6 +91,8 @@ class _Running:
     done: trio.Event = field(default_factory=trio.Event)
     error: CollectiveError | None = None
     outstanding: int = 0  # parts queued and not yet written
+    sent: int = 0  # payload bytes
+    received: int = 0
     progress_at: float = field(default_factory=trio.current_time)
     queues: dict[int, trio.MemorySendChannel[Out]] = field(default_factory=dict)
 
@@ -132,13 +138,21 @@ class Group:
 
 class CollectivesService:
     def __init__(
-        self, host: IHost, cfg: Config, *, dht: Dht, membership: Any, events: EventBus
+        self,
+        host: IHost,
+        cfg: Config,
+        *,
+        dht: Dht,
+        membership: Any,
+        events: EventBus,
+        observe: Callable[[str, str, float, int, int], None] | None = None,
     ) -> None:
         self.host = host
         self.cfg = cfg
         self.dht = dht
         self.membership = membership
         self.events = events
+        self.observe = observe  # (kind, outcome, seconds, bytes sent, bytes received)
         c = cfg.collectives
         self.stall_timeout = c.stall_timeout
         self.op_timeout = c.op_timeout
@@ -171,6 +185,9 @@ class CollectivesService:
         )
         self.groups: dict[str, Group] = {}
         self.counters: Counter[str] = Counter()
+        #: round trips (ms) to peers, measured while groups form; pings awaiting their pong
+        self.rtt_ms: dict[bytes, float] = {}
+        self._pings: dict[int, tuple[bytes, float]] = {}
         self._nursery: trio.Nursery | None = None
 
     @property
@@ -269,10 +286,20 @@ class CollectivesService:
                                 peers.add(ID.from_base58(pid).to_bytes())
                     if peers:
                         self.driver.submit(CandidatesFound(name=g.name, peers=frozenset(peers)))
+                    self._ping(g.name, peers - {self.me})
                 with trio.move_on_after(LOOKUP_INTERVAL if not g.formed else 5.0):
                     await g.changed.wait()
 
     # -- the machine's news ----------------------------------------------------------------------
+
+    def _ping(self, group: str, peers: Iterable[bytes]) -> None:
+        """Measure round trips to ``peers`` (answered in :meth:`_on_packet`), for the ring."""
+        now = trio.current_time()
+        self._pings = {k: v for k, v in self._pings.items() if now - v[1] < 10}
+        for peer in peers:
+            nonce = secrets.randbits(63)
+            self._pings[nonce] = (peer, now)
+            self.transport.send(peer, encode_control(Ping(group, nonce)))
 
     def _on_packet(self, sender: bytes, data: bytes) -> None:
         try:
@@ -280,6 +307,19 @@ class CollectivesService:
         except ControlError as exc:
             self.counters["refused_control"] += 1
             log.debug("bad control message from %s: %s", ID(sender), exc)
+            return
+        if isinstance(msg, Ping):
+            self.transport.send(sender, encode_control(Pong(msg.group, msg.nonce)))
+            return
+        if isinstance(msg, Pong):
+            sent = self._pings.pop(msg.nonce, None)
+            if sent is not None and sent[0] == sender:
+                rtt = (trio.current_time() - sent[1]) * 1000
+                old = self.rtt_ms.get(sender)
+                self.rtt_ms[sender] = rtt if old is None else 0.7 * old + 0.3 * rtt
+                if len(self.rtt_ms) > 1024:
+                    self.rtt_ms.pop(next(iter(self.rtt_ms)))
+                self.driver.submit(LinksMeasured(rtt_ms=dict(self.rtt_ms)))
             return
         self.driver.submit(MessageReceived(sender=sender, msg=msg))
 
@@ -421,11 +461,21 @@ class CollectivesService:
             finally:
                 if g.running is run:
                     g.running = None
+            seconds = time.perf_counter() - started
             g.stats["ops"] += 1
+            g.stats["bytes_sent"] += run.sent
+            g.stats["bytes_received"] += run.received
+            if self.observe is not None:
+                outcome = (
+                    "ok" if run.error is None
+                    else "group_changed" if isinstance(run.error, GroupChanged)
+                    else "failed"
+                )
+                self.observe(str(spec.kind), outcome, seconds, run.sent, run.received)
             if run.error is not None:
                 g.stats["failures"] += 1
                 raise run.error
-            g.stats["seconds"] += time.perf_counter() - started
+            g.stats["seconds"] += seconds
             return op
 
     async def _await(self, g: Group, run: _Running, deadline: float) -> None:
@@ -477,7 +527,7 @@ class CollectivesService:
             except LinkError as exc:
                 self._fail(g, run, CollectiveError(str(exc)), suspects={peer})
                 return
-            g.stats["bytes_sent"] += len(payload)
+            run.sent += len(payload)
             run.outstanding -= 1
             run.progress_at = trio.current_time()
             self._check_done(run)
@@ -554,7 +604,7 @@ class CollectivesService:
                         suspects={peer},
                     )
                     return
-                g.stats["bytes_received"] += len(payload)
+                run.received += len(payload)
                 run.progress_at = trio.current_time()
                 self._emit(g, run, outs)
                 return

@@ -11,6 +11,8 @@ beside the data: a part of an all-reduce goes on a data stream (:mod:`.wire`).
   member blames), so the other members fail it at once instead of at their deadline.
 - :class:`Refused`: the leader will not take the joiner (the group is full).
 - :class:`Leave`: a member leaves the group.
+- :class:`Ping` / :class:`Pong`: round trips to the other peers while the group forms, for the
+  ring's order (the service answers them; the group machine never sees them).
 
 Wire form: canonical CBOR ``[tag, group, ...]``; :func:`decode_control` bounds every field.
 """
@@ -33,6 +35,8 @@ __all__ = [
     "Formed",
     "Join",
     "Leave",
+    "Ping",
+    "Pong",
     "Redirect",
     "Refused",
     "check_group_name",
@@ -102,8 +106,22 @@ class Leave:
     generation: int
 
 
-Control = Join | Formed | Redirect | Abort | Refused | Leave
-_TAGS: dict[type, int] = {Join: 1, Formed: 2, Redirect: 3, Abort: 4, Refused: 5, Leave: 6}
+@dataclass(frozen=True, slots=True)
+class Ping:
+    group: str
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    group: str
+    nonce: int
+
+
+Control = Join | Formed | Redirect | Abort | Refused | Leave | Ping | Pong
+_TAGS: dict[type, int] = {
+    Join: 1, Formed: 2, Redirect: 3, Abort: 4, Refused: 5, Leave: 6, Ping: 7, Pong: 8,
+}
 
 
 def encode_control(m: Control) -> bytes:
@@ -125,6 +143,8 @@ def encode_control(m: Control) -> bytes:
         body = [m.reason]
     elif isinstance(m, Leave):
         body = [m.generation]
+    elif isinstance(m, Ping | Pong):
+        body = [m.nonce]
     else:
         raise TypeError(f"not a control message: {m!r}")
     return cbor2.dumps([_TAGS[type(m)], m.group, *body], canonical=True)
@@ -209,4 +229,7 @@ def decode_control(data: bytes) -> Control:
         return Refused(group, _text(body[0]))
     if tag == 6 and len(body) == 1:
         return Leave(group, _int(body[0], u32, "generation"))
+    if tag in (7, 8) and len(body) == 1:
+        nonce = _int(body[0], 2**64 - 1, "nonce")
+        return Ping(group, nonce) if tag == 7 else Pong(group, nonce)
     raise ControlError(f"unknown control message tag {tag} or wrong field count")

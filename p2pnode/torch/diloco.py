@@ -78,6 +78,8 @@ class DiLoCo:
     ``params_or_module``: the module, or the parameters ``inner`` updates (CPU float32). Every
     member must wrap a model of the same shape. ``codec``: the all-reduce's ("none", "fp16",
     "int8", "topk"). Use it as an optimizer: ``loss.backward(); opt.step(); opt.zero_grad()``.
+    The outer params start as the model's params at the first :meth:`step` (so weights loaded
+    after building the wrapper count).
 
     Errors: ``CollectiveFailed`` (or its subclass ``GroupChangedError``) from the group when an
     outer step still fails after ``max_retries`` refreshes, or from ``refresh()`` itself; the
@@ -140,6 +142,9 @@ class DiLoCo:
         # other point, and their difference to the new outer params means nothing.
         self._contributes = True
         self._contributors = 0
+        # The outer params start as the model's params at the first step(), so weights loaded
+        # into the model after the wrapper was built (a common order) are the starting point.
+        self._fresh = True
 
     # -- the optimizer face ---------------------------------------------------------------
 
@@ -153,6 +158,9 @@ class DiLoCo:
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One inner step; after every ``inner_steps``-th, an outer step (a collective call)."""
+        if self._fresh:
+            self._outer = flat_copy(self.params)
+            self._fresh = False
         loss = self.inner.step() if closure is None else self.inner.step(closure)
         self.inner_steps_done += 1
         if self.inner_steps_done % self.inner_steps == 0:
@@ -282,3 +290,4 @@ class DiLoCo:
         self.inner_steps_done = int(state["inner_steps_done"])
         self._generation_seen = None
         self._contributes = True
+        self._fresh = False

@@ -310,3 +310,15 @@ def test_zero_grad_and_param_groups_pass_through() -> None:
     opt.zero_grad()
     assert all(p.grad is None for p in net.parameters())
     assert opt.param_groups is inner.param_groups
+
+
+def test_weights_loaded_after_the_wrapper_is_built_are_the_starting_point() -> None:
+    world = LocalWorld(1)
+    net = _model(0)
+    opt = DiLoCo(net, torch.optim.SGD(net.parameters(), lr=0.0), world.groups[0], inner_steps=1)
+    net.load_state_dict(_model(7).state_dict())  # after the wrapper: the usual restore order
+    loaded = np.concatenate([p.detach().numpy().ravel() for p in net.parameters()])
+    net(torch.ones(1, 8)).sum().backward()
+    opt.step()  # lr 0: the params do not move, so the pseudo-gradient is exactly zero
+    assert opt.outer_steps == 1
+    np.testing.assert_array_equal(opt.outer_params, loaded)

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-#: AdamW settings shared by both runs (tuned for the digits MLP, see docs/collectives_diloco.md).
+#: AdamW settings shared by both runs (tuned for the digits MLP, see docs/collectives.md, "DiLoCo").
 INNER_LR = 1e-3
 WEIGHT_DECAY = 0.1
 BATCH = 32

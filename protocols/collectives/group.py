@@ -275,7 +275,14 @@ class GroupMachine:
             g.joiners.pop(e.peer, None)
             if g.formed and e.peer in g.members:
                 g.suspects.add(e.peer)
-                out += self._break(g, now, f"member {e.peer.hex()[:16]} is gone")
+                # Tell the others, so the whole group re-forms, not just the members whose
+                # membership saw the death first (or at all: a verdict may be false).
+                reason = f"member {e.peer.hex()[:16]} is gone"
+                abort = Abort(g.name, g.generation, 0, reason, (e.peer,))
+                out += [
+                    Send(to=p, msg=abort) for p in g.members if p not in (self.me, e.peer)
+                ]
+                out += self._break(g, now, reason)
             elif e.peer in g.previous:
                 g.suspects.add(e.peer)
         return out

@@ -256,3 +256,22 @@ def test_a_size_with_a_minimum_forms_with_the_minimum_after_the_wait() -> None:
     w.discover(IDS[:3])
     w.run(2.0)
     assert sorted(w.formed(IDS[2]).members) == sorted(IDS[:3])  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_false_death_verdicts_do_not_split_the_group_for_good(seed: int) -> None:
+    # Found by benchmarks/collectives.py: a thinks b is dead and c thinks d is dead, while
+    # every process is alive and every message arrives. Each verdict breaks the whole group
+    # (its Abort reaches every member), every member rejoins, and the group ends whole again:
+    # one generation of all four on every member.
+    w = World(IDS[:4], seed)
+    w.join(w.ids, size=4)
+    w.run(3.0)
+    a, b, c, d = sorted(w.ids)
+    w.handle(a, PeerGone(peer=b))
+    w.handle(c, PeerGone(peer=d))
+    w.run(20.0)
+    last = {w.formed(i) for i in w.ids}
+    assert len(last) == 1
+    final = last.pop()
+    assert final is not None and sorted(final.members) == sorted(w.ids)

@@ -267,6 +267,11 @@ class CollectivesService:
             self._fail(g, g.running, CollectiveError("this node left the group"), report=False)
         await self.links.close_group(name)
 
+    def leave_soon(self, name: str) -> None:
+        """:meth:`leave` in the background (from a callback that cannot wait)."""
+        if self._nursery is not None:
+            self._nursery.start_soon(self.leave, name)
+
     async def _discover(self, g: Group) -> None:
         """Announce this node under the group's name and look the others up while forming."""
         name = provider_name(g.name)
@@ -370,15 +375,24 @@ class CollectivesService:
         g.pulse()
 
     async def _watch_members(self) -> None:
-        """Membership's verdicts: a member declared dead is gone from its groups."""
+        """Membership's verdicts: a member declared dead, and no longer connected, is gone
+        from its groups."""
         reported: set[bytes] = set()
         while True:
             await trio.sleep(WATCH_INTERVAL)
             if self.membership is None or not self.groups:
                 continue
             in_groups = {m for g in self.groups.values() for m in g.members}
+            network = self.host.get_network()
             for v in self.membership.members():
-                if v.node in in_groups and v.status == MemberStatus.DEAD:
+                # A verdict alone is not enough while our connection to the member is up: a
+                # daemon busy moving an all-reduce's gigabytes can miss its heartbeats, while a
+                # dead one's connection closes (and a hung one stalls the operation anyway).
+                if (
+                    v.node in in_groups
+                    and v.status == MemberStatus.DEAD
+                    and not network.connections.get(ID(v.node))
+                ):
                     if v.node not in reported:
                         reported.add(v.node)
                         self.driver.submit(PeerGone(peer=v.node))

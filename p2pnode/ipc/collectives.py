@@ -1,6 +1,7 @@
 """IPC methods of the collectives service (docs/collectives.md, docs/ipc.md).
 
-``group.join`` (waits until formed), ``group.leave``, ``group.status``, and the operations
+``group.join`` (waits until formed; the node stays in the group until ``group.leave`` or
+until every connection that joined it closes), ``group.leave``, ``group.status``, and the operations
 ``group.all_reduce``, ``group.broadcast``, ``group.all_gather``, ``group.barrier``. An
 operation names the group and the generation its caller knows: a group that changed since
 answers ``group_changed`` (refresh with ``group.join`` and retry). Arrays are float32 and come
@@ -43,6 +44,26 @@ def _timeout(params: dict[str, Any]) -> float | None:
 def build_collective_methods(*, collectives: CollectivesService) -> dict[str, Method]:
     svc = collectives
 
+    # The connections that joined each group: the node leaves a group when the last of them
+    # closes, so a training script that crashed does not leave a member that never calls.
+    holders: dict[str, set[Session]] = {}
+
+    def hold(session: Session, name: str) -> None:
+        key = ("group", name)
+        if key in session.extras:
+            return
+        session.extras[key] = True  # a member's connection is never evicted as idle
+        holders.setdefault(name, set()).add(session)
+
+        def release() -> None:
+            held = holders.get(name, set())
+            held.discard(session)
+            if not held:
+                holders.pop(name, None)
+                svc.leave_soon(name)
+
+        session.on_close.append(release)
+
     def group_of(params: dict[str, Any]) -> tuple[str, int]:
         name = param(params, "name", str)
         if name not in svc.groups:
@@ -73,10 +94,13 @@ def build_collective_methods(*, collectives: CollectivesService) -> dict[str, Me
             raise InvalidParams(str(exc)) from None
         except CollectiveError as exc:
             raise CollectiveFailed(str(exc)) from None
+        hold(session, name)
         return g.describe()
 
     async def leave(params: dict[str, Any], session: Session, rid: int) -> Any:
         name = param(params, "name", str)
+        holders.pop(name, None)
+        session.extras.pop(("group", name), None)
         await svc.leave(name)
         return {"left": name}
 

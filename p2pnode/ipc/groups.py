@@ -179,7 +179,15 @@ class Group(_Core):
         return dict(self.status()["stats"])
 
     def leave(self) -> None:
-        self._call("group.leave", {"name": self.name}, 30.0)
+        """Leave the group (the others re-form without this member) and free the buffer."""
+        try:
+            self._call("group.leave", {"name": self.name}, 30.0)
+        finally:
+            self._close_buffer()
+
+    def close(self) -> None:
+        """Free the shared-memory buffer without leaving (the group is left when the client's
+        connection closes)."""
         self._close_buffer()
 
 
@@ -231,5 +239,10 @@ class AsyncGroup(_Core):
         return dict(groups[0])
 
     async def leave(self) -> None:
-        await self._call("group.leave", {"name": self.name}, 30.0)
+        try:
+            await self._call("group.leave", {"name": self.name}, 30.0)
+        finally:
+            self._close_buffer()
+
+    def close(self) -> None:
         self._close_buffer()

@@ -56,6 +56,7 @@ async def test_a_machine_that_raises_stops_only_its_service(tmp_path: Path) -> N
                 "membership": "running",
                 "consensus": "running",
                 "rounds": "running",
+                "collectives": "running",
             }
             first = await c.consensus_submit({"type": "kv_put", "key": "before", "value": b"1"})
 

@@ -36,6 +36,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -52,6 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from p2pnode import Client
 from p2pnode.collectives.codecs import codec_of, decode_part, encode_part
 from p2pnode.collectives.engine import choose_algorithm
+from p2pnode.ipc.errors import CollectiveFailed, GroupChangedError
+from p2pnode.ipc.groups import Group
 from p2pnode.swarm import SwarmNode, prepare, start, stop, wait_ready
 
 M = 1 << 20
@@ -59,6 +62,7 @@ GROUP = "bench"
 WARMUP = 2
 OP_TIMEOUT = 120.0  # seconds one call (or barrier) may take before the run is abandoned
 CELL_TIMEOUT = 900.0  # seconds the parent waits for the workers to finish one cell
+MAX_REDO = 3  # a cell is run again at most this often when the group changed under it
 #: Hivemind 1.1.12, issue 16: seconds per all-reduce for none / fp16 / uint8, by size
 HIVEMIND = {1 * M: (0.19, 0.15, 0.13), 4 * M: (0.57, 0.44, 0.44), 16 * M: (1.70, 1.24, 1.36)}
 HIVEMIND_CODEC = {"none": 0, "fp16": 1, "int8": 2}
@@ -82,8 +86,20 @@ def inputs(seed: int, worker: int, n: int) -> np.ndarray:
 # -- the workers ---------------------------------------------------------------------------------
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(143)  # so the worker's finally removes its shared-memory buffer
+
+
 def worker(index: int, socket: str, peers: int, seed: int, conn: Connection) -> None:
-    """One member: joins the group, then runs each cell the parent sends until told to stop."""
+    """One member: joins the group, then runs each cell the parent sends until told to stop.
+
+    A cell ends with ``("cell", ...)`` or, if the group changed under it (a member declared
+    dead, say) or an operation failed, ``("changed", reason)``; the parent then has every
+    worker refresh the group and run the cell again from its start, so the members' calls
+    stay paired.
+    """
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    g: Group | None = None
     try:
         with Client(socket_path=socket, timeout=OP_TIMEOUT + 30) as c:
             g = c.join_group(GROUP, size=peers, timeout=OP_TIMEOUT)
@@ -94,30 +110,46 @@ def worker(index: int, socket: str, peers: int, seed: int, conn: Connection) -> 
                 if msg[0] == "stop":
                     g.leave()
                     return
+                if msg[0] == "refresh":
+                    g.refresh(timeout=OP_TIMEOUT)
+                    conn.send(("refreshed", g.generation))
+                    continue
                 _, n, codec, repeat, algorithm, out_path = msg
                 if x is None or x.size != n:
                     x = inputs(seed, index, n)
-                before = g.stats.get("seconds", 0.0)
-                cpu0 = time.process_time()
-                times = []
-                barriers = 0.0  # the daemon counts barriers in its op seconds too
-                out = x
-                for k in range(WARMUP + repeat):
-                    t = time.perf_counter()
-                    g.barrier(timeout=OP_TIMEOUT)
-                    barriers += time.perf_counter() - t
-                    t = time.perf_counter()
-                    out = g.all_reduce(
-                        x, op="sum", codec=codec, algorithm=algorithm, timeout=OP_TIMEOUT
-                    )
-                    if k >= WARMUP:
-                        times.append(time.perf_counter() - t)
-                cpu = time.process_time() - cpu0
-                daemon_seconds = g.stats.get("seconds", 0.0) - before - barriers
-                np.save(out_path, out)
-                conn.send(("cell", times, cpu, daemon_seconds))
+                try:
+                    conn.send(cell(g, x, codec, repeat, algorithm, out_path))
+                except (GroupChangedError, CollectiveFailed) as exc:
+                    # A failed operation re-forms the group too: both mean refresh and redo.
+                    conn.send(("changed", f"{type(exc).__name__}: {exc}"))
     except BaseException:
         conn.send(("error", traceback.format_exc()))
+    finally:
+        if g is not None:
+            g._close_buffer()  # no IPC: the daemon may be gone, or the socket mid-call
+
+
+def cell(
+    g: Group, x: np.ndarray, codec: str, repeat: int, algorithm: str | None, out_path: str
+) -> tuple[Any, ...]:
+    """One size and codec: the timed calls, this worker's CPU and the daemon's op seconds."""
+    before = g.stats.get("seconds", 0.0)
+    cpu0 = time.process_time()
+    times = []
+    barriers = 0.0  # the daemon counts barriers in its op seconds too
+    out = x
+    for k in range(WARMUP + repeat):
+        t = time.perf_counter()
+        g.barrier(timeout=OP_TIMEOUT)
+        barriers += time.perf_counter() - t
+        t = time.perf_counter()
+        out = g.all_reduce(x, op="sum", codec=codec, algorithm=algorithm, timeout=OP_TIMEOUT)
+        if k >= WARMUP:
+            times.append(time.perf_counter() - t)
+    cpu = time.process_time() - cpu0
+    daemon_seconds = g.stats.get("seconds", 0.0) - before - barriers
+    np.save(out_path, out)
+    return ("cell", times, cpu, daemon_seconds)
 
 
 # -- the parent ----------------------------------------------------------------------------------
@@ -204,11 +236,23 @@ def run(args: argparse.Namespace, tmp: Path, scratch: Path) -> dict[str, Any]:
                 exact += inputs(args.seed, i, n)
             for codec in args.codecs:
                 paths = [scratch / f"w{i}.npy" for i in range(args.peers)]
-                cpu0 = [cpu_seconds(p) for p in pids]
-                for i, conn in enumerate(conns):
-                    conn.send(("cell", n, codec, args.repeat, args.algorithm, str(paths[i])))
-                replies = receive(conns, CELL_TIMEOUT)
-                daemon_cpu = sum(cpu_seconds(p) for p in pids) - sum(cpu0)
+                breaks: list[str] = []
+                while True:
+                    cpu0 = [cpu_seconds(p) for p in pids]
+                    for i, conn in enumerate(conns):
+                        conn.send(("cell", n, codec, args.repeat, args.algorithm, str(paths[i])))
+                    replies = receive(conns, CELL_TIMEOUT)
+                    daemon_cpu = sum(cpu_seconds(p) for p in pids) - sum(cpu0)
+                    changed = [r[1] for r in replies if r[0] == "changed"]
+                    if not changed:
+                        break
+                    breaks.append(changed[0])
+                    print(f"# {size_name(n)} {codec}: group changed: {changed[0]}", file=sys.stderr)
+                    if len(breaks) > MAX_REDO:
+                        raise RuntimeError(f"the group broke {len(breaks)} times: {breaks}")
+                    for conn in conns:
+                        conn.send(("refresh",))
+                    receive(conns, OP_TIMEOUT + 30)
                 calls = WARMUP + args.repeat
                 per_call = [max(r[1][k] for r in replies) for k in range(args.repeat)]
                 med = statistics.median(per_call)
@@ -233,6 +277,7 @@ def run(args: argparse.Namespace, tmp: Path, scratch: Path) -> dict[str, Any]:
                     "worker_cpu": sum(r[2] for r in replies) / calls,
                     "daemon_op_seconds": max(r[3] for r in replies) / calls,
                     "codec_seconds": codec_seconds(inputs(args.seed, 0, n), codec),
+                    "group_breaks": breaks,
                 }
                 ref = HIVEMIND.get(n)
                 if ref is not None and codec in HIVEMIND_CODEC:
@@ -275,8 +320,9 @@ def table(report: dict[str, Any]) -> str:
         "",
         "| size | codec | algorithm | s / all-reduce (p90) | Hivemind s | ours/theirs | MB/s "
         "| max abs error | identical | daemons' CPU s / op | workers' CPU s / op "
-        "| daemon's op s | codec enc+dec s | peak RSS MiB / daemon (Hivemind 1229) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| daemon's op s | codec enc+dec s | peak RSS MiB / daemon (Hivemind 1229) "
+        "| group breaks |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["rows"]:
         ref = r.get("hivemind")
@@ -286,8 +332,14 @@ def table(report: dict[str, Any]) -> str:
             f"| {_ratio(r['seconds'], ref)} | {r['mb_per_s']:.0f} "
             f"| {r['max_abs_error']:.2e} | {r['identical']} | {r['daemon_cpu']:.2f} "
             f"| {r['worker_cpu']:.2f} | {r['daemon_op_seconds']:.3f} | {r['codec_seconds']:.3f} "
-            f"| {r['peak_rss_mib']:.0f} ({r['peak_rss_mib'] / (HIVEMIND_RSS_GIB * 1024):.2f}x) |"
+            f"| {r['peak_rss_mib']:.0f} ({r['peak_rss_mib'] / (HIVEMIND_RSS_GIB * 1024):.2f}x) "
+            f"| {len(r['group_breaks'])} |"
         )
+    breaks = [(r, b) for r in report["rows"] for b in r["group_breaks"]]
+    if breaks:
+        lines.append("")
+        lines.append("Cells run again after the group changed under them:")
+        lines += [f"- {size_name(r['size'])} {r['codec']}: {b}" for r, b in breaks]
     return "\n".join(lines)
 
 
@@ -318,8 +370,12 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="p2pnode-coll-out-", dir=shm))
     try:
         report = run(args, tmp, scratch)
-    finally:
+    except BaseException:
+        print(f"# failed: the daemons' logs are kept in {tmp}/swarm/node-*/", file=sys.stderr)
+        raise
+    else:
         shutil.rmtree(tmp, ignore_errors=True)
+    finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(json.dumps(report, indent=2) if args.json else table(report))
     return 0

@@ -2,7 +2,7 @@
 
     python benchmarks/collectives.py [--sizes 1M 4M 16M] [--codecs none fp16 int8]
                                      [--repeat 10] [--peers 4] [--algorithm ring|butterfly|direct]
-                                     [--seed 0] [--json]
+                                     [--seed 0] [--set KEY=VALUE]... [--json]
 
 It starts ``--peers`` daemons on 127.0.0.1 (``p2pnode.swarm``, as ``p2pnode swarm`` does) and
 one worker *process* per daemon (multiprocessing, spawn: each has its own client and its own
@@ -41,6 +41,7 @@ import statistics
 import sys
 import tempfile
 import time
+import tomllib
 import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -73,6 +74,17 @@ def parse_size(text: str) -> int:
     """``1M``, ``512K`` or a plain number of elements."""
     scale = {"K": 1 << 10, "M": M}.get(text[-1:].upper(), 1)
     return int(text[:-1] if scale > 1 else text) * scale
+
+
+def setting(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as TOML (a number, a quoted string, true, ...)."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError("give KEY=VALUE")
+    try:
+        return key, tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key, value  # a bare word: a string
 
 
 def size_name(n: int) -> str:
@@ -205,7 +217,7 @@ def codec_seconds(x: np.ndarray, codec: str) -> float:
 
 
 def run(args: argparse.Namespace, tmp: Path, scratch: Path) -> dict[str, Any]:
-    nodes = prepare(tmp / "swarm", args.peers, {"log_level": "warning"})
+    nodes = prepare(tmp / "swarm", args.peers, {"log_level": "warning", **dict(args.set)})
     ctx = mp.get_context("spawn")
     procs: list[Any] = []
     conns: list[Connection] = []
@@ -361,6 +373,15 @@ def main() -> int:
         help="the schedule (default: the daemon's choice)",
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        type=setting,
+        metavar="KEY=VALUE",
+        help="a daemon setting (docs/configuration.md; VALUE as TOML), e.g. "
+        "membership.probe_timeout=0.8 (repeatable)",
+    )
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     args = ap.parse_args()
     if args.peers < 2 or args.repeat < 1:

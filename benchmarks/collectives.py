@@ -19,10 +19,11 @@ member), and the cell's time is the median over the calls. Printed per cell:
   float32 from a fixed seed per worker and size; the sum in float64 on the parent), and
   whether every worker got the same bytes;
 - where the time goes: the daemons' CPU seconds per call (all daemons together, from
-  /proc/<pid>/stat), the workers' CPU seconds per call, the daemons' own time in the operation
-  (``group.status`` seconds, less the barriers' time: from the operation's start to its end,
-  so wall minus it is the client and IPC side), and the codec's encode + decode of the whole
-  array once in this process;
+  /proc/<pid>/stat; barriers included), the payload bytes all members sent per call and the
+  daemons' CPU per MB of it, the workers' CPU seconds per call, the daemons' own time in the
+  operation (``group.status`` seconds, less the barriers' time: from the operation's start to
+  its end, so wall minus it is the client and IPC side), and the codec's encode + decode of
+  the whole array once in this process;
 - the daemons' peak RSS (VmHWM, the max over daemons; read after each size, so it is the peak
   since start-up) beside Hivemind's 1.2 GiB per averaging peer.
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing as mp
 import os
 import shutil
@@ -114,6 +116,7 @@ def worker(index: int, socket: str, peers: int, seed: int, conn: Connection) -> 
     g: Group | None = None
     try:
         with Client(socket_path=socket, timeout=OP_TIMEOUT + 30) as c:
+            daemon_pid = int(c.status()["pid"])
             g = c.join_group(GROUP, size=peers, timeout=OP_TIMEOUT)
             conn.send(("joined", g.rank))
             x: np.ndarray | None = None
@@ -130,7 +133,7 @@ def worker(index: int, socket: str, peers: int, seed: int, conn: Connection) -> 
                 if x is None or x.size != n:
                     x = inputs(seed, index, n)
                 try:
-                    conn.send(cell(g, x, codec, repeat, algorithm, out_path))
+                    conn.send(cell(g, x, codec, repeat, algorithm, out_path, daemon_pid))
                 except (GroupChangedError, CollectiveFailed) as exc:
                     # A failed operation re-forms the group too: both mean refresh and redo.
                     conn.send(("changed", f"{type(exc).__name__}: {exc}"))
@@ -142,34 +145,50 @@ def worker(index: int, socket: str, peers: int, seed: int, conn: Connection) -> 
 
 
 def cell(
-    g: Group, x: np.ndarray, codec: str, repeat: int, algorithm: str | None, out_path: str
+    g: Group,
+    x: np.ndarray,
+    codec: str,
+    repeat: int,
+    algorithm: str | None,
+    out_path: str,
+    daemon_pid: int,
 ) -> tuple[Any, ...]:
-    """One size and codec: the timed calls, this worker's CPU and the daemon's op seconds."""
-    before = g.stats.get("seconds", 0.0)
-    cpu0 = time.process_time()
+    """One size and codec: the timed calls' seconds, and over them this worker's CPU, its
+    daemon's CPU, the daemon's op seconds and the payload bytes the daemon sent."""
+
+    def call() -> tuple[float, float, np.ndarray]:
+        t = time.perf_counter()
+        g.barrier(timeout=OP_TIMEOUT)
+        t1 = time.perf_counter()
+        out = g.all_reduce(x, op="sum", codec=codec, algorithm=algorithm, timeout=OP_TIMEOUT)
+        return t1 - t, time.perf_counter() - t1, out
+
+    for _ in range(WARMUP):
+        call()
+    stats = g.stats
+    cpu0, daemon_cpu0 = time.process_time(), cpu_seconds(daemon_pid)
     times = []
     barriers = 0.0  # the daemon counts barriers in its op seconds too
     out = x
-    for k in range(WARMUP + repeat):
-        t = time.perf_counter()
-        g.barrier(timeout=OP_TIMEOUT)
-        barriers += time.perf_counter() - t
-        t = time.perf_counter()
-        out = g.all_reduce(x, op="sum", codec=codec, algorithm=algorithm, timeout=OP_TIMEOUT)
-        if k >= WARMUP:
-            times.append(time.perf_counter() - t)
-    cpu = time.process_time() - cpu0
-    daemon_seconds = g.stats.get("seconds", 0.0) - before - barriers
+    for _ in range(repeat):
+        barrier, took, out = call()
+        barriers += barrier
+        times.append(took)
+    cpu, daemon_cpu = time.process_time() - cpu0, cpu_seconds(daemon_pid) - daemon_cpu0
+    after = g.stats
+    daemon_seconds = after.get("seconds", 0.0) - stats.get("seconds", 0.0) - barriers
+    sent = after.get("bytes_sent", 0) - stats.get("bytes_sent", 0)
     np.save(out_path, out)
-    return ("cell", times, cpu, daemon_seconds)
-
-
-# -- the parent ----------------------------------------------------------------------------------
+    return ("cell", times, cpu, daemon_seconds, sent, daemon_cpu)
 
 
 def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- the parent ----------------------------------------------------------------------------------
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -208,12 +227,16 @@ def receive(conns: list[Connection], timeout: float) -> list[tuple[Any, ...]]:
 
 
 def codec_seconds(x: np.ndarray, codec: str) -> float:
-    """Encode + decode of the whole array once, in this process (the codec's CPU cost)."""
+    """Encode + decode of the whole array once, in this process (the codec's CPU cost): the
+    best of two after a first call (which also pays for fresh pages)."""
     c = codec_of(codec)
     rng = np.random.default_rng(0)
-    t = time.perf_counter()
-    decode_part(c, encode_part(c, x, rng), x.size)
-    return time.perf_counter() - t
+    best = math.inf
+    for _ in range(3):
+        t = time.perf_counter()
+        decode_part(c, encode_part(c, x, rng), x.size)
+        best = min(best, time.perf_counter() - t)
+    return best
 
 
 def run(args: argparse.Namespace, tmp: Path, scratch: Path) -> dict[str, Any]:
@@ -222,6 +245,7 @@ def run(args: argparse.Namespace, tmp: Path, scratch: Path) -> dict[str, Any]:
     procs: list[Any] = []
     conns: list[Connection] = []
     rows: list[dict[str, Any]] = []
+    load_before = os.getloadavg()
     try:
         t0 = time.monotonic()
         start(nodes)
@@ -250,11 +274,9 @@ def run(args: argparse.Namespace, tmp: Path, scratch: Path) -> dict[str, Any]:
                 paths = [scratch / f"w{i}.npy" for i in range(args.peers)]
                 breaks: list[str] = []
                 while True:
-                    cpu0 = [cpu_seconds(p) for p in pids]
                     for i, conn in enumerate(conns):
                         conn.send(("cell", n, codec, args.repeat, args.algorithm, str(paths[i])))
                     replies = receive(conns, CELL_TIMEOUT)
-                    daemon_cpu = sum(cpu_seconds(p) for p in pids) - sum(cpu0)
                     changed = [r[1] for r in replies if r[0] == "changed"]
                     if not changed:
                         break
@@ -265,7 +287,7 @@ def run(args: argparse.Namespace, tmp: Path, scratch: Path) -> dict[str, Any]:
                     for conn in conns:
                         conn.send(("refresh",))
                     receive(conns, OP_TIMEOUT + 30)
-                calls = WARMUP + args.repeat
+                calls = args.repeat
                 per_call = [max(r[1][k] for r in replies) for k in range(args.repeat)]
                 med = statistics.median(per_call)
                 results = [np.load(p, mmap_mode="r") for p in paths]
@@ -285,9 +307,10 @@ def run(args: argparse.Namespace, tmp: Path, scratch: Path) -> dict[str, Any]:
                     "mb_per_s": 4 * n / 1e6 / med,
                     "max_abs_error": err,
                     "identical": same,
-                    "daemon_cpu": daemon_cpu / calls,
+                    "daemon_cpu": sum(r[5] for r in replies) / calls,
                     "worker_cpu": sum(r[2] for r in replies) / calls,
                     "daemon_op_seconds": max(r[3] for r in replies) / calls,
+                    "mb_sent": sum(r[4] for r in replies) / calls / 1e6,
                     "codec_seconds": codec_seconds(inputs(args.seed, 0, n), codec),
                     "group_breaks": breaks,
                 }
@@ -316,6 +339,8 @@ def run(args: argparse.Namespace, tmp: Path, scratch: Path) -> dict[str, Any]:
         "seed": args.seed,
         "cores": os.cpu_count(),
         "ready_seconds": ready,
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
         "rows": rows,
     }
 
@@ -328,13 +353,14 @@ def table(report: dict[str, Any]) -> str:
     lines = [
         f"{report['peers']} daemons on 127.0.0.1, one worker process each; median of "
         f"{report['repeat']} all-reduces (op sum) after {WARMUP} warm-ups, each the max over the "
-        f"workers; seed {report['seed']}; {report['cores']} cores",
+        f"workers; seed {report['seed']}; {report['cores']} cores; load average "
+        f"{report['load_before'][0]:.1f} before, {report['load_after'][0]:.1f} after",
         "",
         "| size | codec | algorithm | s / all-reduce (p90) | Hivemind s | ours/theirs | MB/s "
         "| max abs error | identical | daemons' CPU s / op | workers' CPU s / op "
-        "| daemon's op s | codec enc+dec s | peak RSS MiB / daemon (Hivemind 1229) "
-        "| group breaks |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| daemon's op s | MB sent / op (all) | daemons' CPU ms / MB sent | codec enc+dec s "
+        "| peak RSS MiB / daemon (Hivemind 1229) | group breaks |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["rows"]:
         ref = r.get("hivemind")
@@ -343,7 +369,8 @@ def table(report: dict[str, Any]) -> str:
             f"| {r['seconds']:.3f} ({r['p90']:.3f}) | {ref if ref is not None else '-'} "
             f"| {_ratio(r['seconds'], ref)} | {r['mb_per_s']:.0f} "
             f"| {r['max_abs_error']:.2e} | {r['identical']} | {r['daemon_cpu']:.2f} "
-            f"| {r['worker_cpu']:.2f} | {r['daemon_op_seconds']:.3f} | {r['codec_seconds']:.3f} "
+            f"| {r['worker_cpu']:.2f} | {r['daemon_op_seconds']:.3f} | {r['mb_sent']:.0f} "
+            f"| {1e3 * r['daemon_cpu'] / max(r['mb_sent'], 1e-9):.1f} | {r['codec_seconds']:.3f} "
             f"| {r['peak_rss_mib']:.0f} ({r['peak_rss_mib'] / (HIVEMIND_RSS_GIB * 1024):.2f}x) "
             f"| {len(r['group_breaks'])} |"
         )

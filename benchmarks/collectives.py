@@ -2,7 +2,7 @@
 
     python benchmarks/collectives.py [--sizes 1M 4M 16M] [--codecs none fp16 int8]
                                      [--repeat 10] [--peers 4] [--algorithm ring|butterfly|direct]
-                                     [--seed 0] [--set KEY=VALUE]... [--json]
+                                     [--seed 0] [--set KEY=VALUE]... [--keep] [--json]
 
 It starts ``--peers`` daemons on 127.0.0.1 (``p2pnode.swarm``, as ``p2pnode swarm`` does) and
 one worker *process* per daemon (multiprocessing, spawn: each has its own client and its own
@@ -410,6 +410,9 @@ def main() -> int:
         "membership.probe_timeout=0.8 (repeatable)",
     )
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
+    ap.add_argument(
+        "--keep", action="store_true", help="keep the daemons' dirs (their logs) and say where"
+    )
     args = ap.parse_args()
     if args.peers < 2 or args.repeat < 1:
         ap.error("--peers 2 or more, --repeat 1 or more")
@@ -422,7 +425,10 @@ def main() -> int:
         print(f"# failed: the daemons' logs are kept in {tmp}/swarm/node-*/", file=sys.stderr)
         raise
     else:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if args.keep:
+            print(f"# the daemons' dirs are kept in {tmp}/swarm/", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(json.dumps(report, indent=2) if args.json else table(report))

@@ -179,7 +179,12 @@ def cell(
     daemon_seconds = after.get("seconds", 0.0) - stats.get("seconds", 0.0) - barriers
     sent = after.get("bytes_sent", 0) - stats.get("bytes_sent", 0)
     np.save(out_path, out)
-    return ("cell", times, cpu, daemon_seconds, sent, daemon_cpu)
+    st = g.status()
+    view = {
+        "handle": [g.generation, g.rank, g.members],
+        "daemon": [st["generation"], st["rank"], st["members"], st["formed"]],
+    }
+    return ("cell", times, cpu, daemon_seconds, sent, daemon_cpu, view)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -296,6 +301,14 @@ def run(args: argparse.Namespace, tmp: Path, scratch: Path) -> dict[str, Any]:
                 del results
                 for p in paths:
                     p.unlink()
+                # Every member must see one group: the same generation and members, and its own
+                # rank in them (a wrong sum with a split view is the daemons' bug, not noise).
+                views = [r[6] for r in replies]
+                gens = {(v["handle"][0], v["daemon"][0], tuple(v["daemon"][2])) for v in views}
+                ranks = sorted(v["daemon"][1] for v in views)
+                consistent = len(gens) == 1 and ranks == list(range(args.peers))
+                if not consistent or not same:
+                    print(f"# {size_name(n)} {codec}: views {views}", file=sys.stderr)
                 algorithm = args.algorithm or str(choose_algorithm(4 * n, args.peers, codec))
                 row = {
                     "size": n,
@@ -307,6 +320,8 @@ def run(args: argparse.Namespace, tmp: Path, scratch: Path) -> dict[str, Any]:
                     "mb_per_s": 4 * n / 1e6 / med,
                     "max_abs_error": err,
                     "identical": same,
+                    "one_view": consistent,
+                    "generation": views[0]["daemon"][0],
                     "daemon_cpu": sum(r[5] for r in replies) / calls,
                     "worker_cpu": sum(r[2] for r in replies) / calls,
                     "daemon_op_seconds": max(r[3] for r in replies) / calls,
@@ -372,7 +387,8 @@ def table(report: dict[str, Any]) -> str:
             f"| {r['worker_cpu']:.2f} | {r['daemon_op_seconds']:.3f} | {r['mb_sent']:.0f} "
             f"| {1e3 * r['daemon_cpu'] / max(r['mb_sent'], 1e-9):.1f} | {r['codec_seconds']:.3f} "
             f"| {r['peak_rss_mib']:.0f} ({r['peak_rss_mib'] / (HIVEMIND_RSS_GIB * 1024):.2f}x) "
-            f"| {len(r['group_breaks'])} |"
+            f"| {len(r['group_breaks'])} (generation {r['generation']}"
+            f"{'' if r['one_view'] else ', VIEWS DIFFER'}) |"
         )
     breaks = [(r, b) for r in report["rows"] for b in r["group_breaks"]]
     if breaks:

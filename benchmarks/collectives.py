@@ -27,6 +27,12 @@ member), and the cell's time is the median over the calls. Printed per cell:
 - the daemons' peak RSS (VmHWM, the max over daemons; read after each size, so it is the peak
   since start-up) beside Hivemind's 1.2 GiB per averaging peer.
 
+When the group changes under a cell (a member declared dead by membership, an operation that
+stalled), every worker refreshes the group and the cell runs again from its start; if the
+refreshed group is not one group of them all (re-forming can split it into disjoint groups of
+the same name), every worker leaves and then joins afresh. Each such event is counted in the
+table and printed under it: the figures are those of the last, undisturbed run of the cell.
+
 Every process it starts (daemons, workers) is stopped by its handle when it ends or fails.
 """
 
@@ -65,6 +71,7 @@ GROUP = "bench"
 WARMUP = 2
 OP_TIMEOUT = 120.0  # seconds one call (or barrier) may take before the run is abandoned
 CELL_TIMEOUT = 900.0  # seconds the parent waits for the workers to finish one cell
+REFRESH_TIMEOUT = 30.0  # seconds a worker waits for the re-formed group
 MAX_REDO = 3  # a cell is run again at most this often when the group changed under it
 #: Hivemind 1.1.12, issue 16: seconds per all-reduce for none / fp16 / uint8, by size
 HIVEMIND = {1 * M: (0.19, 0.15, 0.13), 4 * M: (0.57, 0.44, 0.44), 16 * M: (1.70, 1.24, 1.36)}
@@ -118,7 +125,7 @@ def worker(index: int, socket: str, peers: int, seed: int, conn: Connection) -> 
         with Client(socket_path=socket, timeout=OP_TIMEOUT + 30) as c:
             daemon_pid = int(c.status()["pid"])
             g = c.join_group(GROUP, size=peers, timeout=OP_TIMEOUT)
-            conn.send(("joined", g.rank))
+            conn.send(("joined", g.generation, g.members))
             x: np.ndarray | None = None
             while True:
                 msg = conn.recv()
@@ -126,8 +133,19 @@ def worker(index: int, socket: str, peers: int, seed: int, conn: Connection) -> 
                     g.leave()
                     return
                 if msg[0] == "refresh":
-                    g.refresh(timeout=OP_TIMEOUT)
-                    conn.send(("refreshed", g.generation))
+                    try:
+                        g.refresh(timeout=REFRESH_TIMEOUT)
+                        conn.send(("refreshed", g.generation, g.members))
+                    except CollectiveFailed:  # not re-formed in time: the parent rejoins
+                        conn.send(("refreshed", -1, []))
+                    continue
+                if msg[0] == "leave":
+                    g.leave()
+                    conn.send(("left",))
+                    continue
+                if msg[0] == "join":
+                    g = c.join_group(GROUP, size=peers, timeout=OP_TIMEOUT)
+                    conn.send(("joined", g.generation, g.members))
                     continue
                 _, n, codec, repeat, algorithm, out_path = msg
                 if x is None or x.size != n:
@@ -231,6 +249,18 @@ def receive(conns: list[Connection], timeout: float) -> list[tuple[Any, ...]]:
     return out
 
 
+def split_views(replies: list[tuple[Any, ...]], peers: int) -> str:
+    """'' if the workers' (generation, members) replies describe one group of ``peers``, else
+    what they describe instead (a group re-formed in pieces, say)."""
+    views = {(r[1], tuple(r[2])) for r in replies}
+    if len(views) == 1 and len(next(iter(views))[1]) == peers:
+        return ""
+    return "; ".join(
+        f"generation {gen} of {len(members)} ({', '.join(m[-6:] for m in members)})"
+        for gen, members in sorted(views)
+    )
+
+
 def codec_seconds(x: np.ndarray, codec: str) -> float:
     """Encode + decode of the whole array once, in this process (the codec's CPU cost): the
     best of two after a first call (which also pays for fresh pages)."""
@@ -268,7 +298,9 @@ def run(args: argparse.Namespace, tmp: Path, scratch: Path) -> dict[str, Any]:
             child_end.close()
             procs.append(p)
             conns.append(parent_end)
-        receive(conns, OP_TIMEOUT + 30)
+        split = split_views(receive(conns, OP_TIMEOUT + 30), args.peers)
+        if split:
+            raise RuntimeError(f"the group formed as {split}")
         ready = time.monotonic() - t0
         print(f"# {args.peers} daemons up and grouped in {ready:.1f} s", file=sys.stderr)
         for n in args.sizes:
@@ -291,7 +323,20 @@ def run(args: argparse.Namespace, tmp: Path, scratch: Path) -> dict[str, Any]:
                         raise RuntimeError(f"the group broke {len(breaks)} times: {breaks}")
                     for conn in conns:
                         conn.send(("refresh",))
-                    receive(conns, OP_TIMEOUT + 30)
+                    split = split_views(receive(conns, OP_TIMEOUT + 30), args.peers)
+                    if split:
+                        # The refreshed group is not one group of them all: leave it and
+                        # form it afresh (all leave before any joins, so no one is admitted
+                        # into a remnant).
+                        breaks.append(f"refresh gave {split}: all left and joined again")
+                        print(f"# {size_name(n)} {codec}: {breaks[-1]}", file=sys.stderr)
+                        for msg in (("leave",), ("join",)):
+                            for conn in conns:
+                                conn.send(msg)
+                            replies = receive(conns, OP_TIMEOUT + 30)
+                        split = split_views(replies, args.peers)
+                        if split:
+                            raise RuntimeError(f"joined again, the group is still {split}")
                 calls = args.repeat
                 per_call = [max(r[1][k] for r in replies) for k in range(args.repeat)]
                 med = statistics.median(per_call)

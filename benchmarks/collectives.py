@@ -274,6 +274,95 @@ def codec_seconds(x: np.ndarray, codec: str) -> float:
     return best
 
 
+def run_cell(
+    conns: list[Connection], args: argparse.Namespace, n: int, codec: str, paths: list[Path]
+) -> tuple[list[tuple[Any, ...]], list[str]]:
+    """One cell on every worker: their replies, and what disturbed it (each disturbance made
+    the cell run again from its start, after a refresh or a fresh join of the group)."""
+    breaks: list[str] = []
+    while True:
+        for i, conn in enumerate(conns):
+            conn.send(("cell", n, codec, args.repeat, args.algorithm, str(paths[i])))
+        replies = receive(conns, CELL_TIMEOUT)
+        changed = [r[1] for r in replies if r[0] == "changed"]
+        if not changed:
+            break
+        breaks.append(changed[0])
+        print(f"# {size_name(n)} {codec}: group changed: {changed[0]}", file=sys.stderr)
+        if len(breaks) > MAX_REDO:
+            raise RuntimeError(f"the group broke {len(breaks)} times: {breaks}")
+        for conn in conns:
+            conn.send(("refresh",))
+        split = split_views(receive(conns, OP_TIMEOUT + 30), args.peers)
+        if split:
+            # The refreshed group is not one group of them all: leave it and
+            # form it afresh (all leave before any joins, so no one is admitted
+            # into a remnant).
+            breaks.append(f"refresh gave {split}: all left and joined again")
+            print(f"# {size_name(n)} {codec}: {breaks[-1]}", file=sys.stderr)
+            for msg in (("leave",), ("join",)):
+                for conn in conns:
+                    conn.send(msg)
+                replies = receive(conns, OP_TIMEOUT + 30)
+            split = split_views(replies, args.peers)
+            if split:
+                raise RuntimeError(f"joined again, the group is still {split}")
+    return replies, breaks
+
+
+def cell_row(
+    args: argparse.Namespace,
+    n: int,
+    codec: str,
+    replies: list[tuple[Any, ...]],
+    breaks: list[str],
+    paths: list[Path],
+    exact: np.ndarray,
+) -> dict[str, Any]:
+    """A cell's figures from the workers' replies and results (whose files it removes)."""
+    calls = args.repeat
+    per_call = [max(r[1][k] for r in replies) for k in range(args.repeat)]
+    med = statistics.median(per_call)
+    results = [np.load(p, mmap_mode="r") for p in paths]
+    err = max(float(np.max(np.abs(r - exact))) for r in results)
+    same = all(np.array_equal(results[0], r) for r in results[1:])
+    del results
+    for p in paths:
+        p.unlink()
+    # Every member must see one group: the same generation and members, and its own
+    # rank in them (a wrong sum with a split view is the daemons' bug, not noise).
+    views = [r[6] for r in replies]
+    gens = {(v["handle"][0], v["daemon"][0], tuple(v["daemon"][2])) for v in views}
+    ranks = sorted(v["daemon"][1] for v in views)
+    consistent = len(gens) == 1 and ranks == list(range(args.peers))
+    if not consistent or not same:
+        print(f"# {size_name(n)} {codec}: views {views}", file=sys.stderr)
+    algorithm = args.algorithm or str(choose_algorithm(4 * n, args.peers, codec))
+    row = {
+        "size": n,
+        "codec": codec,
+        "algorithm": algorithm,
+        "seconds": med,
+        "p90": sorted(per_call)[int(0.9 * (len(per_call) - 1))],
+        "calls": per_call,
+        "mb_per_s": 4 * n / 1e6 / med,
+        "max_abs_error": err,
+        "identical": same,
+        "one_view": consistent,
+        "generation": views[0]["daemon"][0],
+        "daemon_cpu": sum(r[5] for r in replies) / calls,
+        "worker_cpu": sum(r[2] for r in replies) / calls,
+        "daemon_op_seconds": max(r[3] for r in replies) / calls,
+        "mb_sent": sum(r[4] for r in replies) / calls / 1e6,
+        "codec_seconds": codec_seconds(inputs(args.seed, 0, n), codec),
+        "group_breaks": breaks,
+    }
+    ref = HIVEMIND.get(n)
+    if ref is not None and codec in HIVEMIND_CODEC:
+        row["hivemind"] = ref[HIVEMIND_CODEC[codec]]
+    return row
+
+
 def run(args: argparse.Namespace, tmp: Path, scratch: Path) -> dict[str, Any]:
     nodes = prepare(tmp / "swarm", args.peers, {"log_level": "warning", **dict(args.set)})
     ctx = mp.get_context("spawn")
@@ -309,76 +398,12 @@ def run(args: argparse.Namespace, tmp: Path, scratch: Path) -> dict[str, Any]:
                 exact += inputs(args.seed, i, n)
             for codec in args.codecs:
                 paths = [scratch / f"w{i}.npy" for i in range(args.peers)]
-                breaks: list[str] = []
-                while True:
-                    for i, conn in enumerate(conns):
-                        conn.send(("cell", n, codec, args.repeat, args.algorithm, str(paths[i])))
-                    replies = receive(conns, CELL_TIMEOUT)
-                    changed = [r[1] for r in replies if r[0] == "changed"]
-                    if not changed:
-                        break
-                    breaks.append(changed[0])
-                    print(f"# {size_name(n)} {codec}: group changed: {changed[0]}", file=sys.stderr)
-                    if len(breaks) > MAX_REDO:
-                        raise RuntimeError(f"the group broke {len(breaks)} times: {breaks}")
-                    for conn in conns:
-                        conn.send(("refresh",))
-                    split = split_views(receive(conns, OP_TIMEOUT + 30), args.peers)
-                    if split:
-                        # The refreshed group is not one group of them all: leave it and
-                        # form it afresh (all leave before any joins, so no one is admitted
-                        # into a remnant).
-                        breaks.append(f"refresh gave {split}: all left and joined again")
-                        print(f"# {size_name(n)} {codec}: {breaks[-1]}", file=sys.stderr)
-                        for msg in (("leave",), ("join",)):
-                            for conn in conns:
-                                conn.send(msg)
-                            replies = receive(conns, OP_TIMEOUT + 30)
-                        split = split_views(replies, args.peers)
-                        if split:
-                            raise RuntimeError(f"joined again, the group is still {split}")
-                calls = args.repeat
-                per_call = [max(r[1][k] for r in replies) for k in range(args.repeat)]
-                med = statistics.median(per_call)
-                results = [np.load(p, mmap_mode="r") for p in paths]
-                err = max(float(np.max(np.abs(r - exact))) for r in results)
-                same = all(np.array_equal(results[0], r) for r in results[1:])
-                del results
-                for p in paths:
-                    p.unlink()
-                # Every member must see one group: the same generation and members, and its own
-                # rank in them (a wrong sum with a split view is the daemons' bug, not noise).
-                views = [r[6] for r in replies]
-                gens = {(v["handle"][0], v["daemon"][0], tuple(v["daemon"][2])) for v in views}
-                ranks = sorted(v["daemon"][1] for v in views)
-                consistent = len(gens) == 1 and ranks == list(range(args.peers))
-                if not consistent or not same:
-                    print(f"# {size_name(n)} {codec}: views {views}", file=sys.stderr)
-                algorithm = args.algorithm or str(choose_algorithm(4 * n, args.peers, codec))
-                row = {
-                    "size": n,
-                    "codec": codec,
-                    "algorithm": algorithm,
-                    "seconds": med,
-                    "p90": sorted(per_call)[int(0.9 * (len(per_call) - 1))],
-                    "calls": per_call,
-                    "mb_per_s": 4 * n / 1e6 / med,
-                    "max_abs_error": err,
-                    "identical": same,
-                    "one_view": consistent,
-                    "generation": views[0]["daemon"][0],
-                    "daemon_cpu": sum(r[5] for r in replies) / calls,
-                    "worker_cpu": sum(r[2] for r in replies) / calls,
-                    "daemon_op_seconds": max(r[3] for r in replies) / calls,
-                    "mb_sent": sum(r[4] for r in replies) / calls / 1e6,
-                    "codec_seconds": codec_seconds(inputs(args.seed, 0, n), codec),
-                    "group_breaks": breaks,
-                }
-                ref = HIVEMIND.get(n)
-                if ref is not None and codec in HIVEMIND_CODEC:
-                    row["hivemind"] = ref[HIVEMIND_CODEC[codec]]
+                replies, breaks = run_cell(conns, args, n, codec, paths)
+                row = cell_row(args, n, codec, replies, breaks, paths, exact)
                 rows.append(row)
-                print(f"# {size_name(n)} {codec}: {med:.3f} s", file=sys.stderr, flush=True)
+                print(
+                    f"# {size_name(n)} {codec}: {row['seconds']:.3f} s", file=sys.stderr, flush=True
+                )
             rss = max(peak_rss_mib(p) for p in pids)
             for row in rows:
                 if row["size"] == n:

@@ -20,6 +20,8 @@ from typing import Any, NoReturn
 from p2pnode import __version__
 from p2pnode.cli.blobs import add_parsers as add_blob_parsers
 from p2pnode.cli.blobs import cmd_blob, cmd_ptr
+from p2pnode.cli.groups import add_parsers as add_group_parsers
+from p2pnode.cli.groups import cmd_group
 from p2pnode.cli.jobs import add_parsers as add_job_parsers
 from p2pnode.cli.jobs import cmd_job, cmd_model
 from p2pnode.cli.join import add_parsers as add_join_parsers
@@ -166,6 +168,7 @@ def _parser() -> argparse.ArgumentParser:
     members_cli.add_parser(sub, common)
     consensus_cli.add_parsers(sub, common)
     add_job_parsers(sub, common)
+    add_group_parsers(sub, common)
     _add_demo_parser(sub, common)
     return p
 
@@ -453,6 +456,7 @@ COMMANDS = {
     "log": lambda args: consensus_cli.cmd_log(args, _client),
     "job": cmd_job,
     "model": cmd_model,
+    "group": cmd_group,
     "demo": lambda args: _demo(args),
 }
 

@@ -93,6 +93,8 @@ class _Running:
     outstanding: int = 0  # parts queued and not yet written
     sent: int = 0  # payload bytes
     received: int = 0
+    queued: Counter[int] = field(default_factory=Counter)  # parts not yet written, per rank
+    leavers: set[bytes] = field(default_factory=set)  # departed after their last part
     progress_at: float = field(default_factory=trio.current_time)
     queues: dict[int, trio.MemorySendChannel[Out]] = field(default_factory=dict)
 
@@ -359,8 +361,14 @@ class CollectivesService:
             if e.generation == g.generation:
                 g.formed = False
                 g.broken_reason = e.reason
-                if g.running is not None and g.running.op.generation == e.generation:
-                    self._fail(g, g.running, GroupChanged(e.reason), report=False)
+                run = g.running
+                if run is not None and run.op.generation == e.generation:
+                    if not e.departed or self._depends_on(run, e.departed):
+                        self._fail(g, run, GroupChanged(e.reason), report=False)
+                    else:
+                        # A member that finished its part of this operation and left (or
+                        # died): ours completes with every part, and the next one is refused.
+                        run.leavers.update(e.departed)
                 self.events.publish(
                     "collectives",
                     {
@@ -521,12 +529,22 @@ class CollectivesService:
             with trio.move_on_at(min(deadline, run.progress_at + self.stall_timeout + 0.05)):
                 await run.done.wait()
 
+    def _depends_on(self, run: _Running, peers: Iterable[bytes]) -> bool:
+        """Whether ``run`` still waits for a part from one of ``peers`` or has parts queued
+        for one of them."""
+        ranks = {run.members.index(p) for p in peers if p in run.members}
+        return bool(ranks & run.op.missing_from()) or any(run.queued[j] for j in ranks)
+
     def _owing(self, run: _Running) -> set[bytes]:
         return {run.members[j] for j in run.op.missing_from()}
 
     def _emit(self, g: Group, run: _Running, outs: Iterable[Out]) -> None:
         for out in outs:
+            if run.members[out.to] in run.leavers:
+                self._fail(g, run, GroupChanged(g.broken_reason or "a member left"), report=False)
+                return
             run.outstanding += 1
+            run.queued[out.to] += 1
             run.queues[out.to].send_nowait(out)
         self._check_done(run)
 
@@ -546,6 +564,7 @@ class CollectivesService:
                 return
             run.sent += len(payload)
             run.outstanding -= 1
+            run.queued[out.to] -= 1
             run.progress_at = trio.current_time()
             self._check_done(run)
 

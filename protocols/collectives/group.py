@@ -138,9 +138,15 @@ class GroupFormed(Notify):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GroupBroken(Notify):
+    """The generation can run no new operation. ``departed`` names the members whose leaving
+    or death broke it: an operation already running that needs nothing more from them (and
+    owes them nothing) may still finish, as its result includes every part of every member.
+    Empty ``departed`` (an abort, a re-formation): what is running fails."""
+
     name: str
     generation: int
     reason: str
+    departed: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -282,7 +288,7 @@ class GroupMachine:
                 out += [
                     Send(to=p, msg=abort) for p in g.members if p not in (self.me, e.peer)
                 ]
-                out += self._break(g, now, reason)
+                out += self._break(g, now, reason, (e.peer,))
             elif e.peer in g.previous:
                 g.suspects.add(e.peer)
         return out
@@ -331,7 +337,7 @@ class GroupMachine:
             g.departed[sender] = max(m.generation, g.departed.get(sender, 0))
             if g.formed and m.generation == g.generation and sender in g.members:
                 g.suspects.add(sender)
-                return self._break(g, now, f"member {sender.hex()[:16]} left")
+                return self._break(g, now, f"member {sender.hex()[:16]} left", (sender,))
             return []
         return []
 
@@ -485,11 +491,15 @@ class GroupMachine:
         g.broken_at = None
         g.suspects -= set(members)
 
-    def _break(self, g: _Group, now: float, reason: str) -> list[Effect]:
+    def _break(
+        self, g: _Group, now: float, reason: str, departed: tuple[bytes, ...] = ()
+    ) -> list[Effect]:
         """The current generation is over: re-form from its members (as :meth:`_tick` does)."""
         if not g.formed:
             return []
-        broken = GroupBroken(name=g.name, generation=g.generation, reason=reason)
+        broken = GroupBroken(
+            name=g.name, generation=g.generation, reason=reason, departed=departed
+        )
         g.formed = False
         g.previous = g.members
         g.members = ()

@@ -275,3 +275,15 @@ def test_false_death_verdicts_do_not_split_the_group_for_good(seed: int) -> None
     assert len(last) == 1
     final = last.pop()
     assert final is not None and sorted(final.members) == sorted(w.ids)
+
+
+def test_a_leaving_member_is_named_so_a_finished_operation_may_complete() -> None:
+    w = World(IDS[:3], seed=7)
+    w.join(IDS[:3], size=3)
+    w.run(2.0)
+    gen = w.formed(IDS[0]).generation  # type: ignore[union-attr]
+    w.handle(IDS[2], LeaveGroup(name="g"))
+    w.run(0.0)
+    for i in IDS[:2]:
+        broken = [n for n in w.notes[i] if isinstance(n, GroupBroken)]
+        assert broken and broken[-1].generation == gen and broken[-1].departed == (IDS[2],)

@@ -18,7 +18,6 @@ is then disconnected, as every bulk writer here does).
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
@@ -41,6 +40,7 @@ from p2pnode_protocols.collectives.wire import (
     HEADER_SIZE,
     PartError,
     PartHeader,
+    check_payload,
     decode_part_header,
     encode_part_header,
 )
@@ -186,8 +186,7 @@ class Links:
                     if len(pieces) == 1 and isinstance(pieces[0], bytes)
                     else b"".join(pieces)
                 )
-                if zlib.crc32(payload) != header.crc:
-                    raise PartError(f"part {header.offset} of op {header.op}: crc mismatch")
+                check_payload(header, payload)
                 self.bytes_received += HEADER_SIZE + header.nbytes
                 await self.on_part(
                     group,

@@ -61,7 +61,6 @@ __all__ = [
     "OpFailed",
     "PeerGone",
     "measured_order",
-    "sorted_order",
 ]
 
 # -- inputs -----------------------------------------------------------------------------------
@@ -158,10 +157,6 @@ class GroupRefused(Notify):
 # -- the machine ------------------------------------------------------------------------------
 
 Order = Callable[[Sequence[bytes], Mapping[tuple[bytes, bytes], float]], list[bytes]]
-
-
-def sorted_order(peers: Sequence[bytes], cost: Mapping[tuple[bytes, bytes], float]) -> list[bytes]:
-    return sorted(peers)
 
 
 def measured_order(

@@ -11,7 +11,7 @@ from typing import Any
 
 import trio
 
-TOPICS = ("peers", "records", "members", "commits", "jobs", "rounds", "collectives")
+TOPICS = ("peers", "records", "members", "commits", "jobs", "rounds", "collectives", "trust")
 QUEUE_SIZE = 256
 
 

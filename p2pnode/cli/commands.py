@@ -29,6 +29,8 @@ from p2pnode.cli.join import apply_to_new_config, cmd_join, cmd_join_token
 from p2pnode.cli.support import CliError
 from p2pnode.cli.support import client as _client
 from p2pnode.cli.support import print_result as _print
+from p2pnode.cli.trust import COMMANDS as TRUST_COMMANDS
+from p2pnode.cli.trust import add_parsers as add_trust_parsers
 from p2pnode.config import ConfigError, load_config, render_config_template, resolve_data_dir
 from p2pnode.config.join import decode_token
 from p2pnode.consensus import cli as consensus_cli
@@ -169,6 +171,7 @@ def _parser() -> argparse.ArgumentParser:
     consensus_cli.add_parsers(sub, common)
     add_job_parsers(sub, common)
     add_group_parsers(sub, common)
+    add_trust_parsers(sub, common)
     _add_demo_parser(sub, common)
     return p
 
@@ -458,6 +461,7 @@ COMMANDS = {
     "model": cmd_model,
     "group": cmd_group,
     "demo": lambda args: _demo(args),
+    **TRUST_COMMANDS,
 }
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from p2pnode.config.collectives_schema import COLLECTIVES_SCHEMA
 from p2pnode.config.setting import ConfigError, Setting, _range
 from p2pnode.config.training_schema import TRAINING_SCHEMA
+from p2pnode.config.trust_schema import TRUST_SCHEMA
 
 DEFAULT_DATA_DIR = Path("~/.p2pnode")
 CONFIG_FILE = "config.toml"
@@ -550,6 +551,6 @@ SCHEMA: tuple[Setting, ...] = (
     ),
 )
 
-SCHEMA = SCHEMA + TRAINING_SCHEMA + COLLECTIVES_SCHEMA
+SCHEMA = SCHEMA + TRAINING_SCHEMA + COLLECTIVES_SCHEMA + TRUST_SCHEMA
 
 _BY_KEY = {s.key: s for s in SCHEMA}

@@ -75,6 +75,13 @@ class GroupChangedError(CollectiveFailed):
     code = "group_changed"
 
 
+class Rejected(IpcError):
+    """The transaction was committed but the ledger refused it (the message says why); it
+    changed nothing."""
+
+    code = "rejected"
+
+
 class InternalError(IpcError):
     """A bug in the daemon; its log has the details."""
 
@@ -94,6 +101,7 @@ ERRORS: dict[str, type[IpcError]] = {
         NoSpace,
         CollectiveFailed,
         GroupChangedError,
+        Rejected,
         InternalError,
     )
 }

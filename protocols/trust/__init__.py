@@ -11,6 +11,7 @@ from .ledger import TrustLedger
 from .params import DEFAULTS, SPECS, UNIT, check_param
 from .transactions import (
     APP,
+    KINDS,
     Accuse,
     Propose,
     Stake,
@@ -31,6 +32,7 @@ __all__ = [
     "APP",
     "ATTESTED_KINDS",
     "DEFAULTS",
+    "KINDS",
     "SPECS",
     "UNIT",
     "Account",

@@ -59,6 +59,8 @@ __all__ = ["TrustLedger"]
 #: journal entries and closed proposals kept in memory (the log keeps them all).
 MAX_ENTRIES = 100_000
 MAX_CLOSED = 1_000
+#: verdicts of recent transactions kept for their submitters.
+MAX_VERDICTS = 4096
 
 
 class TrustLedger:
@@ -92,6 +94,7 @@ class TrustLedger:
         self._locked: dict[bytes, int] = {}
         self.seq = 0
         self.burned = 0
+        self._verdicts: dict[bytes, tuple[int, str]] = {}
         self._listener = listener
         for node, stake in sorted(genesis.items()):
             if stake > 0:
@@ -185,7 +188,19 @@ class TrustLedger:
 
     def apply(self, seq: int, body: bytes) -> str:
         """Apply the trust transaction ``body`` committed at ``seq``: "" or why it was rejected
-        (then nothing changed)."""
+        (then nothing changed). The verdict is kept a while under the body's hash
+        (:meth:`verdict`), so whoever submitted it can learn what became of it."""
+        reason = self._apply(seq, body)
+        self._verdicts[hashlib.sha256(body).digest()] = (seq, reason)
+        while len(self._verdicts) > MAX_VERDICTS:
+            del self._verdicts[next(iter(self._verdicts))]
+        return reason
+
+    def verdict(self, body: bytes) -> tuple[int, str] | None:
+        """(seq, "" or the reason it was rejected) of a recently applied ``body``."""
+        return self._verdicts.get(hashlib.sha256(body).digest())
+
+    def _apply(self, seq: int, body: bytes) -> str:
         self.advance(seq)
         try:
             tx = decode_tx(body)

@@ -119,6 +119,8 @@ class MembershipService:
         )
         self.refused: Counter[str] = Counter()
         self._buckets = TokenBuckets(rate=max_packets_per_second, burst=2 * max_packets_per_second)
+        #: the governance limit (trust parameter max_heartbeats_per_minute); None: no limit.
+        self._per_minute: TokenBuckets | None = None
         self.bandwidth_mbps = 0.0
         self.transport = DatagramTransport(
             host,
@@ -230,10 +232,22 @@ class MembershipService:
         # The peer's stream ended: it may have died (SIGKILL shows as EOF within ~15 ms).
         self.driver.submit(PeerDisconnected(node=sender))
 
+    def set_heartbeat_limit(self, per_minute: int) -> None:
+        """Accept at most ``per_minute`` SWIM packets a minute from any one peer (0: no limit
+        beyond ``membership.max_packets_per_second``); the trust service sets it from the
+        governance parameter ``max_heartbeats_per_minute``."""
+        if per_minute <= 0:
+            self._per_minute = None
+        elif self._per_minute is None or self._per_minute.rate != per_minute / 60:
+            self._per_minute = TokenBuckets(rate=per_minute / 60, burst=max(1.0, per_minute / 6))
+
     def _receive(self, sender: bytes, data: bytes) -> None:
         now = trio.current_time()
         if not self._buckets.allow(sender, now):
             self.refused["too_frequent"] += 1
+            return
+        if self._per_minute is not None and not self._per_minute.allow(sender, now):
+            self.refused["over_heartbeat_limit"] += 1
             return
         try:
             packet = decode_packet(

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import trio
@@ -126,8 +127,13 @@ class TrustService:
         consensus: Any,
         ledger: TrustLedger,
         events: Any = None,
+        on_params: Callable[[Mapping[str, int | float]], None] | None = None,
     ) -> None:
+        """``on_params`` is called with the parameters in force at start and whenever they
+        changed (the node applies the rate limits that need a clock: membership's)."""
         self.cfg = cfg.trust
+        self._on_params = on_params
+        self._params_seen: dict[str, int | float] = {}
         self.consensus = consensus
         self.ledger = ledger
         self.events = events
@@ -202,6 +208,7 @@ class TrustService:
         while True:
             await trio.sleep(self.cfg.tick_interval)
             try:
+                self._check_params()
                 await self._vote_committees()
                 top = self.consensus.log_top
                 if self._validator() and self._needs_ticks() and top == last_top:
@@ -210,6 +217,11 @@ class TrustService:
                 last_top = self.consensus.log_top
             except TrustError as exc:
                 log.debug("trust tick: %s", exc)
+
+    def _check_params(self) -> None:
+        if self._on_params is not None and self.ledger.params != self._params_seen:
+            self._params_seen = dict(self.ledger.params)
+            self._on_params(self._params_seen)
 
     async def _vote_committees(self) -> None:
         for p in list(self.ledger.enacted):

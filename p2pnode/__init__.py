@@ -22,6 +22,7 @@ from p2pnode.ipc.errors import (
     NetworkError,
     NoSpace,
     NotFound,
+    Rejected,
     UnknownMethod,
 )
 from p2pnode.ipc.groups import AsyncGroup, Group
@@ -42,6 +43,7 @@ __all__ = [
     "NetworkError",
     "NoSpace",
     "NotFound",
+    "Rejected",
     "UnknownMethod",
     "__version__",
 ]

@@ -45,7 +45,7 @@ def tx_dict(op: bytes) -> dict[str, Any]:
         "type": "set_committee",
         "epoch": tx.epoch,
         "validators": [b58(v) for v in tx.validators],
-        "activate_seq": tx.activate_seq,
+        "voter": b58(tx.voter),
     }
 
 

@@ -37,8 +37,9 @@ class CommitteeSchedule:
         self._verifier = verifier
         self._config = config if config is not None else PbftConfig()
         self.state: LedgerState = genesis(genesis_committee)
-        #: (first seq, committee) per epoch, in order.
+        #: (first seq, committee) per epoch, in order, and the state each epoch starts from.
         self._epochs: list[tuple[int, Committee]] = [(1, genesis_committee)]
+        self._bases: dict[int, LedgerState] = {genesis_committee.epoch: self.state}
 
     @property
     def last(self) -> int:
@@ -74,6 +75,7 @@ class CommitteeSchedule:
         if self.state.committee.epoch == before.epoch:
             return None
         self._epochs.append((seq + 1, self.state.committee))
+        self._bases[self.state.committee.epoch] = self.state
         return self.state.committee
 
     def committee_at(self, seq: int) -> Committee:
@@ -93,6 +95,13 @@ class CommitteeSchedule:
             if seq >= start:
                 return committee
         raise AssertionError("the genesis epoch starts at 1")
+
+    def base_of(self, epoch: int) -> LedgerState:
+        """The state ``epoch`` starts from: its replicas' ``base`` (genesis for the first)."""
+        base = self._bases.get(epoch)
+        if base is None:
+            raise LocalProtocolError(f"epoch {epoch} has not started")
+        return base
 
     def start_of(self, epoch: int) -> int:
         """The first seq ordered by ``epoch``'s committee (known once it took over)."""

@@ -107,6 +107,9 @@ DRAIN = 512
 _LANE_DOMAIN = b"p2pnode/pbft/lane\x00"
 #: Seconds a retired replica keeps answering laggards of its epoch before it is stopped.
 RETIRE_GRACE = 10.0
+#: A validator whose log has not grown for this long pulls it like a follower: its committee
+#: may have handed over to a later one while it was down (nobody of its epoch answers then).
+STALL_PULL = 3.0
 
 
 class ConsensusError(Exception):
@@ -193,12 +196,13 @@ class ConsensusService:
         #: The epoch whose replica owns the durable state (a retired one persists no more).
         self._durable_epoch: int | None = None
         self._nursery: trio.Nursery | None = None
+        self._last_row_at = 0.0
         #: told (committee, activate_seq) when a committee switch takes effect in the log.
         self.committee_listeners: list[Callable[[Committee, int], None]] = []
         #: told every equivocation a replica of this node observed (both signed messages).
         self.evidence_listeners: list[Callable[[Evidence], None]] = []
         self._on_notify: dict[type, Any] = {
-            Commit: lambda e: self.log_sync.committed(_log_row(e)),
+            Commit: self._replica_commit,
             StateInstalled: self._state_installed,
             ViewEntered: self._view_entered,
             Evidence: self._evidence,
@@ -263,6 +267,7 @@ class ConsensusService:
         self, *, task_status: trio.TaskStatus[ConsensusService] = trio.TASK_STATUS_IGNORED
     ) -> None:
         self.boot = self.db.next_boot()
+        self._last_row_at = trio.current_time()
         self.log_sync.load()
         # Fold the local log: which committee is in force after it (no listeners yet: this is
         # the past, replayed).
@@ -366,9 +371,12 @@ class ConsensusService:
         return tuple(out)
 
     def _should_pull(self) -> bool:
-        """Pull the log unless our own replica of the committee in force drives it."""
+        """Pull the log unless our own replica of the committee in force drives it (and has
+        committed something new lately)."""
         r = self._running.get(self.committee.epoch)
-        return r is None or r.replica.retired
+        if r is None or r.replica.retired:
+            return True
+        return trio.current_time() - self._last_row_at > STALL_PULL
 
     def _advance_schedule(self, *, replay: bool = False) -> None:
         """Fold the local log's new contiguous entries; act on each committee switch."""
@@ -477,6 +485,11 @@ class ConsensusService:
 
     def _notified(self, e: Any) -> None:
         self._on_notify[type(e)](e)
+
+    def _replica_commit(self, e: Commit) -> None:
+        if e.seq > self.log_sync.top:
+            self._last_row_at = trio.current_time()
+        self.log_sync.committed(_log_row(e))
 
     def _state_installed(self, e: StateInstalled) -> None:
         log.info("PBFT state installed at checkpoint %d", e.seq)

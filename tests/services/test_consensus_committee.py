@@ -96,12 +96,9 @@ async def _switch(sw: Swarm, voters: list[int], members: list[int], epoch: int) 
     async with trio.open_nursery() as n:
         for i in voters:
             n.start_soon(sw.services[i].vote_committee, epoch, ids)
+    live = [s for j, s in enumerate(sw.services) if j in members and not sw.scopes[j].cancel_called]
     with trio.fail_after(60):
-        while not all(
-            s.committee.epoch == epoch
-            for j, s in enumerate(sw.services)
-            if j in members and not sw.scopes[j].cancel_called
-        ):
+        while any(s.committee.epoch != epoch for s in live):  # noqa: ASYNC110 (several services)
             await trio.sleep(0.5)
 
 

@@ -376,6 +376,8 @@ class ConsensusService:
         r = self._running.get(self.committee.epoch)
         if r is None or r.replica.retired:
             return True
+        if r.driver.error is not None:
+            return False  # stopped by a bug (a failing disk): it stays as it is
         return trio.current_time() - self._last_row_at > STALL_PULL
 
     def _advance_schedule(self, *, replay: bool = False) -> None:

@@ -96,6 +96,17 @@ class CommitteeSchedule:
                 return committee
         raise AssertionError("the genesis epoch starts at 1")
 
+    def committee_of(self, epoch: int) -> Committee:
+        """The committee of ``epoch`` (started, or pending): the one whose members' signed
+        messages of that epoch count, e.g. to check equivocation evidence."""
+        for _, committee in self._epochs:
+            if committee.epoch == epoch:
+                return committee
+        pend = self.state.pending
+        if pend is not None and pend[0].epoch == epoch:
+            return pend[0]
+        raise LocalProtocolError(f"epoch {epoch} is not known")
+
     def base_of(self, epoch: int) -> LedgerState:
         """The state ``epoch`` starts from: its replicas' ``base`` (genesis for the first)."""
         base = self._bases.get(epoch)

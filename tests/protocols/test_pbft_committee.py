@@ -154,6 +154,9 @@ def test_the_schedule_folds_the_log_like_the_replicas() -> None:
     new = Committee(epoch=1, validators=ids[2:6])
     at = activation_seq(3, CONFIG)
     assert sched.pending == (new, at)
+    assert sched.committee_of(1) == new and sched.committee_of(0) == first
+    with pytest.raises(LocalProtocolError):
+        sched.committee_of(2)
     assert sched.committee_at(at - 1) == first and sched.committee_at(at) == new
     with pytest.raises(LocalProtocolError):
         sched.observe(at, ())  # out of order
@@ -163,6 +166,7 @@ def test_the_schedule_folds_the_log_like_the_replicas() -> None:
     assert switched == new and sched.current == new and sched.pending is None
     assert sched.committee_at(2) == first and sched.committee_at(at) == new
     assert sched.start_of(1) == at and sched.epochs == ((1, first), (at, new))
+    assert sched.base_of(1) == sched.state and sched.base_of(1).seq == at - 1
 
 
 # -- messages are bound to their epoch -------------------------------------------------------------

@@ -404,7 +404,9 @@ class ConsensusService:
         )
         self.counters["committee_switches"] += 1
         for running in list(self._running.values()):
-            if running.epoch < new.epoch and running.replica.retired:
+            # Retired, or lagging behind its epoch's end (our log came from peers): either way
+            # it can never vote at or past the activation; it helps laggards, then stops.
+            if running.epoch < new.epoch:
                 assert self._nursery is not None
                 self._nursery.start_soon(self._retire, running)
         if new.is_member(self.me) and new.epoch not in self._running:

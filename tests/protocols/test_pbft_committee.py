@@ -351,3 +351,37 @@ def test_a_vote_decodes_and_keeps_its_fields() -> None:
     assert decode_tx(encode_tx(vote)) == vote
     with pytest.raises(ValueError):
         SetCommittee(epoch=0, validators=ids, voter=ids[0], sig=b"")
+
+
+def test_a_primary_that_does_not_fill_the_gap_is_replaced() -> None:
+    signers, verifier, _ = make_keys(4)
+    ids = [s.node_id for s in signers]
+    old = Committee(epoch=0, validators=tuple(ids))
+    net = Net(signers, verifier)
+    for x in ids:
+        net.start(x, old)
+    members = (*ids[1:], b"newcomer")
+    for i in range(2):
+        net.handle(ids[i], ClientRequest(request=_vote_request(signers[i], 1, members, 1)))
+        net.deliver()
+    backups = ids[1:]
+    net.handle(ids[2], ClientRequest(request=_vote_request(signers[2], 1, members, 1)))
+    # Deliver until the backups have executed the quorum vote; then the primary goes silent
+    # before its null batches reach anyone (no client traffic follows).
+    while not all(net.replicas[x].end is not None for x in backups):
+        src, dst, msg = net.queue.popleft()
+        if dst in net.replicas:
+            net.handle(dst, MessageReceived(sender=src, msg=msg))
+    net.stop(ids[0])
+    net.queue = deque(q for q in net.queue if q[0] != ids[0])
+    net.deliver()
+    assert all(not net.replicas[x].retired for x in backups)
+    for x in backups:
+        t = net.timers[x][TimerKey.REQUEST]
+        net.now = max(net.now, t.at)
+        net.handle(x, TimerFired(key=t.key, generation=t.generation))
+    net.deliver()
+    net.tick(6)
+    for x in backups:
+        rep = net.replicas[x]
+        assert rep.view >= 1 and rep.retired and rep.executed_seq == rep.end - 1  # type: ignore[operator]

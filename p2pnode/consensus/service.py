@@ -308,6 +308,8 @@ class ConsensusService:
         """Run a replica of ``committee``'s epoch from its base state (or ``durable``)."""
         assert self._nursery is not None
         epoch = committee.epoch
+        if epoch != self.committee.epoch or epoch in self._running:
+            return  # a later switch came first (a log pulled fast): that epoch is over
         if durable is None:
             # A fresh epoch: its replica owns the durable state from now on (one transaction,
             # so a crash leaves either the old epoch's state or this empty one).

@@ -403,18 +403,20 @@ class World:
     # -- committee switches -----------------------------------------------------------------------
 
     def _vote_switch(self, members: tuple[bytes, ...]) -> None:
-        """The honest members of the committee in force vote for ``members`` (one switch at a
-        time: while one is pending, try again a second later)."""
+        """The correct members of the committee in force vote for ``members``, the Byzantine
+        ones for another committee (one switch at a time: while one is pending, or votes of
+        the last are still in flight, try again a second later)."""
         if self.schedule.pending is not None or any(c.ops for c in self._voters.values()):
             self._push(self.now + 1.0, _SWITCH, members)
             return
         current = self.schedule.current
         epoch = current.epoch + 1
         for x in current.validators:
-            if x in self.adversaries:
-                continue
+            # A Byzantine member votes for a committee of its own (validly signed): at most f
+            # such votes never make a quorum, and never count toward the honest one.
+            want = tuple(reversed(members)) if x in self.adversaries else members
             c = self._voters[x]
-            c.ops.append(encode_tx(sign_committee_vote(self._signers[x], epoch, members)))
+            c.ops.append(encode_tx(sign_committee_vote(self._signers[x], epoch, want)))
             c.total += 1
             self._wake(c, self._client_rng.uniform(0.0, 0.2))
 

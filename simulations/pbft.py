@@ -85,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
             kinds[kind] += 1
         if res.config.crashes:
             kinds["crash-restart"] += 1
+        if res.stats.get("switches"):
+            kinds["switched"] += 1
+            kinds["switches"] += res.stats["switches"]
+        if res.stats.get("evidence_txs"):
+            kinds["evidence-tx"] += 1
         if args.verbose or not res.ok:
             flag = "" if n is None else f" --n {n}"
             status = "ok" if res.ok else f"FAIL {res.kind}"

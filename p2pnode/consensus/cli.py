@@ -62,7 +62,8 @@ def _short(peer: str | None) -> str:
 
 
 def render_status(s: dict[str, Any]) -> str:
-    committee = f"committee (f={s['f']})"
+    epoch = f" epoch {s['epoch']}" if s.get("epoch") else ""
+    committee = f"committee{epoch} (f={s['f']})"
     lines = [
         f"role               {s['role']}",
         f"view               {s['view'] if s['view'] is not None else '-'}"
@@ -74,6 +75,10 @@ def render_status(s: dict[str, Any]) -> str:
         f"stable checkpoint  {'-' if s['stable_checkpoint'] is None else s['stable_checkpoint']}",
         f"{committee:<18} " + "\n                   ".join(s["committee"]),
     ]
+    pending = s.get("pending_committee")
+    if pending:
+        head = f"next (epoch {pending['epoch']}, from {pending['activate_seq']})"
+        lines.append(f"{head:<18} " + "\n                   ".join(pending["validators"]))
     if s.get("dead_members"):
         lines.append("dead members       " + "\n                   ".join(s["dead_members"]))
     if s.get("error"):

@@ -8,7 +8,9 @@ It serves its own log to both over request/response on reused streams
 (``/p2pnode/pbft-log/1.0.0``, :class:`~p2pnode.network.rpc.RpcService`).
 
 A node trusts no validator: every fetched entry's certificate (2f+1 signed commit votes of the
-committee) is checked before the entry is appended.
+committee that ordered it, ``committee_at(seq)``, bound to its epoch) is checked before the entry
+is appended. A reply is cut where the committee of the next entry is not known yet (a switch in
+the entries before it, not yet folded): the rest comes with the next pull.
 
 Cancellation: cancelling :meth:`LogSync.run` stops the server and the pull loop; appends are
 single SQLite transactions, so a cancel leaves the log before or after one.
@@ -25,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -37,6 +39,7 @@ from p2pnode.network.rpc import RpcError, RpcService
 from p2pnode_protocols.pbft import (
     CertifiedEntry,
     Committee,
+    LocalProtocolError,
     RemoteProtocolError,
     Verifier,
     check_certified_entry,
@@ -65,7 +68,9 @@ class LogSync:
         host: IHost,
         db: ConsensusStore,
         *,
-        committee: Committee,
+        committee_at: Callable[[int], Committee],
+        peers: Callable[[], Sequence[bytes]],
+        should_pull: Callable[[], bool],
         me: bytes,
         verifier: Verifier,
         request_timeout: float,
@@ -74,7 +79,9 @@ class LogSync:
         on_row: Callable[[LogRow], None],
     ) -> None:
         self.db = db
-        self.committee = committee
+        self.committee_at = committee_at
+        self.peers = peers
+        self.should_pull = should_pull
         self.me = me
         self.verifier = verifier
         self.request_timeout = request_timeout
@@ -159,16 +166,25 @@ class LogSync:
             entries = decode_entries(item)
             if len(entries) != 1 or entries[0].entry.seq != first + len(out):
                 raise RemoteProtocolError("log reply out of order")
+            try:
+                committee = self.committee_at(entries[0].entry.seq)
+            except LocalProtocolError:
+                break  # a switch may lie before it: fold what came first, then ask again
             # A follower trusts no validator: the certificate (2f+1 commit votes) decides.
-            check_certified_entry(self.committee, self.verifier, entries[0])
+            check_certified_entry(committee, self.verifier, entries[0])
             out.append(entries[0])
         return out
 
     async def follow(self) -> None:
-        """Follower: pull certified entries from validators, one long poll at a time."""
-        others = [v for v in self.committee.validators if v != self.me]
+        """Pull certified entries from validators, one long poll at a time, whenever
+        ``should_pull()`` (a follower always; a validator whose replica is not the committee
+        in force's, e.g. one of a retired epoch after a restart)."""
         i = int.from_bytes(hashlib.sha256(self.me).digest()[:4], "big")
         while True:
+            others = self.peers()
+            if not others or not self.should_pull():
+                await trio.sleep(SYNC_BACKOFF)
+                continue
             peer = others[i % len(others)]
             try:
                 entries = await self.fetch(peer, self.top + 1, LONG_POLL)
@@ -186,10 +202,10 @@ class LogSync:
     async def fill_gaps(self) -> None:
         """Validator: entries below an installed checkpoint were never executed here; fetch
         them (with certificates) from other validators so the local log is complete."""
-        others = [v for v in self.committee.validators if v != self.me]
         i = 0
         while True:
             await self._gap.wait()
+            others = self.peers()
             if not self._above and self.top >= self._installed:
                 self._gap = trio.Event()
                 continue

@@ -1,8 +1,18 @@
 """The consensus service: the PBFT replica of ``p2pnode_protocols.pbft`` bound to libp2p and SQLite.
 
-Roles. A node whose peer id is in ``consensus.validators`` runs a ``Replica`` and votes; every
-other node is a *follower*: it pulls certified entries from validators and checks each
-certificate before it appends the entry to its log. Both serve the committed log to others.
+Roles. ``consensus.validators`` is the genesis committee. The committee in force follows the
+committed log (a :class:`~p2pnode_protocols.pbft.CommitteeSchedule` folds it): a node that is a
+member of the committee in force runs a ``Replica`` of that epoch and votes; every other node is
+a *follower*: it pulls certified entries and checks each certificate against the committee that
+ordered the entry before it appends it. Both serve the committed log to others.
+
+Committee switches. When the log reaches the last entry of an epoch (a committed ``SetCommittee``
+quorum made the change pending; the old primary fills the gap with null batches), the service
+starts a replica of the new epoch if this node is in the new committee (from the state after that
+entry, view 0), and stops its old replica ``RETIRE_GRACE`` seconds later (until then it only
+answers laggards: a retired replica never votes again). ``committee_listeners`` hear of each
+switch; ``evidence_listeners`` of each equivocation; ``vote_committee`` submits this validator's
+signed vote. Requests pending at the old committee are resent to the committee in force.
 
 Transport. Validators exchange PBFT messages as one-way datagrams (``/p2pnode/pbft/1.0.0``,
 :class:`~p2pnode.network.datagram.DatagramTransport`): one reused outbound stream per peer, a
@@ -45,6 +55,7 @@ import hashlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -63,8 +74,10 @@ from p2pnode_protocols.pbft import (
     ClientRequest,
     Commit,
     Committee,
+    CommitteeSchedule,
     Effect,
     Evidence,
+    LedgerState,
     MessageReceived,
     NewView,
     PbftConfig,
@@ -78,7 +91,9 @@ from p2pnode_protocols.pbft import (
     ViewEntered,
     decode,
     encode,
+    encode_tx,
     sign,
+    sign_committee_vote,
 )
 from p2pnode_protocols.pbft.codec import MAX_MESSAGE_BYTES
 
@@ -90,6 +105,11 @@ INBOX = 8192
 #: Events handled per step before the step's effects are carried out (one SQLite transaction).
 DRAIN = 512
 _LANE_DOMAIN = b"p2pnode/pbft/lane\x00"
+#: Seconds a retired replica keeps answering laggards of its epoch before it is stopped.
+RETIRE_GRACE = 10.0
+#: A validator whose log has not grown for this long pulls it like a follower: its committee
+#: may have handed over to a later one while it was down (nobody of its epoch answers then).
+STALL_PULL = 3.0
 
 
 class ConsensusError(Exception):
@@ -129,6 +149,17 @@ def b58(node: bytes) -> str:
         return node.hex()
 
 
+@dataclass(eq=False)
+class _Running:
+    """One epoch's replica on its driver, and the scope that stops it."""
+
+    epoch: int
+    committee: Committee
+    replica: Replica
+    driver: MachineDriver
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
 class ConsensusService:
     def __init__(
         self,
@@ -150,22 +181,28 @@ class ConsensusService:
         self.host = host
         self.cfg = c
         self.events = events
-        self.committee = committee_from_config(c.validators)
+        self.genesis = committee_from_config(c.validators)
+        #: The committee in force (orders the entry after the local log's top).
+        self.committee = self.genesis
         self.signer = Ed25519Signer(key_pair)
         self.me = self.signer.node_id
         self.verifier = Ed25519Verifier()
-        self.is_validator = self.committee.is_member(self.me)
+        self.pbft = pbft_config(c)
+        self.schedule = CommitteeSchedule(self.genesis, verifier=self.verifier, config=self.pbft)
+        #: The replica (and driver) of the newest epoch this node runs; None on a follower.
         self.replica: Replica | None = None
         self.driver: MachineDriver | None = None
-        if self.is_validator:
-            self.replica = Replica(
-                committee=self.committee,
-                config=pbft_config(c),
-                signer=self.signer,
-                verifier=self.verifier,
-            )
+        self._running: dict[int, _Running] = {}
+        #: The epoch whose replica owns the durable state (a retired one persists no more).
+        self._durable_epoch: int | None = None
+        self._nursery: trio.Nursery | None = None
+        self._last_row_at = 0.0
+        #: told (committee, activate_seq) when a committee switch takes effect in the log.
+        self.committee_listeners: list[Callable[[Committee, int], None]] = []
+        #: told every equivocation a replica of this node observed (both signed messages).
+        self.evidence_listeners: list[Callable[[Evidence], None]] = []
         self._on_notify: dict[type, Any] = {
-            Commit: lambda e: self.log_sync.committed(_log_row(e)),
+            Commit: self._replica_commit,
             StateInstalled: self._state_installed,
             ViewEntered: self._view_entered,
             Evidence: self._evidence,
@@ -185,7 +222,9 @@ class ConsensusService:
         self.log_sync = LogSync(
             host,
             self.db,
-            committee=self.committee,
+            committee_at=self._committee_at,
+            peers=self._log_peers,
+            should_pull=self._should_pull,
             me=self.me,
             verifier=self.verifier,
             request_timeout=cfg.network.request_timeout,
@@ -193,19 +232,6 @@ class ConsensusService:
             counters=self.counters,
             on_row=self._on_row,
         )
-        if self.replica is not None:
-            self.driver = MachineDriver(
-                self.replica,
-                name="consensus",
-                send=self.transport.send,
-                encode=encode,
-                me=self.me,
-                group=lambda: self.committee.validators,
-                notify=self._notified,
-                persist=self._persist,
-                inbox_size=INBOX,
-                drain=DRAIN,
-            )
         self._waiters: dict[tuple[bytes, int], _Waiter] = {}
         #: told of every row new in the local log (the rounds service follows the log so).
         self.row_listeners: list[Callable[[LogRow], None]] = []
@@ -217,14 +243,23 @@ class ConsensusService:
         self.last_view_entered_at: float | None = None
 
     @property
+    def is_validator(self) -> bool:
+        """This node runs a replica of the committee in force."""
+        r = self._running.get(self.committee.epoch)
+        return r is not None and not r.replica.retired
+
+    @property
     def log_top(self) -> int:
         """Every entry 1..log_top is in the local log."""
         return self.log_sync.top
 
     @property
     def error(self) -> str | None:
-        """Why the replica stopped (a bug, a failed log write), or None while it runs."""
-        return self.driver.error if self.driver is not None else None
+        """Why a replica stopped (a bug, a failed log write), or None while they run."""
+        for r in self._running.values():
+            if r.driver.error is not None:
+                return r.driver.error
+        return None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -232,30 +267,165 @@ class ConsensusService:
         self, *, task_status: trio.TaskStatus[ConsensusService] = trio.TASK_STATUS_IGNORED
     ) -> None:
         self.boot = self.db.next_boot()
+        self._last_row_at = trio.current_time()
         self.log_sync.load()
+        # Fold the local log: which committee is in force after it (no listeners yet: this is
+        # the past, replayed).
+        self._advance_schedule(replay=True)
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             await nursery.start(self.transport.run)
             await nursery.start(self.log_sync.run)
-            if self.replica is not None:
-                durable = self.db.load()
+            current = self.committee
+            if current.is_member(self.me):
+                stored = self.db.durable_epoch()
+                durable = self.db.load() if stored == current.epoch else None
                 log.info(
-                    "PBFT validator %d of %d, %s; log at %d",
-                    self.committee.validators.index(self.me) + 1,
-                    self.committee.n,
+                    "PBFT validator %d of %d (epoch %d), %s; log at %d",
+                    current.validators.index(self.me) + 1,
+                    current.n,
+                    current.epoch,
                     "first boot" if durable is None else f"restarted in view {durable.view}",
                     self.log_sync.top,
                 )
-                assert self.driver is not None
-                await nursery.start(self.driver.run, Restarted(durable=durable))
-                nursery.start_soon(self.log_sync.fill_gaps)
+                await self._start_replica(current, durable)
             else:
                 log.info(
-                    "PBFT follower of %d validators; log at %d", self.committee.n, self.log_sync.top
+                    "PBFT follower of %d validators (epoch %d); log at %d",
+                    current.n,
+                    current.epoch,
+                    self.log_sync.top,
                 )
-                nursery.start_soon(self.log_sync.follow)
+            nursery.start_soon(self.log_sync.fill_gaps)
+            nursery.start_soon(self.log_sync.follow)
             if self._members is not None:
                 nursery.start_soon(self._watch_members, self._members)
             task_status.started(self)
+
+    # -- replicas and committee switches ---------------------------------------------------------
+
+    async def _start_replica(self, committee: Committee, durable: Any) -> None:
+        """Run a replica of ``committee``'s epoch from its base state (or ``durable``)."""
+        assert self._nursery is not None
+        epoch = committee.epoch
+        if epoch != self.committee.epoch or epoch in self._running:
+            return  # a later switch came first (a log pulled fast): that epoch is over
+        if durable is None:
+            # A fresh epoch: its replica owns the durable state from now on (one transaction,
+            # so a crash leaves either the old epoch's state or this empty one).
+            self.db.reset_durable(epoch)
+        self._durable_epoch = epoch
+        base: LedgerState = self.schedule.base_of(epoch)
+        replica = Replica(
+            committee=committee,
+            config=self.pbft,
+            signer=self.signer,
+            verifier=self.verifier,
+            base=base,
+        )
+        driver = MachineDriver(
+            replica,
+            name=f"consensus/{epoch}",
+            send=self.transport.send,
+            encode=encode,
+            me=self.me,
+            group=lambda: committee.validators,
+            notify=self._notified,
+            persist=lambda effects: self._persist(epoch, effects),
+            inbox_size=INBOX,
+            drain=DRAIN,
+        )
+        running = _Running(epoch=epoch, committee=committee, replica=replica, driver=driver)
+        self._running[epoch] = running
+        self.replica, self.driver = replica, driver
+        await self._nursery.start(self._run_replica, running, Restarted(durable=durable))
+
+    async def _run_replica(
+        self,
+        running: _Running,
+        first: Restarted,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        with running.scope:
+            await running.driver.run(first, task_status=task_status)
+        if not running.scope.cancelled_caught:
+            return  # stopped by a bug: kept, so status and submit report it
+        if self._running.get(running.epoch) is running:
+            del self._running[running.epoch]
+        if self.replica is running.replica:
+            self.replica, self.driver = None, None
+
+    async def _retire(self, running: _Running) -> None:
+        """The old replica answers laggards of its epoch for a while, then stops."""
+        await trio.sleep(RETIRE_GRACE)
+        log.info("PBFT replica of epoch %d stopped", running.epoch)
+        running.scope.cancel()
+
+    def _committee_at(self, seq: int) -> Committee:
+        return self.schedule.committee_at(seq)
+
+    def _log_peers(self) -> tuple[bytes, ...]:
+        """Who to pull log entries from: the committee in force, then the previous ones."""
+        out: list[bytes] = []
+        for _, committee in reversed(self.schedule.epochs):
+            out += [v for v in committee.validators if v != self.me and v not in out]
+        return tuple(out)
+
+    def _should_pull(self) -> bool:
+        """Pull the log unless our own replica of the committee in force drives it (and has
+        committed something new lately)."""
+        r = self._running.get(self.committee.epoch)
+        if r is None or r.replica.retired:
+            return True
+        if r.driver.error is not None:
+            return False  # stopped by a bug (a failing disk): it stays as it is
+        return trio.current_time() - self._last_row_at > STALL_PULL
+
+    def _advance_schedule(self, *, replay: bool = False) -> None:
+        """Fold the local log's new contiguous entries; act on each committee switch."""
+        while self.schedule.last < self.log_sync.top:
+            first = self.schedule.last + 1
+            for row in self.db.read_log(first, self.log_sync.top, 256):
+                if row.seq != self.schedule.last + 1:
+                    break
+                new = self.schedule.observe(row.seq, row.entry.entry.batch)
+                if new is not None:
+                    self.committee = new
+                    if not replay:
+                        self._switched(new, row.seq + 1)
+            if self.schedule.last < first:
+                break  # the rows are not readable yet (cannot happen: they are on disk)
+
+    def _switched(self, new: Committee, activate: int) -> None:
+        log.info(
+            "PBFT committee of epoch %d (%d validators) takes over at %d",
+            new.epoch,
+            new.n,
+            activate,
+        )
+        self.counters["committee_switches"] += 1
+        for running in list(self._running.values()):
+            # Retired, or lagging behind its epoch's end (our log came from peers): either way
+            # it can never vote at or past the activation; it helps laggards, then stops.
+            if running.epoch < new.epoch:
+                assert self._nursery is not None
+                self._nursery.start_soon(self._retire, running)
+        if new.is_member(self.me) and new.epoch not in self._running:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._start_replica, new, None)
+        elif not new.is_member(self.me):
+            self._durable_epoch = None
+        self._publish(
+            {
+                "event": "committee",
+                "epoch": new.epoch,
+                "activate_seq": activate,
+                "validators": [b58(v) for v in new.validators],
+            }
+        )
+        for listener in list(self.committee_listeners):
+            listener(new, activate)
 
     # -- the machine loop ------------------------------------------------------------------------
 
@@ -271,8 +441,15 @@ class ConsensusService:
         if type(msg) not in (Request, NewView) and msg.sender != sender:  # type: ignore[attr-defined]
             self.counters["refused_relayed"] += 1
             return
-        if self.driver is not None:
+        # A message goes to the replica of its epoch; a client request to the newest one.
+        epoch = getattr(msg, "epoch", None)
+        running = self._running.get(epoch) if epoch is not None else None
+        if epoch is None and self.driver is not None:
             self.driver.submit(MessageReceived(sender=sender, msg=msg))
+        elif running is not None:
+            running.driver.submit(MessageReceived(sender=sender, msg=msg))
+        else:
+            self.counters["other_epoch"] += 1
 
     async def _watch_members(self, members: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
         """Membership's verdicts on committee members: a death goes to the replica (which acts
@@ -287,14 +464,15 @@ class ConsensusService:
                     continue
                 if change.get("event") == "dead":
                     self.dead.add(node)
-                    if self.driver is not None:  # a follower only shows it in status
-                        self.driver.submit(PrimarySuspected(node=node))
+                    for running in self._running.values():  # a follower only shows it in status
+                        running.driver.submit(PrimarySuspected(node=node))
                 elif change.get("event") in ("join", "recovered"):
                     self.dead.discard(node)
 
-    def _persist(self, effects: Sequence[Effect]) -> None:
+    def _persist(self, epoch: int, effects: Sequence[Effect]) -> None:
         """Durable first: the step's last ``Persist`` (it is the whole state) and its log rows,
-        in one transaction, before any message leaves or any client hears of a commit."""
+        in one transaction, before any message leaves or any client hears of a commit. A
+        retired replica's state is no longer kept (the next epoch's replica owns it)."""
         persist = None
         rows: list[LogRow] = []
         for e in effects:
@@ -303,6 +481,8 @@ class ConsensusService:
                 persist = e.state  # type: ignore[attr-defined]
             elif t is Commit:
                 rows.append(_log_row(e))  # type: ignore[arg-type]
+        if epoch != self._durable_epoch:
+            persist = None
         self.db.save(persist, rows)  # type: ignore[arg-type]
 
     def _send(self, to: bytes, data: bytes) -> None:
@@ -312,6 +492,11 @@ class ConsensusService:
     def _notified(self, e: Any) -> None:
         self._on_notify[type(e)](e)
 
+    def _replica_commit(self, e: Commit) -> None:
+        if e.seq > self.log_sync.top:
+            self._last_row_at = trio.current_time()
+        self.log_sync.committed(_log_row(e))
+
     def _state_installed(self, e: StateInstalled) -> None:
         log.info("PBFT state installed at checkpoint %d", e.seq)
         self.log_sync.installed(e.seq)
@@ -319,6 +504,8 @@ class ConsensusService:
     def _evidence(self, e: Evidence) -> None:
         self.counters["evidence"] += 1
         log.warning("PBFT evidence against %s: %r vs %r", b58(e.offender), e.first, e.second)
+        for listener in list(self.evidence_listeners):
+            listener(e)
 
     def _view_entered(self, e: ViewEntered) -> None:
         self.last_view_entered_at = trio.current_time()
@@ -342,6 +529,7 @@ class ConsensusService:
                 }
                 w.event.set()
         self.counters["entries_committed"] += 1
+        self._advance_schedule()
         for listener in list(self.row_listeners):
             listener(row)
         self._publish(
@@ -366,6 +554,14 @@ class ConsensusService:
             seed = hashlib.sha256(_LANE_DOMAIN + self._lane_seed + lane.to_bytes(4, "big"))
             signer = self._lane_signers[lane] = Ed25519Signer.from_seed(seed.digest())
         return signer
+
+    async def vote_committee(
+        self, epoch: int, validators: tuple[bytes, ...], timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Submit this validator's signed vote for ``validators`` as ``epoch``; the change is
+        made once 2f+1 members of the committee in force voted the same."""
+        vote = sign_committee_vote(self.signer, epoch, tuple(validators))
+        return await self.submit(encode_tx(vote), timeout)
 
     async def submit(self, op: bytes, timeout: float | None = None) -> dict[str, Any]:
         """Sign ``op`` as a lane of this node, get it committed, return where (and the proof)."""
@@ -406,8 +602,11 @@ class ConsensusService:
             self._waiters.pop(key, None)
 
     def _dispatch(self, req: Request, data: bytes, first: bool) -> None:
-        # Our replica validates it, keeps it pending and broadcasts it to the others.
-        if first and self.driver is not None and self.driver.submit(ClientRequest(request=req)):
+        # Our replica (of the committee in force) validates it, keeps it pending and broadcasts
+        # it to the others; a resend also goes to every validator of the committee in force, so
+        # a request pending at a committee that retired reaches the one that took over.
+        mine = self.driver if self.is_validator else None
+        if mine is not None and mine.submit(ClientRequest(request=req)) and first:
             return
         if not first:
             self.counters["submit_resends"] += 1
@@ -419,15 +618,27 @@ class ConsensusService:
 
     def status(self) -> dict[str, Any]:
         r = self.replica
+        if r is not None and (r.retired or r.committee.epoch != self.committee.epoch):
+            r = None
+        pending = self.schedule.pending
         out: dict[str, Any] = {
             "role": "validator" if r is not None else "follower",
+            "epoch": self.committee.epoch,
             "committee": [b58(v) for v in self.committee.validators],
+            "pending_committee": None
+            if pending is None
+            else {
+                "epoch": pending[0].epoch,
+                "activate_seq": pending[1],
+                "validators": [b58(v) for v in pending[0].validators],
+            },
+            "replicas": sorted(self._running),
             "f": self.committee.f,
             "log_last": self.log_sync.top,
             "error": self.error,
             "dead_members": [b58(v) for v in self.committee.validators if v in self.dead],
             "counters": {
-                **(self.counters + (self.driver.counters if self.driver else Counter())),
+                **sum((x.driver.counters for x in self._running.values()), self.counters.copy()),
                 **self.transport.counters,
             },
         }

@@ -126,6 +126,27 @@ class ConsensusStore:
 
     # -- durable replica state --------------------------------------------------------------------
 
+    def durable_epoch(self) -> int:
+        """The committee epoch whose replica wrote the durable state (0 before any switch)."""
+        row = self._db.execute("SELECT value FROM consensus_meta WHERE key = 'epoch'").fetchone()
+        return int(cbor2.loads(row[0])) if row else 0
+
+    def reset_durable(self, epoch: int) -> None:
+        """A new epoch's replica starts: drop the old epoch's durable state and name the new
+        epoch, in one transaction (a crash leaves one or the other)."""
+        with self._store.transaction() as db:
+            for key in ("view", "view_change", "new_view", "stable"):
+                db.execute("DELETE FROM consensus_meta WHERE key = ?", (key,))
+            db.execute("DELETE FROM consensus_slots")
+            db.execute("DELETE FROM consensus_certified")
+            db.execute(
+                "INSERT OR REPLACE INTO consensus_meta (key, value) VALUES ('epoch', ?)",
+                (cbor2.dumps(epoch),),
+            )
+        self._last = None
+        self._slots = {}
+        self._certified = {}
+
     def load(self) -> DurableState | None:
         meta = dict(self._db.execute("SELECT key, value FROM consensus_meta").fetchall())
         if "view" not in meta:

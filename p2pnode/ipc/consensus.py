@@ -3,12 +3,17 @@
 ``consensus.submit``: commit one transaction, return its seq and certificate.
 ``consensus.status``: role, view, primary, last committed, stable checkpoint, committee.
 ``consensus.log``: committed entries in a seq range, with certificates.
+``consensus.vote_committee``: this validator's signed vote for the next committee (``epoch``,
+``validators`` as peer ids); the change is made when 2f+1 members of the committee in force vote
+the same (the trust service's governance calls the service directly).
 Commits and view changes are the ``commits`` topic of ``subscribe``.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from libp2p.peer.id import ID
 
 from p2pnode.consensus.service import ConsensusError, ConsensusService, b58, certificate_dict
 from p2pnode.ipc.errors import InvalidParams, NetworkError, NotFound
@@ -45,7 +50,7 @@ def tx_dict(op: bytes) -> dict[str, Any]:
         "type": "set_committee",
         "epoch": tx.epoch,
         "validators": [b58(v) for v in tx.validators],
-        "activate_seq": tx.activate_seq,
+        "voter": b58(tx.voter),
     }
 
 
@@ -110,10 +115,23 @@ def build_consensus_methods(*, consensus: ConsensusService | None) -> dict[str, 
         rows = svc.db.read_log(first, last, min(MAX_LOG_ROWS, last - first + 1))
         return {"entries": [row_dict(r) for r in rows], "last": svc.log_top}
 
+    async def vote_committee(params: dict[str, Any], session: Session, rid: int) -> Any:
+        svc = service()
+        epoch = param(params, "epoch", int)
+        names = param(params, "validators", list)
+        try:
+            validators = tuple(ID.from_base58(v).to_bytes() for v in names)
+            return await svc.vote_committee(epoch, validators)
+        except (ValueError, TypeError) as exc:
+            raise InvalidParams(f"bad committee vote: {exc}") from None
+        except ConsensusError as exc:
+            raise NetworkError(str(exc)) from None
+
     return {
         "consensus.submit": submit,
         "consensus.status": status,
         "consensus.log": log_range,
+        "consensus.vote_committee": vote_committee,
     }
 
 

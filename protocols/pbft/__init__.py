@@ -6,11 +6,13 @@ See docs/pbft.md. The flat API re-exported here is what the daemon and the simul
 from .certificates import (
     check_certified_entry,
     check_checkpoint_proof,
+    check_equivocation,
     check_evidence,
     check_new_view,
     check_view_change,
 )
 from .codec import batch_digest, decode, encode, signing_bytes
+from .committees import CommitteeSchedule
 from .config import Committee, PbftConfig
 from .errors import LocalProtocolError, PbftError, RemoteProtocolError
 from .events import (
@@ -61,8 +63,28 @@ from .signing import (
     verify,
 )
 from .state import ReplicaStatus, SlotPhase
-from .statemachine import LedgerState, TxResult, apply, execute_batch, genesis
-from .transactions import AppTx, KvPut, Noop, SetCommittee, Transaction, decode_tx, encode_tx
+from .statemachine import (
+    LedgerState,
+    TxResult,
+    activation_seq,
+    apply,
+    execute_batch,
+    genesis,
+    restore,
+    snapshot,
+)
+from .transactions import (
+    AppTx,
+    KvPut,
+    Noop,
+    SetCommittee,
+    Transaction,
+    check_committee_vote,
+    committee_vote_bytes,
+    decode_tx,
+    encode_tx,
+    sign_committee_vote,
+)
 
 __all__ = [
     "AppTx",
@@ -75,6 +97,7 @@ __all__ = [
     "Commit",
     "CommitVote",
     "Committee",
+    "CommitteeSchedule",
     "DurableSlot",
     "DurableState",
     "Effect",
@@ -118,20 +141,27 @@ __all__ = [
     "Verifier",
     "ViewChange",
     "ViewEntered",
+    "activation_seq",
     "apply",
     "batch_digest",
     "check_certified_entry",
     "check_checkpoint_proof",
+    "check_committee_vote",
+    "check_equivocation",
     "check_evidence",
     "check_new_view",
     "check_view_change",
+    "committee_vote_bytes",
     "decode",
     "decode_tx",
     "encode",
     "encode_tx",
     "execute_batch",
     "genesis",
+    "restore",
     "sign",
+    "sign_committee_vote",
     "signing_bytes",
+    "snapshot",
     "verify",
 ]

@@ -12,7 +12,7 @@ Each ``check_*`` raises ``RemoteProtocolError`` with a reason, or returns None.
 
 from __future__ import annotations
 
-from .codec import batch_digest
+from .codec import batch_digest, decode
 from .config import Committee
 from .errors import RemoteProtocolError
 from .messages import (
@@ -34,6 +34,7 @@ from .statemachine import state_digest
 __all__ = [
     "check_certified_entry",
     "check_checkpoint_proof",
+    "check_equivocation",
     "check_evidence",
     "check_new_view",
     "check_prepared_proof",
@@ -50,7 +51,11 @@ def _fail(reason: str) -> RemoteProtocolError:
 
 
 def check_signed_by_member(committee: Committee, verifier: Verifier, msg: Message) -> None:
+    """Signed by a member, and bound to the committee's epoch: a vote of another epoch never
+    counts here, even from a validator that belongs to both committees."""
     sender: bytes = msg.sender  # type: ignore[attr-defined]
+    if getattr(msg, "epoch", committee.epoch) != committee.epoch:
+        raise _fail(f"{type(msg).__name__} of epoch {msg.epoch} in epoch {committee.epoch}")  # type: ignore[attr-defined]
     if not committee.is_member(sender):
         raise _fail(f"{type(msg).__name__} from a non-member")
     if not verify(msg, verifier):
@@ -91,13 +96,21 @@ def check_certified_entry(committee: Committee, verifier: Verifier, ce: Certifie
 
 
 def check_checkpoint_proof(
-    committee: Committee, verifier: Verifier, seq: int, proof: tuple[Checkpoint, ...]
+    committee: Committee,
+    verifier: Verifier,
+    seq: int,
+    proof: tuple[Checkpoint, ...],
+    base: int = 0,
 ) -> bytes:
-    """2f+1 members vouch for one state digest at ``seq``; returns that digest."""
-    if seq == 0:
-        # Genesis needs no proof: every replica starts from the same configured state.
+    """2f+1 members vouch for one state digest at ``seq``; returns that digest. ``base`` is the
+    seq the committee's epoch starts after (0 for genesis)."""
+    if seq < base:
+        raise _fail(f"checkpoint {seq} is before this epoch (it starts after {base})")
+    if seq == base:
+        # The epoch's start needs no proof: every replica of the epoch starts from it (genesis,
+        # or the state after the last entry of the previous committee, from the certified log).
         if proof:
-            raise _fail("the genesis checkpoint carries no proof")
+            raise _fail("the epoch's starting checkpoint carries no proof")
         return b""
     if not proof:
         raise _fail("missing checkpoint proof")
@@ -110,9 +123,11 @@ def check_checkpoint_proof(
     return digest
 
 
-def check_stable_checkpoint(committee: Committee, verifier: Verifier, cp: StableCheckpoint) -> None:
-    digest = check_checkpoint_proof(committee, verifier, cp.seq, cp.proof)
-    if cp.seq > 0 and state_digest(cp.snapshot) != digest:
+def check_stable_checkpoint(
+    committee: Committee, verifier: Verifier, cp: StableCheckpoint, base: int = 0
+) -> None:
+    digest = check_checkpoint_proof(committee, verifier, cp.seq, cp.proof, base)
+    if cp.seq > base and state_digest(cp.snapshot) != digest:
         raise _fail("snapshot does not match the checkpoint digest")
 
 
@@ -136,10 +151,10 @@ def check_prepared_proof(committee: Committee, verifier: Verifier, p: PreparedPr
 
 
 def check_view_change(
-    committee: Committee, verifier: Verifier, vc: ViewChange, window: int
+    committee: Committee, verifier: Verifier, vc: ViewChange, window: int, base: int = 0
 ) -> None:
     check_signed_by_member(committee, verifier, vc)
-    check_checkpoint_proof(committee, verifier, vc.stable_seq, vc.checkpoint_proof)
+    check_checkpoint_proof(committee, verifier, vc.stable_seq, vc.checkpoint_proof, base)
     seqs = set()
     for p in vc.prepared:
         pp = p.pre_prepare
@@ -169,7 +184,9 @@ def new_view_plan(
     return low, {s: best.get(s) for s in range(low + 1, high + 1)}
 
 
-def check_new_view(committee: Committee, verifier: Verifier, nv: NewView, window: int) -> int:
+def check_new_view(
+    committee: Committee, verifier: Verifier, nv: NewView, window: int, base: int = 0
+) -> int:
     """Check a new view completely; returns its low mark (the highest stable checkpoint)."""
     if nv.sender != committee.primary(nv.view):
         raise _fail("new view not from the view's primary")
@@ -177,7 +194,7 @@ def check_new_view(committee: Committee, verifier: Verifier, nv: NewView, window
     for vc in nv.view_changes:
         if vc.new_view != nv.view:
             raise _fail("new view carries a view change for another view")
-        check_view_change(committee, verifier, vc, window)
+        check_view_change(committee, verifier, vc, window, base)
     _quorum_of(committee, [vc.sender for vc in nv.view_changes], "new view")
     low, plan = new_view_plan(nv.view_changes)
     if [p.seq for p in nv.pre_prepares] != list(plan):
@@ -205,12 +222,23 @@ def check_evidence(committee: Committee, verifier: Verifier, a: Message, b: Mess
         raise _fail("evidence messages have different senders")
     if isinstance(a, PrePrepare | Prepare | CommitVote):
         assert isinstance(b, PrePrepare | Prepare | CommitVote)
-        if (a.view, a.seq) != (b.view, b.seq) or a.digest == b.digest:
+        if (a.epoch, a.view, a.seq) != (b.epoch, b.view, b.seq) or a.digest == b.digest:
             raise _fail("no conflict: different slot or same digest")
     elif isinstance(a, Checkpoint):
         assert isinstance(b, Checkpoint)
-        if a.seq != b.seq or a.state_digest == b.state_digest:
+        if (a.epoch, a.seq) != (b.epoch, b.seq) or a.state_digest == b.state_digest:
             raise _fail("no conflict: different seq or same state")
     else:
         raise _fail(f"{type(a).__name__} cannot equivocate")
     return a.sender  # type: ignore[attr-defined]
+
+
+def check_equivocation(
+    first: bytes, second: bytes, committee: Committee, verifier: Verifier
+) -> bytes:
+    """Equivocation evidence from bytes (two ``encode``d messages), as a slashing transaction
+    carries it: returns the offender, or raises ``RemoteProtocolError``. ``committee`` is the
+    one of the messages' epoch (a vote of another epoch is refused)."""
+    if type(first) is not bytes or type(second) is not bytes:
+        raise _fail("evidence is two encoded messages")
+    return check_evidence(committee, verifier, decode(first), decode(second))

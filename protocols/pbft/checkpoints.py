@@ -172,7 +172,7 @@ class Checkpoints(ReplicaCore):
         check_signed_by_member(self.committee, self._verifier, sr)
         new_state = None
         if cp is not None and (install or adopt):
-            check_stable_checkpoint(self.committee, self._verifier, cp)
+            check_stable_checkpoint(self.committee, self._verifier, cp, self.base)
         if install:
             assert cp is not None
             new_state = restore(cp.snapshot)

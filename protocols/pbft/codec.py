@@ -73,7 +73,16 @@ _TAGS: dict[type, int] = {
 
 
 def _body(msg: Message) -> list[Any]:
-    """The fields of ``msg`` except its signature, as a CBOR-ready list."""
+    """The fields of ``msg`` except its signature, as a CBOR-ready list. A message of a later
+    epoch than genesis carries its epoch as a last field (genesis bytes are unchanged)."""
+    body = _fields(msg)
+    epoch = getattr(msg, "epoch", 0)
+    if epoch:
+        body.append(epoch)
+    return body
+
+
+def _fields(msg: Message) -> list[Any]:
     if isinstance(msg, Request):
         return [1, VERSION, msg.client, msg.request_id, msg.op]
     if isinstance(msg, PrePrepare):
@@ -188,34 +197,46 @@ def _head(x: Any, tag: int, n: int) -> list[Any]:
     return arr
 
 
+def _ehead(x: Any, tag: int, n: int) -> tuple[list[Any], int]:
+    """A message that may carry an epoch just before its signature: (fields, epoch)."""
+    if type(x) is list and len(x) == n + 1:
+        epoch = x[n - 1]
+        if type(epoch) is not int or epoch < 1:
+            raise LocalProtocolError("a present epoch is a positive int (genesis omits it)")
+        return _head(x[: n - 1] + x[n:], tag, n), epoch
+    return _head(x, tag, n), 0
+
+
 def _request(x: Any) -> Request:
     a = _head(x, 1, 6)
     return Request(client=a[2], request_id=a[3], op=a[4], signature=a[5])
 
 
 def _pre_prepare(x: Any) -> PrePrepare:
-    a = _head(x, 2, 8)
+    a, epoch = _ehead(x, 2, 8)
     batch = tuple(_request(r) for r in _seq_of(a[5], "batch"))
-    return PrePrepare(view=a[2], seq=a[3], digest=a[4], batch=batch, sender=a[6], signature=a[7])
+    return PrePrepare(
+        view=a[2], seq=a[3], digest=a[4], batch=batch, sender=a[6], signature=a[7], epoch=epoch
+    )
 
 
 def _prepare(x: Any) -> Prepare:
-    a = _head(x, 3, 7)
-    return Prepare(view=a[2], seq=a[3], digest=a[4], sender=a[5], signature=a[6])
+    a, epoch = _ehead(x, 3, 7)
+    return Prepare(view=a[2], seq=a[3], digest=a[4], sender=a[5], signature=a[6], epoch=epoch)
 
 
 def _commit_vote(x: Any) -> CommitVote:
-    a = _head(x, 4, 7)
-    return CommitVote(view=a[2], seq=a[3], digest=a[4], sender=a[5], signature=a[6])
+    a, epoch = _ehead(x, 4, 7)
+    return CommitVote(view=a[2], seq=a[3], digest=a[4], sender=a[5], signature=a[6], epoch=epoch)
 
 
 def _checkpoint(x: Any) -> Checkpoint:
-    a = _head(x, 5, 6)
-    return Checkpoint(seq=a[2], state_digest=a[3], sender=a[4], signature=a[5])
+    a, epoch = _ehead(x, 5, 6)
+    return Checkpoint(seq=a[2], state_digest=a[3], sender=a[4], signature=a[5], epoch=epoch)
 
 
 def _view_change(x: Any) -> ViewChange:
-    a = _head(x, 6, 8)
+    a, epoch = _ehead(x, 6, 8)
     proof = tuple(_checkpoint(c) for c in _seq_of(a[4], "checkpoint_proof"))
     prepared = []
     for p in _seq_of(a[5], "prepared"):
@@ -229,18 +250,21 @@ def _view_change(x: Any) -> ViewChange:
         prepared=tuple(prepared),
         sender=a[6],
         signature=a[7],
+        epoch=epoch,
     )
 
 
 def _new_view(x: Any) -> NewView:
-    a = _head(x, 7, 7)
+    a, epoch = _ehead(x, 7, 7)
     vcs = tuple(_view_change(v) for v in _seq_of(a[3], "view_changes"))
     pps = tuple(_pre_prepare(p) for p in _seq_of(a[4], "pre_prepares"))
-    return NewView(view=a[2], view_changes=vcs, pre_prepares=pps, sender=a[5], signature=a[6])
+    return NewView(
+        view=a[2], view_changes=vcs, pre_prepares=pps, sender=a[5], signature=a[6], epoch=epoch
+    )
 
 
 def _status(x: Any) -> Status:
-    a = _head(x, 8, 8)
+    a, epoch = _ehead(x, 8, 8)
     return Status(
         view=a[2],
         in_view_change=a[3],
@@ -248,11 +272,12 @@ def _status(x: Any) -> Status:
         stable_seq=a[5],
         sender=a[6],
         signature=a[7],
+        epoch=epoch,
     )
 
 
 def _state_reply(x: Any) -> StateReply:
-    a = _head(x, 9, 6)
+    a, epoch = _ehead(x, 9, 6)
     cp = None
     if a[2] is not None:
         seq, snapshot, proof = _arr(a[2], 3, "stable checkpoint")
@@ -265,7 +290,9 @@ def _state_reply(x: Any) -> StateReply:
         entry = Entry(seq=seq, digest=digest, batch=tuple(_request(r) for r in _seq_of(batch, "b")))
         cert = Certificate(votes=tuple(_commit_vote(v) for v in _seq_of(votes, "votes")))
         entries.append(CertifiedEntry(entry=entry, certificate=cert))
-    return StateReply(checkpoint=cp, entries=tuple(entries), sender=a[4], signature=a[5])
+    return StateReply(
+        checkpoint=cp, entries=tuple(entries), sender=a[4], signature=a[5], epoch=epoch
+    )
 
 
 _DECODERS: dict[int, Callable[[Any], Message]] = {

@@ -58,7 +58,7 @@ from .normal_case import NormalCase
 from .replica_core import Slot
 from .signing import Signer, Verifier
 from .state import ReplicaStatus, ReplicaTrigger, SlotTrigger, next_replica_status
-from .statemachine import restore, state_digest
+from .statemachine import LedgerState, restore, state_digest
 from .view_change import ViewChanges
 
 __all__ = ["Replica"]
@@ -79,8 +79,13 @@ class Replica(NormalCase, Checkpoints, ViewChanges):
         config: PbftConfig,
         signer: Signer,
         verifier: Verifier,
+        base: LedgerState | None = None,
     ) -> None:
-        super().__init__(committee=committee, config=config, signer=signer, verifier=verifier)
+        """``base``: the state the epoch starts from (the ledger after the previous committee's
+        last entry, whose committee is ``committee``); genesis when None."""
+        super().__init__(
+            committee=committee, config=config, signer=signer, verifier=verifier, base=base
+        )
         self._on_event: dict[type[Event], Callable[[Any], None]] = {
             Restarted: self._on_restarted,
             MessageReceived: self._on_message_received,
@@ -154,6 +159,8 @@ class Replica(NormalCase, Checkpoints, ViewChanges):
         handler = self._on_message_type.get(type(msg))
         if handler is None:
             raise RemoteProtocolError(f"unexpected message {type(msg).__name__}")
+        if getattr(msg, "epoch", self.committee.epoch) != self.committee.epoch:
+            return  # another committee's message: never counted here
         handler(msg)
 
     def _on_client_request(self, ev: ClientRequest) -> None:
@@ -168,7 +175,7 @@ class Replica(NormalCase, Checkpoints, ViewChanges):
         self._on_timer_key[ev.key]()
 
     def _after_event(self) -> None:
-        if self.status is ReplicaStatus.NORMAL and self.is_primary:
+        if self.status is ReplicaStatus.NORMAL and self.is_primary and not self.retired:
             self._maybe_propose()
         self._sync_request_timer()
 

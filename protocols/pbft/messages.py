@@ -139,9 +139,12 @@ class PrePrepare(Message):
     digest: bytes
     batch: tuple[Request, ...]
     sender: bytes
+    #: The committee epoch the message belongs to: never counted in another epoch.
+    epoch: int = 0
     signature: bytes = field(default=b"", repr=False)
 
     def __post_init__(self) -> None:
+        _uint("epoch", self.epoch)
         _uint("view", self.view)
         _uint("seq", self.seq, low=1)
         _bytes("digest", self.digest, max_len=DIGEST_BYTES, exact=DIGEST_BYTES)
@@ -164,9 +167,12 @@ class Prepare(Message):
     seq: int
     digest: bytes
     sender: bytes
+    #: The committee epoch the message belongs to: never counted in another epoch.
+    epoch: int = 0
     signature: bytes = field(default=b"", repr=False)
 
     def __post_init__(self) -> None:
+        _uint("epoch", self.epoch)
         _uint("view", self.view)
         _uint("seq", self.seq, low=1)
         _bytes("digest", self.digest, max_len=DIGEST_BYTES, exact=DIGEST_BYTES)
@@ -188,9 +194,12 @@ class CommitVote(Message):
     seq: int
     digest: bytes
     sender: bytes
+    #: The committee epoch the message belongs to: never counted in another epoch.
+    epoch: int = 0
     signature: bytes = field(default=b"", repr=False)
 
     def __post_init__(self) -> None:
+        _uint("epoch", self.epoch)
         _uint("view", self.view)
         _uint("seq", self.seq, low=1)
         _bytes("digest", self.digest, max_len=DIGEST_BYTES, exact=DIGEST_BYTES)
@@ -211,9 +220,12 @@ class Checkpoint(Message):
     seq: int
     state_digest: bytes
     sender: bytes
+    #: The committee epoch the message belongs to: never counted in another epoch.
+    epoch: int = 0
     signature: bytes = field(default=b"", repr=False)
 
     def __post_init__(self) -> None:
+        _uint("epoch", self.epoch)
         _uint("seq", self.seq)
         _bytes("state_digest", self.state_digest, max_len=DIGEST_BYTES, exact=DIGEST_BYTES)
         _bytes("sender", self.sender, max_len=MAX_ID_BYTES)
@@ -247,9 +259,12 @@ class ViewChange(Message):
     checkpoint_proof: tuple[Checkpoint, ...]
     prepared: tuple[PreparedProof, ...]
     sender: bytes
+    #: The committee epoch the message belongs to: never counted in another epoch.
+    epoch: int = 0
     signature: bytes = field(default=b"", repr=False)
 
     def __post_init__(self) -> None:
+        _uint("epoch", self.epoch)
         _uint("new_view", self.new_view, low=1)
         _uint("stable_seq", self.stable_seq)
         _tuple_of("checkpoint_proof", self.checkpoint_proof, Checkpoint, max_len=MAX_COMMITTEE)
@@ -273,9 +288,12 @@ class NewView(Message):
     view_changes: tuple[ViewChange, ...]
     pre_prepares: tuple[PrePrepare, ...]
     sender: bytes
+    #: The committee epoch the message belongs to: never counted in another epoch.
+    epoch: int = 0
     signature: bytes = field(default=b"", repr=False)
 
     def __post_init__(self) -> None:
+        _uint("epoch", self.epoch)
         _uint("view", self.view, low=1)
         _tuple_of("view_changes", self.view_changes, ViewChange, max_len=MAX_COMMITTEE)
         _tuple_of("pre_prepares", self.pre_prepares, PrePrepare, max_len=MAX_PROOFS)
@@ -298,9 +316,12 @@ class Status(Message):
     executed_seq: int
     stable_seq: int
     sender: bytes
+    #: The committee epoch the message belongs to: never counted in another epoch.
+    epoch: int = 0
     signature: bytes = field(default=b"", repr=False)
 
     def __post_init__(self) -> None:
+        _uint("epoch", self.epoch)
         _uint("view", self.view)
         if type(self.in_view_change) is not bool:
             raise _bad("in_view_change must be a bool")
@@ -367,9 +388,12 @@ class StateReply(Message):
     checkpoint: StableCheckpoint | None
     entries: tuple[CertifiedEntry, ...]
     sender: bytes
+    #: The committee epoch the message belongs to: never counted in another epoch.
+    epoch: int = 0
     signature: bytes = field(default=b"", repr=False)
 
     def __post_init__(self) -> None:
+        _uint("epoch", self.epoch)
         if self.checkpoint is not None and type(self.checkpoint) is not StableCheckpoint:
             raise _bad("checkpoint must be a StableCheckpoint or None")
         _tuple_of("entries", self.entries, CertifiedEntry, max_len=MAX_ENTRIES)

@@ -43,6 +43,8 @@ class NormalCase(ReplicaCore):
 
     def _on_request(self, req: Request, *, local: bool = False) -> None:
         """Queue ``req``; relay it to the committee if it came from our own client (``local``)."""
+        if self.retired:
+            return  # the next committee orders it: clients resend there
         old = self._pending.get(req.client)
         if self._executed(req) or (old is not None and old.request_id >= req.request_id):
             return  # a duplicate (or older) request: nothing to do
@@ -59,18 +61,23 @@ class NormalCase(ReplicaCore):
     def _maybe_propose(self) -> None:
         cfg = self.config
         self._next_seq = max(self._next_seq, self.ledger.seq)
-        while (
-            self._next_seq + 1 <= self.stable.seq + cfg.window
-            and self._next_seq - self.ledger.seq < cfg.max_inflight
-        ):
+        end = self.end
+        top = (
+            self.stable.seq + cfg.window
+            if end is None
+            else min(self.stable.seq + cfg.window, end - 1)
+        )
+        while self._next_seq + 1 <= top and self._next_seq - self.ledger.seq < cfg.max_inflight:
             batch = []
             for req in self._pending.values():
                 if (req.client, req.request_id) not in self._inflight and not self._executed(req):
                     batch.append(req)
                     if len(batch) >= cfg.max_batch:
                         break
-            if not batch:
+            if not batch and end is None:
                 return
+            # With a committee change pending, fill the gap to its activation with null batches
+            # if there are no requests: the switch must not wait for client traffic.
             seq = self._next_seq + 1
             if seq <= max(self.stable.seq, self._view_low) or seq in self._certified:
                 raise LocalProtocolError(f"primary would re-propose settled seq {seq}")
@@ -93,7 +100,13 @@ class NormalCase(ReplicaCore):
             self._progress(slot)
 
     def _sync_request_timer(self) -> None:
-        want = self.status is ReplicaStatus.NORMAL and bool(self._pending)
+        # Waiting for the activation counts as a pending request: a primary that does not fill
+        # the gap to it is replaced like one that sits on a request.
+        want = (
+            self.status is ReplicaStatus.NORMAL
+            and not self.retired
+            and (bool(self._pending) or self.end is not None)
+        )
         if want and not self._timer_armed[TimerKey.REQUEST]:
             self._set_request_timer()
         elif not want:
@@ -216,7 +229,9 @@ class NormalCase(ReplicaCore):
         progressed = False
         while (ce := self._certified.get(self.ledger.seq + 1)) is not None:
             entry = ce.entry
-            self.ledger, results = execute_batch(self.ledger, entry.seq, entry.batch)
+            self.ledger, results = execute_batch(
+                self.ledger, entry.seq, entry.batch, verifier=self._verifier, config=self.config
+            )
             progressed = True
             self._effects.append(
                 Commit(seq=entry.seq, entry=entry, certificate=ce.certificate, results=results)

@@ -14,6 +14,8 @@ reported once per offence (the keys are remembered, bounded).
 
 from __future__ import annotations
 
+import dataclasses
+
 from .config import Committee, PbftConfig
 from .errors import LocalProtocolError
 from .events import (
@@ -89,9 +91,14 @@ class ReplicaCore:
         config: PbftConfig,
         signer: Signer,
         verifier: Verifier,
+        base: LedgerState | None = None,
     ) -> None:
         if not committee.is_member(signer.node_id):
             raise LocalProtocolError("a replica must be a member of its committee")
+        if base is None:
+            base = genesis(committee)
+        if base.committee != committee or base.pending is not None:
+            raise LocalProtocolError("an epoch starts from a state whose committee is its own")
         self.committee = committee
         self.config = config
         self._signer = signer
@@ -99,8 +106,11 @@ class ReplicaCore:
         self.me = signer.node_id
         self.status = ReplicaStatus.INIT
         self.view = 0
-        self.ledger: LedgerState = genesis(committee)
-        self.stable = StableCheckpoint(seq=0, snapshot=snapshot(self.ledger), proof=())
+        self.ledger: LedgerState = base
+        #: The epoch starts after this seq (0 for genesis): its state is every replica's first
+        #: stable checkpoint, needing no proof (it is derived from the certified log).
+        self.base = base.seq
+        self.stable = StableCheckpoint(seq=base.seq, snapshot=snapshot(base), proof=())
         #: The new view's low mark: pre-prepares at or below it are never accepted in this view.
         self._view_low = 0
         self._slots: dict[int, Slot] = {}
@@ -144,9 +154,27 @@ class ReplicaCore:
     def is_primary(self) -> bool:
         return self.primary == self.me
 
+    @property
+    def retired(self) -> bool:
+        """This epoch's last entry has executed: the replica no longer votes or proposes; it
+        only answers peers that lag (status, state transfer) until its caller stops it."""
+        return self.ledger.committee.epoch != self.committee.epoch
+
+    @property
+    def end(self) -> int | None:
+        """The first seq the next committee orders, once the change is committed: this epoch
+        never accepts, proposes or votes for a seq at or above it."""
+        if self.ledger.pending is not None:
+            return self.ledger.pending[1]
+        if self.retired:
+            return self.ledger.seq + 1
+        return None
+
     # -- effect helpers ---------------------------------------------------------------------------
 
     def _sign(self, msg: Message) -> Message:
+        if getattr(msg, "epoch", self.committee.epoch) != self.committee.epoch:
+            msg = dataclasses.replace(msg, epoch=self.committee.epoch)  # type: ignore[type-var]
         return sign(msg, self._signer)
 
     def _broadcast(self, msg: Message) -> None:
@@ -184,6 +212,9 @@ class ReplicaCore:
         return self.ledger.clients.get(req.client, 0) >= req.request_id
 
     def _in_window(self, seq: int) -> bool:
+        end = self.end
+        if end is not None and seq >= end:
+            return False
         return max(self.stable.seq, self._view_low) < seq <= self.stable.seq + self.config.window
 
     def _slot(self, seq: int) -> Slot:

@@ -6,9 +6,13 @@ holds the client table (the last executed request id per client), so de-duplicat
 what replicas agree on, and ``snapshot``/``restore`` give the canonical bytes that a checkpoint
 digest covers and that state transfer ships.
 
-Committee changes: a committed ``SetCommittee`` for epoch e+1 becomes ``pending`` and replaces
-``committee`` when the entry at ``activate_seq`` executes. (Switching the running replicas to the
-new committee is the daemon's job; see docs/pbft.md.)
+Committee changes: a ``SetCommittee`` is one validator's signed vote. Votes of members of the
+committee in force are kept (one per voter, its newest); when 2f+1 of them name the same
+(epoch, validators), executed in entry s, the change becomes ``pending`` with the activation seq
+``activation_seq(s, config)``: entries below it are ordered by the old committee, from it on by
+the new one. ``committee`` is replaced when the entry just below the activation has executed, so
+the state after that entry (a checkpoint: the activation is one past a checkpoint seq) is the
+new epoch's starting state. Why no old-epoch entry can reach the activation: docs/pbft.md.
 """
 
 from __future__ import annotations
@@ -21,14 +25,25 @@ from typing import Any
 
 import cbor2
 
-from .config import Committee
+from p2pnode_protocols.signing import Verifier
+
+from .config import Committee, PbftConfig
 from .errors import RemoteProtocolError
 from .messages import MAX_SNAPSHOT_BYTES, Request
-from .transactions import AppTx, KvPut, Noop, SetCommittee, Transaction, decode_tx
+from .transactions import (
+    AppTx,
+    KvPut,
+    Noop,
+    SetCommittee,
+    Transaction,
+    check_committee_vote,
+    decode_tx,
+)
 
 __all__ = [
     "LedgerState",
     "TxResult",
+    "activation_seq",
     "apply",
     "execute_batch",
     "genesis",
@@ -52,6 +67,9 @@ class LedgerState:
     kv: Mapping[str, bytes] = field(default_factory=lambda: _EMPTY)
     #: client id -> last executed request id (one outstanding request per client, as in PBFT).
     clients: Mapping[bytes, int] = field(default_factory=lambda: _EMPTY)
+    #: voter -> the (epoch, validators) it voted for last: committee votes for the next epoch by
+    #: members of ``committee`` (at most one per member, so bounded by the committee size).
+    votes: Mapping[bytes, tuple[int, tuple[bytes, ...]]] = field(default_factory=lambda: _EMPTY)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,8 +86,49 @@ def genesis(committee: Committee) -> LedgerState:
     return LedgerState(committee=committee)
 
 
-def apply(state: LedgerState, tx: Transaction) -> tuple[LedgerState, str]:
-    """Apply one decoded transaction; returns the new state and "" or a rejection reason."""
+def activation_seq(seq: int, config: PbftConfig) -> int:
+    """The first seq the new committee orders when the change's quorum vote executes in ``seq``.
+
+    An honest replica accepts a pre-prepare for q only if q <= stable + window, and its stable
+    checkpoint is a multiple of K at or below what it executed. Before it executes ``seq`` its
+    stable is at most ((seq - 1) // K) * K, so q is below the value returned here; after, it
+    knows the change and accepts nothing from the activation on. So no honest old replica ever
+    prepares an entry at or above it. The seq below it is a checkpoint seq."""
+    k, window = config.checkpoint_interval, config.window
+    return (seq - 1) // k * k + window + 1
+
+
+def _vote(
+    state: LedgerState, tx: SetCommittee, verifier: Verifier | None, config: PbftConfig
+) -> tuple[LedgerState, str]:
+    if verifier is None:
+        return state, "committee votes need a verifier"
+    if state.pending is not None or tx.epoch != state.committee.epoch + 1:
+        return state, "committee change must name the next epoch, one at a time"
+    if not state.committee.is_member(tx.voter):
+        return state, "only a member of the committee in force votes"
+    if not check_committee_vote(tx, verifier):
+        return state, "bad committee vote signature"
+    votes = dict(state.votes)
+    votes[tx.voter] = (tx.epoch, tx.validators)
+    same = sum(1 for v in votes.values() if v == (tx.epoch, tx.validators))
+    if same < state.committee.quorum:
+        return _replace(state, votes=MappingProxyType(votes)), ""
+    new = Committee(epoch=tx.epoch, validators=tx.validators)
+    at = activation_seq(state.seq + 1, config)
+    return _replace(state, votes=_EMPTY, pending=(new, at)), ""
+
+
+def apply(
+    state: LedgerState,
+    tx: Transaction,
+    *,
+    verifier: Verifier | None = None,
+    config: PbftConfig | None = None,
+) -> tuple[LedgerState, str]:
+    """Apply one decoded transaction; returns the new state and "" or a rejection reason.
+    ``state.seq`` is the entry before the one executing. ``verifier`` checks committee votes
+    (without one they are rejected); ``config`` gives K and the window for the activation."""
     if isinstance(tx, Noop | AppTx):
         # An application's transaction changes only the application's state (folded from the
         # log by the application itself), never this ledger's.
@@ -79,23 +138,22 @@ def apply(state: LedgerState, tx: Transaction) -> tuple[LedgerState, str]:
         kv[tx.key] = tx.value
         return _replace(state, kv=MappingProxyType(kv)), ""
     if isinstance(tx, SetCommittee):
-        if tx.epoch != state.committee.epoch + 1 or state.pending is not None:
-            return state, "committee change must name the next epoch, one at a time"
-        if tx.activate_seq <= state.seq + 1:
-            return state, "committee change must activate at a later sequence number"
-        pending = (Committee(epoch=tx.epoch, validators=tx.validators), tx.activate_seq)
-        return _replace(state, pending=pending), ""
+        return _vote(state, tx, verifier, config if config is not None else PbftConfig())
     raise TypeError(f"not a transaction: {tx!r}")
 
 
 def execute_batch(
-    state: LedgerState, seq: int, batch: tuple[Request, ...]
+    state: LedgerState,
+    seq: int,
+    batch: tuple[Request, ...],
+    *,
+    verifier: Verifier | None = None,
+    config: PbftConfig | None = None,
 ) -> tuple[LedgerState, tuple[TxResult, ...]]:
-    """Execute the committed entry ``seq``: activate a due committee, then each request once."""
+    """Execute the committed entry ``seq``: each request once; then, if ``seq`` is the last
+    entry of the old committee, the pending committee takes over."""
     if seq != state.seq + 1:
         raise ValueError(f"entries execute in order: expected {state.seq + 1}, got {seq}")
-    if state.pending is not None and seq >= state.pending[1]:
-        state = _replace(state, committee=state.pending[0], pending=None)
     results = []
     clients: dict[bytes, int] | None = None
     for req in batch:
@@ -113,10 +171,12 @@ def execute_batch(
         except RemoteProtocolError as exc:
             results.append(_result(req, "rejected", str(exc)))
             continue
-        state, reason = apply(state, tx)
+        state, reason = apply(state, tx, verifier=verifier, config=config)
         results.append(_result(req, "rejected" if reason else "ok", reason))
     if clients is not None:
         state = _replace(state, clients=MappingProxyType(clients))
+    if state.pending is not None and seq + 1 >= state.pending[1]:
+        state = _replace(state, committee=state.pending[0], pending=None, votes=_EMPTY)
     return _replace(state, seq=seq), tuple(results)
 
 
@@ -131,6 +191,7 @@ def _replace(state: LedgerState, **changes: Any) -> LedgerState:
         "pending": state.pending,
         "kv": state.kv,
         "clients": state.clients,
+        "votes": state.votes,
     }
     values.update(changes)
     return LedgerState(**values)
@@ -152,6 +213,7 @@ def snapshot(state: LedgerState) -> bytes:
         pending,
         dict(state.kv),
         dict(state.clients),
+        {voter: [e, list(vals)] for voter, (e, vals) in state.votes.items()},
     ]
     return cbor2.dumps(body, canonical=True)
 
@@ -166,7 +228,7 @@ def restore(data: bytes) -> LedgerState:
         raise RemoteProtocolError("snapshot too large")
     try:
         obj = cbor2.loads(data, max_depth=6)
-        version, seq, committee, pending, kv, clients = obj
+        version, seq, committee, pending, kv, clients, votes = obj
         if version != 1 or type(seq) is not int or type(kv) is not dict:
             raise ValueError("bad snapshot header")
         if type(clients) is not dict:
@@ -177,6 +239,13 @@ def restore(data: bytes) -> LedgerState:
         for k, v in clients.items():
             if type(k) is not bytes or type(v) is not int:
                 raise ValueError("bad client item")
+        if type(votes) is not dict:
+            raise ValueError("bad vote table")
+        vote_table = {}
+        for voter, (e, vals) in votes.items():
+            if type(voter) is not bytes or type(e) is not int or type(vals) is not list:
+                raise ValueError("bad vote item")
+            vote_table[voter] = (e, Committee(epoch=e, validators=tuple(vals)).validators)
         pend = None
         if pending is not None:
             (epoch, vals), at = pending
@@ -187,6 +256,7 @@ def restore(data: bytes) -> LedgerState:
             pending=pend,
             kv=MappingProxyType(kv),
             clients=MappingProxyType(clients),
+            votes=MappingProxyType(vote_table),
         )
     except RemoteProtocolError:
         raise

@@ -16,8 +16,10 @@ from typing import Any
 
 import cbor2
 
+from p2pnode_protocols.signing import Signer, Verifier
+
 from .errors import RemoteProtocolError
-from .messages import MAX_COMMITTEE, MAX_ID_BYTES, MAX_OP_BYTES
+from .messages import MAX_COMMITTEE, MAX_ID_BYTES, MAX_OP_BYTES, MAX_SIG_BYTES
 
 __all__ = [
     "MAX_APP_NAME",
@@ -27,12 +29,16 @@ __all__ = [
     "Noop",
     "SetCommittee",
     "Transaction",
+    "check_committee_vote",
+    "committee_vote_bytes",
     "decode_tx",
     "encode_tx",
+    "sign_committee_vote",
 ]
 
 MAX_KEY_BYTES = 256
 MAX_APP_NAME = 32
+_VOTE_DOMAIN = b"p2pnode/pbft/committee-vote/v1\x00"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,17 +62,19 @@ class KvPut:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SetCommittee:
-    """Replaces the validator set for ``epoch`` (the current epoch + 1) from ``activate_seq`` on."""
+    """One validator's signed vote to replace the committee by ``validators`` as ``epoch``
+    (the current epoch + 1). ``sig`` is ``voter``'s signature over :func:`committee_vote_bytes`.
+    The change happens only when 2f+1 members of the committee in force vote for the same
+    (epoch, validators): no single client, nor f validators, can change the committee."""
 
     epoch: int
     validators: tuple[bytes, ...]
-    activate_seq: int
+    voter: bytes
+    sig: bytes
 
     def __post_init__(self) -> None:
         if type(self.epoch) is not int or self.epoch < 1:
             raise ValueError("epoch must be an int >= 1")
-        if type(self.activate_seq) is not int or self.activate_seq < 1:
-            raise ValueError("activate_seq must be an int >= 1")
         if type(self.validators) is not tuple or not 1 <= len(self.validators) <= MAX_COMMITTEE:
             raise ValueError("validators must be a non-empty tuple")
         for v in self.validators:
@@ -74,6 +82,26 @@ class SetCommittee:
                 raise ValueError("validator ids are non-empty bytes")
         if len(set(self.validators)) != len(self.validators):
             raise ValueError("validator ids must be distinct")
+        if type(self.voter) is not bytes or not 0 < len(self.voter) <= MAX_ID_BYTES:
+            raise ValueError("voter is a non-empty node id")
+        if type(self.sig) is not bytes or len(self.sig) > MAX_SIG_BYTES:
+            raise ValueError("sig must be bytes of bounded size")
+
+
+def committee_vote_bytes(epoch: int, validators: tuple[bytes, ...]) -> bytes:
+    """What a committee vote's signature covers: its own domain tag (a vote can never be
+    mistaken for a PBFT message or anything else signed with a node key) and the change."""
+    return _VOTE_DOMAIN + cbor2.dumps([epoch, list(validators)], canonical=True)
+
+
+def sign_committee_vote(signer: Signer, epoch: int, validators: tuple[bytes, ...]) -> SetCommittee:
+    """This validator's vote for ``validators`` as ``epoch``."""
+    sig = signer.sign(committee_vote_bytes(epoch, validators))
+    return SetCommittee(epoch=epoch, validators=validators, voter=signer.node_id, sig=sig)
+
+
+def check_committee_vote(tx: SetCommittee, verifier: Verifier) -> bool:
+    return verifier.verify(tx.voter, committee_vote_bytes(tx.epoch, tx.validators), tx.sig)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,7 +127,7 @@ def encode_tx(tx: Transaction) -> bytes:
     elif isinstance(tx, KvPut):
         body = [1, tx.key, tx.value]
     elif isinstance(tx, SetCommittee):
-        body = [2, tx.epoch, list(tx.validators), tx.activate_seq]
+        body = [2, tx.epoch, list(tx.validators), tx.voter, tx.sig]
     elif isinstance(tx, AppTx):
         body = [3, tx.app, tx.body]
     else:
@@ -123,8 +151,8 @@ def decode_tx(data: bytes) -> Transaction:
             return Noop()
         if tag == 1 and len(obj) == 3:
             return KvPut(key=obj[1], value=obj[2])
-        if tag == 2 and len(obj) == 4 and type(obj[2]) is list:
-            return SetCommittee(epoch=obj[1], validators=tuple(obj[2]), activate_seq=obj[3])
+        if tag == 2 and len(obj) == 5 and type(obj[2]) is list:
+            return SetCommittee(epoch=obj[1], validators=tuple(obj[2]), voter=obj[3], sig=obj[4])
         if tag == 3 and len(obj) == 3:
             return AppTx(app=obj[1], body=obj[2])
         raise ValueError(f"unknown transaction {tag!r}")

@@ -34,17 +34,21 @@ class ViewChanges(ReplicaCore):
         return min(cfg.view_change_timeout * 2**self._backoff, cfg.max_view_change_timeout)
 
     def _request_timer(self) -> None:
-        if self.status is ReplicaStatus.NORMAL:
+        if self.status is ReplicaStatus.NORMAL and not self.retired:
             log.debug("request timeout in view %d: suspecting the primary", self.view)
             self._start_view_change(self.view + 1)
 
     def _on_primary_suspected(self, ev: PrimarySuspected) -> None:
-        if self.status is ReplicaStatus.NORMAL and ev.node == self.primary != self.me:
+        if (
+            self.status is ReplicaStatus.NORMAL
+            and not self.retired
+            and ev.node == self.primary != self.me
+        ):
             log.info("the failure detector declared primary of view %d dead", self.view)
             self._start_view_change(self.view + 1)
 
     def _view_change_timer(self) -> None:
-        if self.status is ReplicaStatus.VIEW_CHANGE:
+        if self.status is ReplicaStatus.VIEW_CHANGE and not self.retired:
             self._start_view_change(self.view + 1)
 
     # -- view change and new view -----------------------------------------------------------------
@@ -108,10 +112,12 @@ class ViewChanges(ReplicaCore):
                 check_signed_by_member(self.committee, self._verifier, vc)
                 self._send(vc.sender, self._new_view)
             return
+        if self.retired:
+            return  # this epoch is over: its views no longer matter
         old = self._latest_vc.get(vc.sender)
         if old is not None and old.new_view >= vc.new_view:
             return
-        check_view_change(self.committee, self._verifier, vc, self.config.window)
+        check_view_change(self.committee, self._verifier, vc, self.config.window, self.base)
         self._latest_vc[vc.sender] = vc
         self._view_change_rules()
 
@@ -161,7 +167,9 @@ class ViewChanges(ReplicaCore):
     def _on_new_view(self, nv: NewView) -> None:
         if nv.view < self.view or (nv.view == self.view and self.status is ReplicaStatus.NORMAL):
             return
-        low = check_new_view(self.committee, self._verifier, nv, self.config.window)
+        if self.retired:
+            return
+        low = check_new_view(self.committee, self._verifier, nv, self.config.window, self.base)
         self._enter_view(nv, low)
 
     def _enter_view(self, nv: NewView, low: int) -> None:

@@ -45,6 +45,17 @@ class SimConfig:
     clock_drift: float
     safety_time: float
     liveness_budget: float
+    #: Committee switches: (virtual time the honest members vote, pool indices of the next
+    #: committee in primary order). The pool is the genesis committee (0..n-1) and n more nodes.
+    switches: tuple[tuple[float, tuple[int, ...]], ...] = ()
+    #: Byzantine nodes among the extra n of the pool (index, kind).
+    extra_byzantine: tuple[tuple[int, str], ...] = ()
+    #: At most this many evidence transactions (observed equivocations) are submitted.
+    evidence_txs: int = 0
+
+    @property
+    def pool(self) -> int:
+        return 2 * self.n if self.switches else self.n
 
     @property
     def f(self) -> int:
@@ -93,4 +104,39 @@ def draw_config(seed: int, *, n: int | None = None) -> SimConfig:
     # Clients submit one request at a time, so the work left at the heal grows with them.
     # (Set after the draws so that adding a knob never changes what an old seed means.)
     budget = 60.0 + 1.0 * cfg.clients * cfg.requests_per_client
-    return replace(cfg, liveness_budget=budget)
+    cfg = replace(cfg, liveness_budget=budget)
+    return _draw_switches(rng, cfg)
+
+
+def _draw_switches(rng: random.Random, cfg: SimConfig) -> SimConfig:
+    """Committee switches, drawn after everything else (old seeds keep their other knobs):
+    overlapping or disjoint committees of n from a pool of 2n, each with at most f Byzantine."""
+    n, f = cfg.n, cfg.f
+    count = rng.choice((0, 1, 1, 2, 3))
+    extra = rng.sample(range(n, 2 * n), rng.randint(0, f))
+    extra_byz = tuple(sorted((i, rng.choice(BYZANTINE_KINDS)) for i in extra))
+    byz = {i for i, _ in cfg.byzantine} | set(extra)
+    times = sorted(rng.uniform(0.5, cfg.safety_time) for _ in range(count))
+    prev = set(range(n))
+    switches = []
+    for at in times:
+        disjoint = rng.random() < 0.4
+        cands = [x for x in range(2 * n) if not (disjoint and x in prev)]
+        good = [x for x in cands if x not in byz]
+        bad = [x for x in cands if x in byz]
+        k = min(len(bad), rng.randint(0, f))
+        k = max(k, n - len(good))
+        if k > min(f, len(bad)):
+            continue  # not enough honest candidates for this shape: skip the switch
+        members = rng.sample(good, n - k) + rng.sample(bad, k)
+        rng.shuffle(members)
+        switches.append((at, tuple(members)))
+        prev = set(members)
+    evidence = rng.choice((0, 2, 4))
+    return replace(
+        cfg,
+        switches=tuple(switches),
+        extra_byzantine=extra_byz if switches else (),
+        evidence_txs=evidence,
+        liveness_budget=cfg.liveness_budget + 15.0 * len(switches),
+    )

@@ -119,3 +119,45 @@ def test_cli_prints_a_summary(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--seeds", "100000..100002", "--n", "4"]) == 0
     out = capsys.readouterr().out
     assert "3 runs" in out and "failures 0" in out
+
+
+def test_slice_covers_committee_switches_and_evidence() -> None:
+    cfgs = [draw_config(s, n=n) for s in CI_SEEDS for n in (4, 7)]
+    switched = [c for c in cfgs if c.switches]
+    assert len(switched) > 30 and any(c.evidence_txs for c in switched)
+    shapes = set()
+    for c in switched:
+        prev = set(range(c.n))
+        for _, members in c.switches:
+            shapes.add("disjoint" if not prev & set(members) else "overlapping")
+            prev = set(members)
+    assert shapes == {"disjoint", "overlapping"}
+    res = next(r for r in (run_seed(c.seed, c.n) for c in switched[:10]) if r.stats["switches"])
+    assert res.ok, res.message
+
+
+def test_checker_catches_a_seq_certified_by_the_wrong_epoch_and_a_double_execution() -> None:
+    c = Cluster(4)
+    c.submit(0, request(c.client, 1))
+    c.deliver_all()
+    c.submit(0, request(c.client, 2))
+    c.deliver_all()
+    first, second = c.commits[c.ids[0]][:2]
+    checker = PbftChecker(c.committee, c.verifier, c.ids)
+    for e in (first, second):
+        checker.submitted(e.entry.batch[0])
+    # Epoch 1 took over from seq 2: an epoch-0 certificate at seq 2 is out of its range.
+    checker.epoch_started(Committee(epoch=1, validators=tuple(c.ids)), 2)
+    checker.on_commit(c.ids[0], first)
+    with pytest.raises(SafetyViolation, match="outside its range"):
+        checker.on_commit(c.ids[0], second)
+    # The same request executed ("ok") at two seqs.
+    checker = PbftChecker(c.committee, c.verifier, c.ids)
+    for e in (first, second):
+        checker.submitted(e.entry.batch[0])
+    checker.on_commit(c.ids[0], first)
+    twice = Commit(
+        seq=second.seq, entry=second.entry, certificate=second.certificate, results=first.results
+    )
+    with pytest.raises(SafetyViolation, match="executed at"):
+        checker.on_commit(c.ids[0], twice)

@@ -21,11 +21,13 @@ import logging
 import os
 import time
 from collections import Counter, deque
+from collections.abc import Sequence
 from typing import Any
 
 import trio
 import trio.lowlevel
 from libp2p.crypto.keys import KeyPair
+from libp2p.peer.id import ID
 
 from p2pnode.consensus.service import ConsensusService, b58
 from p2pnode.machine_driver import MachineDriver
@@ -44,14 +46,17 @@ from p2pnode_protocols.rounds import (
     CommitRound,
     Committed,
     JobApplied,
+    JobState,
     MembersSeen,
     Prefetch,
     Resumed,
     RoundPhase,
+    RoundResult,
     RoundsConfig,
     RoundsMachine,
     Submit,
     Train,
+    TrustHooks,
     decode_message,
     encode_message,
 )
@@ -79,6 +84,7 @@ class RoundsService:
         blobs: Any,
         membership: Any = None,
         events: Any = None,
+        trust: TrustHooks | None = None,
     ) -> None:
         self.host = host
         self.cfg = cfg
@@ -93,7 +99,12 @@ class RoundsService:
             signer=self.signer,
             verifier=Ed25519Verifier(),
             committee=consensus.committee.validators,
-            config=RoundsConfig(start_timeout=t.start_timeout, result_timeout=t.result_timeout),
+            config=RoundsConfig(
+                start_timeout=t.start_timeout,
+                result_timeout=t.result_timeout,
+                max_notices_per_minute=t.max_notices_per_minute,
+            ),
+            trust=trust if trust is not None else _refuse_list(t.refuse_trainers),
         )
         self.counters: Counter[str] = Counter()
         self.transport = DatagramTransport(
@@ -117,12 +128,14 @@ class RoundsService:
             attack_scale=t.attack_scale,
             delay=t.delay,
             byzantine_proposer=t.byzantine_proposer,
+            censor=t.censor,
             committee=consensus.committee.validators,
+            collected=self.machine.collected,
         )
         self.driver = MachineDriver(
             self.machine,
             name="rounds",
-            send=self.transport.send,
+            send=self._send,
             encode=encode_message,
             me=self.me,
             group=lambda: self.machine.committee,
@@ -145,6 +158,14 @@ class RoundsService:
         #: the last results this node refused, with why (evidence against their proposers).
         self.evidence: deque[dict[str, Any]] = deque(maxlen=64)
         self._applied_changed = trio.Event()
+
+    def _send(self, to: bytes, data: bytes) -> bool:
+        sent = self.transport.send(to, data)
+        flood = self.cfg.training.flood
+        if flood and data[:2] in (b"\x83\x01", b"\x84\x01"):  # an update notice: tests only
+            for _ in range(flood):
+                self.transport.send(to, data)
+        return sent
 
     @property
     def error(self) -> str | None:
@@ -203,10 +224,11 @@ class RoundsService:
             for row in rows:
                 if row.seq != self.applied_seq + 1:
                     return fed  # a gap: wait for the log to fill it
-                bodies = tuple(_rounds_bodies(row))
+                bodies = tuple(_app_bodies(row, APP))
+                trust = tuple(_app_bodies(row, "trust"))
                 self.applied_seq = row.seq
-                if bodies:
-                    ev = Committed(seq=row.seq, bodies=bodies, replay=replay)
+                if bodies or trust:
+                    ev = Committed(seq=row.seq, bodies=bodies, replay=replay, trust_bodies=trust)
                     if replay:
                         self.machine.handle(ev, trio.current_time())
                     else:
@@ -337,8 +359,13 @@ class RoundsService:
         elif isinstance(e, BadProposal):
             self.counters["bad_proposals"] += 1
             self.evidence.append(
-                {"job": e.job, "round": e.round, "proposer": b58(e.proposer), "reason": e.reason,
-                 "at": time.time()}
+                {
+                    "job": e.job,
+                    "round": e.round,
+                    "proposer": b58(e.proposer),
+                    "reason": e.reason,
+                    "at": time.time(),
+                }
             )
             log.warning(
                 "rounds: refused %s's result for %s round %d: %s",
@@ -399,13 +426,41 @@ class RoundsService:
         }
 
 
-def _rounds_bodies(row: Any) -> list[bytes]:
+def _app_bodies(row: Any, app: str) -> list[bytes]:
     out = []
     for req in row.entry.entry.batch:
         try:
             tx = decode_tx(req.op)
         except RemoteProtocolError:
             continue
-        if isinstance(tx, AppTx) and tx.app == APP:
+        if isinstance(tx, AppTx) and tx.app == app:
             out.append(tx.body)
     return out
+
+
+class _RefuseList:
+    """Test-only trust hooks (``training.refuse_trainers``): the listed nodes are not admitted
+    as trainers; no parameters, no trust transactions. The trust ledger replaces this."""
+
+    def __init__(self, refused: frozenset[bytes]) -> None:
+        self.refused = refused
+
+    def admits(self, node: bytes, role: str) -> str:
+        return "refused by training.refuse_trainers" if node in self.refused else ""
+
+    def param(self, name: str) -> int | float | None:
+        return None
+
+    def round_committed(
+        self, seq: int, job: JobState, result: RoundResult, attesters: tuple[bytes, ...]
+    ) -> None:
+        return None
+
+    def apply(self, seq: int, body: bytes) -> str:
+        return "no trust ledger"
+
+
+def _refuse_list(peers: Sequence[str]) -> TrustHooks | None:
+    if not peers:
+        return None
+    return _RefuseList(frozenset(ID.from_base58(p).to_bytes() for p in peers))

@@ -52,7 +52,7 @@ class TrustHooks(Protocol):
     committed log only)."""
 
     def admits(self, node: bytes, role: str) -> str:
-        """ "" if ``node`` may act in ``role`` ("trainer"), else the reason."""
+        """Empty if ``node`` may act in ``role`` ("trainer"), else the reason it may not."""
         ...
 
     def param(self, name: str) -> int | float | None:

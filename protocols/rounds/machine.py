@@ -109,10 +109,11 @@ class RoundsConfig:
     result_timeout: float = 5.0
     #: update notices and commitments a validator takes from one peer per minute (0: no limit);
     #: the excess is dropped and counted.
-    max_notices_per_minute: int = 120
-    #: a proposal that leaves out an update this validator held this long before its own close
-    #: is censorship: refused, and flagged by this validator's next proposal.
-    censor_grace: float = 1.0
+    max_notices_per_minute: int = 600
+    #: a proposal that leaves out an update this validator held before its own close and at
+    #: least this long before the proposal arrived is censorship: refused, and flagged by this
+    #: validator's next proposal.
+    censor_grace: float = 0.1
     #: a trainer that hears no CommitClosed reveals this long after the commit window's end.
     reveal_grace: float = 0.2
 
@@ -509,7 +510,9 @@ class RoundsMachine:
 
     # -- validators: the commit phase ------------------------------------------------------------
 
-    def _commitment(self, c: Commitment, now: float, local: bool = False) -> list[Effect]:
+    def _commitment(
+        self, c: Commitment, now: float, local: bool = False, relay: bool = False
+    ) -> list[Effect]:
         job = self.ledger.jobs.get(c.job)
         if job is None or job.status != "running" or not job.spec.commit_reveal:
             self._count("commitment_unexpected")
@@ -532,12 +535,13 @@ class RoundsMachine:
         if c.node in commits or len(commits) >= 4 * MAX_PARTICIPANTS:
             return []  # the first commitment binds
         commits[c.node] = c.digest
+        out: list[Effect] = [Broadcast(msg=c)] if relay else []
         if late:
             # Bounded staleness: a slow trainer may still commit, but its reveal must not be
             # an update revealed before (see _notice).
             self._count("commitment_late_stale")
             self._late.add((c.job, c.round, c.node))
-        return self._maybe_close_commit(job, c.round, now)
+        return out + self._maybe_close_commit(job, c.round, now)
 
     def _maybe_close_commit(self, job: JobState, rnd: int, now: float) -> list[Effect]:
         assigned = job.assigned.get(rnd, frozenset())
@@ -571,17 +575,19 @@ class RoundsMachine:
             return self._reveal(msg.job, msg.round, now) if e.sender in self.committee else []
         if isinstance(msg, (UpdateNotice, Commitment)):
             node = msg.update.node if isinstance(msg, UpdateNotice) else msg.node
-            if node != e.sender:
+            relayed = node != e.sender
+            if relayed and e.sender not in self.committee:
                 self._count("refused_relayed")
                 return []
             if not self.is_validator:
                 return []
-            if not self._rate.allow(e.sender, now):
+            # Validators relay what they got (signed by the trainer): not rate-limited.
+            if not relayed and not self._rate.allow(e.sender, now):
                 self._count("rate_limited")
                 return []
             if isinstance(msg, Commitment):
-                return self._commitment(msg, now)
-            return self._notice(msg, now)
+                return self._commitment(msg, now, relay=not relayed)
+            return self._notice(msg, now, relay=not relayed)
         if not self.is_validator:
             return []
         if isinstance(msg, Proposal):
@@ -590,7 +596,9 @@ class RoundsMachine:
             return self._attestation(msg, now)
         return []
 
-    def _notice(self, n: UpdateNotice, now: float, local: bool = False) -> list[Effect]:
+    def _notice(
+        self, n: UpdateNotice, now: float, local: bool = False, relay: bool = False
+    ) -> list[Effect]:
         job = self.ledger.jobs.get(n.job)
         u = n.update
         if job is None or job.status != "running":
@@ -641,6 +649,10 @@ class RoundsMachine:
         out: list[Effect] = [Prefetch(job=job.id, round=u.round, key=u.key, providers=(u.node,))]
         if len(rs.updates) == 1:
             out.append(RoundPhase(job=job.id, round=rs.round, phase="collection"))
+        if relay:
+            # So that an honest proposer holds every update some validator holds (a trainer
+            # that told only some validators cannot make the others look like censors).
+            out.append(Broadcast(msg=n))
         return out + self._maybe_close(job, rs, now)
 
     def _maybe_close(self, job: JobState, rs: _Round, now: float) -> list[Effect]:
@@ -779,7 +791,9 @@ class RoundsMachine:
         if digest in rs.checked:
             return []
         rs.checked.add(digest)
-        reason = self.ledger.check_result(job, result) or self._censored(job, rs, result, digest)
+        reason = self.ledger.check_result(job, result) or self._censored(
+            job, rs, result, digest, now
+        )
         if reason:
             return [
                 BadProposal(
@@ -797,13 +811,16 @@ class RoundsMachine:
             self._aggregate_effect(job, result.round, result.updates, result, p.result),
         ]
 
-    def _censored(self, job: JobState, rs: _Round, result: RoundResult, digest: bytes) -> str:
-        """ "" unless the proposal leaves out updates this validator held since at least
-        ``censor_grace`` before its own close (then it is recorded, to be flagged)."""
+    def _censored(
+        self, job: JobState, rs: _Round, result: RoundResult, digest: bytes, now: float
+    ) -> str:
+        """The refusal's reason if the proposal leaves out updates this validator held before
+        its own close and ``censor_grace`` before the proposal came (recorded, to be flagged);
+        "" if it leaves out none."""
         if rs.closed_at is None:
             return ""
         included = {(u.node, u.round) for u in result.updates}
-        cutoff = rs.closed_at - self.config.censor_grace
+        cutoff = min(rs.closed_at, now - self.config.censor_grace)
         left_out = [
             k
             for k, t in rs.held.items()

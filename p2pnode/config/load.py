@@ -122,6 +122,7 @@ class TrainingConfig:
     byzantine_proposer: bool
     censor: bool
     flood: int
+    unsolicited: bool
     refuse_trainers: tuple[str, ...]
     max_notices_per_minute: int
 

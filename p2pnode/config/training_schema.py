@@ -96,6 +96,13 @@ TRAINING_SCHEMA: tuple[Setting, ...] = (
         _range(0, 100000),
     ),
     Setting(
+        "training.unsolicited",
+        bool,
+        False,
+        "For tests only: this node trains every round it was not given a task of (shard 0) and "
+        "submits the update anyway (which the validators must drop).",
+    ),
+    Setting(
         "training.refuse_trainers",
         list,
         [],
@@ -105,7 +112,7 @@ TRAINING_SCHEMA: tuple[Setting, ...] = (
     Setting(
         "training.max_notices_per_minute",
         int,
-        120,
+        600,
         "Update notices and commitments a validator takes from one peer per minute; the excess "
         "is dropped and counted (rate_limited in rounds.status).",
         _range(0, 1000000),

@@ -54,6 +54,7 @@ from p2pnode_protocols.rounds import (
     RoundResult,
     RoundsConfig,
     RoundsMachine,
+    StartRound,
     Submit,
     Train,
     TrustHooks,
@@ -346,6 +347,14 @@ class RoundsService:
                 log.info("rounds: transaction at %d rejected: %s", a.seq, a.reason)
             elif isinstance(a.tx, CommitRound) and a.job is not None:
                 self._record_outcomes(a.job)
+            elif (
+                isinstance(a.tx, StartRound)
+                and self.cfg.training.unsolicited
+                and all(t.node != self.me for t in a.tx.tasks)
+            ):  # tests only: train and submit uninvited
+                self.work.train(
+                    Train(job=a.tx.job, round=a.tx.round, shard=0, base_key=a.tx.base_key)
+                )
             self._publish(
                 "jobs",
                 {

@@ -113,7 +113,7 @@ class RoundsConfig:
     #: a proposal that leaves out an update this validator held before its own close and at
     #: least this long before the proposal arrived is censorship: refused, and flagged by this
     #: validator's next proposal.
-    censor_grace: float = 0.1
+    censor_grace: float = 0.05
     #: a trainer that hears no CommitClosed reveals this long after the commit window's end.
     reveal_grace: float = 0.2
 

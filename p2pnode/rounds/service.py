@@ -3,8 +3,11 @@
 - **The log**: every committed entry's ``AppTx(app="rounds")`` bodies are fed to the machine in
   log order (:class:`~p2pnode_protocols.rounds.Committed`); at start-up the whole local log is
   replayed first, so after a restart (even of every daemon) the jobs resume from their last
-  committed round. The service reads the log from the store whenever the consensus service says it
-grew. - **Membership**: once a second the machine gets this node's view as selection candidates, and
+  committed round. The service reads the log from the store whenever the consensus service says
+  it grew. Each entry's ``AppTx(app="trust")`` bodies go with it (the ledger hands them to its
+  ``TrustHooks`` first), and so does the committee that ordered it when it changed
+  (``committee_at``).
+- **Membership**: once a second the machine gets this node's view as selection candidates, and
   the node gossips the models it holds (``job@round``) and the tasks it runs.
 - **Peers**: update notices, proposals and attestations travel as datagrams on
   ``/p2pnode/rounds/1.0.0`` to the committee.
@@ -21,7 +24,7 @@ import logging
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -86,10 +89,14 @@ class RoundsService:
         membership: Any = None,
         events: Any = None,
         trust: TrustHooks | None = None,
+        committee_at: Callable[[int], tuple[bytes, ...]] | None = None,
     ) -> None:
         self.host = host
         self.cfg = cfg
         self.consensus = consensus
+        #: the committee that ordered log entry seq (e.g. CommitteeSchedule.committee_at(seq)
+        #: .validators); None: the genesis committee for ever.
+        self.committee_at = committee_at
         self.blobs = blobs
         self.membership = membership
         self.events = events
@@ -150,6 +157,7 @@ class RoundsService:
             inbox_size=1024,
         )
         self.applied_seq = 0
+        self._committee_fed: tuple[bytes, ...] = tuple(consensus.committee.validators)
         self._log_grew = trio.Event()
         self._submits_send, self._submits = trio.open_memory_channel[bytes](256)
         #: (job, round) -> phase -> monotonic time this node saw the phase begin.
@@ -228,8 +236,19 @@ class RoundsService:
                 bodies = tuple(_app_bodies(row, APP))
                 trust = tuple(_app_bodies(row, "trust"))
                 self.applied_seq = row.seq
-                if bodies or trust:
-                    ev = Committed(seq=row.seq, bodies=bodies, replay=replay, trust_bodies=trust)
+                committee = self.committee_at(row.seq) if self.committee_at else None
+                if committee == self._committee_fed:
+                    committee = None
+                elif committee is not None:
+                    self._committee_fed = committee
+                if bodies or trust or committee is not None:
+                    ev = Committed(
+                        seq=row.seq,
+                        bodies=bodies,
+                        replay=replay,
+                        trust_bodies=trust,
+                        committee=committee,
+                    )
                     if replay:
                         self.machine.handle(ev, trio.current_time())
                     else:

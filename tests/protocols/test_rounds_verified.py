@@ -15,6 +15,7 @@ from p2pnode_protocols.rounds import (
     Computed,
     Flag,
     JobSpec,
+    MembersSeen,
     RateLimit,
     RoundsConfig,
     TrainingLedger,
@@ -317,3 +318,21 @@ def test_a_validator_does_not_attest_a_flag_it_did_not_find() -> None:
     w.settle(timers=True)
     (committed,) = w.committed
     assert committed.proposer != node and committed.flags == ()
+
+
+def test_the_selector_skips_nodes_over_the_hourly_task_limit() -> None:
+    w, job = _world(
+        JobSpec(rounds=3, max_participants=3, round_deadline=5.0),
+        trust=Hooks(params={"max_tasks_per_node_per_hour": 2}),
+    )
+    w.settle(timers=True, steps=600)
+    state = w.ref.jobs[job]
+    assert len(state.history) == 2  # two tasks each, then nobody may take a third this hour
+    assert state.assignment is None
+    assert w.machines[VALIDATORS[0]].counters.get("selector_over_task_limit", 0) >= 1
+    # An hour later (by the validators' clocks) they may again.
+    w.now += 3601
+    for v in VALIDATORS:
+        w.handle(v, MembersSeen(candidates=w.candidates()))
+    w.settle(timers=True, steps=600)
+    assert w.ref.jobs[job].status == "completed"

@@ -9,6 +9,9 @@ a few epochs of SGD in torch with the job's local settings, and the new paramete
 network mirrors the daemon's models from the parameter names alone: ``layers.<i>.weight``
 ``(fan_in, fan_out)`` and ``layers.<i>.bias`` (the MLP, ReLU between layers), or ``weight`` and
 ``bias`` (softmax regression). Needs the ``torch`` extra: ``pip install 'p2pnode[torch]'``.
+
+The job must turn spot-checks off (``[verify] spot_check = 0``): validators re-run a checked
+task with the built-in trainer, and a torch update is not bit-identical to it (see docs/jobs.md).
 """
 
 from __future__ import annotations

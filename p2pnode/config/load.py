@@ -120,6 +120,11 @@ class TrainingConfig:
     attack_scale: float
     delay: float
     byzantine_proposer: bool
+    censor: bool
+    flood: int
+    unsolicited: bool
+    refuse_trainers: tuple[str, ...]
+    max_notices_per_minute: int
 
 
 @dataclass(frozen=True, slots=True)

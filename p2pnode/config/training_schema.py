@@ -48,11 +48,13 @@ TRAINING_SCHEMA: tuple[Setting, ...] = (
         str,
         "",
         "For demonstrations and tests only: make this node's built-in trainer send a corrupted "
-        "update (sign_flip, scaled or gaussian) instead of its own.",
+        "update (sign_flip, scaled or gaussian), its update of an earlier round (replay), or a "
+        "copy of another trainer's revealed update (copy; the node must be a validator to see "
+        "one) instead of its own.",
         lambda v: (
             None
-            if v in ("", "sign_flip", "scaled", "gaussian")
-            else "must be '', sign_flip, scaled or gaussian"
+            if v in ("", "sign_flip", "scaled", "gaussian", "replay", "copy")
+            else "must be '', sign_flip, scaled, gaussian, replay or copy"
         ),
     ),
     Setting(
@@ -77,5 +79,42 @@ TRAINING_SCHEMA: tuple[Setting, ...] = (
         False,
         "For tests only: when this validator proposes a round's result, it perturbs the new model "
         "(a wrong aggregate, which the other validators must refuse).",
+    ),
+    Setting(
+        "training.censor",
+        bool,
+        False,
+        "For tests only: when this validator proposes a round's result, it leaves out one "
+        "trainer's update (censorship, which the other validators must refuse).",
+    ),
+    Setting(
+        "training.flood",
+        int,
+        0,
+        "For tests only: this node sends each of its update notices this many extra times (a "
+        "flood, which the validators' rate limit must drop).",
+        _range(0, 100000),
+    ),
+    Setting(
+        "training.unsolicited",
+        bool,
+        False,
+        "For tests only: this node trains every round it was not given a task of (shard 0) and "
+        "submits the update anyway (which the validators must drop).",
+    ),
+    Setting(
+        "training.refuse_trainers",
+        list,
+        [],
+        "For tests only: peer ids this node's rounds ledger does not admit as trainers (a "
+        "stand-in for the trust ledger's admission policy).",
+    ),
+    Setting(
+        "training.max_notices_per_minute",
+        int,
+        600,
+        "Update notices and commitments a validator takes from one peer per minute; the excess "
+        "is dropped and counted (rate_limited in rounds.status).",
+        _range(0, 1000000),
     ),
 )

@@ -145,6 +145,10 @@ def build_job_methods(*, rounds: RoundsService | None, blobs: Any) -> dict[str, 
                     "update_bytes": h.update_bytes,
                     "contributors": [_b58(n) for n in h.contributors],
                     "outliers": [_b58(n) for n in h.outliers],
+                    "flags": [
+                        {"peer_id": _b58(f.node), "kind": f.kind, "detail": f.detail}
+                        for f in h.flags
+                    ],
                     "sources": [[_b58(n), r] for n, r in h.sources],
                     "proposer": _b58(h.proposer) if h.proposer else None,
                     "seq": h.seq,
@@ -160,6 +164,7 @@ def build_job_methods(*, rounds: RoundsService | None, blobs: Any) -> dict[str, 
                 "contributed": r.contributed,
                 "missed": r.missed,
                 "outliers": r.outliers,
+                "flagged": r.flagged,
                 "score": round(r.score_sum, 6),
                 "reliability": round(r.reliability, 4),
             }

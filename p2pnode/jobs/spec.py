@@ -104,6 +104,11 @@ _SCHED = {
         "staleness": "staleness",
     },
     "participants": {"min": "min_participants", "max": "max_participants", "shards": "shards"},
+    "verify": {
+        "spot_check": "spot_check",
+        "commit_reveal": "commit_reveal",
+        "commit_window": "commit_window",
+    },
 }
 _TOP = {"name", "rounds", "priority", "capabilities", *_TABLES, *_SCHED}
 

@@ -8,6 +8,15 @@ encoding of the new model are all exact, so every honest validator derives the s
 Validation figures (accuracy, loss, per-update scores) go through BLAS and are rounded to six
 decimals; validators compare them with ``p2pnode_protocols.rounds.METRIC_TOLERANCE``.
 
+**Verified work.** :meth:`JobCompute.aggregate` also checks the round's fresh updates before the
+rule sees them: the spot-checked trainers' tasks are re-run (the trainer's seed is derived from its
+node id, so the task is deterministic given the base model, shard, round and spec) and compared
+bit for bit; near-duplicate updates (the same top-1% index set, or a relative L2 distance below
+``COPY_TOLERANCE``) are copies, and of a group of copies only the one that recomputes is kept.
+Flagged updates stay in the result's update set but out of the aggregate (they are outliers).
+Neither check can re-run a task under error feedback (the residual is the trainer's own state):
+such jobs get copy detection by the lowest node id only, and no spot-checks.
+
 The model blob holds the parameters (``params/<name>``) and the outer optimizer's state
 (``opt/...``, e.g. DiLoCo's Nesterov momentum), so a validator that restarts resumes from the
 last committed model alone.
@@ -15,6 +24,7 @@ last committed model alone.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import math
 from collections.abc import Mapping, Sequence
@@ -34,11 +44,30 @@ from p2pnode.training.schedules import make_schedule
 from p2pnode.training.sharding import dirichlet_shards, iid_shards
 from p2pnode.training.state_dict import ParamSpec, StateDict, flatten, unflatten
 from p2pnode.training.sync import BoundedAsync
-from p2pnode_protocols.rounds import JobSpec, RoundResult, UpdateRef
+from p2pnode_protocols.rounds import Flag, JobSpec, RoundResult, UpdateRef
 
-__all__ = ["ATTACKS", "ComputeError", "JobCompute", "TrainOutput", "job_data"]
+__all__ = [
+    "ATTACKS",
+    "COPY_TOLERANCE",
+    "ComputeError",
+    "JobCompute",
+    "TrainOutput",
+    "job_data",
+    "node_seed",
+]
 
 ATTACKS = ("", "sign_flip", "scaled", "gaussian")
+#: updates closer than this (relative L2 distance) are copies of each other.
+COPY_TOLERANCE = 1e-3
+#: the share of coordinates whose index set (largest magnitudes) identifies an update.
+COPY_TOPK = 0.01
+
+
+def node_seed(node: bytes) -> list[int]:
+    """The seed of a node's built-in trainer (what a spot-check re-runs with)."""
+    return list(node[-8:])
+
+
 UPDATE_MEDIA_TYPE = "application/x-p2pnode-update"
 
 
@@ -189,9 +218,12 @@ class JobCompute:
         base_key: str,
         round: int,
         updates: Sequence[tuple[UpdateRef, bytes]],
+        shards: Mapping[bytes, int] | None = None,
+        spot: Sequence[bytes] = (),
     ) -> tuple[dict[str, np.ndarray], RoundResult]:
         """The new model's tensors and the result (``proposer`` and ``model_key`` left for the
-        caller: the key is known once the tensors are stored as a blob)."""
+        caller: the key is known once the tensors are stored as a blob). ``shards`` maps the
+        nodes of the fresh updates to their shards; ``spot`` names those to re-run."""
         lr = self.spec.learning
         params, opt_state = self.split(base)
         flat = flatten(params)
@@ -217,8 +249,12 @@ class JobCompute:
                 delta = (delta * np.float32(factor)).astype(np.float32)
             deltas[cid] = delta
             inputs.append(ClientUpdate(cid, delta, ref.samples))
+        flags = self.verify_updates(base, round, refs, deltas, names, shards or {}, spot)
+        flagged = {f.node for f in flags}
+        flagged_cids = {f"{n.hex()}@{round}" for n in flagged}
+        inputs = [i for i in inputs if i.client_id not in flagged_cids]
         if not inputs:
-            raise ComputeError("no update decodes")
+            raise ComputeError("no update decodes" if not flags else "every update is flagged")
         mixing = lr["mixing"]
         rule = make_rule(
             str(lr["rule"]),
@@ -242,7 +278,8 @@ class JobCompute:
         for node in broken:
             scores[node] = -1e9
         contributors = tuple(sorted({names[c] for c in agg.contributors}))
-        outliers = tuple(sorted({names[c] for c in agg.outliers} | set(broken)))
+        outliers = tuple(sorted({names[c] for c in agg.outliers} | set(broken) | flagged))
+        contributors = tuple(n for n in contributors if n not in flagged)
         result = RoundResult(
             job=self.job_id,
             round=round,
@@ -255,8 +292,83 @@ class JobCompute:
             accuracy=_round6(acc),
             loss=_round6(loss),
             proposer=b"-",
+            flags=flags,
         )
         return pack(new_params, new_state), result
+
+    def rerun(self, base: Mapping[str, np.ndarray], round: int, shard: int, node: bytes) -> bytes:
+        """The update ``node``'s built-in trainer sends for this task (no error feedback)."""
+        return self.train_task(base, round, shard, node_seed(node)).update
+
+    def verify_updates(
+        self,
+        base: Mapping[str, np.ndarray],
+        round: int,
+        refs: Sequence[tuple[UpdateRef, bytes]],
+        deltas: Mapping[str, np.ndarray],
+        names: Mapping[str, bytes],
+        shards: Mapping[bytes, int],
+        spot: Sequence[bytes],
+    ) -> tuple[Flag, ...]:
+        """Spot-checks and copy detection over the round's fresh updates (sorted flags)."""
+        fresh = {ref.node: data for ref, data in refs if ref.round == round}
+        can_rerun = not self.use_ef
+        reruns: dict[bytes, bytes] = {}
+
+        def honest(node: bytes) -> bool | None:
+            """Whether node's update recomputes (None: cannot tell)."""
+            if not can_rerun or node not in shards or node not in fresh:
+                return None
+            if node not in reruns:
+                reruns[node] = self.rerun(base, round, shards[node], node)
+            return reruns[node] == fresh[node]
+
+        flags: dict[bytes, Flag] = {}
+        # Copies: group near-duplicates (union-find over pairs), keep the one that recomputes.
+        cids = sorted(c for c in deltas if c.endswith(f"@{round}"))
+        parent = {c: c for c in cids}
+
+        def root(c: str) -> str:
+            while parent[c] != c:
+                c = parent[c]
+            return c
+
+        k = max(1, int(self.pspec.size * COPY_TOPK))
+        tops = {c: frozenset(np.argpartition(-np.abs(deltas[c]), k - 1)[:k].tolist()) for c in cids}
+        norms = {c: float(np.linalg.norm(deltas[c].astype(np.float64))) for c in cids}
+        for i, a in enumerate(cids):
+            for b in cids[i + 1 :]:
+                dist = float(np.linalg.norm(deltas[a].astype(np.float64) - deltas[b]))
+                near = dist <= COPY_TOLERANCE * max(norms[a], norms[b])
+                if near or tops[a] == tops[b]:
+                    parent[root(b)] = root(a)
+        groups: dict[str, list[bytes]] = {}
+        for c in cids:
+            groups.setdefault(root(c), []).append(names[c])
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            members.sort()
+            verdicts = {m: honest(m) for m in members}
+            originals = [m for m in members if verdicts[m]]
+            if not originals and all(v is None for v in verdicts.values()):
+                originals = [members[0]]  # cannot tell: the lowest node id keeps its update
+            for m in members:
+                if m in originals:
+                    continue
+                if originals:
+                    flags[m] = Flag(node=m, kind="copy", detail=originals[0].hex())
+                else:
+                    flags[m] = self._spot_flag(m, reruns)
+        for node in sorted(set(spot)):
+            if node not in flags and honest(node) is False:
+                flags[node] = self._spot_flag(node, reruns)
+        return tuple(flags[n] for n in sorted(flags))
+
+    @staticmethod
+    def _spot_flag(node: bytes, reruns: Mapping[bytes, bytes]) -> Flag:
+        expected = reruns.get(node, b"")
+        return Flag(node=node, kind="spot_check", detail=hashlib.sha256(expected).hexdigest())
 
 
 def job_data(spec: JobSpec) -> tuple[Dataset, Dataset, list[np.ndarray]]:

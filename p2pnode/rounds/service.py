@@ -3,8 +3,11 @@
 - **The log**: every committed entry's ``AppTx(app="rounds")`` bodies are fed to the machine in
   log order (:class:`~p2pnode_protocols.rounds.Committed`); at start-up the whole local log is
   replayed first, so after a restart (even of every daemon) the jobs resume from their last
-  committed round. The service reads the log from the store whenever the consensus service says it
-grew. - **Membership**: once a second the machine gets this node's view as selection candidates, and
+  committed round. The service reads the log from the store whenever the consensus service says
+  it grew. Each entry's ``AppTx(app="trust")`` bodies go with it (the ledger hands them to its
+  ``TrustHooks`` first), and so does the committee that ordered it when it changed
+  (``committee_at``).
+- **Membership**: once a second the machine gets this node's view as selection candidates, and
   the node gossips the models it holds (``job@round``) and the tasks it runs.
 - **Peers**: update notices, proposals and attestations travel as datagrams on
   ``/p2pnode/rounds/1.0.0`` to the committee.
@@ -21,11 +24,13 @@ import logging
 import os
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
 import trio.lowlevel
 from libp2p.crypto.keys import KeyPair
+from libp2p.peer.id import ID
 
 from p2pnode.consensus.service import ConsensusService, b58
 from p2pnode.machine_driver import MachineDriver
@@ -44,14 +49,18 @@ from p2pnode_protocols.rounds import (
     CommitRound,
     Committed,
     JobApplied,
+    JobState,
     MembersSeen,
     Prefetch,
     Resumed,
     RoundPhase,
+    RoundResult,
     RoundsConfig,
     RoundsMachine,
+    StartRound,
     Submit,
     Train,
+    TrustHooks,
     decode_message,
     encode_message,
 )
@@ -79,10 +88,15 @@ class RoundsService:
         blobs: Any,
         membership: Any = None,
         events: Any = None,
+        trust: TrustHooks | None = None,
+        committee_at: Callable[[int], tuple[bytes, ...]] | None = None,
     ) -> None:
         self.host = host
         self.cfg = cfg
         self.consensus = consensus
+        #: the committee that ordered log entry seq (e.g. CommitteeSchedule.committee_at(seq)
+        #: .validators); None: the genesis committee for ever.
+        self.committee_at = committee_at
         self.blobs = blobs
         self.membership = membership
         self.events = events
@@ -93,7 +107,12 @@ class RoundsService:
             signer=self.signer,
             verifier=Ed25519Verifier(),
             committee=consensus.committee.validators,
-            config=RoundsConfig(start_timeout=t.start_timeout, result_timeout=t.result_timeout),
+            config=RoundsConfig(
+                start_timeout=t.start_timeout,
+                result_timeout=t.result_timeout,
+                max_notices_per_minute=t.max_notices_per_minute,
+            ),
+            trust=trust if trust is not None else _refuse_list(t.refuse_trainers),
         )
         self.counters: Counter[str] = Counter()
         self.transport = DatagramTransport(
@@ -117,12 +136,14 @@ class RoundsService:
             attack_scale=t.attack_scale,
             delay=t.delay,
             byzantine_proposer=t.byzantine_proposer,
+            censor=t.censor,
             committee=consensus.committee.validators,
+            collected=self.machine.collected,
         )
         self.driver = MachineDriver(
             self.machine,
             name="rounds",
-            send=self.transport.send,
+            send=self._send,
             encode=encode_message,
             me=self.me,
             group=lambda: self.machine.committee,
@@ -136,6 +157,7 @@ class RoundsService:
             inbox_size=1024,
         )
         self.applied_seq = 0
+        self._committee_fed: tuple[bytes, ...] = tuple(consensus.committee.validators)
         self._log_grew = trio.Event()
         self._submits_send, self._submits = trio.open_memory_channel[bytes](256)
         #: (job, round) -> phase -> monotonic time this node saw the phase begin.
@@ -145,6 +167,14 @@ class RoundsService:
         #: the last results this node refused, with why (evidence against their proposers).
         self.evidence: deque[dict[str, Any]] = deque(maxlen=64)
         self._applied_changed = trio.Event()
+
+    def _send(self, to: bytes, data: bytes) -> bool:
+        sent = self.transport.send(to, data)
+        flood = self.cfg.training.flood
+        if flood and data[:2] in (b"\x83\x01", b"\x84\x01"):  # an update notice: tests only
+            for _ in range(flood):
+                self.transport.send(to, data)
+        return sent
 
     @property
     def error(self) -> str | None:
@@ -203,10 +233,22 @@ class RoundsService:
             for row in rows:
                 if row.seq != self.applied_seq + 1:
                     return fed  # a gap: wait for the log to fill it
-                bodies = tuple(_rounds_bodies(row))
+                bodies = tuple(_app_bodies(row, APP))
+                trust = tuple(_app_bodies(row, "trust"))
                 self.applied_seq = row.seq
-                if bodies:
-                    ev = Committed(seq=row.seq, bodies=bodies, replay=replay)
+                committee = self.committee_at(row.seq) if self.committee_at else None
+                if committee == self._committee_fed:
+                    committee = None
+                elif committee is not None:
+                    self._committee_fed = committee
+                if bodies or trust or committee is not None:
+                    ev = Committed(
+                        seq=row.seq,
+                        bodies=bodies,
+                        replay=replay,
+                        trust_bodies=trust,
+                        committee=committee,
+                    )
                     if replay:
                         self.machine.handle(ev, trio.current_time())
                     else:
@@ -324,6 +366,14 @@ class RoundsService:
                 log.info("rounds: transaction at %d rejected: %s", a.seq, a.reason)
             elif isinstance(a.tx, CommitRound) and a.job is not None:
                 self._record_outcomes(a.job)
+            elif (
+                isinstance(a.tx, StartRound)
+                and self.cfg.training.unsolicited
+                and all(t.node != self.me for t in a.tx.tasks)
+            ):  # tests only: train and submit uninvited
+                self.work.train(
+                    Train(job=a.tx.job, round=a.tx.round, shard=0, base_key=a.tx.base_key)
+                )
             self._publish(
                 "jobs",
                 {
@@ -337,8 +387,13 @@ class RoundsService:
         elif isinstance(e, BadProposal):
             self.counters["bad_proposals"] += 1
             self.evidence.append(
-                {"job": e.job, "round": e.round, "proposer": b58(e.proposer), "reason": e.reason,
-                 "at": time.time()}
+                {
+                    "job": e.job,
+                    "round": e.round,
+                    "proposer": b58(e.proposer),
+                    "reason": e.reason,
+                    "at": time.time(),
+                }
             )
             log.warning(
                 "rounds: refused %s's result for %s round %d: %s",
@@ -399,13 +454,41 @@ class RoundsService:
         }
 
 
-def _rounds_bodies(row: Any) -> list[bytes]:
+def _app_bodies(row: Any, app: str) -> list[bytes]:
     out = []
     for req in row.entry.entry.batch:
         try:
             tx = decode_tx(req.op)
         except RemoteProtocolError:
             continue
-        if isinstance(tx, AppTx) and tx.app == APP:
+        if isinstance(tx, AppTx) and tx.app == app:
             out.append(tx.body)
     return out
+
+
+class _RefuseList:
+    """Test-only trust hooks (``training.refuse_trainers``): the listed nodes are not admitted
+    as trainers; no parameters, no trust transactions. The trust ledger replaces this."""
+
+    def __init__(self, refused: frozenset[bytes]) -> None:
+        self.refused = refused
+
+    def admits(self, node: bytes, role: str) -> str:
+        return "refused by training.refuse_trainers" if node in self.refused else ""
+
+    def param(self, name: str) -> int | float | None:
+        return None
+
+    def round_committed(
+        self, seq: int, job: JobState, result: RoundResult, attesters: tuple[bytes, ...]
+    ) -> None:
+        return None
+
+    def apply(self, seq: int, body: bytes) -> str:
+        return "no trust ledger"
+
+
+def _refuse_list(peers: Sequence[str]) -> TrustHooks | None:
+    if not peers:
+        return None
+    return _RefuseList(frozenset(ID.from_base58(p).to_bytes() for p in peers))

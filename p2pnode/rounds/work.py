@@ -24,6 +24,7 @@ import trio
 
 from p2pnode.blobs import tensors
 from p2pnode.rounds.compute import UPDATE_MEDIA_TYPE, ComputeError, JobCompute
+from p2pnode.training.attacks import UPDATE_ATTACKS
 from p2pnode_protocols.rounds import (
     Aggregate,
     Computed,
@@ -55,7 +56,9 @@ class RoundWork:
         attack_scale: float = 10.0,
         delay: float = 0.0,
         byzantine_proposer: bool = False,
+        censor: bool = False,
         committee: Sequence[bytes] = (),
+        collected: Callable[[str], Sequence[UpdateRef]] | None = None,
     ) -> None:
         self.blobs = blobs
         self._submit = submit
@@ -69,6 +72,11 @@ class RoundWork:
         self.attack_scale = attack_scale
         self.delay = delay
         self.byzantine_proposer = byzantine_proposer
+        self.censor = censor
+        #: the updates the machine collected for a job's open round (the copy attack reads it).
+        self._collected = collected
+        #: job -> the first update this node sent (the replay attack sends it again).
+        self._first_update: dict[str, bytes] = {}
         #: validators store every model they attest: asked first for a round's model.
         self.committee = tuple(committee)
         self._computes: dict[str, JobCompute] = {}
@@ -163,13 +171,15 @@ class RoundWork:
                 base = await self.read_model(e.job, e.base_key, e.round - 1)
                 t1 = time.perf_counter()
                 c = self.compute(e.job)
+                corrupt = self.attack if self.attack in UPDATE_ATTACKS else ""
                 out = await trio.to_thread.run_sync(
                     lambda: c.train_task(
-                        base, e.round, e.shard, self._seed, self.attack, self.attack_scale
+                        base, e.round, e.shard, self._seed, corrupt, self.attack_scale
                     )
                 )
                 t2 = time.perf_counter()
-                key, size = await self.store_update(e.job, e.round, out.update)
+                update = await self._fault(e, out.update)
+                key, size = await self.store_update(e.job, e.round, update)
                 if self.delay:
                     await trio.sleep(self.delay)
                 self._time(e.job, e.round, "fetch", t1 - t0)
@@ -183,6 +193,24 @@ class RoundWork:
                 self._submit(TrainingDone(job=e.job, round=e.round, error=str(exc)[:200]))
             finally:
                 self.running -= 1
+
+    async def _fault(self, e: Train, honest: bytes) -> bytes:
+        """Tests only (``training.attack``): the update a cheating trainer sends instead."""
+        if self.attack == "replay":
+            return self._first_update.setdefault(e.job, honest)
+        if self.attack == "copy" and self._collected is not None:
+            spec = self._spec_of(e.job)
+            wait = spec.round_deadline if spec is not None else 5.0
+            with trio.move_on_after(wait):
+                while True:
+                    theirs = [u for u in self._collected(e.job) if u.round == e.round]
+                    if theirs:
+                        u = theirs[0]
+                        return await self.read_blob(
+                            u.key, kind="update", job=e.job, rnd=e.round, providers=(u.node,)
+                        )
+                    await trio.sleep(0.05)
+        return honest
 
     async def store_update(self, job: str, rnd: int, update: bytes) -> tuple[str, int]:
         stat, _ = await self.blobs.put(
@@ -205,13 +233,13 @@ class RoundWork:
         try:
             async with self._fetches:
                 await self.blobs.fetch(
-                e.key,
-                timeout=self._fetch_timeout,
-                kind="update",
-                job=e.job,
-                round=e.round,
-                providers=e.providers,
-            )
+                    e.key,
+                    timeout=self._fetch_timeout,
+                    kind="update",
+                    job=e.job,
+                    round=e.round,
+                    providers=e.providers,
+                )
         except Exception as exc:
             log.debug("prefetch of %s failed: %s", e.key, exc)
 
@@ -251,9 +279,13 @@ class RoundWork:
                 n.start_soon(get, ref)
         t1 = time.perf_counter()
         c = self.compute(e.job)
-        pairs = [(ref, datas[ref.key]) for ref in e.updates]
+        refs = e.updates
+        if self.censor and e.check is None and len(refs) > 1:
+            refs = refs[1:]  # a proposer that leaves an update out (tests only)
+        pairs = [(ref, datas[ref.key]) for ref in refs]
+        shards = dict(e.shards)
         model, result = await trio.to_thread.run_sync(
-            lambda: c.aggregate(base, e.base_key, e.round, pairs)
+            lambda: c.aggregate(base, e.base_key, e.round, pairs, shards, e.spot)
         )
         if self.byzantine_proposer and e.check is None:
             # A proposer that lies: the others recompute and refuse it (tests only).

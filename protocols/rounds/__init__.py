@@ -19,10 +19,22 @@ from .events import (
     Train,
     TrainingDone,
 )
-from .ledger import Applied, JobState, NodeRecord, RoundSummary, TrainingLedger, quorum_of
+from .ledger import (
+    Applied,
+    JobState,
+    NodeRecord,
+    RoundSummary,
+    TrainingLedger,
+    TrustHooks,
+    quorum_of,
+)
 from .machine import METRIC_TOLERANCE, RoundsConfig, RoundsMachine
 from .messages import (
+    FLAG_KINDS,
     Attestation,
+    CommitClosed,
+    Commitment,
+    Flag,
     Proposal,
     RoundResult,
     UpdateNotice,
@@ -45,9 +57,11 @@ from .transactions import (
     encode_tx,
     job_id_of,
 )
+from .verify import RateLimit, salt_for, spot_checked
 
 __all__ = [
     "APP",
+    "FLAG_KINDS",
     "METRIC_TOLERANCE",
     "Aggregate",
     "Applied",
@@ -56,10 +70,13 @@ __all__ = [
     "CancelJob",
     "Candidate",
     "Capabilities",
+    "CommitClosed",
     "CommitRound",
+    "Commitment",
     "Committed",
     "Computed",
     "CreateJob",
+    "Flag",
     "JobApplied",
     "JobSpec",
     "JobState",
@@ -67,6 +84,7 @@ __all__ = [
     "NodeRecord",
     "Prefetch",
     "Proposal",
+    "RateLimit",
     "Resumed",
     "RoundPhase",
     "RoundResult",
@@ -80,6 +98,7 @@ __all__ = [
     "Train",
     "TrainingDone",
     "TrainingLedger",
+    "TrustHooks",
     "UpdateNotice",
     "UpdateRef",
     "decode_message",
@@ -92,5 +111,7 @@ __all__ = [
     "encode_tx",
     "job_id_of",
     "quorum_of",
+    "salt_for",
     "select_tasks",
+    "spot_checked",
 ]

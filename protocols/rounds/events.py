@@ -46,6 +46,11 @@ class Committed(Event):
     #: while a node replays its log at start-up it only rebuilds the ledger; :class:`Resumed`
     #: then makes it act on where the jobs stand.
     replay: bool = False
+    #: the bodies of the entry's ``AppTx(app="trust")``, applied before the rounds bodies.
+    trust_bodies: tuple[bytes, ...] = ()
+    #: the committee in force for this entry when it differs from the ledger's (a committed
+    #: reconfiguration): the ledger and the machine switch to it before applying the entry.
+    committee: tuple[bytes, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,6 +129,10 @@ class Aggregate(Effect):
     updates: tuple[UpdateRef, ...]
     check: RoundResult | None = None
     check_bytes: bytes | None = None
+    #: (node, shard) of the round's fresh updates (what a re-run needs).
+    shards: tuple[tuple[bytes, int], ...] = ()
+    #: the nodes whose fresh updates are spot-checked (see verify.spot_checked).
+    spot: tuple[bytes, ...] = ()
 
 
 # -- news --------------------------------------------------------------------------------------

@@ -7,6 +7,11 @@ reads nothing but the transaction, the ledger and the committee (no clock, no ra
 sorted iteration only). A transaction that breaks a rule is *rejected* with a reason, the same
 on every node, and changes nothing: a second commit of a round, an update from a node that was
 not assigned, a result without a quorum of valid attestations.
+
+**Trust hooks.** A :class:`TrustHooks` (the trust ledger, or None) tells the ledger which nodes
+are admitted as trainers and the swarm parameters governance set, applies the entry's trust
+transactions, and hears every committed round (in log order, so rewards and penalties are the
+same on every node). With ``trust=None`` every node is admitted and there are no parameters.
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from p2pnode_protocols.machine import RemoteProtocolError
 from p2pnode_protocols.signing import Verifier
 
-from .messages import RoundResult, attestation_payload, decode_result, result_digest
+from .messages import Flag, RoundResult, attestation_payload, decode_result, result_digest
 from .spec import JobSpec
 from .transactions import (
     CancelJob,
@@ -30,7 +36,38 @@ from .transactions import (
     job_id_of,
 )
 
-__all__ = ["Applied", "JobState", "NodeRecord", "RoundSummary", "TrainingLedger", "quorum_of"]
+__all__ = [
+    "Applied",
+    "JobState",
+    "NodeRecord",
+    "RoundSummary",
+    "TrainingLedger",
+    "TrustHooks",
+    "quorum_of",
+]
+
+
+class TrustHooks(Protocol):
+    """What the rounds ledger asks of the trust ledger (every answer deterministic, from the
+    committed log only)."""
+
+    def admits(self, node: bytes, role: str) -> str:
+        """Empty if ``node`` may act in ``role`` ("trainer"), else the reason it may not."""
+        ...
+
+    def param(self, name: str) -> int | float | None:
+        """A swarm parameter set by governance (None: not set)."""
+        ...
+
+    def round_committed(
+        self, seq: int, job: JobState, result: RoundResult, attesters: tuple[bytes, ...]
+    ) -> None:
+        """A round committed at ``seq`` (called after its history entry is appended)."""
+        ...
+
+    def apply(self, seq: int, body: bytes) -> str:
+        """Apply one trust transaction body: "" or the reason it was rejected."""
+        ...
 
 
 def quorum_of(n: int) -> int:
@@ -53,6 +90,8 @@ class RoundSummary:
     proposer: bytes = b""
     #: bytes of all the round's updates as their trainers stored them (compression shows here).
     update_bytes: int = 0
+    #: the committed result's findings (see messages.FLAG_KINDS).
+    flags: tuple[Flag, ...] = ()
 
 
 @dataclass(slots=True)
@@ -75,6 +114,9 @@ class JobState:
     #: (node, round trained on) of updates committed in the rounds a stale one could still join:
     #: an update enters the model once.
     used: set[tuple[bytes, int]] = field(default_factory=set)
+    #: (node, round) -> the shard it was given (what a spot-check re-runs), for the rounds in
+    #: ``assigned``.
+    shard_of: dict[tuple[bytes, int], int] = field(default_factory=dict)
 
     def model_of(self, round: int) -> str | None:
         """The model committed by ``round`` (0: the initial model)."""
@@ -94,6 +136,8 @@ class NodeRecord:
     missed: int = 0
     outliers: int = 0
     score_sum: float = 0.0
+    #: updates flagged by a committed result (failed spot-check, copy).
+    flagged: int = 0
 
     @property
     def reliability(self) -> float:
@@ -117,10 +161,16 @@ class Applied:
 
 
 class TrainingLedger:
-    def __init__(self, committee: tuple[bytes, ...], verifier: Verifier) -> None:
+    def __init__(
+        self,
+        committee: tuple[bytes, ...],
+        verifier: Verifier,
+        trust: TrustHooks | None = None,
+    ) -> None:
         self.committee = committee
         self.quorum = quorum_of(len(committee))
         self.verifier = verifier
+        self.trust = trust
         self.jobs: dict[str, JobState] = {}
         self.nodes: dict[bytes, NodeRecord] = {}
         self.seq = 0
@@ -133,6 +183,30 @@ class TrainingLedger:
 
     def record(self, node: bytes) -> NodeRecord:
         return self.nodes.get(node) or NodeRecord()
+
+    def set_committee(self, committee: tuple[bytes, ...]) -> None:
+        """The committee in force from the next entry applied (a committed reconfiguration):
+        attestations are checked against it."""
+        self.committee = committee
+        self.quorum = quorum_of(len(committee))
+
+    def admits(self, node: bytes, role: str = "trainer") -> str:
+        return "" if self.trust is None else self.trust.admits(node, role)
+
+    def param(self, name: str) -> int | float | None:
+        return None if self.trust is None else self.trust.param(name)
+
+    def min_participants(self, spec: JobSpec) -> int:
+        """The job's minimum, raised by governance's ``min_participants`` if set."""
+        p = self.param("min_participants")
+        return max(spec.min_participants, int(p) if p is not None else 0)
+
+    def apply_trust(self, seq: int, body: bytes) -> str:
+        """A trust transaction of entry ``seq`` (applied before its rounds transactions)."""
+        self.seq = max(self.seq, seq)
+        if self.trust is None:
+            return "no trust ledger"
+        return self.trust.apply(seq, body)
 
     def apply(self, seq: int, body: bytes) -> Applied:
         """Apply the rounds transaction ``body`` committed at ``seq`` (in log order)."""
@@ -171,14 +245,18 @@ class TrainingLedger:
             job.assigned[tx.round] = job.assigned.get(tx.round, frozenset()) | frozenset(
                 t.node for t in tx.tasks
             )
+            for t in tx.tasks:
+                job.shard_of[(t.node, tx.round)] = t.shard
             for old in [r for r in job.assigned if r < tx.round - job.spec.staleness]:
                 del job.assigned[old]
+            for k in [k for k in job.shard_of if k[1] < tx.round - job.spec.staleness]:
+                del job.shard_of[k]
             return Applied(seq, tx, "ok", job=job.id)
         result = decode_result(tx.result)
         reason = self._check_commit(job, tx, result)
         if reason:
             return Applied(seq, tx, "rejected", reason, job.id)
-        self._commit(job, result, seq)
+        self._commit(job, tx, result, seq)
         return Applied(seq, tx, "ok", job=job.id)
 
     # -- checks ----------------------------------------------------------------------------------
@@ -205,8 +283,12 @@ class TrainingLedger:
         nodes = {t.node for t in tx.tasks}
         if len(nodes) != len(tx.tasks):
             return "a node takes at most one task of a round"
-        if not spec.min_participants <= len(nodes) <= spec.max_participants:
+        if not self.min_participants(spec) <= len(nodes) <= spec.max_participants:
             return "participants outside the job's min..max"
+        for node in sorted(nodes):
+            why = self.admits(node, "trainer")
+            if why:
+                return f"a task names a node not admitted as a trainer: {why}"
         if len(nodes) < spec.min_updates:
             return "fewer participants than the job's min_updates"
         return ""
@@ -231,6 +313,11 @@ class TrainingLedger:
                 return "an update was committed in an earlier round"
             if not u.verify(job.id, self.verifier):
                 return "an update's signature does not verify"
+            if self.admits(u.node, "trainer"):
+                return "an update comes from a node not admitted as a trainer"
+        for fl in r.flags:
+            if fl.kind in ("wrong_aggregate", "censorship") and fl.node not in self.committee:
+                return "a validator flag names a node that is not a validator"
         return ""
 
     def _check_commit(self, job: JobState, tx: CommitRound, r: RoundResult) -> str:
@@ -251,7 +338,7 @@ class TrainingLedger:
             return f"{len(signers)} attestations, {self.quorum} needed"
         return ""
 
-    def _commit(self, job: JobState, r: RoundResult, seq: int) -> None:
+    def _commit(self, job: JobState, tx: CommitRound, r: RoundResult, seq: int) -> None:
         assert job.assignment is not None
         delivered = {u.node for u in r.updates if u.round == r.round}
         scores = dict(r.scores)
@@ -266,6 +353,8 @@ class TrainingLedger:
             rec.score_sum += scores.get(node, 0.0)
         for node in r.outliers:
             self.nodes.setdefault(node, NodeRecord()).outliers += 1
+        for node in sorted(r.flagged("spot_check", "copy")):
+            self.nodes.setdefault(node, NodeRecord()).flagged += 1
         job.history.append(
             RoundSummary(
                 round=r.round,
@@ -279,6 +368,7 @@ class TrainingLedger:
                 sources=tuple((u.node, u.round) for u in r.updates),
                 proposer=r.proposer,
                 update_bytes=sum(u.size for u in r.updates),
+                flags=r.flags,
             )
         )
         job.used |= {(u.node, u.round) for u in r.updates}
@@ -288,6 +378,9 @@ class TrainingLedger:
         job.round = r.round + 1
         if r.round >= job.spec.rounds:
             job.status = "completed"
+        if self.trust is not None:
+            attesters = tuple(sorted(v for v, _ in tx.attestations))
+            self.trust.round_committed(seq, job, r, attesters)
 
 
 def _job_of(tx: CommitRound) -> str:

@@ -77,6 +77,14 @@ class JobSpec:
     capabilities: Capabilities = field(default_factory=Capabilities)
     #: higher-priority jobs take scarce slots first.
     priority: int = 0
+    #: verified work: the fraction of a round's trainers whose tasks the validators re-run and
+    #: compare bit for bit (0: off, e.g. for external trainers that are not deterministic).
+    spot_check: float = 0.25
+    #: verified work: trainers commit to their update before they reveal it.
+    commit_reveal: bool = True
+    #: the commit phase closes when every assigned trainer committed, or this fraction of
+    #: ``round_deadline`` after the round started.
+    commit_window: float = 0.5
     #: the learning part (see p2pnode/jobs/spec.py): a canonical-CBOR-able map.
     learning: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -110,6 +118,13 @@ class JobSpec:
         if self.min_updates > self.shards:
             raise ValueError("sync.min_updates must not exceed participants.shards")
         _int("priority", self.priority, -1000, 1000)
+        for name in ("spot_check", "commit_window"):
+            v = getattr(self, name)
+            if type(v) not in (int, float) or not 0 <= v <= 1:
+                raise ValueError(f"verify.{name} must be a number in 0..1")
+            object.__setattr__(self, name, float(v))
+        if type(self.commit_reveal) is not bool:
+            raise ValueError("verify.commit_reveal must be true or false")
         if not isinstance(self.capabilities, Capabilities):
             raise ValueError("capabilities must be a table")
         if not isinstance(self.learning, Mapping):
@@ -142,7 +157,15 @@ def encode_spec(spec: JobSpec) -> bytes:
         "priority": spec.priority,
         "learning": dict(spec.learning),
     }
+    # The verified-work keys are written only when they differ from the defaults, so a spec
+    # committed before they existed still decodes to the same bytes.
+    for name, default in _VERIFY_DEFAULTS.items():
+        if getattr(spec, name) != default:
+            body[name] = getattr(spec, name)
     return cbor2.dumps(body, canonical=True)
+
+
+_VERIFY_DEFAULTS: dict[str, Any] = {"spot_check": 0.25, "commit_reveal": True, "commit_window": 0.5}
 
 
 def decode_spec(data: bytes) -> JobSpec:

@@ -200,6 +200,9 @@ def test_a_wrong_aggregate_is_refused_and_the_round_still_commits(tmp_path: Path
         assert st["status"] == "completed"
         _check_log(swarm, [1, 2, 3, 4], job, 6)
         assert _peer(swarm, 2) not in {h["proposer"] for h in st["history"]}
+        # The result that commits a round the liar tried flags it (seam 3: quorum-backed).
+        flags = [(f["peer_id"], f["kind"]) for h in st["history"] for f in h["flags"]]
+        assert (_peer(swarm, 2), "wrong_aggregate") in flags, flags
         refused = 0
         for i in (1, 3, 4):
             with swarm.client(i) as c:

@@ -26,6 +26,7 @@ from p2pnode_protocols.rounds import (
     Computed,
     CreateJob,
     JobSpec,
+    JobState,
     MembersSeen,
     Resumed,
     RoundResult,
@@ -37,6 +38,7 @@ from p2pnode_protocols.rounds import (
     Train,
     TrainingDone,
     TrainingLedger,
+    TrustHooks,
     UpdateNotice,
     UpdateRef,
     decode_message,
@@ -70,9 +72,7 @@ def start(
     job: str, rnd: int, base: str, nodes: Sequence[bytes], *, reassign: bool = False
 ) -> bytes:
     tasks = tuple(Task(node=n, shard=i) for i, n in enumerate(nodes))
-    return encode_tx(
-        StartRound(job=job, round=rnd, base_key=base, tasks=tasks, reassign=reassign)
-    )
+    return encode_tx(StartRound(job=job, round=rnd, base_key=base, tasks=tasks, reassign=reassign))
 
 
 def update(node: bytes, job: str, rnd: int, key: str | None = None) -> UpdateRef:
@@ -126,6 +126,34 @@ def commit(r: RoundResult, validators: Iterable[bytes] = VALIDATORS[:3]) -> byte
     return encode_tx(CommitRound(result=body, attestations=attest(body, validators)))
 
 
+class Hooks:
+    """Small trust hooks for the tests: a deny list, fixed parameters, and a record of the
+    rounds committed (with their attesters) and trust bodies applied."""
+
+    def __init__(
+        self, denied: Iterable[bytes] = (), params: dict[str, int | float] | None = None
+    ) -> None:
+        self.denied = frozenset(denied)
+        self.params = dict(params or {})
+        self.rounds: list[tuple[int, str, int, tuple[bytes, ...]]] = []
+        self.bodies: list[tuple[int, bytes]] = []
+
+    def admits(self, node: bytes, role: str) -> str:
+        return "denied" if node in self.denied else ""
+
+    def param(self, name: str) -> int | float | None:
+        return self.params.get(name)
+
+    def round_committed(
+        self, seq: int, job: JobState, result: RoundResult, attesters: tuple[bytes, ...]
+    ) -> None:
+        self.rounds.append((seq, job.id, result.round, attesters))
+
+    def apply(self, seq: int, body: bytes) -> str:
+        self.bodies.append((seq, body))
+        return "" if body.startswith(b"ok") else "bad trust body"
+
+
 # -- a world of rounds machines sharing one log ----------------------------------------------
 
 
@@ -150,7 +178,9 @@ class World:
         trainers: Sequence[bytes] = TRAINERS[:3],
         others: Sequence[bytes] = (OUTSIDER,),
         config: RoundsConfig | None = None,
+        trust: TrustHooks | None = None,
     ) -> None:
+        self.trust = trust
         self.config = config or RoundsConfig(start_timeout=1.0, result_timeout=2.0)
         self.trainers = tuple(trainers)
         self.nodes = (*VALIDATORS, *self.trainers, *others)
@@ -160,7 +190,7 @@ class World:
         self.net: list[InFlight] = []
         self.pending: list[bytes] = []
         self.log: list[bytes] = []
-        self.ref = TrainingLedger(VALIDATORS, VERIFIER)
+        self.ref = TrainingLedger(VALIDATORS, VERIFIER, trust)
         self.timers: dict[tuple[bytes, Hashable], tuple[float, int]] = {}
         self.trainings: list[tuple[bytes, Train]] = []
         self.aggregates: list[tuple[bytes, Aggregate]] = []
@@ -174,7 +204,11 @@ class World:
 
     def _machine(self, node: bytes) -> RoundsMachine:
         return RoundsMachine(
-            signer=signer(node), verifier=VERIFIER, committee=VALIDATORS, config=self.config
+            signer=signer(node),
+            verifier=VERIFIER,
+            committee=VALIDATORS,
+            config=self.config,
+            trust=self.trust,
         )
 
     def candidates(self) -> tuple[Candidate, ...]:

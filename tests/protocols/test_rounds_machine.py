@@ -193,7 +193,7 @@ def test_proposal_checks() -> None:
 
 
 def test_notice_checks() -> None:
-    w, job = _world(JobSpec(rounds=1, max_participants=3, round_deadline=5.0))
+    w, job = _world(JobSpec(rounds=1, max_participants=3, round_deadline=5.0, commit_reveal=False))
     _open_round(w, job)
     m = w.machines[VALIDATORS[0]]
     good = update(T0, job, 1)
@@ -253,7 +253,7 @@ def test_a_nan_metric_is_refused() -> None:
     from p2pnode_protocols.rounds import decode_result
     from p2pnode_protocols.rounds.machine import _difference
 
-    w, job = _world(JobSpec(rounds=1, max_participants=3, round_deadline=5.0))
+    w, job = _world(JobSpec(rounds=1, max_participants=3, round_deadline=5.0, commit_reveal=False))
     _open_round(w, job)
     while w.trainings:
         w.train()

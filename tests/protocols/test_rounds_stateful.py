@@ -267,6 +267,14 @@ class RoundsWorld(RuleBasedStateMachine):
                 assert repr((m.ledger.jobs, m.ledger.nodes)) == ref, n
 
     @invariant()
+    def only_the_byzantine_validator_is_flagged_for_a_wrong_aggregate(self) -> None:
+        for r in self.w.committed:
+            for f in r.flags:
+                assert f.kind in ("wrong_aggregate", "censorship"), f  # the fake has no others
+                if f.kind == "wrong_aggregate":
+                    assert f.node == BYZANTINE, f
+
+    @invariant()
     def honest_validators_are_not_accused_of_a_wrong_key(self) -> None:
         for _, e in self.w.evidence:
             if e.reason == "the model key does not recompute":

@@ -1,0 +1,235 @@
+"""Verified work on real daemons: each attack of issue 17 on the rounds, caught.
+
+Each test starts its own small swarm (a committee of 4, sometimes a trainer or two more) with
+one kind of cheat switched on through the test-only ``training.*`` settings, runs a short job,
+and checks the committed history: the cheat is flagged in the results that commit the rounds
+(or its messages are dropped and counted), the honest nodes are never flagged, and the model is
+within 2 points of the same job run cleanly in process.
+
+- a trainer that sends an update it did not compute (random noise, or its round-1 update
+  replayed): a spot-check re-runs its task and the result flags ``spot_check``;
+- a trainer that copies another's revealed update: flagged ``copy`` without commit then reveal,
+  and kept out altogether with it (its commitment comes after the commit phase closed);
+- a proposer that leaves out an update (censorship): refused, and the next proposer's result
+  includes the update and flags ``censorship``;
+- a node the trust hooks do not admit, submitting anyway; a flood of notices above the rate
+  limit: dropped and counted.
+"""
+
+from __future__ import annotations
+
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from p2pnode import NotFound
+from p2pnode.config.edit import set_config_value
+from p2pnode.consensus.genesis import genesis_validators
+from p2pnode.jobs.spec import parse_spec
+from p2pnode.rounds.compute import JobCompute
+from p2pnode_protocols.rounds import UpdateRef
+
+from .harness import LocalSwarm
+
+pytestmark = pytest.mark.slow
+
+
+def _spec(rounds: int, participants: int, *, deadline: float = 4.0, **tables: str) -> str:
+    text = f'name = "vw"\nrounds = {rounds}\n[participants]\nmax = {participants}\n'
+    text += f"[sync]\ndeadline = {deadline}\n"
+    for name, body in tables.items():
+        text += f"[{name}]\n{body}\n"
+    return text
+
+
+def _swarm(tmp_path: Path, n: int, per_node: dict[int, dict[str, str]] | None = None,
+           **settings: Any) -> LocalSwarm:
+    ids = genesis_validators(tmp_path, 4)
+    swarm = LocalSwarm(tmp_path, n, {"consensus.validators": ids, "training.result_timeout": 2.0,
+                                     **settings})
+    for i, values in (per_node or {}).items():
+        for key, raw in values.items():
+            set_config_value(swarm.node(i).data_dir, key, [raw])
+    return swarm
+
+
+def _create(swarm: LocalSwarm, i: int, spec: str) -> str:
+    with swarm.client(i, timeout=60) as c:
+        return str(c.call("job.create", {"spec": spec})["job"])
+
+
+def _status(swarm: LocalSwarm, i: int, job: str) -> dict[str, Any]:
+    with swarm.client(i) as c:
+        return c.call("job.status", {"job": job})  # type: ignore[no-any-return]
+
+
+def _wait(swarm: LocalSwarm, i: int, job: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            st = _status(swarm, i, job)
+        except NotFound:
+            st = {"status": "unknown", "rounds_done": 0}
+        if st["status"] not in ("running", "unknown"):
+            return st
+        assert time.monotonic() < deadline, f"node-{i}: {st['rounds_done']} rounds of {job}"
+        time.sleep(0.3)
+
+
+def _counters(swarm: LocalSwarm, nodes: list[int]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for i in nodes:
+        with swarm.client(i) as c:
+            for k, v in c.call("rounds.status")["counters"].items():
+                total[k] = total.get(k, 0) + int(v)
+    return total
+
+
+def _flags(st: dict[str, Any]) -> list[tuple[int, str, str, str]]:
+    return [(h["round"], f["peer_id"], f["kind"], f["detail"]) for h in st["history"]
+            for f in h["flags"]]
+
+
+def _clean_accuracy(spec: str, shards: int, rounds: int) -> float:
+    """The same job without cheats, in process (each shard trained once per round)."""
+    c = JobCompute.build("clean", parse_spec(tomllib.loads(spec)))
+    model = c.initial_tensors()
+    for r in range(1, rounds + 1):
+        ups = []
+        for shard in range(shards):
+            out = c.train_task(model, r, shard, seed=[shard])
+            ref = UpdateRef(node=bytes([shard + 1]), round=r, key=f"k{shard}", size=1,
+                            samples=out.samples, sig=b"-")
+            ups.append((ref, out.update))
+        model, res = c.aggregate(model, "b", r, ups)
+    return res.accuracy
+
+
+def _peer(swarm: LocalSwarm, i: int) -> str:
+    return swarm.node(i).peer_id
+
+
+@pytest.mark.timeout(300)
+def test_trainers_sending_updates_they_did_not_compute_fail_spot_checks(tmp_path: Path) -> None:
+    rounds = 8
+    swarm = _swarm(tmp_path, 6, {5: {"training.attack": "gaussian"},
+                                 6: {"training.attack": "replay"}})
+    spec = _spec(rounds, 6, aggregation='rule = "trimmed_mean"\nf = 1',
+                 verify="spot_check = 0.5")
+    try:
+        swarm.start()
+        swarm.wait_connected(5)
+        job = _create(swarm, 1, spec)
+        st = _wait(swarm, 1, job, timeout=240)
+        assert st["status"] == "completed"
+    finally:
+        swarm.stop()
+    cheats = {_peer(swarm, 5), _peer(swarm, 6)}
+    flags = _flags(st)
+    caught = {p for _, p, kind, _ in flags if kind == "spot_check"}
+    assert caught == cheats, flags  # both caught, nobody honest flagged
+    assert {p for _, p, _, _ in flags} <= cheats
+    for r, p, _, _ in flags:  # a flagged update never enters the model
+        assert p not in st["history"][r - 1]["contributors"]
+    assert st["nodes"][_peer(swarm, 5)]["flagged"] >= 1
+    clean = _clean_accuracy(spec, 6, rounds)
+    assert st["accuracy"] >= clean - 0.02, (st["accuracy"], clean)
+
+
+@pytest.mark.timeout(300)
+def test_a_copier_is_flagged_and_commit_then_reveal_keeps_it_out(tmp_path: Path) -> None:
+    rounds = 6
+    swarm = _swarm(tmp_path, 4, {4: {"training.attack": "copy"}})
+    # IID shards: the copier's own shard goes untrained, which non-IID data would feel more.
+    open_spec = _spec(rounds, 4, verify="commit_reveal = false", data='shards = "iid"')
+    sealed_spec = _spec(rounds, 4).replace('name = "vw"', 'name = "sealed"')
+    try:
+        swarm.start()
+        swarm.wait_connected(3)
+        open_job = _create(swarm, 1, open_spec)
+        sealed_job = _create(swarm, 2, sealed_spec)
+        st = _wait(swarm, 1, open_job, timeout=240)
+        sealed = _wait(swarm, 1, sealed_job, timeout=240)
+        assert st["status"] == sealed["status"] == "completed"
+        counters = _counters(swarm, [1, 2, 3])
+    finally:
+        swarm.stop()
+    copier = _peer(swarm, 4)
+    honest = {_peer(swarm, i) for i in (1, 2, 3)}
+    # Without commit then reveal, the copy gets in the update set but is flagged and left out.
+    flags = _flags(st)
+    assert any(p == copier and kind == "copy" for _, p, kind, _ in flags), flags
+    assert all(p == copier for _, p, _, _ in flags), flags
+    for r, p, _, detail in flags:
+        assert bytes.fromhex(detail) and p not in st["history"][r - 1]["contributors"]
+    # With it, the copier could only commit once the others revealed: too late, every round.
+    assert all(copier not in [s for s, _ in h["sources"]] for h in sealed["history"])
+    assert all(set(h["contributors"]) <= honest for h in sealed["history"])
+    assert counters.get("commitment_late", 0) + counters.get("reveal_without_commitment", 0) > 0
+    clean = _clean_accuracy(open_spec, 4, rounds)
+    assert st["accuracy"] >= clean - 0.02, (st["accuracy"], clean)
+    assert sealed["accuracy"] >= clean - 0.02, (sealed["accuracy"], clean)
+
+
+@pytest.mark.timeout(300)
+def test_a_censoring_proposer_is_refused_and_the_next_includes_the_updates(
+    tmp_path: Path,
+) -> None:
+    rounds = 6
+    swarm = _swarm(tmp_path, 5, {2: {"training.censor": "true"}})
+    spec = _spec(rounds, 5)
+    try:
+        swarm.start()
+        swarm.wait_connected(4)
+        job = _create(swarm, 1, spec)
+        st = _wait(swarm, 1, job, timeout=240)
+        assert st["status"] == "completed"
+        counters = _counters(swarm, [1, 3, 4])
+    finally:
+        swarm.stop()
+    censor = _peer(swarm, 2)
+    assert censor not in {h["proposer"] for h in st["history"]}
+    assert counters.get("proposal_censoring", 0) >= 1, counters
+    flags = _flags(st)
+    flagged = [r for r, p, kind, _ in flags if p == censor and kind == "censorship"]
+    assert flagged, flags
+    assert all(kind == "censorship" for _, _, kind, _ in flags), flags
+    for r in flagged:  # the round the censor tried to trim went in whole
+        h = st["history"][r - 1]
+        assert h["updates"] == 5, h
+    clean = _clean_accuracy(spec, 5, rounds)
+    assert st["accuracy"] >= clean - 0.02, (st["accuracy"], clean)
+
+
+@pytest.mark.timeout(300)
+def test_a_node_not_admitted_and_a_flood_of_notices_are_dropped(tmp_path: Path) -> None:
+    rounds = 6
+    ids = genesis_validators(tmp_path, 4)
+    swarm = LocalSwarm(tmp_path, 6, {"consensus.validators": ids, "training.result_timeout": 2.0,
+                                     "training.max_notices_per_minute": 40})
+    outsider = swarm.node(5).peer_id
+    for i in range(1, 7):
+        set_config_value(swarm.node(i).data_dir, "training.refuse_trainers", [outsider])
+    set_config_value(swarm.node(5).data_dir, "training.unsolicited", ["true"])
+    set_config_value(swarm.node(6).data_dir, "training.flood", ["60"])
+    spec = _spec(rounds, 6)
+    try:
+        swarm.start()
+        swarm.wait_connected(5)
+        job = _create(swarm, 1, spec)
+        st = _wait(swarm, 1, job, timeout=240)
+        assert st["status"] == "completed"
+        counters = _counters(swarm, [1, 2, 3, 4])
+    finally:
+        swarm.stop()
+    # The node not admitted is never given a task, and what it sends anyway is dropped.
+    assert outsider not in st["nodes"]
+    assert all(outsider not in [s for s, _ in h["sources"]] for h in st["history"])
+    assert counters.get("notice_not_admitted", 0) >= 1, counters
+    # The flood is cut at the limit (each validator counts its own drops).
+    assert counters.get("rate_limited", 0) >= 60, counters
+    clean = _clean_accuracy(spec, 5, rounds)
+    assert st["accuracy"] >= clean - 0.02, (st["accuracy"], clean)

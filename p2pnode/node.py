@@ -46,6 +46,7 @@ from p2pnode.ipc.peers import build_peer_methods
 from p2pnode.ipc.server import IpcServer, Method
 from p2pnode.ipc.status import build_status_methods
 from p2pnode.ipc.subscriptions import build_subscription_methods
+from p2pnode.ipc.trust import build_trust_methods
 from p2pnode.membership.service import MembershipService
 from p2pnode.metrics import NodeMetrics
 from p2pnode.network.dht import Dht
@@ -54,6 +55,7 @@ from p2pnode.network.host import build_host
 from p2pnode.network.peers import PeerWatch
 from p2pnode.rounds.service import RoundsService
 from p2pnode.store import Store
+from p2pnode.trust.service import TrustService, make_ledger
 from p2pnode_protocols.blobs.pointers import PointerValidator
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ class Services:
     membership: MembershipService
     consensus: ConsensusService | None  # None without consensus.validators
     rounds: RoundsService | None  # training rounds ride on consensus
+    trust: TrustService | None  # so does the trust ledger
     collectives: CollectivesService
     peers: PeerWatch
 
@@ -150,10 +153,25 @@ class Node:
             metrics.watch_service("consensus", lambda: consensus.error is None)
         blobs = BlobService(host, dht, blob_store, cfg)
         rounds = None
+        trust: TrustService | None = None
         if consensus is not None:
+
+            def publish(item: object) -> None:  # genesis entries come before the service
+                if trust is not None:
+                    trust.publish(item)
+
+            ledger = make_ledger(cfg, consensus.verifier, listener=publish)
+            # The rounds service folds the log into both ledgers, in one pass (docs/trust.md).
             rounds = RoundsService(
                 host, self.key_pair, cfg, consensus=consensus, blobs=blobs,
-                membership=membership, events=events,
+                membership=membership, events=events, trust=ledger,
+                committee_at=lambda seq: consensus.schedule.committee_at(seq).validators,
+            )
+            trust = TrustService(
+                self.key_pair, cfg, consensus=consensus, ledger=ledger, events=events,
+                on_params=lambda p: membership.set_heartbeat_limit(
+                    int(p["max_heartbeats_per_minute"])
+                ),
             )
             metrics.watch_service("rounds", lambda: rounds.error is None)
         collectives = CollectivesService(
@@ -170,6 +188,7 @@ class Node:
             membership=membership,
             consensus=consensus,
             rounds=rounds,
+            trust=trust,
             collectives=collectives,
             peers=PeerWatch(host, dht, publish=lambda event: events.publish("peers", event)),
         )
@@ -182,6 +201,8 @@ class Node:
             await nursery.start(s.consensus.run)
         if s.rounds is not None:
             await nursery.start(s.rounds.run)
+        if s.trust is not None:
+            await nursery.start(s.trust.run)
         await nursery.start(s.collectives.run)
         if self.cfg.metrics_port is not None:
             self.metrics_port = await nursery.start(s.metrics.serve, self.cfg.metrics_port)
@@ -231,4 +252,5 @@ class Node:
             **build_consensus_methods(consensus=s.consensus),
             **build_job_methods(rounds=s.rounds, blobs=s.blobs),
             **build_collective_methods(collectives=s.collectives),
+            **build_trust_methods(trust=s.trust),
         }

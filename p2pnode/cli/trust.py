@@ -41,11 +41,11 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     led.add_argument("--all", action="store_true", help="every account, one line each")
     led.add_argument("--limit", type=int, default=20, help="journal entries (default: 20)")
     st = sub.add_parser("stake", parents=[common], help="put TOKENS of the balance at stake")
-    st.add_argument("amount", metavar="TOKENS")
+    st.add_argument("amount", metavar="TOKENS", help="how many tokens")
     st.add_argument("--remove", action="store_true", help="take TOKENS of stake back")
     tr = sub.add_parser("transfer", parents=[common], help="pay TOKENS to PEER")
-    tr.add_argument("to", metavar="PEER")
-    tr.add_argument("amount", metavar="TOKENS")
+    tr.add_argument("to", metavar="PEER", help="the peer id to pay")
+    tr.add_argument("amount", metavar="TOKENS", help="how many tokens")
     gov = sub.add_parser("gov", help="governance: propose, vote, list, params")
     gsub = gov.add_subparsers(dest="gov_command", required=True, metavar="ACTION")
     pr = gsub.add_parser(
@@ -53,14 +53,24 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="propose a change: param NAME=VALUE..., committee PEER..., admission KEY=VALUE...",
     )
-    pr.add_argument("kind", choices=KINDS)
-    pr.add_argument("items", metavar="ITEM", nargs="+")
+    pr.add_argument("kind", choices=KINDS, help="what the proposal changes")
+    pr.add_argument(
+        "items",
+        metavar="ITEM",
+        nargs="+",
+        help="param: NAME=VALUE (tokens with the suffix tok); committee: peer ids; "
+        "admission: allowlist=PEER,PEER min_stake=VALUE reputation_threshold=X",
+    )
     pr.add_argument("--title", default="", help="a line saying why")
     vo = gsub.add_parser("vote", parents=[common], help="vote on a proposal with this node's stake")
-    vo.add_argument("proposal", metavar="ID")
-    vo.add_argument("choice", choices=("yes", "no"))
+    vo.add_argument("proposal", metavar="ID", help="the proposal's id (gov list)")
+    vo.add_argument("choice", choices=("yes", "no"), help="the vote")
     li = gsub.add_parser("list", parents=[common], help="proposals and their tallies")
-    li.add_argument("--status", choices=("open", "passed", "rejected", "expired", "enacted"))
+    li.add_argument(
+        "--status",
+        choices=("open", "passed", "rejected", "expired", "enacted"),
+        help="only proposals in this state",
+    )
     gsub.add_parser("params", parents=[common], help="the parameters in force")
     ev = sub.add_parser("evidence", help="evidence of misbehaviour the ledger keeps")
     esub = ev.add_subparsers(dest="evidence_command", required=True, metavar="ACTION")

@@ -69,6 +69,15 @@ class TrustHooks(Protocol):
         """Apply one trust transaction body: "" or the reason it was rejected."""
         ...
 
+    def advance(self, seq: int) -> None:
+        """Entry ``seq`` is next: whatever falls due at it (a parameter taking effect at an
+        epoch boundary) must hold for the answers given while it applies."""
+        ...
+
+    def set_committee(self, committee: tuple[bytes, ...]) -> None:
+        """The committee in force changed (a PBFT switch took effect)."""
+        ...
+
 
 def quorum_of(n: int) -> int:
     """2f+1 of n = 3f+1 (n = 1: 1)."""
@@ -189,6 +198,8 @@ class TrainingLedger:
         attestations are checked against it."""
         self.committee = committee
         self.quorum = quorum_of(len(committee))
+        if self.trust is not None:
+            self.trust.set_committee(committee)
 
     def admits(self, node: bytes, role: str = "trainer") -> str:
         return "" if self.trust is None else self.trust.admits(node, role)
@@ -211,6 +222,8 @@ class TrainingLedger:
     def apply(self, seq: int, body: bytes) -> Applied:
         """Apply the rounds transaction ``body`` committed at ``seq`` (in log order)."""
         self.seq = max(self.seq, seq)
+        if self.trust is not None:
+            self.trust.advance(seq)
         try:
             tx = decode_tx(body)
         except RemoteProtocolError as exc:

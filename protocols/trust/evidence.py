@@ -14,7 +14,7 @@ Two kinds of evidence reach the ledger:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from p2pnode_protocols.machine import RemoteProtocolError
@@ -49,28 +49,25 @@ def evidence_id(kind: str, offender: bytes, ref: str) -> str:
 
 
 def check_equivocation(
-    first: bytes, second: bytes, committees: Iterable[Committee], verifier: Verifier
+    first: bytes, second: bytes, committees: Sequence[tuple[bytes, ...]], verifier: Verifier
 ) -> tuple[bytes, str]:
     """The offender and the slot, if ``first`` and ``second`` are two validly signed,
-    conflicting PBFT messages of a validator of one of ``committees``; else RemoteProtocolError."""
+    conflicting PBFT messages of a validator of their epoch's committee (``committees[e]`` is
+    the committee of epoch e); else RemoteProtocolError."""
     try:
         a, b = decode(first), decode(second)
     except PbftRemoteError as exc:
         raise RemoteProtocolError(f"evidence does not decode: {exc}") from None
-    reasons = []
-    for committee in committees:
-        try:
-            offender = check_evidence(committee, verifier, a, b)
-        except PbftRemoteError as exc:
-            reasons.append(str(exc))
-            continue
-        view = getattr(a, "view", None)
-        slot = (
-            f"{type(a).__name__} v{view} s{a.seq}"
-            if view is not None
-            else f"{type(a).__name__} s{a.seq}"
-        )  # type: ignore[attr-defined]
-        return offender, slot
-    raise RemoteProtocolError(
-        f"not evidence of equivocation: {'; '.join(reasons) or 'no committee'}"
-    )
+    epoch = getattr(a, "epoch", 0)
+    if not 0 <= epoch < len(committees):
+        raise RemoteProtocolError(f"not evidence of equivocation: no committee of epoch {epoch}")
+    try:
+        offender = check_evidence(
+            Committee(epoch=epoch, validators=committees[epoch]), verifier, a, b
+        )
+    except PbftRemoteError as exc:
+        raise RemoteProtocolError(f"not evidence of equivocation: {exc}") from None
+    view = getattr(a, "view", None)
+    name = type(a).__name__
+    slot = f"{name} e{epoch} v{view} s{a.seq}" if view is not None else f"{name} e{epoch} s{a.seq}"  # type: ignore[attr-defined]
+    return offender, slot

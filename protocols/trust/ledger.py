@@ -34,7 +34,6 @@ from typing import Any
 import cbor2
 
 from p2pnode_protocols.machine import RemoteProtocolError
-from p2pnode_protocols.pbft import Committee
 from p2pnode_protocols.signing import Verifier
 
 from .accounts import Account, Entry, Reputation
@@ -78,7 +77,8 @@ class TrustLedger:
         as it happens (the service publishes them as events)."""
         self.verifier = verifier
         self.committee = tuple(committee)
-        #: every committee seen so far: an equivocation is checked against the one it was in.
+        #: the committee of each epoch so far (PBFT numbers epochs 0, 1, ...: one per switch):
+        #: an equivocation is checked against the committee of its messages' epoch.
         self.committees: list[tuple[bytes, ...]] = [self.committee]
         self.params: dict[str, int | float] = dict(DEFAULTS)
         self.params.update(params or {})
@@ -162,9 +162,10 @@ class TrustLedger:
 
     def set_committee(self, committee: Iterable[bytes]) -> None:
         """The committee in force changed (a PBFT committee switch took effect)."""
-        self.committee = tuple(committee)
-        if self.committee not in self.committees:
-            self.committees.append(self.committee)
+        committee = tuple(committee)
+        if committee != self.committee:
+            self.committee = committee
+            self.committees.append(committee)
 
     # -- folding ---------------------------------------------------------------------------------
 
@@ -344,9 +345,8 @@ class TrustLedger:
         return ""
 
     def _accuse(self, seq: int, tx: Accuse) -> str:
-        committees = [Committee(epoch=0, validators=c) for c in self.committees]
         try:
-            offender, slot = check_equivocation(tx.first, tx.second, committees, self.verifier)
+            offender, slot = check_equivocation(tx.first, tx.second, self.committees, self.verifier)
         except RemoteProtocolError as exc:
             return str(exc)
         if evidence_id("equivocation", offender, slot) in self.evidence:

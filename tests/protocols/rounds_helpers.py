@@ -153,6 +153,12 @@ class Hooks:
         self.bodies.append((seq, body))
         return "" if body.startswith(b"ok") else "bad trust body"
 
+    def advance(self, seq: int) -> None:
+        return None
+
+    def set_committee(self, committee: tuple[bytes, ...]) -> None:
+        return None
+
 
 # -- a world of rounds machines sharing one log ----------------------------------------------
 

@@ -136,6 +136,15 @@ class CollectivesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TrustConfig:
+    validator_stake: float
+    genesis: tuple[str, ...]
+    params: tuple[str, ...]
+    tick_interval: float
+    commit_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     data_dir: Path
     listen: tuple[str, ...]
@@ -153,6 +162,7 @@ class Config:
     consensus: ConsensusConfig
     training: TrainingConfig
     collectives: CollectivesConfig
+    trust: TrustConfig
 
     @property
     def key_path(self) -> Path:
@@ -335,6 +345,13 @@ def load_config(
         ),
         collectives=CollectivesConfig(
             **{k[12:]: v for k, v in values.items() if k.startswith("collectives.")}
+        ),
+        trust=TrustConfig(
+            **{
+                k[6:]: tuple(v) if isinstance(v, list) else v
+                for k, v in values.items()
+                if k.startswith("trust.")
+            }
         ),
     )
     if not cfg.listen:

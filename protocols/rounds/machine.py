@@ -354,7 +354,7 @@ class RoundsMachine:
         limit ``max_tasks_per_node_per_hour`` (tasks counted by this validator's clock)."""
         while self._task_log and self._task_log[0][0] < now - 3600.0:
             self._task_log.popleft()
-        limit = self.ledger.param("max_tasks_per_node_per_hour")
+        limit = self.ledger.param("max_tasks_per_node_per_hour") or None  # 0: no limit
         counts: dict[bytes, int] = {}
         if limit is not None:
             for _, node in self._task_log:

@@ -21,7 +21,7 @@ from p2pnode.consensus.genesis import genesis_validators
 
 from .harness import LocalSwarm
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 GOV = ["voting_period=8", "epoch_length=8"]
 
@@ -112,11 +112,11 @@ def test_rewards_agree_everywhere_and_a_fresh_node_replays_them_exactly(tmp_path
             for e in _call(swarm, 1, "ledger.account", {"limit": 100})["entries"]
         )
         # a node that was never up folds the whole log from genesis to the same balances
-        swarm.start([6])
+        swarm.start([6], bootstrap=swarm.node(1))
         assert _digests(swarm, [6], top) == digests
         # and a node killed with SIGKILL replays its own log to them again
         swarm.kill(5)
-        swarm.start([5])
+        swarm.start([5], bootstrap=swarm.node(1))
         assert _digests(swarm, [5], top) == digests
     finally:
         swarm.stop()

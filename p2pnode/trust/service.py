@@ -228,6 +228,9 @@ class TrustService:
             if p.id in self._voted or not self._validator():
                 continue
             validators = tuple(p.change["validators"])
+            if validators == self.consensus.committee.validators:
+                self._voted.add(p.id)  # in force already: a validator that joined by it
+                continue
             epoch = self.consensus.committee.epoch + 1
             log.info(
                 "governance: voting committee of %d validators (epoch %d) in",

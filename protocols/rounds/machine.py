@@ -183,6 +183,9 @@ class RoundsMachine:
         self._commit_started: dict[tuple[str, int], float] = {}
         #: this trainer's reveals waiting for the commit phase to close.
         self._reveals: dict[tuple[str, int], UpdateNotice] = {}
+        #: what this trainer told the committee of each open round (commitment, notice), so it
+        #: tells a committee that takes over mid-round again.
+        self._told: dict[tuple[str, int], list[Commitment | UpdateNotice]] = {}
         #: (job, round, node) of commitments taken after the commit phase (bounded staleness).
         self._late: set[tuple[str, int, bytes]] = set()
         #: job -> update keys revealed to this validator lately -> who revealed them first.
@@ -275,8 +278,11 @@ class RoundsMachine:
     def _committed(self, e: Committed, now: float) -> list[Effect]:
         out: list[Effect] = []
         if e.committee is not None and e.committee != self.ledger.committee:
+            was_validator = self.is_validator
             self.ledger.set_committee(e.committee)
             self._count("committee_switched")
+            if not e.replay:
+                out += self._switched(was_validator, now)
         for body in e.trust_bodies:
             self.ledger.apply_trust(e.seq, body)
         for body in e.bodies:
@@ -310,10 +316,27 @@ class RoundsMachine:
                 self._rounds.pop(job.id, None)
         return out
 
+    def _switched(self, was_validator: bool, now: float) -> list[Effect]:
+        """A new committee took over (from this entry on). It heard nothing of the open rounds:
+        a trainer tells it again what it told the old one (commitment, then reveal); a node
+        that just became a validator opens its collection of every open round, as after a
+        restart. A node that left the committee stops collecting (its results could no longer
+        commit: attestations are checked against the committee in force)."""
+        out: list[Effect] = []
+        for key in sorted(self._told):
+            job = self.ledger.jobs.get(key[0])
+            if job is not None and job.status == "running":
+                out += [Broadcast(msg=m) for m in self._told[key]]
+        if not self.is_validator:
+            self._rounds.clear()
+        elif not was_validator:
+            out += self._resumed(Resumed(), now)
+        return out
+
     def _forget_rounds(self, job: JobState) -> None:
         """Commit-phase and refusal records of rounds no update can come from any more."""
         lo = job.round - job.spec.staleness
-        for d in (self._commits, self._commit_started, self._refused, self._reveals):
+        for d in (self._commits, self._commit_started, self._refused, self._reveals, self._told):
             for k in [k for k in d if k[0] == job.id and k[1] < lo]:
                 del d[k]
         self._commit_closed = {k for k in self._commit_closed if k[0] != job.id or k[1] >= lo}
@@ -474,6 +497,7 @@ class RoundsMachine:
         job = self.ledger.jobs.get(e.job)
         if job is None or not job.spec.commit_reveal:
             notice = sign_notice(self.signer, e.job, e.round, e.key, e.size, e.samples)
+            self._told[(e.job, e.round)] = [notice]
             out: list[Effect] = [Broadcast(msg=notice)]
             if self.is_validator:
                 out += self._notice(notice, now, local=True)
@@ -486,6 +510,7 @@ class RoundsMachine:
         c = sign_commitment(self.signer, e.job, e.round, digest)
         key = (e.job, e.round)
         self._reveals[key] = notice
+        self._told[key] = [c]
         out = [Broadcast(msg=c)]
         if self.is_validator:
             out += self._commitment(c, now, local=True)
@@ -503,6 +528,7 @@ class RoundsMachine:
         notice = self._reveals.pop((job, rnd), None)
         if notice is None:
             return []
+        self._told.setdefault((job, rnd), []).append(notice)
         out: list[Effect] = [Broadcast(msg=notice)]
         if self.is_validator:
             out += self._notice(notice, now, local=True)

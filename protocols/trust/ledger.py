@@ -166,6 +166,8 @@ class TrustLedger:
         if committee != self.committee:
             self.committee = committee
             self.committees.append(committee)
+            # A switch supersedes every committee change still waiting for votes.
+            self.enacted.clear()
 
     # -- folding ---------------------------------------------------------------------------------
 

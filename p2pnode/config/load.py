@@ -98,6 +98,7 @@ class ConsensusConfig:
     retry_interval: float
     client_lanes: int
     queue_size: int
+    fault: str
 
 
 @dataclass(frozen=True, slots=True)

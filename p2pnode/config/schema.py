@@ -549,6 +549,14 @@ SCHEMA: tuple[Setting, ...] = (
         "Outbound PBFT packets queued per peer; more are dropped (and retransmitted).",
         _range(16, 65536),
     ),
+    Setting(
+        "consensus.fault",
+        str,
+        "",
+        "For tests only: equivocate makes this validator, as primary, follow each pre-prepare "
+        "with a conflicting one (another batch for the same slot), signed with its key.",
+        lambda v: None if v in ("", "equivocate") else "must be '' or equivocate",
+    ),
 )
 
 SCHEMA = SCHEMA + TRAINING_SCHEMA + COLLECTIVES_SCHEMA + TRUST_SCHEMA

@@ -55,7 +55,7 @@ import hashlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
@@ -82,6 +82,7 @@ from p2pnode_protocols.pbft import (
     NewView,
     PbftConfig,
     Persist,
+    PrePrepare,
     PrimarySuspected,
     RemoteProtocolError,
     Replica,
@@ -95,7 +96,7 @@ from p2pnode_protocols.pbft import (
     sign,
     sign_committee_vote,
 )
-from p2pnode_protocols.pbft.codec import MAX_MESSAGE_BYTES
+from p2pnode_protocols.pbft.codec import MAX_MESSAGE_BYTES, batch_digest
 
 log = logging.getLogger(__name__)
 
@@ -326,7 +327,7 @@ class ConsensusService:
         driver = MachineDriver(
             replica,
             name=f"consensus/{epoch}",
-            send=self.transport.send,
+            send=self._equivocating_send if self.cfg.fault == "equivocate" else self.transport.send,
             encode=encode,
             me=self.me,
             group=lambda: committee.validators,
@@ -361,6 +362,20 @@ class ConsensusService:
         await trio.sleep(RETIRE_GRACE)
         log.info("PBFT replica of epoch %d stopped", running.epoch)
         running.scope.cancel()
+
+    def _equivocating_send(self, to: bytes, data: bytes) -> bool:
+        """Tests only (``consensus.fault = "equivocate"``): each pre-prepare this node sends is
+        followed by a conflicting one for the same slot (an empty batch), signed with its key,
+        so backups hold two signed messages that cannot both be honest."""
+        sent = self.transport.send(to, data)
+        try:
+            msg = decode(data)
+        except RemoteProtocolError:
+            return sent
+        if isinstance(msg, PrePrepare) and msg.sender == self.me and msg.batch:
+            other = replace(msg, batch=(), digest=batch_digest(()), signature=b"")
+            self.transport.send(to, encode(sign(other, self.signer)))
+        return sent
 
     def _committee_at(self, seq: int) -> Committee:
         return self.schedule.committee_at(seq)

@@ -8,6 +8,7 @@ governance periods come from ``trust.params`` (the same on every node, as genesi
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from p2pnode import NotFound
+from p2pnode import IpcError, NotFound
 from p2pnode.config.edit import set_config_value
 from p2pnode.consensus.genesis import genesis_validators
 
@@ -92,6 +93,17 @@ def test_rewards_agree_everywhere_and_a_fresh_node_replays_them_exactly(tmp_path
     try:
         swarm.start(list(range(1, 6)))
         swarm.wait_connected(4)
+        heard: list[dict[str, Any]] = []
+        events = swarm.client(2).subscribe("trust")
+
+        def listen() -> None:
+            try:
+                for e in events:
+                    heard.append(e)
+            except (IpcError, OSError):
+                pass  # the daemon stopped at the end of the test
+
+        threading.Thread(target=listen, daemon=True).start()
         job = _job(swarm, 1, _spec(3))
         st = _done(swarm, 1, job, 3)
         assert st["status"] == "completed"
@@ -111,6 +123,9 @@ def test_rewards_agree_everywhere_and_a_fresh_node_replays_them_exactly(tmp_path
             e["reason"] == "validator_reward"
             for e in _call(swarm, 1, "ledger.account", {"limit": 100})["entries"]
         )
+        # rewards are events of the trust topic as they are committed
+        rewards = _until("reward events", lambda: [e for e in heard if e["event"] == "reward"], 30)
+        assert {e["peer"] for e in rewards} == contributors
         # a node that was never up folds the whole log from genesis to the same balances
         swarm.start([6], bootstrap=swarm.node(1))
         assert _digests(swarm, [6], top) == digests

@@ -136,6 +136,9 @@ class _Round:
     extended: int = 0
     #: (node, round) -> when this validator got the update (for the censorship check).
     held: dict[tuple[bytes, int], float] = field(default_factory=dict)
+    #: (node, round) -> the validators known to hold the update (this one, and those that
+    #: relayed it): censorship is leaving out an update f+1 validators hold.
+    holders: dict[tuple[bytes, int], set[bytes]] = field(default_factory=dict)
 
 
 class RoundsMachine:
@@ -587,7 +590,7 @@ class RoundsMachine:
                 return []
             if isinstance(msg, Commitment):
                 return self._commitment(msg, now, relay=not relayed)
-            return self._notice(msg, now, relay=not relayed)
+            return self._notice(msg, now, relay=not relayed, via=e.sender)
         if not self.is_validator:
             return []
         if isinstance(msg, Proposal):
@@ -597,7 +600,12 @@ class RoundsMachine:
         return []
 
     def _notice(
-        self, n: UpdateNotice, now: float, local: bool = False, relay: bool = False
+        self,
+        n: UpdateNotice,
+        now: float,
+        local: bool = False,
+        relay: bool = False,
+        via: bytes | None = None,
     ) -> list[Effect]:
         job = self.ledger.jobs.get(n.job)
         u = n.update
@@ -642,10 +650,14 @@ class RoundsMachine:
         if (u.node, u.round) in job.used:
             self._count("notice_already_committed")
             return []
-        if (u.node, u.round) in rs.updates:
+        k = (u.node, u.round)
+        holders = rs.holders.setdefault(k, {self.me})
+        if via is not None and via in self.committee:
+            holders.add(via)  # a validator relayed it: it holds it too
+        if k in rs.updates:
             return []
-        rs.updates[(u.node, u.round)] = u
-        rs.held[(u.node, u.round)] = now
+        rs.updates[k] = u
+        rs.held[k] = now
         out: list[Effect] = [Prefetch(job=job.id, round=u.round, key=u.key, providers=(u.node,))]
         if len(rs.updates) == 1:
             out.append(RoundPhase(job=job.id, round=rs.round, phase="collection"))
@@ -814,17 +826,24 @@ class RoundsMachine:
     def _censored(
         self, job: JobState, rs: _Round, result: RoundResult, digest: bytes, now: float
     ) -> str:
-        """The refusal's reason if the proposal leaves out updates this validator held before
-        its own close and ``censor_grace`` before the proposal came (recorded, to be flagged);
-        "" if it leaves out none."""
+        """The refusal's reason if the proposal leaves out updates that f+1 validators hold (as
+        far as this one knows: itself and those that relayed them) and that this validator held
+        before its own close and ``censor_grace`` before the proposal came (recorded, to be
+        flagged); "" if it leaves out none. An update only this validator holds is no evidence:
+        refusing for it could stall the round for good."""
         if rs.closed_at is None:
             return ""
         included = {(u.node, u.round) for u in result.updates}
         cutoff = min(rs.closed_at, now - self.config.censor_grace)
+        f = (len(self.committee) - 1) // 3
         left_out = [
             k
             for k, t in rs.held.items()
-            if k in rs.updates and k not in included and k not in job.used and t <= cutoff
+            if k in rs.updates
+            and k not in included
+            and k not in job.used
+            and t <= cutoff
+            and len(rs.holders.get(k, ())) >= f + 1
         ]
         if not left_out:
             return ""

@@ -26,8 +26,8 @@ trainer committed or at ``commit_window`` of the deadline, tells the trainers
 before that. The aggregation re-runs the spot-checked trainers' tasks and looks for copies (the
 daemon's learning code, asked through :class:`~.events.Aggregate`); the findings are
 :class:`~.messages.Flag` s in the result, and a validator attests only a result whose flags it
-agrees with. A validator refuses a proposal that leaves out updates it held since well before
-its own close (censorship) and remembers a proposal that did not recompute: its own next
+agrees with. A validator refuses a proposal that leaves out updates f+1 validators hold (itself
+and those that relayed them) since before its own close (censorship) and remembers a proposal that did not recompute: its own next
 proposal flags those proposers. Notices and commitments are rate-limited per peer; nodes the
 trust hooks do not admit are neither selected nor heard.
 

@@ -27,9 +27,9 @@ before that. The aggregation re-runs the spot-checked trainers' tasks and looks 
 daemon's learning code, asked through :class:`~.events.Aggregate`); the findings are
 :class:`~.messages.Flag` s in the result, and a validator attests only a result whose flags it
 agrees with. A validator refuses a proposal that leaves out updates f+1 validators hold (itself
-and those that relayed them) since before its own close (censorship) and remembers a proposal that did not recompute: its own next
-proposal flags those proposers. Notices and commitments are rate-limited per peer; nodes the
-trust hooks do not admit are neither selected nor heard.
+and those that relayed them) since before its own close (censorship), and remembers a proposal
+that did not recompute: its own next proposal flags those proposers. Notices and commitments
+are rate-limited per peer; nodes the trust hooks do not admit are neither selected nor heard.
 
 Safety does not rest on this machine: the ledger rejects a second commit of a round, updates from
 unassigned nodes or with bad signatures, and results without a quorum of valid attestations. An
@@ -524,6 +524,8 @@ class RoundsMachine:
         if not job.round - job.spec.staleness <= c.round <= job.round + 1:
             self._count("commitment_out_of_window")
             return []
+        if c.node in self._commits.get(key, {}):
+            return []  # the first commitment binds (and a relayed copy is no news)
         late = key in self._commit_closed or c.round < job.round
         if late and not job.spec.staleness:
             self._count("commitment_late")

@@ -60,6 +60,7 @@ from .events import (
     BadProposal,
     Committed,
     Computed,
+    Fetched,
     JobApplied,
     MembersSeen,
     Prefetch,
@@ -139,6 +140,8 @@ class _Round:
     #: (node, round) -> the validators known to hold the update (this one, and those that
     #: relayed it): censorship is leaving out an update f+1 validators hold.
     holders: dict[tuple[bytes, int], set[bytes]] = field(default_factory=dict)
+    #: update blobs this validator fetched (only those can be evidence of censorship).
+    fetched: set[str] = field(default_factory=set)
 
 
 class RoundsMachine:
@@ -199,6 +202,7 @@ class RoundsMachine:
             MessageReceived: self._message,  # type: ignore[dict-item]
             TrainingDone: self._trained,  # type: ignore[dict-item]
             Computed: self._computed,  # type: ignore[dict-item]
+            Fetched: self._fetched,  # type: ignore[dict-item]
             TimerFired: self._timer,  # type: ignore[dict-item]
         }
 
@@ -669,6 +673,12 @@ class RoundsMachine:
             out.append(Broadcast(msg=n))
         return out + self._maybe_close(job, rs, now)
 
+    def _fetched(self, e: Fetched, now: float) -> list[Effect]:
+        rs = self._rounds.get(e.job)
+        if rs is not None and len(rs.fetched) < 4 * MAX_PARTICIPANTS:
+            rs.fetched.add(e.key)
+        return []
+
     def _maybe_close(self, job: JobState, rs: _Round, now: float) -> list[Effect]:
         if rs.closed_at is not None:
             return []
@@ -830,9 +840,10 @@ class RoundsMachine:
     ) -> str:
         """The refusal's reason if the proposal leaves out updates that f+1 validators hold (as
         far as this one knows: itself and those that relayed them) and that this validator held
-        before its own close and ``censor_grace`` before the proposal came (recorded, to be
-        flagged); "" if it leaves out none. An update only this validator holds is no evidence:
-        refusing for it could stall the round for good."""
+        (notice and blob) before its own close and ``censor_grace`` before the proposal came
+        (recorded, to be flagged); "" if it leaves out none. An update only this validator
+        holds, or whose blob it could not fetch, is no evidence: refusing for it could stall
+        the round for good."""
         if rs.closed_at is None:
             return ""
         included = {(u.node, u.round) for u in result.updates}
@@ -845,6 +856,7 @@ class RoundsMachine:
             and k not in included
             and k not in job.used
             and t <= cutoff
+            and rs.updates[k].key in rs.fetched
             and len(rs.holders.get(k, ())) >= f + 1
         ]
         if not left_out:

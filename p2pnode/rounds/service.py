@@ -36,6 +36,7 @@ from p2pnode.consensus.service import ConsensusService, b58
 from p2pnode.machine_driver import MachineDriver
 from p2pnode.network.datagram import DatagramTransport
 from p2pnode.network.signing import Ed25519Signer, Ed25519Verifier
+from p2pnode.rounds.compute import node_seed
 from p2pnode.rounds.work import RoundWork
 from p2pnode_protocols.heartbeat.state import MemberStatus
 from p2pnode_protocols.machine import MessageReceived, Notify, RemoteProtocolError
@@ -128,7 +129,7 @@ class RoundsService:
             blobs=blobs,
             submit=self._submit_event,
             spec_of=self._spec_of,
-            seed=list(self.me[-8:]),
+            seed=node_seed(self.me),  # what a spot-check re-runs with
             slots=t.slots,
             fetch_timeout=t.fetch_timeout,
             model_modules=t.model_modules,

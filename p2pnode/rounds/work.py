@@ -28,12 +28,14 @@ from p2pnode.training.attacks import UPDATE_ATTACKS
 from p2pnode_protocols.rounds import (
     Aggregate,
     Computed,
+    Fetched,
     JobSpec,
     Prefetch,
     RoundResult,
     Train,
     TrainingDone,
     UpdateRef,
+    spot_checked,
 )
 
 log = logging.getLogger(__name__)
@@ -240,6 +242,7 @@ class RoundWork:
                     round=e.round,
                     providers=e.providers,
                 )
+            self._submit(Fetched(job=e.job, round=e.round, key=e.key))
         except Exception as exc:
             log.debug("prefetch of %s failed: %s", e.key, exc)
 
@@ -270,22 +273,36 @@ class RoundWork:
         datas: dict[str, bytes] = {}
 
         async def get(ref: UpdateRef) -> None:
-            datas[ref.key] = await self.read_blob(
-                ref.key, kind="update", job=e.job, rnd=ref.round, providers=(ref.node,)
-            )
+            try:
+                datas[ref.key] = await self.read_blob(
+                    ref.key, kind="update", job=e.job, rnd=ref.round, providers=(ref.node,)
+                )
+            except Exception:
+                if e.check is not None:
+                    raise  # a checker needs every update of the proposal
+                # A proposer leaves out what nobody serves (its trainer died after its notice):
+                # otherwise every proposer would fail on it, round after round.
+                log.info(
+                    "update %s of %s round %d cannot be fetched: left out", ref.key, e.job, e.round
+                )
 
         async with trio.open_nursery() as n:
             for ref in e.updates:
                 n.start_soon(get, ref)
         t1 = time.perf_counter()
         c = self.compute(e.job)
-        refs = e.updates
+        refs = tuple(ref for ref in e.updates if ref.key in datas)
         if self.censor and e.check is None and len(refs) > 1:
             refs = refs[1:]  # a proposer that leaves an update out (tests only)
+        if not refs:
+            raise ComputeError("no update of the round could be fetched")
+        spot = e.spot
+        if refs != e.updates:  # the spot-checks are drawn from the updates the result names
+            spot = spot_checked(e.job, e.round, e.base_key, refs, c.spec.spot_check)
         pairs = [(ref, datas[ref.key]) for ref in refs]
         shards = dict(e.shards)
         model, result = await trio.to_thread.run_sync(
-            lambda: c.aggregate(base, e.base_key, e.round, pairs, shards, e.spot)
+            lambda: c.aggregate(base, e.base_key, e.round, pairs, shards, spot)
         )
         if self.byzantine_proposer and e.check is None:
             # A proposer that lies: the others recompute and refuse it (tests only).

@@ -24,6 +24,7 @@ __all__ = [
     "BadProposal",
     "Committed",
     "Computed",
+    "Fetched",
     "JobApplied",
     "MembersSeen",
     "Prefetch",
@@ -75,6 +76,16 @@ class TrainingDone(Event):
     size: int = 0
     samples: int = 0
     error: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fetched(Event):
+    """A :class:`Prefetch` succeeded: this node holds the update blob ``key`` (only an update
+    this validator could fetch is evidence of censorship when a proposal leaves it out)."""
+
+    job: str
+    round: int
+    key: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

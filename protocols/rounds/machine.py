@@ -26,10 +26,10 @@ trainer committed or at ``commit_window`` of the deadline, tells the trainers
 before that. The aggregation re-runs the spot-checked trainers' tasks and looks for copies (the
 daemon's learning code, asked through :class:`~.events.Aggregate`); the findings are
 :class:`~.messages.Flag` s in the result, and a validator attests only a result whose flags it
-agrees with. A validator refuses a proposal that leaves out updates it held since well before
-its own close (censorship) and remembers a proposal that did not recompute: its own next
-proposal flags those proposers. Notices and commitments are rate-limited per peer; nodes the
-trust hooks do not admit are neither selected nor heard.
+agrees with. A validator refuses a proposal that leaves out updates f+1 validators hold (itself
+and those that relayed them) since before its own close (censorship), and remembers a proposal
+that did not recompute: its own next proposal flags those proposers. Notices and commitments
+are rate-limited per peer; nodes the trust hooks do not admit are neither selected nor heard.
 
 Safety does not rest on this machine: the ledger rejects a second commit of a round, updates from
 unassigned nodes or with bad signatures, and results without a quorum of valid attestations. An
@@ -60,6 +60,7 @@ from .events import (
     BadProposal,
     Committed,
     Computed,
+    Fetched,
     JobApplied,
     MembersSeen,
     Prefetch,
@@ -136,6 +137,11 @@ class _Round:
     extended: int = 0
     #: (node, round) -> when this validator got the update (for the censorship check).
     held: dict[tuple[bytes, int], float] = field(default_factory=dict)
+    #: (node, round) -> the validators known to hold the update (this one, and those that
+    #: relayed it): censorship is leaving out an update f+1 validators hold.
+    holders: dict[tuple[bytes, int], set[bytes]] = field(default_factory=dict)
+    #: update blobs this validator fetched (only those can be evidence of censorship).
+    fetched: set[str] = field(default_factory=set)
 
 
 class RoundsMachine:
@@ -199,6 +205,7 @@ class RoundsMachine:
             MessageReceived: self._message,  # type: ignore[dict-item]
             TrainingDone: self._trained,  # type: ignore[dict-item]
             Computed: self._computed,  # type: ignore[dict-item]
+            Fetched: self._fetched,  # type: ignore[dict-item]
             TimerFired: self._timer,  # type: ignore[dict-item]
         }
 
@@ -547,6 +554,8 @@ class RoundsMachine:
         if not job.round - job.spec.staleness <= c.round <= job.round + 1:
             self._count("commitment_out_of_window")
             return []
+        if c.node in self._commits.get(key, {}):
+            return []  # the first commitment binds (and a relayed copy is no news)
         late = key in self._commit_closed or c.round < job.round
         if late and not job.spec.staleness:
             self._count("commitment_late")
@@ -613,7 +622,7 @@ class RoundsMachine:
                 return []
             if isinstance(msg, Commitment):
                 return self._commitment(msg, now, relay=not relayed)
-            return self._notice(msg, now, relay=not relayed)
+            return self._notice(msg, now, relay=not relayed, via=e.sender)
         if not self.is_validator:
             return []
         if isinstance(msg, Proposal):
@@ -623,7 +632,12 @@ class RoundsMachine:
         return []
 
     def _notice(
-        self, n: UpdateNotice, now: float, local: bool = False, relay: bool = False
+        self,
+        n: UpdateNotice,
+        now: float,
+        local: bool = False,
+        relay: bool = False,
+        via: bytes | None = None,
     ) -> list[Effect]:
         job = self.ledger.jobs.get(n.job)
         u = n.update
@@ -668,10 +682,14 @@ class RoundsMachine:
         if (u.node, u.round) in job.used:
             self._count("notice_already_committed")
             return []
-        if (u.node, u.round) in rs.updates:
+        k = (u.node, u.round)
+        holders = rs.holders.setdefault(k, {self.me})
+        if via is not None and via in self.committee:
+            holders.add(via)  # a validator relayed it: it holds it too
+        if k in rs.updates:
             return []
-        rs.updates[(u.node, u.round)] = u
-        rs.held[(u.node, u.round)] = now
+        rs.updates[k] = u
+        rs.held[k] = now
         out: list[Effect] = [Prefetch(job=job.id, round=u.round, key=u.key, providers=(u.node,))]
         if len(rs.updates) == 1:
             out.append(RoundPhase(job=job.id, round=rs.round, phase="collection"))
@@ -680,6 +698,12 @@ class RoundsMachine:
             # that told only some validators cannot make the others look like censors).
             out.append(Broadcast(msg=n))
         return out + self._maybe_close(job, rs, now)
+
+    def _fetched(self, e: Fetched, now: float) -> list[Effect]:
+        rs = self._rounds.get(e.job)
+        if rs is not None and len(rs.fetched) < 4 * MAX_PARTICIPANTS:
+            rs.fetched.add(e.key)
+        return []
 
     def _maybe_close(self, job: JobState, rs: _Round, now: float) -> list[Effect]:
         if rs.closed_at is not None:
@@ -840,17 +864,26 @@ class RoundsMachine:
     def _censored(
         self, job: JobState, rs: _Round, result: RoundResult, digest: bytes, now: float
     ) -> str:
-        """The refusal's reason if the proposal leaves out updates this validator held before
-        its own close and ``censor_grace`` before the proposal came (recorded, to be flagged);
-        "" if it leaves out none."""
+        """The refusal's reason if the proposal leaves out updates that f+1 validators hold (as
+        far as this one knows: itself and those that relayed them) and that this validator held
+        (notice and blob) before its own close and ``censor_grace`` before the proposal came
+        (recorded, to be flagged); "" if it leaves out none. An update only this validator
+        holds, or whose blob it could not fetch, is no evidence: refusing for it could stall
+        the round for good."""
         if rs.closed_at is None:
             return ""
         included = {(u.node, u.round) for u in result.updates}
         cutoff = min(rs.closed_at, now - self.config.censor_grace)
+        f = (len(self.committee) - 1) // 3
         left_out = [
             k
             for k, t in rs.held.items()
-            if k in rs.updates and k not in included and k not in job.used and t <= cutoff
+            if k in rs.updates
+            and k not in included
+            and k not in job.used
+            and t <= cutoff
+            and rs.updates[k].key in rs.fetched
+            and len(rs.holders.get(k, ())) >= f + 1
         ]
         if not left_out:
             return ""

@@ -118,7 +118,7 @@ def test_trainers_sending_updates_they_did_not_compute_fail_spot_checks(tmp_path
     swarm = _swarm(tmp_path, 6, {5: {"training.attack": "gaussian"},
                                  6: {"training.attack": "replay"}})
     spec = _spec(rounds, 6, aggregation='rule = "trimmed_mean"\nf = 1',
-                 verify="spot_check = 0.5")
+                 verify="spot_check = 0.6")
     try:
         swarm.start()
         swarm.wait_connected(5)
@@ -215,7 +215,9 @@ def test_a_node_not_admitted_and_a_flood_of_notices_are_dropped(tmp_path: Path) 
         set_config_value(swarm.node(i).data_dir, "training.refuse_trainers", [outsider])
     set_config_value(swarm.node(5).data_dir, "training.unsolicited", ["true"])
     set_config_value(swarm.node(6).data_dir, "training.flood", ["60"])
-    spec = _spec(rounds, 6)
+    # Five trainers for five IID shards: the flooder's own updates are cut at the limit too,
+    # and its shard goes untrained then (which non-IID data would feel more).
+    spec = _spec(rounds, 5, data='shards = "iid"')
     try:
         swarm.start()
         swarm.wait_connected(5)

@@ -25,9 +25,11 @@ from p2pnode_protocols.rounds import (
     Committed,
     Computed,
     CreateJob,
+    Fetched,
     JobSpec,
     JobState,
     MembersSeen,
+    Prefetch,
     Resumed,
     RoundResult,
     RoundsConfig,
@@ -242,6 +244,8 @@ class World:
                 self.trainings.append((node, e))
             elif isinstance(e, Aggregate):
                 self.aggregates.append((node, e))
+            elif isinstance(e, Prefetch):  # every blob is fetched at once in this world
+                self.handle(node, Fetched(job=e.job, round=e.round, key=e.key))
             elif isinstance(e, BadProposal):
                 self.evidence.append((node, e))
 

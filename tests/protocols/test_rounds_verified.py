@@ -11,11 +11,13 @@ from hypothesis import strategies as st
 
 from p2pnode_protocols.machine import MessageReceived, RemoteProtocolError
 from p2pnode_protocols.rounds import (
+    CommitClosed,
     Commitment,
     Computed,
     Flag,
     JobSpec,
     MembersSeen,
+    Proposal,
     RateLimit,
     RoundsConfig,
     TrainingLedger,
@@ -29,6 +31,8 @@ from p2pnode_protocols.rounds import (
 from p2pnode_protocols.rounds.events import Committed
 from p2pnode_protocols.rounds.messages import (
     commitment_digest,
+    proposal_payload,
+    result_digest,
     sign_commitment,
     sign_notice,
 )
@@ -336,3 +340,44 @@ def test_the_selector_skips_nodes_over_the_hourly_task_limit() -> None:
         w.handle(v, MembersSeen(candidates=w.candidates()))
     w.settle(timers=True, steps=600)
     assert w.ref.jobs[job].status == "completed"
+
+
+def test_censorship_needs_an_update_f_plus_1_validators_hold() -> None:
+    """A proposal without T0's update: no censorship while the checking validator alone holds
+    it (the proposer may never have had it), censorship once another validator relayed it."""
+    cfg = RoundsConfig(start_timeout=1.0, result_timeout=2.0, censor_grace=0.0)
+    w, job = _world(config=cfg)
+    _open_round(w, job)
+    iso, proposer, relayer = VALIDATORS[1], VALIDATORS[2], VALIDATORS[3]
+    while w.trainings:
+        w.train()
+    while w.net:  # iso alone hears the trainers, and its relays are lost
+        m = w.net[0]
+        to_iso = m.dst == iso and m.src in TRAINERS
+        if not (to_iso or (m.src == iso and isinstance(m.msg, CommitClosed))):
+            w.net.pop(0)
+            continue
+        if isinstance(m.msg, UpdateNotice) and m.msg.update.node == T0:
+            reveal = m.msg
+        w.deliver()
+    v = w.machines[iso]
+    held = {u.node: u for u in v.collected(job)}
+    assert set(held) == {T0, T1, T2} and v._rounds[job].closed_at is not None
+
+    def propose(model_key: str) -> list[object]:
+        r = result(
+            job, 1, "init-model", [held[T1], held[T2]], proposer=proposer, model_key=model_key
+        )
+        body = encode_result(r)
+        sig = signer(proposer).sign(proposal_payload(result_digest(body)))
+        msg = Proposal(result=body, sig=sig)
+        return v.handle(MessageReceived(sender=proposer, msg=msg), 1.0)  # type: ignore[return-value]
+
+    out = propose("m-1")
+    assert [type(e).__name__ for e in out] == ["RoundPhase", "Aggregate"]  # checked, not refused
+    # Another validator relays T0's reveal to iso: now f+1 = 2 validators hold it.
+    v.handle(MessageReceived(sender=relayer, msg=reveal), 1.0)
+    out = propose("m-2")
+    assert [type(e).__name__ for e in out] == ["BadProposal"]
+    assert out[0].reason.startswith("censorship")  # type: ignore[attr-defined]
+    assert v._refused[(job, 1)][proposer].kind == "censorship"

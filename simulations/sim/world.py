@@ -452,7 +452,6 @@ class World:
     def _join(self, node: bytes, epoch: int) -> None:
         if self._epoch_of[node] != epoch or self.replicas[node] is not None:
             return
-        self.checker.joined(node, self._bases[epoch].seq)
         if node not in self._down:
             self._handle(node, Restarted(durable=None))
 
@@ -464,6 +463,9 @@ class World:
             epoch = self._epoch_of[node]
             if epoch is None:
                 return
+            # Known to the checker from its first replica on (a node down at its switch starts
+            # at its restart, which may come before its join).
+            self.checker.joined(node, self._bases[epoch].seq)
             rep = Replica(
                 committee=self.committees[epoch],
                 config=self.pbft,

@@ -37,6 +37,9 @@ REGRESSIONS = [
     (2349, None),
     (728, 7),
     (1268, 4),
+    # Committee switches: a node restarted before its join was unknown to the checker.
+    (93, 7),
+    (567, 4),
 ]
 
 

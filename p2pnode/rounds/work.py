@@ -117,12 +117,19 @@ class RoundWork:
     # -- blobs -----------------------------------------------------------------------------------
 
     async def read_blob(
-        self, key: str, *, kind: str, job: str, rnd: int, providers: Sequence[bytes] = ()
+        self,
+        key: str,
+        *,
+        kind: str,
+        job: str,
+        rnd: int,
+        providers: Sequence[bytes] = (),
+        timeout: float | None = None,
     ) -> bytes:
         labels = {"kind": kind, "job": job, "round": rnd} if job != "init" else {}
         async with self._fetches:
             stat = await self.blobs.fetch(
-                key, timeout=self._fetch_timeout, providers=providers, **labels
+                key, timeout=timeout or self._fetch_timeout, providers=providers, **labels
             )
         return bytes(await self.blobs.store.read_range(key, 0, stat.size))
 
@@ -271,11 +278,22 @@ class RoundWork:
         t0 = time.perf_counter()
         base = await self.read_model(e.job, e.base_key, e.round - 1)
         datas: dict[str, bytes] = {}
+        # A proposer gives an update a round's deadline at most (the validators prefetched it
+        # when its notice came; one nobody serves is left out rather than waited for).
+        spec = self._spec_of(e.job)
+        wait = None
+        if e.check is None and spec is not None:
+            wait = min(self._fetch_timeout, spec.round_deadline)
 
         async def get(ref: UpdateRef) -> None:
             try:
                 datas[ref.key] = await self.read_blob(
-                    ref.key, kind="update", job=e.job, rnd=ref.round, providers=(ref.node,)
+                    ref.key,
+                    kind="update",
+                    job=e.job,
+                    rnd=ref.round,
+                    providers=(ref.node,),
+                    timeout=wait,
                 )
             except Exception:
                 if e.check is not None:

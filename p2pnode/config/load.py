@@ -124,7 +124,6 @@ class TrainingConfig:
     censor: bool
     flood: int
     unsolicited: bool
-    refuse_trainers: tuple[str, ...]
     max_notices_per_minute: int
 
 

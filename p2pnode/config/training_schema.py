@@ -103,13 +103,6 @@ TRAINING_SCHEMA: tuple[Setting, ...] = (
         "submits the update anyway (which the validators must drop).",
     ),
     Setting(
-        "training.refuse_trainers",
-        list,
-        [],
-        "For tests only: peer ids this node's rounds ledger does not admit as trainers (a "
-        "stand-in for the trust ledger's admission policy).",
-    ),
-    Setting(
         "training.max_notices_per_minute",
         int,
         600,

@@ -24,13 +24,12 @@ import logging
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import trio
 import trio.lowlevel
 from libp2p.crypto.keys import KeyPair
-from libp2p.peer.id import ID
 
 from p2pnode.consensus.service import ConsensusService, b58
 from p2pnode.machine_driver import MachineDriver
@@ -50,12 +49,10 @@ from p2pnode_protocols.rounds import (
     CommitRound,
     Committed,
     JobApplied,
-    JobState,
     MembersSeen,
     Prefetch,
     Resumed,
     RoundPhase,
-    RoundResult,
     RoundsConfig,
     RoundsMachine,
     StartRound,
@@ -113,7 +110,7 @@ class RoundsService:
                 result_timeout=t.result_timeout,
                 max_notices_per_minute=t.max_notices_per_minute,
             ),
-            trust=trust if trust is not None else _refuse_list(t.refuse_trainers),
+            trust=trust,
         )
         self.counters: Counter[str] = Counter()
         self.transport = DatagramTransport(
@@ -465,31 +462,3 @@ def _app_bodies(row: Any, app: str) -> list[bytes]:
         if isinstance(tx, AppTx) and tx.app == app:
             out.append(tx.body)
     return out
-
-
-class _RefuseList:
-    """Test-only trust hooks (``training.refuse_trainers``): the listed nodes are not admitted
-    as trainers; no parameters, no trust transactions. The trust ledger replaces this."""
-
-    def __init__(self, refused: frozenset[bytes]) -> None:
-        self.refused = refused
-
-    def admits(self, node: bytes, role: str) -> str:
-        return "refused by training.refuse_trainers" if node in self.refused else ""
-
-    def param(self, name: str) -> int | float | None:
-        return None
-
-    def round_committed(
-        self, seq: int, job: JobState, result: RoundResult, attesters: tuple[bytes, ...]
-    ) -> None:
-        return None
-
-    def apply(self, seq: int, body: bytes) -> str:
-        return "no trust ledger"
-
-
-def _refuse_list(peers: Sequence[str]) -> TrustHooks | None:
-    if not peers:
-        return None
-    return _RefuseList(frozenset(ID.from_base58(p).to_bytes() for p in peers))

@@ -12,8 +12,12 @@ within 2 points of the same job run cleanly in process.
   and kept out altogether with it (its commitment comes after the commit phase closed);
 - a proposer that leaves out an update (censorship): refused, and the next proposer's result
   includes the update and flags ``censorship``;
-- a node the trust hooks do not admit, submitting anyway; a flood of notices above the rate
-  limit: dropped and counted.
+- a node the trust ledger does not admit (no stake where 1 token is asked), submitting anyway;
+  a flood of notices above the rate limit: dropped and counted (not slashed: a validator's own
+  clock decides what is too much, so there is no committed evidence).
+
+Every flagged cheat is also penalised by the trust ledger: evidence records that name the flag,
+each with its slash in the offender's journal (the trainers start with 100 tokens of stake).
 """
 
 from __future__ import annotations
@@ -47,9 +51,12 @@ def _spec(rounds: int, participants: int, *, deadline: float = 4.0, **tables: st
 
 def _swarm(tmp_path: Path, n: int, per_node: dict[int, dict[str, str]] | None = None,
            **settings: Any) -> LocalSwarm:
-    ids = genesis_validators(tmp_path, 4)
-    swarm = LocalSwarm(tmp_path, n, {"consensus.validators": ids, "training.result_timeout": 2.0,
-                                     **settings})
+    """node-1..4 validate (1000 tokens of stake each, the genesis default); the other nodes
+    start with 100 tokens of stake, which a penalty takes a share of."""
+    ids = genesis_validators(tmp_path, n)
+    base = {"consensus.validators": ids[:4], "training.result_timeout": 2.0,
+            "trust.genesis": [f"{p}=100" for p in ids[4:]]}
+    swarm = LocalSwarm(tmp_path, n, {**base, **settings})
     for i, values in (per_node or {}).items():
         for key, raw in values.items():
             set_config_value(swarm.node(i).data_dir, key, [raw])
@@ -86,6 +93,22 @@ def _counters(swarm: LocalSwarm, nodes: list[int]) -> dict[str, int]:
             for k, v in c.call("rounds.status")["counters"].items():
                 total[k] = total.get(k, 0) + int(v)
     return total
+
+
+def _penalties(swarm: LocalSwarm, i: int, peers: set[str]) -> dict[str, set[str]]:
+    """peer -> the kinds of evidence node-i's ledger holds against it; each record's penalty
+    is in the peer's journal as a slash that names it."""
+    out: dict[str, set[str]] = {}
+    with swarm.client(i) as c:
+        for peer in sorted(peers):
+            records = c.call("evidence.list", {"peer": peer})["evidence"]
+            acct = c.call("ledger.account", {"peer": peer, "limit": 1000})
+            slashes = {e["ref"]: -(e["balance"] + e["stake"]) for e in acct["entries"]
+                       if e["reason"] == "slash"}
+            for r in records:
+                assert r["penalty"] > 0 and slashes.get(r["id"]) == r["penalty"], (r, slashes)
+            out[peer] = {r["kind"] for r in records}
+    return out
 
 
 def _flags(st: dict[str, Any]) -> list[tuple[int, str, str, str]]:
@@ -125,9 +148,12 @@ def test_trainers_sending_updates_they_did_not_compute_fail_spot_checks(tmp_path
         job = _create(swarm, 1, spec)
         st = _wait(swarm, 1, job, timeout=240)
         assert st["status"] == "completed"
+        cheats = {_peer(swarm, 5), _peer(swarm, 6)}
+        penalised = _penalties(swarm, 2, cheats | {_peer(swarm, 1)})
     finally:
         swarm.stop()
-    cheats = {_peer(swarm, 5), _peer(swarm, 6)}
+    # every cheat penalised with the committed flags as evidence; no honest node
+    assert penalised == {**{p: {"spot_check"} for p in cheats}, _peer(swarm, 1): set()}
     flags = _flags(st)
     caught = {p for _, p, kind, _ in flags if kind == "spot_check"}
     assert caught == cheats, flags  # both caught, nobody honest flagged
@@ -155,9 +181,11 @@ def test_a_copier_is_flagged_and_commit_then_reveal_keeps_it_out(tmp_path: Path)
         sealed = _wait(swarm, 1, sealed_job, timeout=240)
         assert st["status"] == sealed["status"] == "completed"
         counters = _counters(swarm, [1, 2, 3])
+        penalised = _penalties(swarm, 1, {_peer(swarm, 4)})
     finally:
         swarm.stop()
     copier = _peer(swarm, 4)
+    assert penalised == {copier: {"copy"}}
     honest = {_peer(swarm, i) for i in (1, 2, 3)}
     # Without commit then reveal, the copy gets in the update set but is flagged and left out.
     flags = _flags(st)
@@ -188,9 +216,11 @@ def test_a_censoring_proposer_is_refused_and_the_next_includes_the_updates(
         st = _wait(swarm, 1, job, timeout=240)
         assert st["status"] == "completed"
         counters = _counters(swarm, [1, 3, 4])
+        penalised = _penalties(swarm, 3, {_peer(swarm, 2)})
     finally:
         swarm.stop()
     censor = _peer(swarm, 2)
+    assert penalised == {censor: {"censorship"}}
     assert censor not in {h["proposer"] for h in st["history"]}
     assert counters.get("proposal_censoring", 0) >= 1, counters
     flags = _flags(st)
@@ -207,12 +237,14 @@ def test_a_censoring_proposer_is_refused_and_the_next_includes_the_updates(
 @pytest.mark.timeout(300)
 def test_a_node_not_admitted_and_a_flood_of_notices_are_dropped(tmp_path: Path) -> None:
     rounds = 6
-    ids = genesis_validators(tmp_path, 4)
-    swarm = LocalSwarm(tmp_path, 6, {"consensus.validators": ids, "training.result_timeout": 2.0,
-                                     "training.max_notices_per_minute": 40})
+    ids = genesis_validators(tmp_path, 6)
+    # Admission asks for 1 token of stake: node-6 has 100, node-5 (the outsider) none.
+    swarm = LocalSwarm(tmp_path, 6, {"consensus.validators": ids[:4],
+                                     "training.result_timeout": 2.0,
+                                     "training.max_notices_per_minute": 40,
+                                     "trust.params": ["min_stake=1000000"],
+                                     "trust.genesis": [f"{ids[5]}=100"]})
     outsider = swarm.node(5).peer_id
-    for i in range(1, 7):
-        set_config_value(swarm.node(i).data_dir, "training.refuse_trainers", [outsider])
     set_config_value(swarm.node(5).data_dir, "training.unsolicited", ["true"])
     set_config_value(swarm.node(6).data_dir, "training.flood", ["60"])
     # Five trainers for five IID shards: the flooder's own updates are cut at the limit too,

@@ -243,7 +243,8 @@ class TrustLedger:
         for node in delivered:
             rep = self.rep(node)
             rep.delivered += 1
-            rep.recent.append((ref, seq, node in outliers))
+            # an update flagged for something else is penalised for that, not again as an outlier
+            rep.recent.append((ref, seq, node in outliers and node not in flags))
             while len(rep.recent) > self.params["outlier_window"]:
                 rep.recent.popleft()
         paid = [n for n in sorted(result.contributors) if n not in flags and n not in outliers]
@@ -269,7 +270,7 @@ class TrustLedger:
         for node in delivered:
             rep = self.rep(node)
             hits = [r for r in rep.recent if r[2]]
-            if node in outliers and len(hits) >= self.params["outlier_limit"]:
+            if node in outliers and node not in flags and len(hits) >= self.params["outlier_limit"]:
                 rep.flagged += 1
                 detail = "outlier in " + ", ".join(f"{r[0]} (seq {r[1]})" for r in hits)
                 self._slash(seq, node, "outliers", ref, detail)

@@ -152,8 +152,10 @@ def test_trainers_sending_updates_they_did_not_compute_fail_spot_checks(tmp_path
         penalised = _penalties(swarm, 2, cheats | {_peer(swarm, 1)})
     finally:
         swarm.stop()
-    # every cheat penalised with the committed flags as evidence; no honest node
-    assert penalised == {**{p: {"spot_check"} for p in cheats}, _peer(swarm, 1): set()}
+    # every cheat penalised with the committed flags as evidence (the noise is also trimmed as
+    # an outlier round after round, which is evidence too); no honest node
+    assert not penalised.pop(_peer(swarm, 1))
+    assert all("spot_check" in kinds <= {"spot_check", "outliers"} for kinds in penalised.values())
     flags = _flags(st)
     caught = {p for _, p, kind, _ in flags if kind == "spot_check"}
     assert caught == cheats, flags  # both caught, nobody honest flagged
@@ -171,7 +173,7 @@ def test_a_copier_is_flagged_and_commit_then_reveal_keeps_it_out(tmp_path: Path)
     swarm = _swarm(tmp_path, 4, {4: {"training.attack": "copy"}})
     # IID shards: the copier's own shard goes untrained, which non-IID data would feel more.
     open_spec = _spec(rounds, 4, verify="commit_reveal = false", data='shards = "iid"')
-    sealed_spec = _spec(rounds, 4).replace('name = "vw"', 'name = "sealed"')
+    sealed_spec = _spec(rounds, 4, data='shards = "iid"').replace('name = "vw"', 'name = "sealed"')
     try:
         swarm.start()
         swarm.wait_connected(3)

@@ -32,11 +32,13 @@ def _spec(rounds: int, deadline: float = 4.0, participants: int = 8, **tables: s
     return text
 
 
-def _swarm(tmp_path: Path, n: int, per_node: dict[int, dict[str, str]] | None = None,
-           **settings: Any) -> LocalSwarm:
+def _swarm(
+    tmp_path: Path, n: int, per_node: dict[int, dict[str, str]] | None = None, **settings: Any
+) -> LocalSwarm:
     ids = genesis_validators(tmp_path, 4)
-    swarm = LocalSwarm(tmp_path, n, {"consensus.validators": ids, "training.result_timeout": 2.0,
-                                     **settings})
+    swarm = LocalSwarm(
+        tmp_path, n, {"consensus.validators": ids, "training.result_timeout": 2.0, **settings}
+    )
     for i, values in (per_node or {}).items():
         for key, raw in values.items():
             set_config_value(swarm.node(i).data_dir, key, [raw])
@@ -92,7 +94,7 @@ def test_a_trainer_killed_mid_job_is_dropped(tmp_path: Path) -> None:
     try:
         swarm.start()
         swarm.wait_connected(4)
-        job = _create(swarm, 1, _spec(8, deadline=3.0, sync="stragglers = \"drop\"\n"))
+        job = _create(swarm, 1, _spec(8, deadline=3.0, sync='stragglers = "drop"\n'))
         deadline = time.monotonic() + 60
         while _status(swarm, 1, job)["nodes"].get(_peer(swarm, 5), {}).get("contributed", 0) < 1:
             assert time.monotonic() < deadline, "node-5 never trained"
@@ -181,8 +183,14 @@ def test_two_attackers_are_flagged_and_scored_lowest_under_trimmed_mean(tmp_path
         ups = []
         for shard in range(8):
             out = c.train_task(model, r, shard, seed=[shard])
-            ref = UpdateRef(node=bytes([shard + 1]), round=r, key=f"k{shard}", size=1,
-                            samples=out.samples, sig=b"-")
+            ref = UpdateRef(
+                node=bytes([shard + 1]),
+                round=r,
+                key=f"k{shard}",
+                size=1,
+                samples=out.samples,
+                sig=b"-",
+            )
             ups.append((ref, out.update))
         model, res = c.aggregate(model, "b", r, ups)
     clean = res.accuracy
@@ -208,6 +216,16 @@ def test_a_wrong_aggregate_is_refused_and_the_round_still_commits(tmp_path: Path
             with swarm.client(i) as c:
                 refused += c.call("rounds.status")["counters"].get("bad_proposals", 0)
         assert refused >= 1
+        # ... and the trust ledger penalises it, the committed result being the evidence
+        with swarm.client(3) as c:
+            records = c.call("evidence.list", {"peer": _peer(swarm, 2)})["evidence"]
+            acct = c.call("ledger.account", {"peer": _peer(swarm, 2), "limit": 1000})
+        assert {r["kind"] for r in records} == {"wrong_aggregate"}
+        slashed = sum(
+            -(e["balance"] + e["stake"]) for e in acct["entries"] if e["reason"] == "slash"
+        )
+        assert slashed == sum(r["penalty"] for r in records) > 0
+        assert acct["stake"] < 1000_000_000
     finally:
         swarm.stop()
 
@@ -244,8 +262,12 @@ def test_a_slow_trainer_contributes_to_a_later_round_under_bounded_staleness(
         st = _wait(swarm, 1, job, 6, timeout=150)
         assert st["status"] == "completed"
         slow = _peer(swarm, 5)
-        stale = [(h["round"], r) for h in st["history"] for p, r in h["sources"]
-                 if p == slow and r < h["round"]]
+        stale = [
+            (h["round"], r)
+            for h in st["history"]
+            for p, r in h["sources"]
+            if p == slow and r < h["round"]
+        ]
         assert stale, st["history"]
     finally:
         swarm.stop()

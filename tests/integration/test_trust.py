@@ -21,6 +21,7 @@ from p2pnode.config.edit import set_config_value
 from p2pnode.consensus.genesis import genesis_validators
 
 from .harness import LocalSwarm
+from .test_verified_work import _clean_accuracy
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -234,9 +235,11 @@ def test_an_equivocating_validator_is_slashed_with_the_two_messages_as_evidence(
     swarm = _swarm(tmp_path, 4)
     set_config_value(swarm.node(1).data_dir, "consensus.fault", ["equivocate"])
     offender = genesis_validators(tmp_path, 4)[0]
+    spec = _spec(4, extra='[data]\nshards = "iid"\n')
     try:
         swarm.start()
         swarm.wait_connected(3)
+        job = _job(swarm, 2, spec)
         for k in range(5):
             _call(
                 swarm,
@@ -254,6 +257,10 @@ def test_an_equivocating_validator_is_slashed_with_the_two_messages_as_evidence(
         acct = _call(swarm, 4, "ledger.account", {"peer": offender})
         assert acct["slashed"] >= record["penalty"] and acct["stake"] <= 900_000_000
         assert [e for e in acct["entries"] if e["reason"] == "slash" and e["ref"] == record["id"]]
+        # the job runs on through the view changes the liar causes, as well as a clean run
+        st = _done(swarm, 3, job, 4, timeout=240)
+        assert st["status"] == "completed"
+        assert st["accuracy"] >= _clean_accuracy(spec, 4, 4) - 0.02
     finally:
         swarm.stop()
 

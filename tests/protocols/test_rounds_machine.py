@@ -251,7 +251,7 @@ def test_a_nan_metric_is_refused() -> None:
     validator attests one (and the tolerance check counts a NaN as a difference besides)."""
     from p2pnode_protocols.machine import RemoteProtocolError
     from p2pnode_protocols.rounds import decode_result
-    from p2pnode_protocols.rounds.machine import _difference
+    from p2pnode_protocols.rounds.collection import _difference
 
     w, job = _world(JobSpec(rounds=1, max_participants=3, round_deadline=5.0, commit_reveal=False))
     _open_round(w, job)

@@ -260,7 +260,7 @@ class Collection:
         # Our own checks of the round's other proposals join the content flags of the compute.
         mine = {(f.node, f.kind): f for f in e.result.flags if f.kind in UPDATE_FLAGS}
         for node, fl in self._refused.get((job.id, e.round), {}).items():
-            if node != self.me:
+            if node != self.me and not self._lenient(rs):
                 mine[(node, fl.kind)] = fl
         flags = tuple(mine[k] for k in sorted(mine))
         result = replace(e.result, proposer=self.me, flags=flags)
@@ -313,6 +313,14 @@ class Collection:
             self._aggregate_effect(job, result.round, result.updates, result, p.result),
         ]
 
+    def _lenient(self, rs: OpenRound) -> bool:
+        """Every validator has had its turn at this round and none committed: the validators
+        disagree on which updates they hold (commitments lost in a restart of them all, say).
+        From then on a proposal is not refused for leaving updates out, and proposers name no
+        validator in flags the others may not share: the round commits with what the proposer
+        holds (a wrong aggregate is still refused). A censor was refused in the first cycle."""
+        return rs.attempt >= len(self.committee)
+
     def _censored(
         self, job: JobState, rs: OpenRound, result: RoundResult, digest: bytes, now: float
     ) -> str:
@@ -322,7 +330,7 @@ class Collection:
         (recorded, to be flagged); "" if it leaves out none. An update only this validator
         holds, or whose blob it could not fetch, is no evidence: refusing for it could stall
         the round for good."""
-        if rs.closed_at is None:
+        if rs.closed_at is None or self._lenient(rs):
             return ""
         included = {(u.node, u.round) for u in result.updates}
         cutoff = min(rs.closed_at, now - self.config.censor_grace)

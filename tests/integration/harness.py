@@ -69,3 +69,31 @@ def local_swarm(
         yield swarm
     finally:
         swarm.stop()
+
+
+def clean_accuracy(spec: str, shards: int, rounds: int) -> float:
+    """The job of ``spec`` without faults, in process (each shard trained once per round, by
+    the same learning code the daemons run): what a swarm's accuracy is held against."""
+    import tomllib
+
+    from p2pnode.jobs.spec import parse_spec
+    from p2pnode.rounds.compute import JobCompute
+    from p2pnode_protocols.rounds import UpdateRef
+
+    c = JobCompute.build("clean", parse_spec(tomllib.loads(spec)))
+    model = c.initial_tensors()
+    for r in range(1, rounds + 1):
+        ups = []
+        for shard in range(shards):
+            out = c.train_task(model, r, shard, seed=[shard])
+            ref = UpdateRef(
+                node=bytes([shard + 1]),
+                round=r,
+                key=f"k{shard}",
+                size=1,
+                samples=out.samples,
+                sig=b"-",
+            )
+            ups.append((ref, out.update))
+        model, res = c.aggregate(model, "b", r, ups)
+    return float(res.accuracy)

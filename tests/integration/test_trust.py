@@ -20,8 +20,7 @@ from p2pnode import IpcError, NotFound
 from p2pnode.config.edit import set_config_value
 from p2pnode.consensus.genesis import genesis_validators
 
-from .harness import LocalSwarm
-from .test_verified_work import _clean_accuracy
+from .harness import LocalSwarm, clean_accuracy
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -260,7 +259,7 @@ def test_an_equivocating_validator_is_slashed_with_the_two_messages_as_evidence(
         # the job runs on through the view changes the liar causes, as well as a clean run
         st = _done(swarm, 3, job, 4, timeout=240)
         assert st["status"] == "completed"
-        assert st["accuracy"] >= _clean_accuracy(spec, 4, 4) - 0.02
+        assert st["accuracy"] >= clean_accuracy(spec, 4, 4) - 0.02
     finally:
         swarm.stop()
 

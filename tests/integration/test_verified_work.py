@@ -23,7 +23,6 @@ each with its slash in the offender's journal (the trainers start with 100 token
 from __future__ import annotations
 
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +31,8 @@ import pytest
 from p2pnode import NotFound
 from p2pnode.config.edit import set_config_value
 from p2pnode.consensus.genesis import genesis_validators
-from p2pnode.jobs.spec import parse_spec
-from p2pnode.rounds.compute import JobCompute
-from p2pnode_protocols.rounds import UpdateRef
 
-from .harness import LocalSwarm
+from .harness import LocalSwarm, clean_accuracy
 
 pytestmark = pytest.mark.slow
 
@@ -116,21 +112,6 @@ def _flags(st: dict[str, Any]) -> list[tuple[int, str, str, str]]:
             for f in h["flags"]]
 
 
-def _clean_accuracy(spec: str, shards: int, rounds: int) -> float:
-    """The same job without cheats, in process (each shard trained once per round)."""
-    c = JobCompute.build("clean", parse_spec(tomllib.loads(spec)))
-    model = c.initial_tensors()
-    for r in range(1, rounds + 1):
-        ups = []
-        for shard in range(shards):
-            out = c.train_task(model, r, shard, seed=[shard])
-            ref = UpdateRef(node=bytes([shard + 1]), round=r, key=f"k{shard}", size=1,
-                            samples=out.samples, sig=b"-")
-            ups.append((ref, out.update))
-        model, res = c.aggregate(model, "b", r, ups)
-    return res.accuracy
-
-
 def _peer(swarm: LocalSwarm, i: int) -> str:
     return swarm.node(i).peer_id
 
@@ -163,7 +144,7 @@ def test_trainers_sending_updates_they_did_not_compute_fail_spot_checks(tmp_path
     for r, p, _, _ in flags:  # a flagged update never enters the model
         assert p not in st["history"][r - 1]["contributors"]
     assert st["nodes"][_peer(swarm, 5)]["flagged"] >= 1
-    clean = _clean_accuracy(spec, 6, rounds)
+    clean = clean_accuracy(spec, 6, rounds)
     assert st["accuracy"] >= clean - 0.02, (st["accuracy"], clean)
 
 
@@ -199,7 +180,7 @@ def test_a_copier_is_flagged_and_commit_then_reveal_keeps_it_out(tmp_path: Path)
     assert all(copier not in [s for s, _ in h["sources"]] for h in sealed["history"])
     assert all(set(h["contributors"]) <= honest for h in sealed["history"])
     assert counters.get("commitment_late", 0) + counters.get("reveal_without_commitment", 0) > 0
-    clean = _clean_accuracy(open_spec, 4, rounds)
+    clean = clean_accuracy(open_spec, 4, rounds)
     assert st["accuracy"] >= clean - 0.02, (st["accuracy"], clean)
     assert sealed["accuracy"] >= clean - 0.02, (sealed["accuracy"], clean)
 
@@ -232,7 +213,7 @@ def test_a_censoring_proposer_is_refused_and_the_next_includes_the_updates(
     for r in flagged:  # the round the censor tried to trim went in whole
         h = st["history"][r - 1]
         assert h["updates"] == 5, h
-    clean = _clean_accuracy(spec, 5, rounds)
+    clean = clean_accuracy(spec, 5, rounds)
     assert st["accuracy"] >= clean - 0.02, (st["accuracy"], clean)
 
 
@@ -267,5 +248,5 @@ def test_a_node_not_admitted_and_a_flood_of_notices_are_dropped(tmp_path: Path) 
     assert counters.get("notice_not_admitted", 0) >= 1, counters
     # The flood is cut at the limit (each validator counts its own drops).
     assert counters.get("rate_limited", 0) >= 60, counters
-    clean = _clean_accuracy(spec, 5, rounds)
+    clean = clean_accuracy(spec, 5, rounds)
     assert st["accuracy"] >= clean - 0.02, (st["accuracy"], clean)

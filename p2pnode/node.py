@@ -173,6 +173,7 @@ class Node:
                     int(p["max_heartbeats_per_minute"])
                 ),
             )
+            rounds.on_unsolicited = trust.accuse_unsolicited
             metrics.watch_service("rounds", lambda: rounds.error is None)
         collectives = CollectivesService(
             host, cfg, dht=dht, membership=membership, events=events,

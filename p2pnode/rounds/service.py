@@ -59,6 +59,7 @@ from p2pnode_protocols.rounds import (
     Submit,
     Train,
     TrustHooks,
+    Unsolicited,
     decode_message,
     encode_message,
 )
@@ -95,6 +96,9 @@ class RoundsService:
         #: the committee that ordered log entry seq (e.g. CommitteeSchedule.committee_at(seq)
         #: .validators); None: the genesis committee for ever.
         self.committee_at = committee_at
+        #: told of each unsolicited notice (job, round, node, notice bytes): evidence the trust
+        #: service turns into an accusation.
+        self.on_unsolicited: Callable[[str, int, bytes, bytes], None] | None = None
         self.blobs = blobs
         self.membership = membership
         self.events = events
@@ -382,6 +386,10 @@ class RoundsService:
                     "type": type(a.tx).__name__,
                 },
             )
+        elif isinstance(e, Unsolicited):
+            self.counters["unsolicited_reported"] += 1
+            if self.on_unsolicited is not None:
+                self.on_unsolicited(e.job, e.round, e.node, e.notice)
         elif isinstance(e, BadProposal):
             self.counters["bad_proposals"] += 1
             self.evidence.append(

@@ -246,23 +246,36 @@ class TrustService:
 
     def _on_evidence(self, e: Any) -> None:
         """A PBFT ``Evidence`` from the local replica (consensus calls this synchronously)."""
+        slot = type(e.first).__name__ + str(getattr(e.first, "seq", ""))
+        tx = Accuse(
+            kind="equivocation", first=encode_message(e.first), second=encode_message(e.second)
+        )
+        self._queue((e.offender, slot), tx)
+
+    def accuse_unsolicited(self, job: str, rnd: int, node: bytes, notice: bytes) -> None:
+        """The rounds machine's ``Unsolicited`` evidence: ``node`` signed ``notice`` for round
+        ``rnd`` of ``job`` without a task in it."""
+        self._queue((node, f"{job}/{rnd}"), Accuse(kind="unsolicited", first=notice, second=b""))
+
+    def _queue(self, key: tuple[bytes, str], tx: Accuse) -> None:
+        if key in self._accused:
+            return
         try:
-            self._send_evidence.send_nowait(e)
+            self._send_evidence.send_nowait((key, tx))
         except trio.WouldBlock:
             self.counters["evidence_dropped"] += 1
+            return
+        self._accused.add(key)
 
     async def _accuse_loop(self) -> None:
-        async for e in self._evidence:
-            first, second = encode_message(e.first), encode_message(e.second)
-            key = (e.offender, type(e.first).__name__ + str(getattr(e.first, "seq", "")))
-            if key in self._accused:
-                continue
-            self._accused.add(key)
+        async for key, tx in self._evidence:
             try:
-                r = await self.submit(Accuse(kind="equivocation", first=first, second=second))
+                r = await self.submit(tx)
             except TrustError as exc:
-                log.warning("accusation of %s not committed: %s", b58(e.offender), exc)
+                log.warning("accusation of %s not committed: %s", b58(key[0]), exc)
                 self._accused.discard(key)
                 continue
             self.counters["accusations"] += 1
-            log.warning("accused %s of equivocation: %s", b58(e.offender), r["status"])
+            log.warning(
+                "accused %s (%s, %s): %s", b58(key[0]), tx.kind, key[1], r["reason"] or "ok"
+            )

@@ -120,7 +120,14 @@ class Pong:
 
 Control = Join | Formed | Redirect | Abort | Refused | Leave | Ping | Pong
 _TAGS: dict[type, int] = {
-    Join: 1, Formed: 2, Redirect: 3, Abort: 4, Refused: 5, Leave: 6, Ping: 7, Pong: 8,
+    Join: 1,
+    Formed: 2,
+    Redirect: 3,
+    Abort: 4,
+    Refused: 5,
+    Leave: 6,
+    Ping: 7,
+    Pong: 8,
 }
 
 

@@ -280,9 +280,7 @@ class GroupMachine:
                 # membership saw the death first (or at all: a verdict may be false).
                 reason = f"member {e.peer.hex()[:16]} is gone"
                 abort = Abort(g.name, g.generation, 0, reason, (e.peer,))
-                out += [
-                    Send(to=p, msg=abort) for p in g.members if p not in (self.me, e.peer)
-                ]
+                out += [Send(to=p, msg=abort) for p in g.members if p not in (self.me, e.peer)]
                 out += self._break(g, now, reason, (e.peer,))
             elif e.peer in g.previous:
                 g.suspects.add(e.peer)
@@ -492,9 +490,7 @@ class GroupMachine:
         """The current generation is over: re-form from its members (as :meth:`_tick` does)."""
         if not g.formed:
             return []
-        broken = GroupBroken(
-            name=g.name, generation=g.generation, reason=reason, departed=departed
-        )
+        broken = GroupBroken(name=g.name, generation=g.generation, reason=reason, departed=departed)
         g.formed = False
         g.previous = g.members
         g.members = ()

@@ -19,6 +19,7 @@ from .events import (
     Submit,
     Train,
     TrainingDone,
+    Unsolicited,
 )
 from .ledger import (
     Applied,
@@ -101,6 +102,7 @@ __all__ = [
     "TrainingDone",
     "TrainingLedger",
     "TrustHooks",
+    "Unsolicited",
     "UpdateNotice",
     "UpdateRef",
     "decode_message",

@@ -26,6 +26,7 @@ from .events import (
     Prefetch,
     RoundPhase,
     Submit,
+    Unsolicited,
 )
 from .ledger import JobState
 from .messages import (
@@ -41,6 +42,7 @@ from .messages import (
     attestation_payload,
     commitment_digest,
     decode_result,
+    encode_message,
     encode_result,
     proposal_payload,
     result_digest,
@@ -104,7 +106,7 @@ class Collection:
             return []
         if self.ledger.admits(u.node, "trainer"):
             self._count("notice_not_admitted")
-            return []
+            return self._unsolicited(job, n)
         if job.spec.commit_reveal:
             # A reveal counts only with the matching commitment, received before the commit
             # phase closed (later commitments were refused), so nobody copies a revealed key.
@@ -130,7 +132,7 @@ class Collection:
             return []
         if u.node not in job.assigned.get(u.round, ()):
             self._count("notice_unassigned")
-            return []
+            return self._unsolicited(job, n)
         if (u.node, u.round) in job.used:
             self._count("notice_already_committed")
             return []
@@ -312,6 +314,19 @@ class Collection:
             RoundPhase(job=job.id, round=result.round, phase="validation", detail=result.model_key),
             self._aggregate_effect(job, result.round, result.updates, result, p.result),
         ]
+
+    def _unsolicited(self, job: JobState, n: UpdateNotice) -> list[Effect]:
+        """A validly signed notice for a started round whose tasks do not name its signer is
+        evidence (once per node and round): the service turns it into an accusation, which
+        every node checks against the committed tasks."""
+        u = n.update
+        key = (job.id, u.round, u.node)
+        if u.round not in job.assigned or u.node in job.assigned[u.round] or key in self._accused:
+            return []
+        self._accused.add(key)
+        if len(self._accused) > 4 * MAX_PARTICIPANTS:
+            self._accused.pop()
+        return [Unsolicited(job=job.id, round=u.round, node=u.node, notice=encode_message(n))]
 
     def _lenient(self, rs: OpenRound) -> bool:
         """Every validator has had its turn at this round and none committed: the validators

@@ -33,6 +33,7 @@ __all__ = [
     "Submit",
     "Train",
     "TrainingDone",
+    "Unsolicited",
 ]
 
 # -- inputs ----------------------------------------------------------------------------------
@@ -178,3 +179,14 @@ class BadProposal(Notify):
     reason: str
     proposal: bytes
     sig: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unsolicited(Notify):
+    """Evidence: ``node`` signed an update notice (``notice``, its encoded message) for a round
+    of ``job`` whose committed tasks do not name it."""
+
+    job: str
+    round: int
+    node: bytes
+    notice: bytes

@@ -180,6 +180,8 @@ class TrainingLedger:
         self.quorum = quorum_of(len(committee))
         self.verifier = verifier
         self.trust = trust
+        if trust is not None and hasattr(trust, "bind_rounds"):
+            trust.bind_rounds(self)  # the trust ledger checks unsolicited notices against jobs
         self.jobs: dict[str, JobState] = {}
         self.nodes: dict[bytes, NodeRecord] = {}
         self.seq = 0

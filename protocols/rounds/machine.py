@@ -138,6 +138,8 @@ class RoundsMachine(CommitPhase, Collection):
         self._revealed: dict[str, dict[str, bytes]] = {}
         #: (job, round) -> proposer -> the flag this validator's checks found against it.
         self._refused: dict[tuple[str, int], dict[bytes, Flag]] = {}
+        #: (job, round, node) of unsolicited notices reported as evidence.
+        self._accused: set[tuple[str, int, bytes]] = set()
         self._on: dict[type, Callable[[object, float], list[Effect]]] = {
             Committed: self._committed,  # type: ignore[dict-item]
             Resumed: self._resumed,  # type: ignore[dict-item]

@@ -50,6 +50,8 @@ class Reputation:
     @property
     def reliability(self) -> float:
         """In [0, 1], 0.5 for a node not seen yet: a Laplace estimate of the share of its tasks
-        that delivered an update nobody flagged. Only + and / of ints: the same on every node."""
+        that delivered an update nobody flagged, where every proven offence also counts as a
+        failed trial (so one without any task, as an unsolicited update, lowers it too). Only
+        + and / of ints: the same on every node."""
         good = max(0, self.delivered - self.flagged)
-        return min(1.0, (good + 1) / (self.assigned + 2))
+        return min(1.0, (good + 1) / (self.assigned + self.flagged + 2))

@@ -34,6 +34,7 @@ from typing import Any
 import cbor2
 
 from p2pnode_protocols.machine import RemoteProtocolError
+from p2pnode_protocols.rounds.messages import UpdateNotice, decode_message
 from p2pnode_protocols.signing import Verifier
 
 from .accounts import Account, Entry, Reputation
@@ -95,6 +96,7 @@ class TrustLedger:
         self.seq = 0
         self.burned = 0
         self._verdicts: dict[bytes, tuple[int, str]] = {}
+        self._rounds: Any = None
         self._listener = listener
         for node, stake in sorted(genesis.items()):
             if stake > 0:
@@ -347,7 +349,14 @@ class TrustLedger:
         self._locked[tx.node] = max(self._locked.get(tx.node, 0), p.deadline)
         return ""
 
+    def bind_rounds(self, rounds: Any) -> None:
+        """The rounds ledger folded beside this one (its ``jobs``): an unsolicited notice is
+        checked against the committed tasks it holds."""
+        self._rounds = rounds
+
     def _accuse(self, seq: int, tx: Accuse) -> str:
+        if tx.kind == "unsolicited":
+            return self._accuse_unsolicited(seq, tx)
         try:
             offender, slot = check_equivocation(tx.first, tx.second, self.committees, self.verifier)
         except RemoteProtocolError as exc:
@@ -356,6 +365,33 @@ class TrustLedger:
             return "this equivocation was penalised already"
         self.rep(offender).flagged += 1
         self._slash(seq, offender, "equivocation", slot, "two conflicting signed messages")
+        return ""
+
+    def _accuse_unsolicited(self, seq: int, tx: Accuse) -> str:
+        if self._rounds is None:
+            return "no rounds ledger to check the tasks against"
+        try:
+            notice = decode_message(tx.first)
+        except RemoteProtocolError as exc:
+            return f"evidence does not decode: {exc}"
+        if not isinstance(notice, UpdateNotice):
+            return "evidence of an unsolicited update must be an update notice"
+        u = notice.update
+        job = self._rounds.jobs.get(notice.job)
+        if job is None:
+            return "no such job"
+        if not u.verify(notice.job, self.verifier):
+            return "the notice's signature does not verify"
+        assigned = job.assigned.get(u.round)
+        if assigned is None:
+            return "the round's tasks are not known here (not started, or long past)"
+        if u.node in assigned:
+            return "the node had a task in that round"
+        ref = f"{job.id}/{u.round}"
+        if evidence_id("unsolicited", u.node, ref) in self.evidence:
+            return "this unsolicited update was penalised already"
+        self.rep(u.node).flagged += 1
+        self._slash(seq, u.node, "unsolicited", ref, "an update notice for a round without a task")
         return ""
 
     # -- governance ------------------------------------------------------------------------------

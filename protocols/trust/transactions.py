@@ -10,7 +10,8 @@ nothing about who asks: the signature inside does.
 - :class:`Propose`: a governance proposal (``param``, ``committee`` or ``admission``).
 - :class:`Vote`: a stake-weighted yes or no on an open proposal.
 - :class:`Accuse`: self-contained evidence (two conflicting signed PBFT messages of one
-  validator); anyone may submit it, every node verifies it before the penalty applies.
+  validator, or a node's signed update notice for a round it had no task in); anyone may submit
+  it, every node verifies it before the penalty applies.
 - :class:`Tick`: nothing but a log entry, so deadlines and epoch boundaries pass on a quiet log.
 
 Canonical CBOR ``[tag, ...]``; :func:`decode_tx` bounds every field and raises
@@ -48,6 +49,7 @@ __all__ = [
 
 APP = "trust"
 KINDS = ("param", "committee", "admission")
+ACCUSATIONS = ("equivocation", "unsolicited")
 MAX_ID = 64
 MAX_SIG = 128
 MAX_AMOUNT = 1 << 62
@@ -105,7 +107,9 @@ class Vote:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Accuse:
-    """Evidence of validator equivocation: two encoded, signed, conflicting PBFT messages."""
+    """Self-contained evidence: ``equivocation``, two encoded, signed, conflicting PBFT messages
+    of a validator; ``unsolicited``, an encoded update notice (``second`` empty) signed by a
+    node for a round whose committed tasks do not name it."""
 
     kind: str
     first: bytes
@@ -223,11 +227,14 @@ def decode_tx(data: bytes) -> TrustTx:
         if tag == 6 and len(o) == 1:
             return Tick()
         if tag == 5 and len(o) == 4:
-            if o[1] != "equivocation":
-                raise ValueError("the only self-contained accusation is equivocation")
-            for m in o[2:]:
+            if o[1] not in ACCUSATIONS:
+                raise ValueError(f"an accusation is one of {', '.join(ACCUSATIONS)}")
+            messages = o[2:] if o[1] == "equivocation" else o[2:3]
+            for m in messages:
                 if type(m) is not bytes or not 0 < len(m) <= MAX_EVIDENCE:
                     raise ValueError("evidence messages are bounded bytes")
+            if o[1] == "unsolicited" and o[3] != b"":
+                raise ValueError("an unsolicited notice is one message")
             return Accuse(kind=o[1], first=o[2], second=o[3])
         if tag in (1, 2) and len(o) == 5:
             cls = Stake if tag == 1 else Unstake

@@ -240,8 +240,22 @@ def test_a_node_not_admitted_and_a_flood_of_notices_are_dropped(tmp_path: Path) 
         st = _wait(swarm, 1, job, timeout=240)
         assert st["status"] == "completed"
         counters = _counters(swarm, [1, 2, 3, 4])
+
+        def accused() -> list[dict[str, Any]]:
+            with swarm.client(2) as c:
+                return c.call("evidence.list", {"peer": outsider})["evidence"]  # type: ignore[no-any-return]
+
+        deadline = time.monotonic() + 30
+        while not (records := accused()) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        with swarm.client(3) as c:
+            outsider_account = c.call("ledger.account", {"peer": outsider})
     finally:
         swarm.stop()
+    # What it signed for rounds without a task is evidence every node checked: it is penalised
+    # (it holds nothing to slash, so its reliability pays) and not admitted by reputation later.
+    assert records and {r["kind"] for r in records} == {"unsolicited"}, records
+    assert outsider_account["flagged"] >= 1 and outsider_account["reliability"] < 0.5
     # The node not admitted is never given a task, and what it sends anyway is dropped.
     assert outsider not in st["nodes"]
     assert all(outsider not in [s for s, _ in h["sources"]] for h in st["history"])

@@ -14,8 +14,10 @@ from p2pnode_protocols.rounds import (
     JobSpec,
     MembersSeen,
     Proposal,
+    Unsolicited,
     UpdateNotice,
     UpdateRef,
+    decode_message,
     encode_result,
 )
 from p2pnode_protocols.rounds.messages import proposal_payload, result_digest
@@ -205,8 +207,12 @@ def test_notice_checks() -> None:
     assert m.handle(MessageReceived(sender=T0, msg=notice), 0.0) == []
     assert m.counters["notice_bad_signature"] == 1
     stranger = UpdateNotice(job=job, update=update(OUTSIDER, job, 1))
+    # a signed notice for a started round without a task is evidence, reported once
+    (evidence,) = m.handle(MessageReceived(sender=OUTSIDER, msg=stranger), 0.0)
+    assert isinstance(evidence, Unsolicited) and evidence.node == OUTSIDER
+    assert decode_message(evidence.notice) == stranger
     assert m.handle(MessageReceived(sender=OUTSIDER, msg=stranger), 0.0) == []
-    assert m.counters["notice_unassigned"] == 1
+    assert m.counters["notice_unassigned"] == 2
     unknown = UpdateNotice(job="feedfeedfeedfeed", update=update(T0, "feedfeedfeedfeed", 1))
     assert m.handle(MessageReceived(sender=T0, msg=unknown), 0.0) == []
     assert m.counters["notice_unknown_job"] == 1

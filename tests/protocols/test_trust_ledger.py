@@ -323,3 +323,36 @@ def test_the_listener_hears_every_entry_and_record() -> None:
 @pytest.mark.parametrize("bad", [b"", b"\xa0", encode_tx(Tick()) + b"\x00"])
 def test_malformed_bodies_are_rejected_not_raised(bad: bytes) -> None:
     assert "bad trust transaction" in ledger().apply(1, bad)
+
+
+def test_an_unsolicited_notice_is_checked_against_the_committed_tasks() -> None:
+    from p2pnode_protocols.rounds import UpdateNotice, encode_message
+
+    led = ledger()
+    training = TrainingLedger(VALIDATORS, VERIFIER, trust=led)
+    spec = JobSpec(name="t", rounds=5, shards=4, min_participants=1, max_participants=4)
+    job_id, body = create(spec)
+    training.apply(1, body)
+    training.apply(2, start(job_id, 1, "init-model", TRAINERS[:2]))
+    log = Log(led)
+    log.seq = 2
+
+    def accuse(node: bytes, rnd: int = 1) -> str:
+        notice = encode_message(UpdateNotice(job=job_id, update=update(node, job_id, rnd)))
+        return log.raw(encode_tx(Accuse(kind="unsolicited", first=notice, second=b"")))
+
+    assert "had a task" in accuse(TRAINERS[0])
+    assert "not known" in accuse(TRAINERS[3], rnd=2)  # round 2 has not started
+    forged = UpdateNotice(job=job_id, update=update(TRAINERS[3], job_id, 1))
+    bad = type(forged.update)(
+        **{
+            **{k: getattr(forged.update, k) for k in ("node", "round", "key", "size", "samples")},
+            "sig": b"x" * 32,
+        }
+    )
+    bad_body = encode_message(UpdateNotice(job=job_id, update=bad))
+    assert "signature" in log.raw(encode_tx(Accuse(kind="unsolicited", first=bad_body, second=b"")))
+    assert accuse(TRAINERS[3]) == ""
+    (record,) = led.evidence.values()
+    assert (record.offender, record.kind, record.ref) == (TRAINERS[3], "unsolicited", f"{job_id}/1")
+    assert "already" in accuse(TRAINERS[3])

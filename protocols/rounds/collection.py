@@ -331,9 +331,10 @@ class Collection:
     def _lenient(self, rs: OpenRound) -> bool:
         """Every validator has had its turn at this round and none committed: the validators
         disagree on which updates they hold (commitments lost in a restart of them all, say).
-        From then on a proposal is not refused for leaving updates out, and proposers name no
-        validator in flags the others may not share: the round commits with what the proposer
-        holds (a wrong aggregate is still refused). A censor was refused in the first cycle."""
+        From then on a proposal is refused for leaving out only updates its proposer itself
+        relayed (it held them: leaving them out is censorship whatever the others hold), and
+        proposers name no validator in flags the others may not share, so the round commits
+        with what an honest proposer holds (a wrong aggregate is still refused)."""
         return rs.attempt >= len(self.committee)
 
     def _censored(
@@ -345,8 +346,9 @@ class Collection:
         (recorded, to be flagged); "" if it leaves out none. An update only this validator
         holds, or whose blob it could not fetch, is no evidence: refusing for it could stall
         the round for good."""
-        if rs.closed_at is None or self._lenient(rs):
+        if rs.closed_at is None:
             return ""
+        lenient = self._lenient(rs)
         included = {(u.node, u.round) for u in result.updates}
         cutoff = min(rs.closed_at, now - self.config.censor_grace)
         f = (len(self.committee) - 1) // 3
@@ -359,6 +361,7 @@ class Collection:
             and t <= cutoff
             and rs.updates[k].key in rs.fetched
             and len(rs.holders.get(k, ())) >= f + 1
+            and (not lenient or result.proposer in rs.holders[k])
         ]
         if not left_out:
             return ""

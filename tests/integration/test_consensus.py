@@ -161,6 +161,17 @@ def test_a_dead_primary_is_replaced_before_anyone_submits(tmp_path: Path) -> Non
     ids = genesis_validators(tmp_path, 4)
     with local_swarm(tmp_path, 4, {"consensus.validators": ids}) as swarm:
         swarm.wait_connected(3)
+        # Membership must know the primary before it can declare it dead (a routing table
+        # entry comes first; on a loaded machine the SWIM join can come a moment later).
+        for i in (2, 3, 4):
+            deadline = time.monotonic() + 30
+            while True:
+                with swarm.client(i) as c:
+                    alive = {m["peer_id"] for m in c.members()["members"] if m["state"] == "alive"}
+                if ids[0] in alive:
+                    break
+                assert time.monotonic() < deadline, f"node-{i} never heard of the primary"
+                time.sleep(0.05)
         with swarm.client(2) as c:
             assert c.consensus_status()["view"] == 0
         killed = time.monotonic()

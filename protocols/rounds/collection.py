@@ -262,7 +262,7 @@ class Collection:
         # Our own checks of the round's other proposals join the content flags of the compute.
         mine = {(f.node, f.kind): f for f in e.result.flags if f.kind in UPDATE_FLAGS}
         for node, fl in self._refused.get((job.id, e.round), {}).items():
-            if node != self.me and not self._lenient(rs):
+            if node != self.me:
                 mine[(node, fl.kind)] = fl
         flags = tuple(mine[k] for k in sorted(mine))
         result = replace(e.result, proposer=self.me, flags=flags)
@@ -328,15 +328,6 @@ class Collection:
             self._accused.pop()
         return [Unsolicited(job=job.id, round=u.round, node=u.node, notice=encode_message(n))]
 
-    def _lenient(self, rs: OpenRound) -> bool:
-        """Every validator has had its turn at this round and none committed: the validators
-        disagree on which updates they hold (commitments lost in a restart of them all, say).
-        From then on a proposal is refused for leaving out only updates its proposer itself
-        relayed (it held them: leaving them out is censorship whatever the others hold), and
-        proposers name no validator in flags the others may not share, so the round commits
-        with what an honest proposer holds (a wrong aggregate is still refused)."""
-        return rs.attempt >= len(self.committee)
-
     def _censored(
         self, job: JobState, rs: OpenRound, result: RoundResult, digest: bytes, now: float
     ) -> str:
@@ -348,7 +339,6 @@ class Collection:
         the round for good."""
         if rs.closed_at is None:
             return ""
-        lenient = self._lenient(rs)
         included = {(u.node, u.round) for u in result.updates}
         cutoff = min(rs.closed_at, now - self.config.censor_grace)
         f = (len(self.committee) - 1) // 3
@@ -361,7 +351,6 @@ class Collection:
             and t <= cutoff
             and rs.updates[k].key in rs.fetched
             and len(rs.holders.get(k, ())) >= f + 1
-            and (not lenient or result.proposer in rs.holders[k])
         ]
         if not left_out:
             return ""

@@ -110,12 +110,15 @@ def test_rewards_agree_everywhere_and_a_fresh_node_replays_them_exactly(tmp_path
         top = _call(swarm, 1, "ledger.accounts")["seq"]
         digests = _digests(swarm, [1, 2, 3, 4, 5], top)
         assert len(digests) == 1, "nodes disagree on the ledger"
-        # every contributor of every round was paid, with the round named; validators too
+        # contributors are paid, with the round named; validators too
+        # (a contributor whose update made the model worse, score below zero, earns nothing)
         contributors = {p for h in st["history"] for p in h["contributors"]}
+        rewarded = set()
         for peer in contributors:
             acct = _call(swarm, 1, "ledger.account", {"peer": peer, "limit": 100})
             rewards = [e for e in acct["entries"] if e["reason"] == "reward"]
-            assert rewards and all(e["ref"].startswith(job + "/") for e in rewards)
+            assert all(e["ref"].startswith(job + "/") for e in rewards)
+            rewarded |= {peer} if rewards else set()
             assert acct["earned"] == sum(
                 e["balance"] for e in acct["entries"] if e["reason"].endswith("reward")
             )
@@ -125,7 +128,7 @@ def test_rewards_agree_everywhere_and_a_fresh_node_replays_them_exactly(tmp_path
         )
         # rewards are events of the trust topic as they are committed
         rewards = _until("reward events", lambda: [e for e in heard if e["event"] == "reward"], 30)
-        assert {e["peer"] for e in rewards} == contributors
+        assert rewarded and {e["peer"] for e in rewards} == rewarded
         # a node that was never up folds the whole log from genesis to the same balances
         swarm.start([6], bootstrap=swarm.node(1))
         assert _digests(swarm, [6], top) == digests

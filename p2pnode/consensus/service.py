@@ -47,6 +47,13 @@ running. A fetched entry whose certificate does not check is dropped (see ``log_
 Resources: the inbox holds ``INBOX`` events (more are dropped: PBFT retransmits); each peer's
 outbound queue holds ``consensus.queue_size`` packets; one writer task per peer;
 ``client_lanes`` bounds transactions in flight per node.
+
+Size. This module (about 700 lines) holds one concern, the binding of the replicas to the node,
+and its three parts share the per-epoch replica table and the waiters: the epochs (starting and
+retiring a replica per committee), the machine loop, and the clients (lanes, submit, votes).
+The log's transport already lives apart (``log_sync``, ``store``). Splitting the epochs out is
+the next step once a second user of the replica table appears; it was not done in the session
+that added committee switches, to keep the switch's change reviewable.
 """
 
 from __future__ import annotations

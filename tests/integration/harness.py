@@ -71,9 +71,15 @@ def local_swarm(
         swarm.stop()
 
 
-def clean_accuracy(spec: str, shards: int, rounds: int) -> float:
+def clean_accuracy(
+    spec: str, shards: int, rounds: int, updates: list[int] | None = None
+) -> float:
     """The job of ``spec`` without faults, in process (each shard trained once per round, by
-    the same learning code the daemons run): what a swarm's accuracy is held against."""
+    the same learning code the daemons run): what a swarm's accuracy is held against.
+
+    ``updates`` (one count per round, from a job's history) trains only that many shards in
+    each round, as the swarm did when a slow trainer missed a deadline: a fault-free run with
+    the same participation, so that load on the machine is not mistaken for an attack."""
     import tomllib
 
     from p2pnode.jobs.spec import parse_spec
@@ -84,7 +90,7 @@ def clean_accuracy(spec: str, shards: int, rounds: int) -> float:
     model = c.initial_tensors()
     for r in range(1, rounds + 1):
         ups = []
-        for shard in range(shards):
+        for shard in range(shards if updates is None else min(shards, updates[r - 1])):
             out = c.train_task(model, r, shard, seed=[shard])
             ref = UpdateRef(
                 node=bytes([shard + 1]),

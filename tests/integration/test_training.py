@@ -189,8 +189,11 @@ def test_a_wrong_aggregate_is_refused_and_the_round_still_commits(tmp_path: Path
         assert st["status"] == "completed"
         _check_log(swarm, [1, 2, 3, 4], job, 6)
         assert _peer(swarm, 2) not in {h["proposer"] for h in st["history"]}
-        # the liar's results never counted: the model is as good as a clean run's
-        assert st["accuracy"] >= clean_accuracy(spec, 4, 6) - 0.02
+        # the liar's results never counted: the model is as good as a clean run's with the
+        # same participation (a trainer may miss a 3 s deadline on a loaded machine)
+        counts = [h["updates"] for h in st["history"]]
+        clean = clean_accuracy(spec, 4, 6, counts)
+        assert st["accuracy"] >= clean - 0.02, (st["accuracy"], clean, counts)
         # The result that commits a round the liar tried flags it (seam 3: quorum-backed).
         flags = [(f["peer_id"], f["kind"]) for h in st["history"] for f in h["flags"]]
         assert (_peer(swarm, 2), "wrong_aggregate") in flags, flags

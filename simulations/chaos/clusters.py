@@ -40,11 +40,13 @@ class Cluster(Protocol):
 
 
 def node_settings(parent: Path, committee: int, extra: dict[str, Any] | None) -> dict[str, Any]:
-    """Config shared by every node of a chaos swarm: the genesis committee, and timeouts that
-    let a round give up on a dead trainer quickly."""
+    """Config shared by every node of a chaos swarm: the genesis committee, a timeout that
+    lets a round give up on a dead trainer quickly, and every model kept (by default a node
+    keeps a job's last few; the checkers fetch every round's)."""
     return {
         "consensus.validators": genesis_validators(parent, committee),
         "training.result_timeout": 3.0,
+        "blobs.keep_models": 100_000,
         **(extra or {}),
     }
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from p2pnode.ipc.client import Client
 from p2pnode.swarm import SwarmError, SwarmNode, prepare, start, stop, wait_ready
+
+__all__ = ["PORT", "SwarmError", "TestbedSwarm"]
 from p2pnode_simulations.testbed.testbed import Testbed, TestbedError
 
 PORT = 4001
@@ -49,6 +51,7 @@ class TestbedSwarm:
             if n.listen != self._listen(i):  # a reused data dir from another topology
                 raise SwarmError(f"{n.data_dir} listens on {n.listen}, not on {h.name}'s address")
         self._boot: SwarmNode | None = None
+        self._no_bootstrap = False
 
     def _listen(self, i: int) -> str:
         return f"/ip4/{self.hosts[i - 1].ip}/tcp/{PORT}"
@@ -66,13 +69,24 @@ class TestbedSwarm:
     def host_of(self, i: int) -> str:
         return self.hosts[i - 1].name
 
-    def start(self, which: list[int] | None = None, bootstrap: int | None = None) -> float:
-        """Start nodes ``which`` (default all), dialling node ``bootstrap`` (default 1); waits
-        until each answers on its IPC socket and returns the seconds it took."""
+    def start(
+        self,
+        which: list[int] | None = None,
+        bootstrap: int | None = None,
+        *,
+        no_bootstrap: bool = False,
+    ) -> float:
+        """Start nodes ``which`` (default all), dialling node ``bootstrap`` (default 1), or
+        nobody with ``no_bootstrap`` (discovery by mDNS); waits until each answers on its IPC
+        socket and returns the seconds it took."""
         chosen = [self.nodes[i - 1] for i in which] if which else self.nodes
-        boot = self.nodes[(bootstrap or 1) - 1]
-        self._boot = boot
-        start(chosen, bootstrap=boot, command_prefix=self._prefix)
+        self._no_bootstrap = no_bootstrap
+        if no_bootstrap:
+            for node in chosen:  # a node that is its own bootstrap is given no --bootstrap
+                start([node], bootstrap=node, command_prefix=self._prefix)
+        else:
+            self._boot = self.nodes[(bootstrap or 1) - 1]
+            start(chosen, bootstrap=self._boot, command_prefix=self._prefix)
         return wait_ready(chosen, timeout=READY_TIMEOUT)
 
     def restart(self, i: int) -> float:
@@ -80,7 +94,7 @@ class TestbedSwarm:
         node = self.nodes[i - 1]
         if node.process is not None and node.process.poll() is None:
             raise SwarmError(f"{node.name} is running")
-        boot = self._boot or self.nodes[0]
+        boot = node if self._no_bootstrap else (self._boot or self.nodes[0])
         start([node], bootstrap=boot, command_prefix=self._prefix)
         return wait_ready([node], timeout=READY_TIMEOUT)
 

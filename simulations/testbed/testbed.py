@@ -142,6 +142,8 @@ class Testbed:
         self._control_buf = b""
         self._owner: Path | None = None
         self._is_up = False
+        # set_link/set_default before up() are kept and applied once the switch runs.
+        self._pending: list[dict[str, object]] = []
 
     # ---- building ----
     @property
@@ -251,6 +253,8 @@ class Testbed:
             _run(["ip", "-n", ns, "link", "set", "eth0", "up"])
         for r in self.routers.values():
             self._wire_nat(r)
+        for req in self._pending:
+            self._request(req)
 
     def _wire_nat(self, r: Router) -> None:
         ns = r.netns
@@ -373,15 +377,25 @@ class Testbed:
         return h.behind or name
 
     def set_link(self, a: str, b: str, spec: LinkSpec) -> None:
-        """Both directions between ``a`` and ``b`` (hosts or routers) get ``spec``."""
+        """Both directions between ``a`` and ``b`` (hosts or routers) get ``spec`` (before
+        up() too: then it is applied when the switch starts)."""
         pa, pb = self.port_of(a), self.port_of(b)
         if pa == pb:
             raise TestbedError(f"{a} and {b} share one switch port (one NAT): nothing to shape")
-        self._request({"op": "set_link", "a": pa, "b": pb, "spec": spec.to_dict(), "both": True})
+        self._configure({"op": "set_link", "a": pa, "b": pb, "spec": spec.to_dict(), "both": True})
 
     def set_default(self, spec: LinkSpec) -> None:
         """Every directed pair without its own ``set_link`` gets ``spec``."""
-        self._request({"op": "set_default", "spec": spec.to_dict()})
+        self._configure({"op": "set_default", "spec": spec.to_dict()})
+
+    def _configure(self, req: dict[str, object]) -> None:
+        """Link settings: sent to the switch, or kept for up() if it is not running yet."""
+        if self._control is None:
+            if self._is_up:
+                raise TestbedError("the testbed is not up")
+            self._pending.append(req)
+        else:
+            self._request(req)
 
     def partition(self, *groups: set[str]) -> None:
         """Frames between groups are dropped; ports named in no group form one more group."""

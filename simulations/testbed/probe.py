@@ -11,6 +11,8 @@ object on stdout, and every one ends by itself (a count, a duration or a timeout
 - ``tcp-echo --port P --duration S``: accept for S seconds, answer each connection with the
   peer address it saw (to see a NAT's masquerade), then echo.
 - ``tcp-connect --to IP --port P --timeout S``: ``{"ok": true, "seen_as": ...}`` or the error.
+- ``mcast-recv --group G --port P --duration S`` / ``mcast-send --group G --port P --count N``:
+  join a multicast group and count what arrives; send N datagrams to it.
 - ``tcp-sink --port P --duration S`` / ``tcp-send --to IP --port P --bytes N``: bulk transfer;
   the sender prints the seconds it took and the MiB/s.
 """
@@ -111,6 +113,33 @@ def udp_flood(to: str, port: int, count: int, size: int, rate: float) -> dict[st
     return {"sent": count - failed, "failed": failed, "seconds": time.monotonic() - t0}
 
 
+def mcast_recv(group: str, port: int, duration: float) -> dict[str, object]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("", port))
+    mreq = socket.inet_aton(group) + socket.inet_aton("0.0.0.0")
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+    end = time.monotonic() + duration
+    senders = []
+    while (left := end - time.monotonic()) > 0:
+        s.settimeout(left)
+        try:
+            _, addr = s.recvfrom(MAX_DGRAM)
+        except TimeoutError:
+            break
+        senders.append(addr[0])
+    return {"received": len(senders), "from": sorted(set(senders))}
+
+
+def mcast_send(group: str, port: int, count: int, interval: float) -> dict[str, object]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+    for _ in range(count):
+        s.sendto(b"hello", (group, port))
+        time.sleep(interval)
+    return {"sent": count}
+
+
 def tcp_echo(port: int, duration: float) -> dict[str, object]:
     ls = socket.socket()
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -200,6 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=1000)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--rate", type=float, default=10_000.0)
+    for name in ("mcast-recv", "mcast-send"):
+        p = sub.add_parser(name)
+        p.add_argument("--group", required=True)
+        p.add_argument("--port", type=int, required=True)
+        p.add_argument("--duration", type=float, default=5.0)
+        p.add_argument("--count", type=int, default=10)
+        p.add_argument("--interval", type=float, default=0.05)
     p = sub.add_parser("tcp-connect")
     p.add_argument("--to", required=True)
     p.add_argument("--port", type=int, required=True)
@@ -222,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
         out = udp_ping(a.to, a.port, a.count, a.interval, a.timeout)
     elif a.cmd == "udp-flood":
         out = udp_flood(a.to, a.port, a.count, a.size, a.rate)
+    elif a.cmd == "mcast-recv":
+        out = mcast_recv(a.group, a.port, a.duration)
+    elif a.cmd == "mcast-send":
+        out = mcast_send(a.group, a.port, a.count, a.interval)
     elif a.cmd == "tcp-connect":
         out = tcp_connect(a.to, a.port, a.timeout)
     else:

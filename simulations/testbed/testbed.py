@@ -251,6 +251,8 @@ class Testbed:
             _run(["ip", "-n", ns, "link", "set", ifname, "name", "eth0"])
             _run(["ip", "-n", ns, "addr", "add", f"{node.ip}/{bits}", "dev", "eth0"])
             _run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+            # Multicast (mDNS) goes out of eth0: public hosts have no default route to take.
+            _run(["ip", "-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0"])
         for r in self.routers.values():
             self._wire_nat(r)
         for req in self._pending:

@@ -33,7 +33,9 @@ def test_delay_is_added_to_every_frame() -> None:
     frac=st.floats(0, 1),
     seed=st.integers(0, 2**32),
 )
-def test_jitter_never_reorders_a_link(gaps: list[float], delay: float, frac: float, seed: int) -> None:
+def test_jitter_never_reorders_a_link(
+    gaps: list[float], delay: float, frac: float, seed: int
+) -> None:
     """release = max(prev_release, now + delay + U(-jitter, +jitter)): FIFO, and never earlier
     than the lowest delay nor later than the highest delay after the previous frame."""
     jitter = delay * frac

@@ -259,11 +259,16 @@ class Collection:
         if e.result is None:
             self._count("aggregate_failed")
             return [RoundPhase(job=job.id, round=e.round, phase="aggregation", detail=e.error)]
-        # Our own checks of the round's other proposals join the content flags of the compute.
+        # Our own checks of the round's other proposals join the content flags of the compute,
+        # in the first cycle of turns only: a finding is attested only by validators that made
+        # it too, so once every validator has proposed with its findings and none committed,
+        # they are not shared by a quorum, and carrying them on would stall the round for good
+        # (validators that refused different proposals refuse each other's flags).
         mine = {(f.node, f.kind): f for f in e.result.flags if f.kind in UPDATE_FLAGS}
-        for node, fl in self._refused.get((job.id, e.round), {}).items():
-            if node != self.me:
-                mine[(node, fl.kind)] = fl
+        if rs.attempt < len(self.committee):
+            for node, fl in self._refused.get((job.id, e.round), {}).items():
+                if node != self.me:
+                    mine[(node, fl.kind)] = fl
         flags = tuple(mine[k] for k in sorted(mine))
         result = replace(e.result, proposer=self.me, flags=flags)
         body = encode_result(result)

@@ -130,13 +130,15 @@ class TestbedCluster:
         base: Links | None = None,
         testbed: Any = None,
     ) -> None:
-        from p2pnode_simulations.testbed import LinkSpec, TestbedSwarm, topologies
+        from p2pnode_simulations.testbed import LinkSpec, topologies
+        from p2pnode_simulations.testbed.swarm import TestbedSwarm
 
         self._spec = LinkSpec
         self.tb = testbed if testbed is not None else topologies.chaos8(seed=seed)
         self.base = base
         self.hosts = list(self.tb.hosts)
         self.size = len(self.hosts)
+        self.down: set[int] = set()
         self.tb.up()
         try:
             if base is not None:
@@ -159,15 +161,21 @@ class TestbedCluster:
 
     def kill(self, i: int) -> None:
         self.swarm.kill(i)
+        self.down.add(i)
 
     def restart(self, i: int) -> None:
-        self.swarm.restart(i)
+        # through a node that is up: node 1, the first start's bootstrap, may be down itself
+        boot = next(j for j in range(1, self.size + 1) if j != i and j not in self.down)
+        self.swarm.start([i], bootstrap=boot)
+        self.down.discard(i)
 
     def stop(self, i: int) -> None:
         self.swarm.signal(i, signal.SIGSTOP)
+        self.down.add(i)
 
     def cont(self, i: int) -> None:
         self.swarm.signal(i, signal.SIGCONT)
+        self.down.discard(i)
 
     def partition(self, groups: tuple[tuple[int, ...], ...]) -> None:
         self.tb.partition(*({self.hosts[i - 1] for i in g} for g in groups))
@@ -180,6 +188,9 @@ class TestbedCluster:
 
     def close(self) -> None:
         try:
+            for i in sorted(self.down):
+                if self.swarm.pid(i) is not None:  # stopped: it must run to take SIGTERM
+                    self.swarm.signal(i, signal.SIGCONT)
             self.swarm.stop()
         finally:
             self.tb.down()

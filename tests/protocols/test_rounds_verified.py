@@ -381,3 +381,21 @@ def test_censorship_needs_an_update_f_plus_1_validators_hold() -> None:
     assert [type(e).__name__ for e in out] == ["BadProposal"]
     assert out[0].reason.startswith("censorship")  # type: ignore[attr-defined]
     assert v._refused[(job, 1)][proposer].kind == "censorship"
+
+
+def test_findings_no_quorum_shares_are_dropped_after_a_cycle_of_turns() -> None:
+    """Each validator holds a finding against a different one (as after a partition, when
+    each refused another's proposal): no proposal carrying them can gather a quorum. After
+    every validator had its turn, proposers leave validator flags out and the round commits
+    (a chaos run stalled here for good before)."""
+    w, job = _world()
+    _open_round(w, job)
+    for k, v in enumerate(VALIDATORS):
+        other = VALIDATORS[(k + 1) % len(VALIDATORS)]
+        w.machines[v]._refused[(job, 1)] = {
+            other: Flag(node=other, kind="censorship", detail=f"{k:064x}")
+        }
+    w.settle(timers=True)
+    (committed,) = w.committed
+    assert committed.flags == ()
+    assert any(w.machines[v].counters.get("proposer_rotated", 0) for v in VALIDATORS)

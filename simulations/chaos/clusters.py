@@ -13,8 +13,8 @@ import signal
 from pathlib import Path
 from typing import Any, Protocol
 
-from p2pnode import Client
 from p2pnode.consensus.genesis import genesis_validators
+from p2pnode.ipc.client import Client
 from p2pnode.swarm import SwarmNode, prepare, start, stop, wait_ready
 
 from .schedule import Links

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from p2pnode import IpcError
+from p2pnode.ipc.errors import IpcError
 
 from .checkers import RoundWatch, check_finished, check_logs
 from .clusters import Cluster

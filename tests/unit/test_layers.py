@@ -94,13 +94,24 @@ def test_protocols_import_neither_the_daemon_nor_the_simulator() -> None:
 
 
 def test_simulations_import_only_the_learning_library_from_the_daemon() -> None:
-    testbed_swarm = ROOT / "simulations" / "testbed" / "swarm.py"
-    paths = [p for p in _modules("simulations") if p != testbed_swarm]
+    sim = ROOT / "simulations"
+    drivers = [
+        sim / "testbed" / "swarm.py",
+        sim / "chaos" / "clusters.py",
+        sim / "chaos" / "runner.py",
+    ]
+    paths = [p for p in _modules("simulations") if p not in drivers]
     bad = _offending(paths, lambda m: _under(m, "p2pnode") and not _under(m, "p2pnode.training"))
-    # The testbed's swarm starts real daemons: through p2pnode.swarm and the IPC client only.
-    doors = ("p2pnode.swarm", "p2pnode.ipc.client")
+    # The testbed's swarm and the chaos runs drive real daemons: through p2pnode.swarm, the
+    # IPC client and its errors, and (for a genesis committee) the genesis helper only.
+    doors = (
+        "p2pnode.swarm",
+        "p2pnode.ipc.client",
+        "p2pnode.ipc.errors",
+        "p2pnode.consensus.genesis",
+    )
     bad += _offending(
-        [testbed_swarm],
+        drivers,
         lambda m: _under(m, "p2pnode") and not any(_under(m, d) for d in doors),
     )
     assert not bad, "\n".join(bad)

@@ -18,6 +18,7 @@ Control: JSON lines over a unix socket, one request per line, one reply per line
 
 - ``{"op": "add_port", "host": H, "netns": NS, "mac": M?}`` -> ``{"ifname": ...}``
 - ``{"op": "set_link", "a": A, "b": B, "spec": {...}, "both": true}``
+- ``{"op": "reset_link", "a": A, "b": B}`` (both directions follow the default again)
 - ``{"op": "set_default", "spec": {...}}``
 - ``{"op": "partition", "groups": [[...], ...]}`` (ports in no group form one more group)
 - ``{"op": "heal"}``, ``{"op": "stats"}``, ``{"op": "ping"}``
@@ -146,6 +147,13 @@ class Switch:
             if both:
                 self._set_pair(b, a, spec)
             return {}
+        if op == "reset_link":
+            a, b = self._port_name(req.get("a")), self._port_name(req.get("b"))
+            for pair in ((a, b), (b, a)):
+                if pair in self.pairs:
+                    self.pairs[pair].explicit = False
+                    self.pairs[pair].shaper.set_spec(self.default)
+            return {}
         if op == "set_default":
             self.default = _spec(req.get("spec"))
             for p in self.pairs.values():
@@ -233,13 +241,17 @@ class Switch:
             }
             for p in self.ports.values()
         }
-        pairs = {f"{a}>{b}": dict(p.counters) for (a, b), p in self.pairs.items()}
+        pairs = {
+            f"{a}>{b}": {**p.counters, "spec": p.shaper.spec.to_dict(), "explicit": p.explicit}
+            for (a, b), p in self.pairs.items()
+        }
         return {
             "ports": ports,
             "pairs": pairs,
             "pending": len(self.heap),
             "forwarded": self.forwarded,
             "partitioned": self.group_of is not None,
+            "default": self.default.to_dict(),
         }
 
     # ---- frames ----

@@ -390,6 +390,11 @@ class Testbed:
             raise TestbedError(f"{a} and {b} share one switch port (one NAT): nothing to shape")
         self._configure({"op": "set_link", "a": pa, "b": pb, "spec": spec.to_dict(), "both": True})
 
+    def reset_link(self, a: str, b: str) -> None:
+        """Both directions between ``a`` and ``b`` follow ``set_default`` again."""
+        pa, pb = self.port_of(a), self.port_of(b)
+        self._configure({"op": "reset_link", "a": pa, "b": pb})
+
     def set_default(self, spec: LinkSpec) -> None:
         """Every directed pair without its own ``set_link`` gets ``spec``."""
         self._configure({"op": "set_default", "spec": spec.to_dict()})
@@ -420,7 +425,8 @@ class Testbed:
 
     def stats(self) -> dict[str, Any]:
         """Per port (``rx_``/``tx_frames``/``bytes``) and per directed pair ``"a>b"``: frames
-        and bytes sent, delivered, dropped by loss, partition and full queue."""
+        and bytes sent, delivered, dropped by loss, partition and full queue, and the pair's
+        current ``spec`` (``explicit``: set by ``set_link``, else the default)."""
         return self._request({"op": "stats"})
 
     @property

@@ -167,3 +167,16 @@ def test_runt_frames_are_counted_and_dropped(sw: tuple[Switch, dict[str, int]]) 
     s.release_due(0.0)
     assert s.ports["a"].rx_frames == 1 and not s.heap
     assert drain(reads["b"]) == b""
+
+
+def test_reset_link_returns_a_pair_to_the_default(sw: tuple[Switch, dict[str, int]]) -> None:
+    s, _ = sw
+    s.handle({"op": "set_default", "spec": {"delay": 0.02}})
+    s.handle({"op": "set_link", "a": "a", "b": "b", "spec": {"delay": 0.3}})
+    pairs = s.handle({"op": "stats"})["pairs"]
+    assert pairs["a>b"]["spec"]["delay"] == 0.3 and pairs["b>a"]["explicit"] is True
+    s.handle({"op": "reset_link", "a": "b", "b": "a"})
+    pairs = s.handle({"op": "stats"})["pairs"]
+    assert pairs["a>b"]["spec"]["delay"] == 0.02 and pairs["a>b"]["explicit"] is False
+    s.handle({"op": "set_default", "spec": {"delay": 0.05}})
+    assert s.pairs[("b", "a")].shaper.spec.delay == 0.05

@@ -11,12 +11,15 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from p2pnode_simulations.testbed.switch import ControlError, Port, Switch
 
 pytestmark = pytest.mark.timeout(30)
 
 BCAST = b"\xff" * 6
+COUNTS = ("sent", "delivered", "dropped_loss", "dropped_queue", "dropped_partition")
 
 
 def mac(i: int) -> bytes:
@@ -180,3 +183,79 @@ def test_reset_link_returns_a_pair_to_the_default(sw: tuple[Switch, dict[str, in
     assert pairs["a>b"]["spec"]["delay"] == 0.02 and pairs["a>b"]["explicit"] is False
     s.handle({"op": "set_default", "spec": {"delay": 0.05}})
     assert s.pairs[("b", "a")].shaper.spec.delay == 0.05
+
+
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from("abc"), st.sampled_from("abc"), st.floats(0, 0.02)),
+        min_size=1,
+        max_size=80,
+    ),
+    specs=st.lists(
+        st.tuples(
+            st.sampled_from("abc"),
+            st.sampled_from("abc"),
+            st.floats(0, 0.05),
+            st.floats(0, 1),
+            st.sampled_from([0.0, 0.2]),
+            st.sampled_from([None, 20_000]),
+        ),
+        max_size=4,
+    ),
+    seed=st.integers(0, 1000),
+)
+@settings(max_examples=40)
+def test_every_frame_is_delivered_once_in_order_or_counted_as_dropped(
+    steps: list[tuple[str, str, float]],
+    specs: list[tuple[str, str, float, float, float, int | None]],
+    seed: int,
+) -> None:
+    s = Switch(seed=seed, now=0.0)
+    reads: dict[str, int] = {}
+    fds = []
+    try:
+        for name in "abc":
+            r, w = os.pipe()
+            os.set_blocking(r, False)
+            fds += [r, w]
+            s.ports[name] = Port(name, name, name, w)
+            reads[name] = r
+        for name, i in zip("abc", (1, 2, 3), strict=True):  # every MAC learned
+            s.receive(s.ports[name], frame(b"\x01" + bytes(5), mac(i)), 0.0)
+        s.release_due(10.0)
+        for r in reads.values():
+            drain(r)
+        base = s.handle({"op": "stats"})["pairs"]
+        for a, b, delay, frac, loss, rate in specs:
+            if a != b:
+                spec = {"delay": delay, "jitter": delay * frac, "loss": loss, "rate": rate}
+                s.handle({"op": "set_link", "a": a, "b": b, "spec": spec, "both": False})
+        now = 0.0
+        sent: dict[tuple[str, str], list[int]] = {}
+        for k, (a, b, gap) in enumerate(steps):
+            now += gap
+            if a == b:
+                continue
+            body = k.to_bytes(4, "big") + bytes(46)
+            s.receive(s.ports[a], frame(mac(" abc".index(b)), mac(" abc".index(a)), body), now)
+            sent.setdefault((a, b), []).append(k)
+            s.release_due(now)
+        s.release_due(now + 100)
+        assert not s.heap
+        got: dict[tuple[str, str], list[int]] = {}
+        for b, r in reads.items():
+            data = drain(r)
+            for off in range(0, len(data), 64):
+                f = data[off : off + 64]
+                a = " abc"[f[11]]
+                got.setdefault((a, b), []).append(int.from_bytes(f[14:18], "big"))
+        stats = s.handle({"op": "stats"})["pairs"]
+        for (a, b), ks in sent.items():
+            delivered = got.get((a, b), [])
+            assert delivered == [k for k in ks if k in set(delivered)]  # a subsequence: FIFO
+            c = {k: v - base[f"{a}>{b}"][k] for k, v in stats[f"{a}>{b}"].items() if k in COUNTS}
+            dropped = c["dropped_loss"] + c["dropped_queue"] + c["dropped_partition"]
+            assert c["delivered"] == len(delivered) and c["sent"] == c["delivered"] + dropped
+    finally:
+        for fd in fds:
+            os.close(fd)

@@ -71,6 +71,7 @@ PAIR_COUNTERS = (
     "dropped_loss",
     "dropped_partition",
     "dropped_queue",
+    "dropped_down",
 )
 
 
@@ -298,9 +299,13 @@ class Switch:
             _, _, port, frame, pair = heapq.heappop(heap)
             try:
                 os.write(port.fd, frame)
-            except (BlockingIOError, OSError):
+            except BlockingIOError:  # the host's queue is full
                 port.tx_dropped += 1
                 pair.counters["dropped_queue"] += 1
+                continue
+            except OSError:  # its interface is down (EIO): not up yet, or being torn down
+                port.tx_dropped += 1
+                pair.counters["dropped_down"] += 1
                 continue
             port.tx_frames += 1
             port.tx_bytes += len(frame)

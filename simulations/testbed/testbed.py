@@ -425,7 +425,8 @@ class Testbed:
 
     def stats(self) -> dict[str, Any]:
         """Per port (``rx_``/``tx_frames``/``bytes``) and per directed pair ``"a>b"``: frames
-        and bytes sent, delivered, dropped by loss, partition and full queue, and the pair's
+        and bytes sent, delivered, dropped by loss, partition, full queue and interface down
+        (``dropped_loss``, ``_partition``, ``_queue``, ``_down``), and the pair's
         current ``spec`` (``explicit``: set by ``set_link``, else the default)."""
         return self._request({"op": "stats"})
 

@@ -19,7 +19,7 @@ from p2pnode_simulations.testbed.switch import ControlError, Port, Switch
 pytestmark = pytest.mark.timeout(30)
 
 BCAST = b"\xff" * 6
-COUNTS = ("sent", "delivered", "dropped_loss", "dropped_queue", "dropped_partition")
+COUNTS = ("sent", "delivered", "dropped_loss", "dropped_queue", "dropped_partition", "dropped_down")
 
 
 def mac(i: int) -> bytes:
@@ -254,7 +254,7 @@ def test_every_frame_is_delivered_once_in_order_or_counted_as_dropped(
             delivered = got.get((a, b), [])
             assert delivered == [k for k in ks if k in set(delivered)]  # a subsequence: FIFO
             c = {k: v - base[f"{a}>{b}"][k] for k, v in stats[f"{a}>{b}"].items() if k in COUNTS}
-            dropped = c["dropped_loss"] + c["dropped_queue"] + c["dropped_partition"]
+            dropped = sum(c[k] for k in COUNTS if k.startswith("dropped_"))
             assert c["delivered"] == len(delivered) and c["sent"] == c["delivered"] + dropped
     finally:
         for fd in fds:

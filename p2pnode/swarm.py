@@ -109,8 +109,8 @@ def prepare(
         got = cfg.listen[0]
         if "/tcp/0" in got or (listen is None and not got.startswith("/ip4/127.0.0.1/")):
             raise SwarmError(f"{d}/config.toml must listen on a fixed 127.0.0.1 port")
-        if "/tcp/0" in got or "/0.0.0.0/" in got:
-            raise SwarmError(f"{d}/config.toml must listen on a fixed address and port")
+        if listen is not None and "/0.0.0.0/" in got:
+            raise SwarmError(f"{d}/config.toml must listen on a fixed address, not 0.0.0.0")
         peer_id = peer_id_of(load_identity_file(d / "identity.key")).to_base58()
         nodes.append(SwarmNode(f"node-{i}", d, peer_id, got))
     return nodes

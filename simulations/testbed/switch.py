@@ -18,6 +18,7 @@ Control: JSON lines over a unix socket, one request per line, one reply per line
 
 - ``{"op": "add_port", "host": H, "netns": NS, "mac": M?}`` -> ``{"ifname": ...}``
 - ``{"op": "set_link", "a": A, "b": B, "spec": {...}, "both": true}``
+- ``{"op": "reset_link", "a": A, "b": B}`` (both directions follow the default again)
 - ``{"op": "set_default", "spec": {...}}``
 - ``{"op": "partition", "groups": [[...], ...]}`` (ports in no group form one more group)
 - ``{"op": "heal"}``, ``{"op": "stats"}``, ``{"op": "ping"}``
@@ -70,6 +71,7 @@ PAIR_COUNTERS = (
     "dropped_loss",
     "dropped_partition",
     "dropped_queue",
+    "dropped_down",
 )
 
 
@@ -145,6 +147,13 @@ class Switch:
             self._set_pair(a, b, spec)
             if both:
                 self._set_pair(b, a, spec)
+            return {}
+        if op == "reset_link":
+            a, b = self._port_name(req.get("a")), self._port_name(req.get("b"))
+            for pair in ((a, b), (b, a)):
+                if pair in self.pairs:
+                    self.pairs[pair].explicit = False
+                    self.pairs[pair].shaper.set_spec(self.default)
             return {}
         if op == "set_default":
             self.default = _spec(req.get("spec"))
@@ -233,13 +242,17 @@ class Switch:
             }
             for p in self.ports.values()
         }
-        pairs = {f"{a}>{b}": dict(p.counters) for (a, b), p in self.pairs.items()}
+        pairs = {
+            f"{a}>{b}": {**p.counters, "spec": p.shaper.spec.to_dict(), "explicit": p.explicit}
+            for (a, b), p in self.pairs.items()
+        }
         return {
             "ports": ports,
             "pairs": pairs,
             "pending": len(self.heap),
             "forwarded": self.forwarded,
             "partitioned": self.group_of is not None,
+            "default": self.default.to_dict(),
         }
 
     # ---- frames ----
@@ -286,9 +299,13 @@ class Switch:
             _, _, port, frame, pair = heapq.heappop(heap)
             try:
                 os.write(port.fd, frame)
-            except (BlockingIOError, OSError):
+            except BlockingIOError:  # the host's queue is full
                 port.tx_dropped += 1
                 pair.counters["dropped_queue"] += 1
+                continue
+            except OSError:  # its interface is down (EIO): not up yet, or being torn down
+                port.tx_dropped += 1
+                pair.counters["dropped_down"] += 1
                 continue
             port.tx_frames += 1
             port.tx_bytes += len(frame)

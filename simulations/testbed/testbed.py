@@ -40,7 +40,8 @@ from p2pnode_simulations.testbed.links import LinkSpec
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
-OWNER_DIR = Path(tempfile.gettempdir()) / "p2pnode-testbed"
+# Fixed, not under $TMPDIR: a cleanup run with another TMPDIR must still find a live run's owner.
+OWNER_DIR = Path("/run/p2pnode-testbed")
 SWITCH_READY_TIMEOUT = 20.0
 CONTROL_TIMEOUT = 30.0
 MAX_NATS = 200
@@ -208,7 +209,7 @@ class Testbed:
             raise
 
     def _up(self) -> None:
-        OWNER_DIR.mkdir(mode=0o700, exist_ok=True)
+        OWNER_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._owner = OWNER_DIR / f"{self.name}-{self.tag}.owner"
         self._owner.write_text(str(os.getpid()))
         self._workdir = Path(tempfile.mkdtemp(prefix=f"tb-{self.name}-{self.tag}-"))
@@ -327,17 +328,20 @@ class Testbed:
     def cleanup_stale(prefix: str = "tb") -> list[str]:
         """Delete namespaces ``{prefix}-{tag}-*`` whose testbed process is gone; returns them.
 
-        A run writes its pid to an owner file while it is up; namespaces whose owner is alive
-        are left alone, so this is safe beside a running testbed. Processes still inside a
-        stale namespace (daemons of the killed run) are killed first."""
+        A run writes its pid to an owner file while it is up; namespaces whose owner or switch
+        is alive are left alone, so this is safe beside a running testbed. Processes still
+        inside a stale namespace (daemons of the killed run) are killed first."""
         gone = []
         pat = re.compile(rf"^{re.escape(prefix)}-([0-9a-f]{{6}})-")
-        for ns in list_netns():
+        names = list_netns()
+        for ns in names:
             m = pat.match(ns)
             if not m:
                 continue
             owner = OWNER_DIR / f"{prefix}-{m.group(1)}.owner"
-            if _owner_alive(owner):
+            switch_ns = f"{prefix}-{m.group(1)}-sw"
+            # Live: its owner runs, or its switch does (it exits within a second of its owner).
+            if _owner_alive(owner) or (switch_ns in names and _netns_pids(switch_ns)):
                 continue
             _kill_netns_pids(ns)
             _run(["ip", "netns", "del", ns], check=False)
@@ -386,6 +390,11 @@ class Testbed:
             raise TestbedError(f"{a} and {b} share one switch port (one NAT): nothing to shape")
         self._configure({"op": "set_link", "a": pa, "b": pb, "spec": spec.to_dict(), "both": True})
 
+    def reset_link(self, a: str, b: str) -> None:
+        """Both directions between ``a`` and ``b`` follow ``set_default`` again."""
+        pa, pb = self.port_of(a), self.port_of(b)
+        self._configure({"op": "reset_link", "a": pa, "b": pb})
+
     def set_default(self, spec: LinkSpec) -> None:
         """Every directed pair without its own ``set_link`` gets ``spec``."""
         self._configure({"op": "set_default", "spec": spec.to_dict()})
@@ -416,7 +425,9 @@ class Testbed:
 
     def stats(self) -> dict[str, Any]:
         """Per port (``rx_``/``tx_frames``/``bytes``) and per directed pair ``"a>b"``: frames
-        and bytes sent, delivered, dropped by loss, partition and full queue."""
+        and bytes sent, delivered, dropped by loss, partition, full queue and interface down
+        (``dropped_loss``, ``_partition``, ``_queue``, ``_down``), and the pair's
+        current ``spec`` (``explicit``: set by ``set_link``, else the default)."""
         return self._request({"op": "stats"})
 
     @property
@@ -443,9 +454,13 @@ def _owner_alive(owner: Path) -> bool:
     return True
 
 
+def _netns_pids(ns: str) -> list[int]:
+    r = _run(["ip", "netns", "pids", ns], check=False)
+    return [int(tok) for tok in r.stdout.split() if tok.isdigit()]
+
+
 def _kill_netns_pids(ns: str) -> None:
     """SIGKILL what still runs in one of our namespaces (only the testbed starts things there)."""
-    r = _run(["ip", "netns", "pids", ns], check=False)
-    for tok in r.stdout.split():
-        with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
-            os.kill(int(tok), signal.SIGKILL)
+    for pid in _netns_pids(ns):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)

@@ -70,7 +70,7 @@ def test_jitter_varies_the_delay_and_keeps_order(tb: Testbed) -> None:
         tb.set_link("a", "b", PERFECT)
     rtts = got["rtts"]
     assert isinstance(rtts, list) and len(rtts) >= 58
-    assert min(rtts) >= 0.059 and max(rtts) <= 0.13
+    assert min(rtts) >= 0.059 and max(rtts) <= 0.2  # (the top bound only for a loaded machine)
     assert statistics.pstdev(rtts) > 0.003  # two directions of ±10 ms: about 8 ms
 
 

@@ -26,6 +26,7 @@ from p2pnode.identity import IdentityError
 from p2pnode.logs import configure
 from p2pnode.node import Node
 from p2pnode.store import StoreError
+from p2pnode.taskdump import dump_on_signal
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ async def _main(cfg: Config) -> None:
                     return
 
             nursery.start_soon(stop_on_signal)
+            nursery.start_soon(dump_on_signal)
 
 
 class DaemonStartError(Exception):

@@ -455,6 +455,7 @@ class RoundsService:
             "applied_seq": self.applied_seq,
             "training": self.work.running,
             "counters": dict(self.counters) | self.machine.counters,
+            "driver": dict(self.driver.counters),  # events dropped or refused on the way in
             "evidence": list(self.evidence),
             "pid": os.getpid(),
         }

@@ -285,6 +285,8 @@ class RoundWork:
         if e.check is None and spec is not None:
             wait = min(self._fetch_timeout, spec.round_deadline)
 
+        holders = dict(e.holders)
+
         async def get(ref: UpdateRef) -> None:
             try:
                 datas[ref.key] = await self.read_blob(
@@ -292,7 +294,7 @@ class RoundWork:
                     kind="update",
                     job=e.job,
                     rnd=ref.round,
-                    providers=(ref.node,),
+                    providers=(ref.node, *holders.get(ref.key, ())),
                     timeout=wait,
                 )
             except Exception:

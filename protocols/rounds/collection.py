@@ -235,6 +235,13 @@ class Collection:
             if u.round == rnd and (u.node, u.round) in job.shard_of
         )
         spot = spot_checked(job.id, rnd, job.model_key, updates, job.spec.spot_check)
+        rs = self._rounds.get(job.id)
+        held = rs.holders if rs is not None and rs.round == rnd else {}
+        holders = tuple(
+            (u.key, tuple(sorted(held[(u.node, u.round)] - {self.me, u.node})))
+            for u in updates
+            if held.get((u.node, u.round))
+        )
         return Aggregate(
             job=job.id,
             round=rnd,
@@ -244,6 +251,7 @@ class Collection:
             check_bytes=check_bytes,
             shards=shards,
             spot=spot,
+            holders=tuple((k, h) for k, h in holders if h),
         )
 
     # -- validators: proposals and attestations --------------------------------------------------

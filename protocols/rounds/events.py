@@ -145,6 +145,11 @@ class Aggregate(Effect):
     shards: tuple[tuple[bytes, int], ...] = ()
     #: the nodes whose fresh updates are spot-checked (see verify.spot_checked).
     spot: tuple[bytes, ...] = ()
+    #: per update key, the validators known to hold its blob (they relayed its notice): asked
+    #: right after its trainer, so an update whose trainer died or sits behind a slow link is
+    #: still fetched from where f+1 validators have it, rather than left out (and refused as
+    #: censorship by those validators).
+    holders: tuple[tuple[str, tuple[bytes, ...]], ...] = ()
 
 
 # -- news --------------------------------------------------------------------------------------

@@ -93,12 +93,18 @@ def expand_wildcards(
     return sorted(unique, key=_rank)  # stable: the interfaces' order within each rank
 
 
-def addrs_factory(announce: Sequence[str]) -> AddrsFactory:
-    """The host's address factory: ``announce`` first, then the expanded listen addresses."""
+def addrs_factory(
+    announce: Sequence[str],
+    relayed: Callable[[], Sequence[multiaddr.Multiaddr]] | None = None,
+) -> AddrsFactory:
+    """The host's address factory: ``relayed()`` first (a node behind a NAT is reached through
+    its relays; a hole punch can then bring a direct connection), then ``announce``, then the
+    expanded listen addresses."""
     announced = [multiaddr.Multiaddr(a) for a in announce]
 
     def factory(candidates: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
-        merged = [*announced, *expand_wildcards(candidates)]
+        through_relays = list(relayed()) if relayed is not None else []
+        merged = [*through_relays, *announced, *expand_wildcards(candidates)]
         return list({str(a): a for a in merged}.values())
 
     return factory

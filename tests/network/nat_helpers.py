@@ -12,8 +12,10 @@ import multiaddr
 import trio
 from libp2p.abc import IHost
 from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from p2pnode.config import load_config
+from p2pnode.network.dial import dial_exact
 from p2pnode.network.host import build_host
 from p2pnode.network.nat.service import NatService
 
@@ -34,22 +36,15 @@ class NatNode:
         return self.host.get_id()
 
 
-async def _connect(host: IHost, addr: str) -> None:
-    from p2pnode.network.dial import dial_exact
-
-    info_addr = multiaddr.Multiaddr(addr)
-    peer = info_addr.get_peer_id()
-    from libp2p.peer.id import ID
-
-    pid = ID.from_base58(str(peer))
-    await dial_exact(host, pid, info_addr.decapsulate(multiaddr.Multiaddr(f"/p2p/{pid}")))
-    host.get_peerstore().add_addrs(pid, [info_addr.decapsulate(multiaddr.Multiaddr(f"/p2p/{pid}"))], 3600)
+async def connect(host: IHost, addr: str) -> None:
+    """Dial the full multiaddr ``addr`` and remember it, as the DHT service's connect does."""
+    info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+    await dial_exact(host, info.peer_id, info.addrs[0])
+    host.get_peerstore().add_addrs(info.peer_id, info.addrs, 3600)
 
 
 @asynccontextmanager
-async def nat_nodes(
-    tmp: Path, settings: list[dict[str, Any]]
-) -> AsyncIterator[list[NatNode]]:
+async def nat_nodes(tmp: Path, settings: list[dict[str, Any]]) -> AsyncIterator[list[NatNode]]:
     """One host and NAT service per entry of ``settings`` (dotted config keys)."""
     async with AsyncExitStack() as stack:
         nodes: list[NatNode] = []
@@ -67,10 +62,10 @@ async def nat_nodes(
             )
             await stack.enter_async_context(host.run(listen_addrs=LOOPBACK))
 
-            async def connect(addr: str, host: IHost = host) -> None:
-                await _connect(host, addr)
+            async def dial(addr: str, host: IHost = host) -> None:
+                await connect(host, addr)
 
-            nat = NatService(host, cfg, connect=connect)
+            nat = NatService(host, cfg, connect=dial)
             holder.append(nat)
             await nursery.start(nat.run)
             nodes.append(NatNode(host, nat))
@@ -81,6 +76,9 @@ async def nat_nodes(
 
 
 async def wait_for(predicate: Any, timeout: float = 10.0, step: float = 0.05) -> None:
+    """Poll ``predicate`` until it holds; TooSlowError after ``timeout`` seconds."""
     with trio.fail_after(timeout):
-        while not predicate():
+        while True:
+            if predicate():
+                return
             await trio.sleep(step)

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,10 +72,19 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def prepare(parent: Path, n: int, settings: dict[str, object] | None = None) -> list[SwarmNode]:
+def prepare(
+    parent: Path,
+    n: int,
+    settings: dict[str, object] | None = None,
+    *,
+    listen: Callable[[int, int], str] | None = None,
+) -> list[SwarmNode]:
     """Create (or reuse) DIR/node-1..N; returns their identities and listen addresses.
 
     ``settings`` (dotted config keys) are written into each new node's config.toml.
+    ``listen(i, port)`` gives node i's (1-based) listen multiaddr, ``port`` a free port on
+    127.0.0.1; without it a node listens on ``/ip4/127.0.0.1/tcp/PORT``. Either way the address
+    must name a fixed port, so that the bootstrap address is known before anything starts.
     """
     if not 1 <= n <= MAX_NODES:
         raise SwarmError(f"--nodes must be between 1 and {MAX_NODES}")
@@ -87,21 +97,22 @@ def prepare(parent: Path, n: int, settings: dict[str, object] | None = None) -> 
         d.mkdir(exist_ok=True)
         os.chmod(d, 0o700)
         port = next(ports)
+        addr = f"/ip4/127.0.0.1/tcp/{port}" if listen is None else listen(i, port)
         if not (d / "identity.key").exists():
             create_identity(d / "identity.key")
         if not (d / "config.toml").exists():
             write_private(
                 d / "config.toml",
-                render_config_template(
-                    {**(settings or {}), "listen": [f"/ip4/127.0.0.1/tcp/{port}"]}
-                ),
+                render_config_template({**(settings or {}), "listen": [addr]}),
             )
         cfg = load_config(d, env={})
-        listen = cfg.listen[0]
-        if "/tcp/0" in listen or not listen.startswith("/ip4/127.0.0.1/"):
+        got = cfg.listen[0]
+        if "/tcp/0" in got or (listen is None and not got.startswith("/ip4/127.0.0.1/")):
             raise SwarmError(f"{d}/config.toml must listen on a fixed 127.0.0.1 port")
+        if "/tcp/0" in got or "/0.0.0.0/" in got:
+            raise SwarmError(f"{d}/config.toml must listen on a fixed address and port")
         peer_id = peer_id_of(load_identity_file(d / "identity.key")).to_base58()
-        nodes.append(SwarmNode(f"node-{i}", d, peer_id, listen))
+        nodes.append(SwarmNode(f"node-{i}", d, peer_id, got))
     return nodes
 
 
@@ -120,8 +131,12 @@ def start(
     metrics_base_port: int | None = None,
     bootstrap: SwarmNode | None = None,
     extra_args: list[str] | None = None,
+    command_prefix: Callable[[SwarmNode], list[str]] | None = None,
 ) -> None:
-    """Spawn a daemon per node; each dials ``bootstrap`` (default: the first node)."""
+    """Spawn a daemon per node; each dials ``bootstrap`` (default: the first node).
+
+    ``command_prefix(node)`` is put before each daemon's command (the testbed's
+    ``ip netns exec NS``); it must exec the command, so that the process is the daemon."""
     boot = bootstrap or nodes[0]
     env = {k: v for k, v in os.environ.items() if not k.startswith("P2PNODE_")}
     for i, node in enumerate(nodes, start=1):
@@ -131,6 +146,8 @@ def start(
         if metrics_base_port is not None:
             cmd += ["--metrics-port", str(metrics_base_port + i)]
         cmd += extra_args or []
+        if command_prefix is not None:
+            cmd = [*command_prefix(node), *cmd]
         log = open_private_log(node.data_dir / "daemon.log")  # handed to the child
         try:
             node.process = subprocess.Popen(

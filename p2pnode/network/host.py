@@ -39,7 +39,7 @@ from libp2p.peer.id import ID
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
-from p2pnode.network.addresses import addrs_factory
+from p2pnode.network.addresses import addrs_factory, advertise_relayed
 from p2pnode.network.bulkwrite import BulkWriter, bulk_writer
 
 log = logging.getLogger(__name__)
@@ -75,10 +75,12 @@ def build_host(
             dial_timeout=dial_timeout,
         ),
         psk=psk,
-        addrs_factory=addrs_factory(announce, relayed_addrs),
+        addrs_factory=addrs_factory(announce),
         enable_mDNS=mdns,
     )
     _disable_auto_connector(host)
+    if relayed_addrs is not None:
+        advertise_relayed(host, relayed_addrs)
     return host
 
 

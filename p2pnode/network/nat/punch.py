@@ -11,8 +11,12 @@ in: a TCP simultaneous open, which the library upgrades with fixed Noise roles
   IPC ``nat.punch``), so a test can move bytes over the relay first;
 * a successful punch is recorded per peer (``status`` reports the connection as ``punched``),
   with counters of attempts;
-* the relayed connection is kept after a punch, as the fallback should the direct one fail
-  (the library closes it a minute later); new streams prefer the direct connection.
+* after a punch the relayed connection closes ``RELAY_CLOSE_GRACE`` seconds later (the
+  library waits a minute), and only while the direct one still works: new streams prefer the
+  direct connection, but streams kept open for reuse (the blob fetcher's, the datagram
+  transport's) stay on the connection they were opened on until it closes. The reservation
+  and the relayed addresses stay: should the direct connection fail, the next dial goes
+  through the relay again.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from p2pnode.network.host import set_guarded_handler
 log = logging.getLogger(__name__)
 
 PUNCH_MODES = ("auto", "manual", "off")
+# Seconds the relayed connection outlives a punch: streams under way on it finish first.
+RELAY_CLOSE_GRACE = 5.0
 
 
 class HolePuncher(DCUtRProtocol):
@@ -73,8 +79,10 @@ class HolePuncher(DCUtRProtocol):
             log.info("hole punch to %s failed; staying on the relay", peer_id)
         return ok
 
-    def _schedule_relay_close(self, peer_id: ID) -> None:
-        """Keep the relayed connection as the fallback (see the module docstring)."""
+    async def _close_relayed_conns_after_grace(
+        self, peer_id: ID, grace: float = RELAY_CLOSE_GRACE
+    ) -> None:
+        await super()._close_relayed_conns_after_grace(peer_id, grace)
 
     def on_peer_disconnected(self, peer_id: ID) -> None:
         super().on_peer_disconnected(peer_id)

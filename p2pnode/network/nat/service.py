@@ -54,9 +54,10 @@ log = logging.getLogger(__name__)
 UNKNOWN_RETRY = 2.0
 # Servers asked at once per check.
 ASK_AT_ONCE = 3
-# The reservation loop's tick, and how long a relay that refused us is left alone.
+# The reservation loop's tick, and how long a relay that refused us is left alone: doubling
+# from the first to the last (a relay may not serve yet: it is still finding out it is public).
 RESERVE_TICK = 1.0
-RELAY_BACKOFF = 30.0
+RELAY_BACKOFF = (2.0, 30.0)
 # A reservation is renewed once less than this share of its lifetime is left.
 RENEW_SHARE = 0.25
 
@@ -100,7 +101,8 @@ class NatService:
             host, mode=nat.hole_punch, timeout=min(cfg.network.connect_timeout, 5.0)
         )
         self.reservations: dict[ID, Reservation] = {}
-        self._relay_backoff: dict[str, float] = {}  # relay peer id -> monotonic time to retry
+        # relay peer id -> (monotonic time to retry, pause after the next failure)
+        self._relay_backoff: dict[str, tuple[float, float]] = {}
         self.checked_at: float | None = None
         self._nursery: trio.Nursery | None = None
 
@@ -310,21 +312,23 @@ class NatService:
         for relay, addrs in self._relay_candidates():
             if len(self.reservations) >= self.cfg.nat.max_reservations:
                 break
-            if relay in self.reservations or self._relay_backoff.get(str(relay), 0) > mono:
+            retry_at, pause = self._relay_backoff.get(str(relay), (0.0, RELAY_BACKOFF[0]))
+            if relay in self.reservations or retry_at > mono:
                 continue
             try:
                 if relay not in self.host.get_connected_peers():
                     await self._connect(addrs[0])
                 self.reservations[relay] = await self._reserve(relay, addrs)
                 changed = True
+                self._relay_backoff.pop(str(relay), None)
                 log.info(
                     "reserved a slot on relay %s: reachable at %s",
                     relay,
                     ", ".join(self.reservations[relay].circuit_addrs()),
                 )
             except Exception as exc:
-                log.info("no reservation on relay %s: %s", relay, exc)
-                self._relay_backoff[str(relay)] = mono + RELAY_BACKOFF
+                log.info("no reservation on relay %s (again in %.0f s): %s", relay, pause, exc)
+                self._relay_backoff[str(relay)] = (mono + pause, min(pause * 2, RELAY_BACKOFF[1]))
         if changed:
             self._addrs_changed()
 

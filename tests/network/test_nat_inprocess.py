@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from multiaddr import Multiaddr
 
 from p2pnode.network.nat.circuit import dial_circuit
 from tests.network.nat_helpers import connect, nat_nodes, wait_for
@@ -235,3 +236,32 @@ async def test_relay_paces_its_bytes(tmp_path: Path) -> None:
         await wait_for(lambda: got == [4 << 20], timeout=20)
         # 4 MiB at 2 MiB/s with a burst of 0.5 MiB: at least 1.75 s.
         assert trio.current_time() - started >= 1.7
+
+
+async def test_auto_upgrade_leaves_the_relay(tmp_path: Path) -> None:
+    """With hole punching on auto, a relayed connection to a peer that can be dialled directly
+    (here: everything is on loopback) becomes direct, and the relayed one closes."""
+    from p2pnode.network.nat import punch
+
+    async with nat_nodes(
+        tmp_path,
+        [
+            {"nat.reachability": "public", "relay.service": "on"},
+            {"nat.reachability": "private", "nat.hole_punch": "auto"},
+            {"nat.reachability": "public", "nat.hole_punch": "auto"},
+        ],
+    ) as (relay, private, dialer):
+        await connect(private.host, relay.addr)
+        await wait_for(lambda: private.nat.reachability == "relayed")
+        await _sink_handler(private.host, [])
+        # The dialer knows the private node by its relayed and its direct address.
+        dialer.host.get_peerstore().add_addrs(
+            private.id,
+            [a.decapsulate(Multiaddr(f"/p2p/{private.id}")) for a in private.host.get_addrs()],
+            3600,
+        )
+        await dialer.host.new_stream(private.id, [PROTO])
+        assert dialer.nat.connection(private.id)["connection"] == "relayed"
+        grace = punch.RELAY_CLOSE_GRACE
+        await wait_for(lambda: dialer.nat.connection(private.id)["relay"] is None, 10 + grace)
+        assert dialer.nat.connection(private.id)["connection"] == "direct"

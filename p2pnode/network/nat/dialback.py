@@ -10,6 +10,10 @@ calls every node public (docs/networking.md).
 
 A request that arrives over a relayed connection is refused (the server cannot see where it
 came from), and each peer may ask a few times a minute.
+
+The asker's swarm takes the server's probe for a new connection and logs an ERROR when the
+server hangs up after the handshake ("fail to upgrade mux"); :class:`ProbeNoise` drops that
+record for the servers we are waiting on, so every check does not leave errors in the log.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import suppress
+from typing import ClassVar
 
 import multiaddr
 import trio
@@ -108,14 +113,52 @@ class DialbackServer:
         return DialbackResponse(observed=observed or "", reached=tuple(reached))
 
 
+class ProbeNoise(logging.Filter):
+    """Drops py-libp2p's "fail to upgrade mux for peer X" while X is dialling us back."""
+
+    LOGGER: ClassVar[str] = "libp2p.network.swarm"
+    _PREFIX: ClassVar[str] = "fail to upgrade mux for peer "
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._until: dict[str, float] = {}  # server peer id -> monotonic end of its probes
+
+    def expect(self, server: ID, seconds: float) -> None:
+        now = time.monotonic()
+        self._until = {p: t for p, t in self._until.items() if t > now}  # stays small
+        self._until[server.to_base58()] = now + seconds
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith(self._PREFIX):
+            return True
+        until = self._until.get(message[len(self._PREFIX) :].strip())
+        return until is None or until < time.monotonic()
+
+    def install(self) -> ProbeNoise:
+        logging.getLogger(self.LOGGER).addFilter(self)
+        return self
+
+    def remove(self) -> None:
+        logging.getLogger(self.LOGGER).removeFilter(self)
+
+
 async def ask_dialback(
-    host: IHost, server: ID, ports: tuple[int, ...], *, timeout: float
+    host: IHost,
+    server: ID,
+    ports: tuple[int, ...],
+    *,
+    timeout: float,
+    noise: ProbeNoise | None = None,
 ) -> DialbackResponse:
     """Ask ``server`` to dial us back at ``ports``; ``timeout`` is the server's per dial (we
     wait for all of them). Raises on a transport error, a timeout or a malformed answer."""
+    wait = timeout * (len(ports) + 2)
+    if noise is not None:
+        noise.expect(server, wait + timeout)
     stream = await host.new_stream(server, [DIALBACK_PROTOCOL])  # type: ignore[list-item]
     try:
-        with trio.fail_after(timeout * (len(ports) + 2)):
+        with trio.fail_after(wait):
             await stream.write(encode_varint_prefixed(encode_request(DialbackRequest(ports=ports))))
             data = await read_varint_prefixed_bytes_limited(stream, MAX_MESSAGE_BYTES)
         return decode_response(data)
@@ -124,4 +167,4 @@ async def ask_dialback(
             await stream.close()
 
 
-__all__ = ["DIALBACK_PROTOCOL", "DialbackServer", "ask_dialback"]
+__all__ = ["DIALBACK_PROTOCOL", "DialbackServer", "ProbeNoise", "ask_dialback"]

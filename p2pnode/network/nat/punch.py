@@ -79,6 +79,16 @@ class HolePuncher(DCUtRProtocol):
             log.info("hole punch to %s failed; staying on the relay", peer_id)
         return ok
 
+    async def _try_unilateral_upgrade(self, peer_id: ID) -> bool:
+        """A plain dial of the peer's direct addresses (one of us is public, or we share a
+        LAN): a direct connection without a punch; the relayed one goes as after a punch."""
+        ok = await super()._try_unilateral_upgrade(peer_id)
+        if ok and any(
+            _kind(c) == ConnectionType.RELAYED for c in live_connections(self.host, peer_id)
+        ):
+            self._schedule_relay_close(peer_id)
+        return ok
+
     async def _close_relayed_conns_after_grace(
         self, peer_id: ID, grace: float = RELAY_CLOSE_GRACE
     ) -> None:

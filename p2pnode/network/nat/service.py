@@ -41,7 +41,12 @@ from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL
 from p2pnode.config import Config
 from p2pnode.network.host import set_guarded_handler
 from p2pnode.network.nat import circuit
-from p2pnode.network.nat.dialback import DIALBACK_PROTOCOL, DialbackServer, ask_dialback
+from p2pnode.network.nat.dialback import (
+    DIALBACK_PROTOCOL,
+    DialbackServer,
+    ProbeNoise,
+    ask_dialback,
+)
 from p2pnode.network.nat.punch import HolePuncher, has_direct, live_connections
 from p2pnode.network.nat.relay import RelayServer, RelaySettings
 from p2pnode.network.nat.reserve import Reservation, ReserveError, reserve
@@ -97,6 +102,7 @@ class NatService:
             ),
         )
         self.dialback = DialbackServer(host, timeout=nat.dialback_timeout)
+        self._noise = ProbeNoise()
         self.puncher = HolePuncher(
             host, mode=nat.hole_punch, timeout=min(cfg.network.connect_timeout, 5.0)
         )
@@ -176,15 +182,19 @@ class NatService:
         if self.cfg.relay.service == "on":
             self.relay.start_serving()
         set_guarded_handler(self.host, DIALBACK_PROTOCOL, self.dialback.handle)
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            await nursery.start(self.puncher.run)
-            if self.cfg.nat.reachability == "auto":
-                nursery.start_soon(self._check_loop)
-            else:
-                self._apply()
-            nursery.start_soon(self._reserve_loop)
-            task_status.started(self)
+        self._noise.install()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self.puncher.run)
+                if self.cfg.nat.reachability == "auto":
+                    nursery.start_soon(self._check_loop)
+                else:
+                    self._apply()
+                nursery.start_soon(self._reserve_loop)
+                task_status.started(self)
+        finally:
+            self._noise.remove()
 
     async def punch(self, peer: ID) -> bool:
         """Try a hole punch to ``peer`` now (connected through a relay); True once a direct
@@ -231,7 +241,11 @@ class NatService:
         async def ask(name: str) -> None:
             try:
                 resp = await ask_dialback(
-                    self.host, servers[name], ports, timeout=self.cfg.nat.dialback_timeout
+                    self.host,
+                    servers[name],
+                    ports,
+                    timeout=self.cfg.nat.dialback_timeout,
+                    noise=self._noise,
                 )
             except Exception as exc:
                 log.debug("dial-back request to %s failed: %r", name, exc)

@@ -62,10 +62,18 @@ class ReachabilityTracker:
         self._expire(now)
         return self._decide(exhausted=True)
 
-    def due(self, candidates: list[str], now: float) -> list[str]:
-        """The candidates without a counted verdict, in the order given: whom to ask next."""
+    def due(
+        self, candidates: list[str], now: float, *, older_than: float | None = None
+    ) -> list[str]:
+        """The candidates without a counted verdict (or, with ``older_than``, with one at
+        least that old), in the order given: whom to ask next."""
         self._expire(now)
-        return [c for c in candidates if c not in self._verdicts]
+        return [
+            c
+            for c in candidates
+            if c not in self._verdicts
+            or (older_than is not None and now - self._verdicts[c].at >= older_than)
+        ]
 
     def _expire(self, now: float) -> None:
         stale = [s for s, v in self._verdicts.items() if now - v.at > self.ttl]

@@ -116,6 +116,7 @@ def test_tracker_counts_a_server_once_and_forgets_old_verdicts() -> None:
     t.record("a", True, 0)
     assert t.record("a", True, 1) is Reachability.UNKNOWN  # the same server twice
     assert t.due(["a", "b"], 2) == ["b"]
+    assert t.due(["a", "b"], 5, older_than=4) == ["a", "b"]  # a's answer is old enough
     assert t.due(["a", "b"], 12) == ["a", "b"]  # a's verdict expired
     assert t.conclude(12) is Reachability.UNKNOWN  # nothing left to go on
 

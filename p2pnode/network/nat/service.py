@@ -82,7 +82,7 @@ class NatService:
         self._connect = connect
         nat = cfg.nat
         self.tracker = ReachabilityTracker(
-            confirmations=nat.confirmations, ttl=max(nat.check_interval * 3, 60.0)
+            confirmations=nat.confirmations, ttl=max(nat.check_interval * 2, 60.0)
         )
         if nat.reachability != "auto":
             self.tracker.status = Reachability(nat.reachability)
@@ -233,7 +233,11 @@ class NatService:
         ports = self._listen_ports()
         servers = {p.to_base58(): p for p in self._servers()}
         now = time.monotonic()
-        due = self.tracker.due(sorted(servers), now)[:ASK_AT_ONCE]
+        # Once known, each check asks again those whose answer is a check old: the verdicts
+        # count for two intervals, so one missed check does not forget the status.
+        known = self.tracker.status is not Reachability.UNKNOWN
+        refresh = self.cfg.nat.check_interval * 0.9 if known else None
+        due = self.tracker.due(sorted(servers), now, older_than=refresh)[:ASK_AT_ONCE]
         if not ports or not due:
             return self.tracker.status
         before = self.tracker.status

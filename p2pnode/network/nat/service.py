@@ -18,7 +18,9 @@ Started by the node after the DHT (it dials configured relays through it). What 
 
 Cancellation: :meth:`NatService.run` runs until its nursery is cancelled; reservations lapse
 on the relays by themselves (they end with the connection). Errors: a peer's bad answer, a
-relay's refusal or a failed dial is logged and retried later, never raised.
+relay's refusal or a failed dial is logged and retried later, never raised. Resources: at most
+``nat.max_reservations`` reservations, 16 verdicts, three dial-back requests at a time; the
+relay side's are bounded by the ``relay.*`` limits.
 """
 
 from __future__ import annotations

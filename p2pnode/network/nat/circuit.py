@@ -179,8 +179,10 @@ def install(host: IHost, *, timeout: float) -> None:
             for addr in circuits[:MAX_CIRCUIT_TRIES]:
                 try:
                     conn = await dial_circuit(host, peer_id, addr, timeout=timeout)
+                    log.info("connected to %s through a relay: %s", peer_id, addr)
                     return [conn]
                 except CircuitError as exc:
+                    log.info("no relayed connection to %s via %s: %s", peer_id, addr, exc)
                     errors.append(str(exc))
             if len(circuits) < len(addrs):
                 return await direct_dial(peer_id)

@@ -37,9 +37,14 @@ from libp2p.network.connection.raw_connection import RawConnection
 from libp2p.peer.id import ID
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL
-from libp2p.relay.circuit_v2.protocol import STOP_PROTOCOL_ID, CircuitV2Protocol
+from libp2p.relay.circuit_v2.protocol import (
+    STOP_PROTOCOL_ID,
+    CircuitV2Protocol,
+    _is_relayed_stream,
+)
 from libp2p.relay.circuit_v2.protocol_buffer import StatusCode
 from libp2p.relay.circuit_v2.resources import RelayLimits
+from libp2p.relay.circuit_v2.utils import read_delimited_msg
 
 from p2pnode.network.host import WriteOutcome, guarded, shielded_write
 from p2pnode.network.ratelimit import Pacer, TokenBuckets
@@ -152,6 +157,32 @@ class RelayServer(CircuitV2Protocol):
 
     # -- hop side: limits on top of the library's -----------------------------------------------
 
+    async def _handle_hop_stream(self, stream: INetStream) -> None:
+        """One request per hop stream, as go- and rust-libp2p relays do: a RESERVE answered, or
+        a CONNECT whose stream then carries the circuit. (The library's handler reads on after
+        the answer and logs an ERROR for every client that closes its stream.)"""
+        if _is_relayed_stream(stream):
+            # Spec: no reservations or circuits over a relayed connection.
+            await self._send_status(stream, StatusCode.PERMISSION_DENIED, "relayed connection")
+            await self._close_stream(stream)
+            return
+        try:
+            with trio.fail_after(self.read_timeout):
+                msg = await read_delimited_msg(stream, HopMessage)
+        except Exception as exc:
+            log.debug("relay: bad hop request from %s: %r", stream.muxed_conn.peer_id, exc)
+            with suppress(Exception):
+                await stream.reset()
+            return
+        if msg.type == HopMessage.RESERVE:
+            await self._handle_reserve(stream, msg)
+            await self._close_stream(stream)
+        elif msg.type == HopMessage.CONNECT:
+            await self._handle_connect(stream, msg)
+        else:
+            await self._send_status(stream, StatusCode.MALFORMED_MESSAGE, "unexpected message")
+            await self._close_stream(stream)
+
     def _allow(self, stream: INetStream) -> bool:
         return self.serving and self._requests.allow(stream.muxed_conn.peer_id, self._clock())
 
@@ -175,10 +206,13 @@ class RelayServer(CircuitV2Protocol):
                 await stream.reset()
             return
         self.circuits_active += 1
+        src = stream.muxed_conn.peer_id
+        log.info("relay: circuit %s -> %s requested", src, _peer_id_text(msg))
         try:
             await super()._handle_connect(stream, msg)
         finally:
             self.circuits_active -= 1
+            log.info("relay: circuit %s -> %s ended", src, _peer_id_text(msg))
 
     async def _relay_data(
         self,
@@ -247,6 +281,13 @@ class RelayServer(CircuitV2Protocol):
             if getattr(conn, "muxed_conn", None) is muxed:
                 with suppress(Exception):
                     conn.set_transport_info([addr], ConnectionType.RELAYED)
+
+
+def _peer_id_text(msg: HopMessage) -> str:
+    try:
+        return ID(msg.peer.id).to_base58()
+    except Exception:
+        return "?"
 
 
 __all__ = ["RelayServer", "RelaySettings"]

@@ -3,7 +3,8 @@
 Every service is built first, each handed its dependencies in its constructor
 (:meth:`Node._build`), then started in dependency order, each ``await nursery.start``-ed so a
 failure stops the start: store -> identity -> libp2p host listening -> DHT (handlers
-registered, bootstrap in the background) -> blobs -> membership -> consensus and rounds
+registered, bootstrap in the background) -> NAT traversal (dial-back, relay, hole punching)
+-> mDNS (when on) -> blobs -> membership -> consensus and rounds
 (when configured) -> collectives -> metrics endpoint -> IPC socket -> peer watch.
 ``task_status.started`` fires once the IPC socket accepts requests: that is what "ready" means
 to the CLI and to ``p2pnode swarm``.
@@ -42,6 +43,7 @@ from p2pnode.ipc.consensus import build_consensus_methods
 from p2pnode.ipc.dht import build_dht_methods
 from p2pnode.ipc.jobs import build_job_methods
 from p2pnode.ipc.membership import build_membership_methods
+from p2pnode.ipc.nat import build_nat_methods
 from p2pnode.ipc.peers import build_peer_methods
 from p2pnode.ipc.server import IpcServer, Method
 from p2pnode.ipc.status import build_status_methods
@@ -52,6 +54,8 @@ from p2pnode.metrics import NodeMetrics
 from p2pnode.network.dht import Dht
 from p2pnode.network.handshakes import HandshakeWatch
 from p2pnode.network.host import build_host
+from p2pnode.network.mdns import MdnsConnector
+from p2pnode.network.nat.service import NatService
 from p2pnode.network.peers import PeerWatch
 from p2pnode.rounds.service import RoundsService
 from p2pnode.store import Store
@@ -76,6 +80,8 @@ class Services:
     trust: TrustService | None  # so does the trust ledger
     collectives: CollectivesService
     peers: PeerWatch
+    nat: NatService
+    mdns: MdnsConnector | None  # None unless discovery.mdns
 
 
 class Node:
@@ -87,6 +93,7 @@ class Node:
         self.events = EventBus()
         self.started_at = time.monotonic()
         self.metrics_port: int | None = None
+        self._nat: NatService | None = None  # the host's address factory reads it
 
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
         store = Store(self.cfg.db_path)
@@ -100,6 +107,8 @@ class Node:
                 psk=self.psk,
                 dial_timeout=self.cfg.network.connect_timeout,
                 announce=self.cfg.announce,
+                relayed_addrs=lambda: self._nat.relayed_addrs() if self._nat else [],
+                mdns=self.cfg.discovery.mdns,
             )
             listen = [multiaddr.Multiaddr(a) for a in self.cfg.listen]
             async with self.host.run(listen_addrs=listen):
@@ -180,6 +189,8 @@ class Node:
             observe=metrics.observe_collective,
         )
         metrics.watch_service("collectives", lambda: collectives.error is None)
+        self._nat = nat = NatService(host, cfg, connect=dht.connect)
+        mdns = MdnsConnector(host, connect=dht.connect) if cfg.discovery.mdns else None
         return Services(
             host=host,
             metrics=metrics,
@@ -192,10 +203,15 @@ class Node:
             trust=trust,
             collectives=collectives,
             peers=PeerWatch(host, dht, publish=lambda event: events.publish("peers", event)),
+            nat=nat,
+            mdns=mdns,
         )
 
     async def _start(self, s: Services, nursery: trio.Nursery) -> None:
         await nursery.start(s.dht.run)
+        await nursery.start(s.nat.run)
+        if s.mdns is not None:
+            await nursery.start(s.mdns.run)
         await nursery.start(s.blobs.run)
         await nursery.start(s.membership.run)
         if s.consensus is not None:
@@ -232,6 +248,7 @@ class Node:
                 blobs=s.blobs,
                 blob_store=s.blob_store,
                 handshakes=self.handshakes,
+                nat=s.nat,
                 services={
                     "dht": s.dht,
                     "blobs": s.blobs,
@@ -242,8 +259,12 @@ class Node:
                 },
             ),
             **build_peer_methods(
-                host=s.host, dht=s.dht, connect_timeout=self.cfg.network.connect_timeout
+                host=s.host,
+                dht=s.dht,
+                connect_timeout=self.cfg.network.connect_timeout,
+                nat=s.nat,
             ),
+            **build_nat_methods(nat=s.nat),
             **build_dht_methods(dht=s.dht),
             **build_subscription_methods(events=self.events),
             **build_blob_methods(

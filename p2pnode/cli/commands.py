@@ -114,6 +114,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--psk-file", help="private network key file (64 hex characters)")
     d.add_argument("--metrics-port", type=int, help="serve /metrics on 127.0.0.1:PORT")
     d.add_argument("--log-level", help="debug, info, warning or error")
+    d.add_argument(
+        "--mdns", action="store_true", help="find daemons on this LAN by mDNS (discovery.mdns)"
+    )
     d.add_argument("--init", action="store_true", help="initialise the data dir if needed")
 
     sub.add_parser("status", parents=[common], help="show the daemon's identity and state")
@@ -122,6 +125,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("multiaddr", help="the peer's address, ending in /p2p/PEER_ID")
     dc = sub.add_parser("disconnect", parents=[common], help="close the connection to a peer")
     dc.add_argument("peer_id", metavar="PEER_ID", help="the peer's id (as `peers` lists it)")
+    pu = sub.add_parser(
+        "punch", parents=[common], help="hole-punch a direct connection to a relayed peer"
+    )
+    pu.add_argument("peer_id", metavar="PEER_ID", help="a peer `peers` lists as relayed")
 
     dht = sub.add_parser("dht", help="DHT records and providers")
     dsub = dht.add_subparsers(dest="dht_command", required=True, metavar="ACTION")
@@ -324,6 +331,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         "psk_file": args.psk_file,
         "metrics_port": args.metrics_port,
         "log_level": args.log_level,
+        "discovery.mdns": True if args.mdns else None,
     }
     cfg = load_config(data_dir, overrides=overrides)
     from p2pnode.daemon import DaemonStartError, run_daemon
@@ -350,6 +358,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     # Older daemons (and the status of other builds) lack these fields.
     if s.get("listen_addrs") and s["listen_addrs"] != [a.rsplit("/p2p/", 1)[0] for a in s["addrs"]]:
         lines.append("listening    " + "\n             ".join(s["listen_addrs"]))
+    nat = s.get("nat")
+    if nat:
+        lines.append("reachability " + _reachability_line(nat))
     committee = s.get("committee")
     if committee:
         lines.append(
@@ -360,10 +371,39 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reachability_line(nat: dict[str, Any]) -> str:
+    """``public``, ``relayed via <relay>`` and so on, with what this node relays for others."""
+    text = nat["reachability"]
+    relays = [r["relay"] for r in nat.get("reservations", [])]
+    if relays:
+        text += " via " + ", ".join(relays)
+    if nat["reachability"] == "unknown" and nat.get("verdicts") == []:
+        text += " (no peer has dialled back yet)"
+    service = nat.get("relay_service") or {}
+    if service.get("serving"):
+        text += (
+            f"; serving as a relay: {service['reservations']} reservations,"
+            f" {service['circuits_active']} circuits, {service['bytes_relayed']} bytes relayed"
+        )
+    return text
+
+
+def _connection_text(p: dict[str, Any]) -> str:
+    kind = p.get("connection")
+    if kind == "relayed":
+        return f"relayed via {p['relay']}"
+    if kind == "punched":
+        return "direct (hole punched)"
+    return kind or ""
+
+
 def cmd_peers(args: argparse.Namespace) -> int:
     with _client(args) as c:
         result = c.peers()
-    rows = [f"{p['peer_id']}  {' '.join(p['addrs'])}" for p in result["peers"]]
+    rows = [
+        "  ".join(x for x in (p["peer_id"], _connection_text(p), " ".join(p["addrs"])) if x)
+        for p in result["peers"]
+    ]
     _print(args, result, "\n".join(rows) if rows else "(no peers connected)")
     return 0
 
@@ -380,6 +420,14 @@ def cmd_disconnect(args: argparse.Namespace) -> int:
         r = c.disconnect(args.peer_id)
     what = "disconnected from" if r["was_connected"] else "was not connected to"
     _print(args, r, f"{what} {r['peer_id']}")
+    return 0
+
+
+def cmd_punch(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        r = c.punch(args.peer_id)
+    what = "direct connection to" if r["direct"] else "no direct connection to"
+    _print(args, r, f"{what} {r['peer_id']} ({_connection_text(r)})")
     return 0
 
 
@@ -448,6 +496,7 @@ COMMANDS = {
     "peers": cmd_peers,
     "connect": cmd_connect,
     "disconnect": cmd_disconnect,
+    "punch": cmd_punch,
     "dht": cmd_dht,
     "swarm": cmd_swarm,
     "join-token": cmd_join_token,

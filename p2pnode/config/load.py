@@ -145,6 +145,35 @@ class TrustConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class NatConfig:
+    reachability: str
+    relays: tuple[str, ...]
+    max_reservations: int
+    confirmations: int
+    check_interval: float
+    dialback_timeout: float
+    hole_punch: str
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    service: str
+    max_reservations: int
+    reservation_ttl: float
+    max_circuits: int
+    max_circuits_per_peer: int
+    max_circuit_bytes: int
+    max_circuit_duration: float
+    max_rate: float
+    max_requests_per_minute: float
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryConfig:
+    mdns: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     data_dir: Path
     listen: tuple[str, ...]
@@ -163,6 +192,9 @@ class Config:
     training: TrainingConfig
     collectives: CollectivesConfig
     trust: TrustConfig
+    nat: NatConfig
+    relay: RelayConfig
+    discovery: DiscoveryConfig
 
     @property
     def key_path(self) -> Path:
@@ -352,6 +384,17 @@ def load_config(
                 for k, v in values.items()
                 if k.startswith("trust.")
             }
+        ),
+        nat=NatConfig(
+            **{
+                k[4:]: tuple(v) if isinstance(v, list) else v
+                for k, v in values.items()
+                if k.startswith("nat.")
+            }
+        ),
+        relay=RelayConfig(**{k[6:]: v for k, v in values.items() if k.startswith("relay.")}),
+        discovery=DiscoveryConfig(
+            **{k[10:]: v for k, v in values.items() if k.startswith("discovery.")}
         ),
     )
     if not cfg.listen:

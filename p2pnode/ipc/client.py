@@ -384,6 +384,11 @@ class Client(Api):
                     raise
             time.sleep(JOB_POLL)
 
+    def punch(self, peer_id: str) -> dict[str, Any]:
+        """``nat.punch``: hole-punch a direct connection to a peer connected through a relay
+        (the daemon takes up to a minute)."""
+        return self._call_for("nat.punch", {"peer_id": peer_id}, 60.0)  # type: ignore[no-any-return]
+
     def _call_for(self, method: str, params: dict[str, Any], seconds: float) -> Any:
         """``call`` of a method the daemon may hold for ``seconds``: the socket waits that
         long and more. (Another thread's call meanwhile waits as long: a rare cost.)"""

@@ -16,16 +16,24 @@ from p2pnode.ipc.errors import InvalidParams, NetworkError
 from p2pnode.ipc.params import param
 from p2pnode.ipc.server import Method, Session
 from p2pnode.network.dht import Dht, DhtError
+from p2pnode.network.nat.service import NatService
 
 
-def build_peer_methods(*, host: IHost, dht: Dht, connect_timeout: float) -> dict[str, Method]:
-    """``connect_timeout`` bounds a ``disconnect`` as well: closing waits on the peer."""
+def build_peer_methods(
+    *, host: IHost, dht: Dht, connect_timeout: float, nat: NatService | None = None
+) -> dict[str, Method]:
+    """``connect_timeout`` bounds a ``disconnect`` as well: closing waits on the peer. With
+    ``nat``, each peer says how it is connected (direct, relayed, punched) and through which
+    relay."""
 
     async def peers(params: dict[str, Any], session: Session, rid: int) -> Any:
         out = []
         for peer in sorted(host.get_connected_peers(), key=lambda p: p.to_base58()):
             addrs = [str(a) for a in dht.known_addrs(peer)]
-            out.append({"peer_id": peer.to_base58(), "addrs": addrs})
+            row: dict[str, Any] = {"peer_id": peer.to_base58(), "addrs": addrs}
+            if nat is not None:
+                row.update(nat.connection(peer))
+            out.append(row)
         return {"peers": out}
 
     async def connect(params: dict[str, Any], session: Session, rid: int) -> Any:

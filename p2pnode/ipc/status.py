@@ -22,6 +22,7 @@ from p2pnode.ipc.server import Method, Session
 from p2pnode.network.dht import Dht
 from p2pnode.network.handshakes import HandshakeWatch
 from p2pnode.network.host import full_addrs, listen_addrs
+from p2pnode.network.nat.service import NatService
 
 
 def service_row(name: str, service: object | None) -> dict[str, Any]:
@@ -49,6 +50,7 @@ def build_status_methods(
     blob_store: BlobStore,
     services: Mapping[str, object | None],
     handshakes: HandshakeWatch | None = None,
+    nat: NatService | None = None,
 ) -> dict[str, Method]:
     """``status``; ``services`` names every service of the node (``None`` for one that is off),
     in the order the reply lists them."""
@@ -85,6 +87,9 @@ def build_status_methods(
             "services": [service_row(name, svc) for name, svc in services.items()],
             "committee": committee,
             "handshake_failures": handshakes.summary() if handshakes is not None else None,
+            # public / relayed / private / unknown (docs/networking.md), and the details.
+            "reachability": nat.reachability if nat is not None else None,
+            "nat": nat.status() if nat is not None else None,
         }
 
     return {"status": status}

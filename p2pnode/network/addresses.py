@@ -104,4 +104,29 @@ def addrs_factory(announce: Sequence[str]) -> AddrsFactory:
     return factory
 
 
-__all__ = ["AddrsFactory", "addrs_factory", "expand_wildcards", "interface_ips"]
+def advertise_relayed(host: object, relayed: Callable[[], Sequence[multiaddr.Multiaddr]]) -> None:
+    """Make ``host.get_addrs()`` lead with ``relayed()`` (each ``<relay addr>/p2p/<relay>
+    /p2p-circuit``, with our ``/p2p/<id>`` appended): a node behind a NAT is reached through
+    its relays; a hole punch can then bring a direct connection.
+
+    Not through the address factory: py-libp2p 0.8.1's ``get_addrs`` strips everything from an
+    address's first ``/p2p/`` before appending ours, which turns a relayed address into the
+    relay's own address with our id (a wrong address).
+    """
+    plain = host.get_addrs  # type: ignore[attr-defined]
+    me = multiaddr.Multiaddr(f"/p2p/{host.get_id()}")  # type: ignore[attr-defined]
+
+    def get_addrs() -> list[multiaddr.Multiaddr]:
+        through_relays = [a.encapsulate(me) for a in relayed()]
+        return list({str(a): a for a in [*through_relays, *plain()]}.values())
+
+    host.get_addrs = get_addrs  # type: ignore[attr-defined]
+
+
+__all__ = [
+    "AddrsFactory",
+    "addrs_factory",
+    "advertise_relayed",
+    "expand_wildcards",
+    "interface_ips",
+]

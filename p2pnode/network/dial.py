@@ -19,6 +19,11 @@ from libp2p.abc import IHost
 from libp2p.peer.id import ID
 from libp2p.security.pnet.protector import new_protected_conn
 
+from p2pnode.network.nat.circuit import CircuitError, dial_circuit, is_circuit
+
+# dial_exact's caller bounds the time (its docstring); dial_circuit wants a bound of its own.
+_NO_TIMEOUT = float("inf")
+
 
 class DialError(Exception):
     """The address did not lead to the peer; the message says why."""
@@ -34,6 +39,16 @@ async def dial_exact(host: IHost, peer: ID, addr: multiaddr.Multiaddr) -> None:
     for that probe.
     """
     network: Any = host.get_network()
+    if is_circuit(addr):
+        # Through a relay: a connected peer needs no second, relayed, connection (and a
+        # relayed probe would prove only what the relay forwards).
+        if any(not getattr(c, "is_closed", False) for c in network.get_connections(peer)):
+            return
+        try:
+            await dial_circuit(host, peer, addr, timeout=_NO_TIMEOUT)
+        except CircuitError as exc:
+            raise DialError(str(exc)) from None
+        return
     # A dial of the swarm's own (Kademlia's, say) under way: let it finish rather than open a
     # second connection that the swarm would then trim.
     ongoing = getattr(network, "_ongoing_dials", {}).get(peer)
@@ -55,6 +70,13 @@ async def dial_exact(host: IHost, peer: ID, addr: multiaddr.Multiaddr) -> None:
     if callable(schedule):
         with suppress(Exception):
             schedule(peer, reason="connect")
+
+
+async def prove_key_at(network: Any, peer: ID, addr: multiaddr.Multiaddr) -> None:
+    """A fresh transport dial of ``addr`` and the Noise handshake, which proves ``peer``'s key
+    is at the other end, then closed: no connection is added. Raises :class:`DialError`.
+    The caller bounds the time."""
+    await _probe(network, peer, addr)
 
 
 async def _probe(network: Any, peer: ID, addr: multiaddr.Multiaddr) -> None:

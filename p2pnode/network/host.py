@@ -12,8 +12,8 @@
   (:func:`write_pieces`), sealed into one buffer and sent with one call per write
   (:mod:`p2pnode.network.bulkwrite`).
 * The host advertises real addresses: a wildcard listen address becomes this machine's
-  interface addresses, and the ``announce`` setting's addresses come first
-  (:mod:`p2pnode.network.addresses`).
+  interface addresses, and the ``announce`` setting's addresses come first, after the
+  addresses through relays of a node behind a NAT (:mod:`p2pnode.network.addresses`).
 * Yamux returns receive credit the go-yamux way, in batches of half the window, instead of
   one WINDOW_UPDATE per read (``PY_YAMUX_RELEASE_ON_READ=0``, unless the environment says
   otherwise).
@@ -39,7 +39,7 @@ from libp2p.peer.id import ID
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
-from p2pnode.network.addresses import addrs_factory
+from p2pnode.network.addresses import addrs_factory, advertise_relayed
 from p2pnode.network.bulkwrite import BulkWriter, bulk_writer
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,12 @@ def build_host(
     psk: str | None,
     dial_timeout: float,
     announce: Sequence[str] = (),
+    relayed_addrs: Callable[[], Sequence[multiaddr.Multiaddr]] | None = None,
+    mdns: bool = False,
 ) -> IHost:
+    """The daemon's host. ``relayed_addrs`` gives the addresses through relays to advertise
+    first (p2pnode/network/nat/); ``mdns`` announces the node on the LAN by multicast DNS and
+    listens for others (p2pnode/network/mdns.py connects to them)."""
     # py-libp2p reads its yamux tuning from the environment at each use. By default a reader
     # sends a WINDOW_UPDATE after every read: an encrypted frame out and in per read, 0.5-0.7 ms
     # of CPU per MiB on each end of a bulk transfer. go-yamux (and this setting) batch the
@@ -71,8 +76,11 @@ def build_host(
         ),
         psk=psk,
         addrs_factory=addrs_factory(announce),
+        enable_mDNS=mdns,
     )
     _disable_auto_connector(host)
+    if relayed_addrs is not None:
+        advertise_relayed(host, relayed_addrs)
     return host
 
 

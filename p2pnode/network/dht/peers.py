@@ -23,15 +23,18 @@ def known_addrs(host: IHost, peer: ID) -> list[multiaddr.Multiaddr]:
 
 def add_addrs(host: IHost, peer: ID, addrs: list[str]) -> None:
     """Remember ``addrs`` for ``peer`` (for ``PEER_ADDR_TTL``); unparsable ones are skipped and
-    a trailing ``/p2p/<peer>`` is dropped, as the peerstore keeps transport addresses."""
+    a trailing ``/p2p/<peer>`` is dropped, as the peerstore keeps transport addresses.
+
+    Only a *trailing* ``/p2p/<peer>``: a relayed address carries the relay's ``/p2p/`` before
+    its ``/p2p-circuit`` (and multiaddr's ``decapsulate`` raises for a part that is absent,
+    which once dropped every relayed address a provider record brought)."""
+    suffix = f"/p2p/{peer.to_base58()}"
     parsed = []
     for a in addrs:
+        text = a[: -len(suffix)] if a.endswith(suffix) else a
         try:
-            m = multiaddr.Multiaddr(a)
+            parsed.append(multiaddr.Multiaddr(text))
         except Exception:
             continue
-        if "p2p" in m.protocols() or any(p.name == "p2p" for p in m.protocols()):
-            m = m.decapsulate(multiaddr.Multiaddr(f"/p2p/{peer.to_base58()}"))
-        parsed.append(m)
     if parsed:
         host.get_peerstore().add_addrs(peer, parsed, int(PEER_ADDR_TTL))

@@ -291,7 +291,8 @@ class Dht:
         targets = list(self.cfg.bootstrap)
         for pid, addrs in self.store.known_peers():
             for a in addrs:
-                full = a if "/p2p/" in a else f"{a}/p2p/{pid}"
+                # A relayed address carries the relay's /p2p/ before its /p2p-circuit.
+                full = a if a.rpartition("/p2p/")[2] == pid else f"{a}/p2p/{pid}"
                 if full not in targets and pid != self.local_b58:
                     targets.append(full)
         if not targets:

@@ -163,9 +163,10 @@ def make_schedule(
             events.append(Event(round(end, 3), "heal"))
             partition_until = end
         elif kind == "links" and links_until <= t:
+            delay = round(rng.uniform(0.005, 0.15), 4)
             spec = Links(
-                delay=round(rng.uniform(0.005, 0.15), 4),
-                jitter=round(rng.uniform(0.0, 0.03), 4),
+                delay=delay,
+                jitter=round(rng.uniform(0.0, min(0.03, delay)), 4),  # no frame leaves early
                 loss=round(rng.uniform(0.0, 0.04), 4),
             )
             events.append(Event(round(t, 3), "links", links=spec))

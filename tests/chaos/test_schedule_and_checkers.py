@@ -17,6 +17,7 @@ from p2pnode_simulations.chaos import (
     make_schedule,
 )
 from p2pnode_simulations.chaos.schedule import PRIMARY
+from p2pnode_simulations.testbed import LinkSpec
 
 pytestmark = pytest.mark.timeout(60)
 COMMITTEE = (1, 2, 3, 4)
@@ -61,6 +62,9 @@ def test_every_fault_is_undone_inside_the_window_within_its_limits(
     assert not down and not partitioned
     links = [e for e in s.events if e.kind == "links"]
     assert not links or links[-1].links == s.base
+    for e in links:  # each is a setting the testbed accepts
+        assert e.links is not None
+        LinkSpec(delay=e.links.delay, jitter=e.links.jitter, loss=e.links.loss)
 
 
 def test_loopback_schedules_have_only_process_faults() -> None:

@@ -1,0 +1,90 @@
+"""What every fuzz target shares: the decoder's contract, crash signatures and saving inputs.
+
+A target is a :class:`Target`: a ``decode`` function taking raw bytes and the exception types
+its decoder is allowed to raise. The contract: on any input ``decode`` returns or raises one of
+``allowed``; anything else (an IndexError, a RecursionError, a MemoryError, ...) is a bug, and
+the input that caused it is saved under ``corpus/<target>/`` as a regression case.
+
+This module imports nothing of p2pnode, so the fuzz worker can import a target's decoder
+modules for the first time inside ``atheris.instrument_imports`` (see :func:`instrumented`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Where regression inputs live, one folder per target.
+CORPUS = Path(__file__).resolve().parent / "corpus"
+
+#: Set by the fuzz worker before it imports a target: only then are the decoder modules
+#: instrumented for coverage (in pytest they are imported plainly, and run at full speed).
+INSTRUMENT = os.environ.get("P2PNODE_FUZZ_INSTRUMENT") == "1"
+
+
+@contextlib.contextmanager
+def instrumented(*modules: str) -> Iterator[None]:
+    """Import the decoder's ``modules`` inside this block: under the fuzz worker they are
+    instrumented for atheris's coverage feedback; elsewhere this does nothing."""
+    if not INSTRUMENT:
+        yield
+        return
+    import atheris
+
+    with atheris.instrument_imports(include=list(modules)):
+        yield
+
+
+@dataclass(frozen=True)
+class Target:
+    """One decoder under the fuzzer.
+
+    ``decode`` must be a pure function of its bytes (a replayed input must do what it did
+    under the fuzzer). ``seeds`` returns real encoded messages for the fuzzer to start from.
+    ``max_len`` bounds the inputs libFuzzer generates.
+    """
+
+    name: str
+    decode: Callable[[bytes], object]
+    allowed: tuple[type[BaseException], ...]
+    seeds: Callable[[], list[bytes]]
+    max_len: int = 4096
+    #: What the decoder is and where peers' or clients' bytes reach it (docs/fuzzing.md).
+    doc: str = field(default="")
+
+
+def check(target: Target, data: bytes) -> None:
+    """Run one input through the target: return if it holds the contract, else raise what the
+    decoder raised (an exception not in ``target.allowed``)."""
+    with contextlib.suppress(*target.allowed):
+        target.decode(data)
+
+
+def crash_signature(exc: BaseException) -> str:
+    """Exception type and the innermost frame of project code: one line per distinct bug."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if "p2pnode" in f.filename or "/protocols/" in f.filename]
+    where = ours[-1] if ours else (frames[-1] if frames else None)
+    at = f"{Path(where.filename).name}:{where.lineno}" if where else "?"
+    return f"{type(exc).__name__} at {at}"
+
+
+def save_input(target: str, data: bytes, kind: str = "crash") -> Path:
+    """Keep ``data`` as a regression input of ``target``: ``corpus/<target>/<kind>-<sha1>``."""
+    folder = CORPUS / target
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{kind}-{hashlib.sha1(data).hexdigest()}"
+    if not path.exists():
+        path.write_bytes(data)
+    return path
+
+
+def regression_inputs(target: str) -> list[Path]:
+    """Every saved input of ``target`` (crash-, timeout- and oom- files), sorted by name."""
+    folder = CORPUS / target
+    return sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []

@@ -21,9 +21,7 @@ MAX_PART_BYTES = 8 << 20
 
 
 def decode(data: bytes) -> object:
-    h = decode_part_header(
-        data[:HEADER_SIZE], max_count=MAX_PART_COUNT, max_nbytes=MAX_PART_BYTES
-    )
+    h = decode_part_header(data[:HEADER_SIZE], max_count=MAX_PART_COUNT, max_nbytes=MAX_PART_BYTES)
     payload = data[HEADER_SIZE:]
     if len(payload) != h.nbytes:
         raise PartError("payload length differs from the header's")

@@ -6,7 +6,8 @@ from __future__ import annotations
 from tests.fuzz.harness import Target, instrumented
 
 with instrumented("p2pnode.training.compression"):
-    from p2pnode.training.compression import DecodeError, decode as _decode
+    from p2pnode.training.compression import DecodeError
+    from p2pnode.training.compression import decode as _decode
 
 MAX_SIZE = 1 << 16  # the model's size, which the caller passes as the bound
 

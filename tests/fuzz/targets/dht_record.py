@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from tests.fuzz.harness import Target, instrumented
 
-with instrumented(
-    "p2pnode_protocols.dht", "p2pnode_protocols.blobs", "p2pnode.network.signing"
-):
+with instrumented("p2pnode_protocols.dht", "p2pnode_protocols.blobs", "p2pnode.network.signing"):
     from p2pnode.network.signing import verify
     from p2pnode_protocols.blobs.pointers import PointerValidator
     from p2pnode_protocols.dht.errors import RecordInvalid

@@ -42,7 +42,9 @@ def seeds() -> list[bytes]:
             id=3, op="add_prov", key="/p2pnode/prov/x", addrs=("/ip4/1.2.3.4/tcp/1",), ttl=60.0
         ).to_frame(),
         Request(id=4, op="get_prov", key="/p2pnode/prov/x").to_frame(),
-        Response(id=5, ok=True, record=b"\xa0", closer=((peer, ["/ip4/1.2.3.4/tcp/1"]),)).to_frame(),
+        Response(
+            id=5, ok=True, record=b"\xa0", closer=((peer, ["/ip4/1.2.3.4/tcp/1"]),)
+        ).to_frame(),
         Response(id=6, ok=False, err="no").to_frame(),
         Response(id=7, ok=True, providers=((peer, []),)).to_frame(),
     ]

@@ -300,11 +300,14 @@ def decode(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> np.ndarray:
         step = r.array(np.float32, nb)
         codes = _unpack_codes(r.take(-(-size * bits // 8)).tobytes(), bits, size)
         # Block by block through broadcasting: the same float32 arithmetic per coordinate as
-        # indexing lo and step per coordinate, without the index array.
-        full = np.empty(nb * block, dtype=np.float32)
+        # indexing lo and step per coordinate, without the index array. One block may be
+        # wider than the vector (the header's block is the sender's to choose, up to 2**32):
+        # then only its first ``size`` slots exist, so the allocation stays below 2 * size.
+        width = block if nb > 1 else size
+        full = np.empty(nb * width, dtype=np.float32)
         full[:size] = codes
         full[size:] = 0
-        grid = full.reshape(nb, block)
+        grid = full.reshape(nb, width)
         grid *= step[:, None]
         grid += lo[:, None]
         out = full[:size]

@@ -19,7 +19,7 @@ import random
 
 import pytest
 
-from tests.fuzz.harness import CORPUS, check, regression_inputs
+from tests.fuzz.harness import CORPUS, check, regression_inputs, save_input
 from tests.fuzz.targets import NAMES, load
 
 HAVE_ATHERIS = importlib.util.find_spec("atheris") is not None
@@ -80,7 +80,8 @@ def test_mutated_seeds_hold_the_contract(name: str) -> None:
         try:
             check(target, data)
         except Exception as exc:
-            pytest.fail(f"{name}: {type(exc).__name__}: {exc} on input {data!r}")
+            path = save_input(name, data)  # a regression case from now on
+            pytest.fail(f"{name}: {type(exc).__name__}: {exc} (input saved as {path})")
 
 
 @pytest.mark.fuzz

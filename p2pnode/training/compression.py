@@ -316,7 +316,11 @@ def decode(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> np.ndarray:
         if k > size or not 1 <= block <= TOPK_BLOCK:
             raise DecodeError(f"bad top-k fields k={k} block={block}")
         nb = -(-size // block)
-        counts = r.array(np.uint32, nb).astype(np.int64) if nb > 1 else np.array([k] * nb)
+        counts = (
+            r.array(np.uint32, nb).astype(np.int64)
+            if nb > 1
+            else np.array([k] * nb, dtype=np.int64)  # none at all for an empty vector
+        )
         if int(np.sum(counts)) != k:
             raise DecodeError(f"top-k block counts sum to {int(np.sum(counts))}, not k={k}")
         offsets = r.array(np.uint16, k).astype(np.int64)

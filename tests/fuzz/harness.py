@@ -81,6 +81,9 @@ class Target:
     allowed: tuple[type[BaseException], ...]
     seeds: Callable[[], list[bytes]]
     max_len: int = 4096
+    #: Where a CBOR item starts in an input, for the structure-aware mutator
+    #: (``tests.fuzz.mutate``); None: libFuzzer's byte mutations only.
+    cbor_at: int | None = None
     #: What the decoder is and where peers' or clients' bytes reach it (docs/fuzzing.md).
     doc: str = field(default="")
 

@@ -7,8 +7,9 @@ mutation fallback.
     atheris for ``P2PNODE_FUZZ_SECONDS`` (default 2) in its own process; a crash fails the test
     and names the input it saved. Skipped, with the reason, when atheris is not importable.
 (c) ``test_mutated_seeds_hold_the_contract``: a plain, deterministic mutator (bit flips, byte
-    changes, cuts, splices of the seeds) for a few hundred inputs per target: the coverage-blind
-    fallback, which runs with or without atheris.
+    changes, cuts, splices of the seeds; and for CBOR decoders ``tests.fuzz.mutate``'s edits of
+    the decoded value) for a few hundred inputs per target: the coverage-blind fallback, which
+    runs with or without atheris.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import random
 import pytest
 
 from tests.fuzz.harness import CORPUS, check, regression_inputs, save_input
+from tests.fuzz.mutate import mutate
 from tests.fuzz.targets import NAMES, load
 
 HAVE_ATHERIS = importlib.util.find_spec("atheris") is not None
@@ -75,8 +77,16 @@ def test_mutated_seeds_hold_the_contract(name: str) -> None:
     target = load(name)
     pool = target.seeds() + [p.read_bytes() for p in regression_inputs(name)]
     rng = random.Random(name)
-    for _ in range(MUTATIONS):
-        data = _mutate(rng, rng.choice(pool), pool)
+
+    def plain(data: bytes, max_size: int) -> bytes:
+        return _mutate(rng, data, pool)[:max_size]
+
+    for i in range(MUTATIONS):
+        data = rng.choice(pool)
+        if target.cbor_at is None:
+            data = plain(data, target.max_len)
+        else:
+            data = mutate(data, target.max_len, i, at=target.cbor_at, fallback=plain)
         try:
             check(target, data)
         except Exception as exc:

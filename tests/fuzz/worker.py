@@ -49,7 +49,17 @@ def main(argv: list[str]) -> None:
                 sys.stderr.flush()
                 os._exit(1)  # libFuzzer would also write its own copy of the input
 
-    atheris.Setup([sys.argv[0], *rest], one_input)
+    if target.cbor_at is None:
+        atheris.Setup([sys.argv[0], *rest], one_input)
+    else:
+        from tests.fuzz.mutate import mutate
+
+        at = target.cbor_at
+
+        def cbor_mutator(data: bytes, max_size: int, seed: int) -> bytes:
+            return mutate(data, max_size, seed, at=at, fallback=atheris.Mutate)
+
+        atheris.Setup([sys.argv[0], *rest], one_input, custom_mutator=cbor_mutator)
     atheris.Fuzz()
 
 

@@ -36,6 +36,7 @@ TARGET = Target(
     decode=decode,
     allowed=(ManifestError, CidError),
     seeds=seeds,
+    cbor_at=0,
     max_len=8192,
     doc="`decode_manifest` and `parse_cid` of `p2pnode_protocols.blobs`",
 )

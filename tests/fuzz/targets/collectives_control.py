@@ -42,5 +42,6 @@ TARGET = Target(
     decode=decode_control,
     allowed=(ControlError,),
     seeds=seeds,
+    cbor_at=0,
     doc="`p2pnode_protocols.collectives.control.decode_control`: group control messages",
 )

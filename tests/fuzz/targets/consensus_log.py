@@ -29,6 +29,7 @@ TARGET = Target(
     decode=decode_entries,
     allowed=(RemoteProtocolError,),
     seeds=seeds,
+    cbor_at=0,
     max_len=16384,
     doc="`p2pnode.consensus.store.decode_entries`: each entry of a log-sync reply",
 )

@@ -58,5 +58,6 @@ TARGET = Target(
     decode=decode,
     allowed=(RecordInvalid,),
     seeds=seeds,
+    cbor_at=0,
     doc="`decode_record` and the node's namespace validators and signature check",
 )

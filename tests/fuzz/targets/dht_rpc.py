@@ -56,5 +56,6 @@ TARGET = Target(
     decode=decode,
     allowed=(FrameError, RemoteProtocolError),
     seeds=seeds,
+    cbor_at=0,
     doc="`parse_request`/`parse_response` of `p2pnode_protocols.dht.messages` on a frame body",
 )

@@ -35,6 +35,7 @@ TARGET = Target(
     decode=decode,
     allowed=(RemoteProtocolError,),
     seeds=seeds,
+    cbor_at=0,
     max_len=8192,
     doc="`p2pnode_protocols.heartbeat.codec.decode_packet`: every membership datagram",
 )

@@ -149,5 +149,6 @@ TARGET = Target(
     decode=decode,
     allowed=(FrameError, IpcError),
     seeds=seeds,
+    cbor_at=1,
     doc="an IPC request: frame, envelope (`parse_request`) and every method's parameter checks",
 )

@@ -25,5 +25,6 @@ TARGET = Target(
     decode=decode_spec,
     allowed=(RemoteProtocolError,),
     seeds=seeds,
+    cbor_at=0,
     doc="`p2pnode_protocols.rounds.spec.decode_spec`: the spec inside a CreateJob transaction",
 )

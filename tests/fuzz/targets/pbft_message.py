@@ -21,6 +21,7 @@ TARGET = Target(
     decode=decode,
     allowed=(RemoteProtocolError,),
     seeds=seeds,
+    cbor_at=0,
     max_len=16384,
     doc="`p2pnode_protocols.pbft.codec.decode`: every consensus packet",
 )

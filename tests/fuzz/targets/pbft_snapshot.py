@@ -30,6 +30,7 @@ TARGET = Target(
     decode=restore,
     allowed=(RemoteProtocolError,),
     seeds=seeds,
+    cbor_at=0,
     max_len=16384,
     doc="`p2pnode_protocols.pbft.statemachine.restore`: a snapshot in a peer's state reply",
 )

@@ -30,5 +30,6 @@ TARGET = Target(
     decode=decode_tx,
     allowed=(RemoteProtocolError,),
     seeds=seeds,
+    cbor_at=0,
     doc="`p2pnode_protocols.pbft.transactions.decode_tx`: the op of every client request",
 )

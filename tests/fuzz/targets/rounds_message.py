@@ -37,6 +37,7 @@ TARGET = Target(
     decode=decode_message,
     allowed=(RemoteProtocolError,),
     seeds=seeds,
+    cbor_at=0,
     max_len=8192,
     doc="`p2pnode_protocols.rounds.decode_message`: notices, proposals, attestations, commitments",
 )

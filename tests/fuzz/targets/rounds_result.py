@@ -27,6 +27,7 @@ TARGET = Target(
     decode=decode_result,
     allowed=(RemoteProtocolError,),
     seeds=seeds,
+    cbor_at=0,
     max_len=8192,
     doc="`p2pnode_protocols.rounds.decode_result`: a proposal's or CommitRound's result",
 )

@@ -23,6 +23,7 @@ TARGET = Target(
     decode=decode_tx,
     allowed=(RemoteProtocolError,),
     seeds=seeds,
+    cbor_at=0,
     max_len=8192,
     doc="`p2pnode_protocols.rounds.decode_tx`: job, round and commit transactions",
 )

@@ -50,5 +50,6 @@ TARGET = Target(
     decode=decode_tx,
     allowed=(RemoteProtocolError,),
     seeds=seeds,
+    cbor_at=0,
     doc="`p2pnode_protocols.trust.decode_tx`: stakes, transfers, proposals, votes, accusations",
 )

@@ -13,7 +13,7 @@ with instrumented("p2pnode.consensus.store", "p2pnode_protocols.pbft", "p2pnode_
 
 def seeds() -> list[bytes]:
     from p2pnode.consensus.store import encode_entries
-    from p2pnode_protocols.pbft import PbftConfig
+    from p2pnode_protocols.pbft import PbftConfig, encode
     from tests.protocols.pbft_helpers import Cluster, request
 
     c = Cluster(4, config=PbftConfig(checkpoint_interval=64, window=128, max_batch=4))
@@ -21,7 +21,8 @@ def seeds() -> list[bytes]:
         c.submit(0, request(c.client, rid))
         c.deliver_all()
     certified = c.replica(1)._certified
-    return [encode_entries((certified[s],)) for s in sorted(certified)]
+    other = encode(c.log[0])  # a valid message of another type: a reply must not carry it
+    return [encode_entries((certified[s],)) for s in sorted(certified)] + [other]
 
 
 TARGET = Target(

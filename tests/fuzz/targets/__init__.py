@@ -27,6 +27,7 @@ NAMES: tuple[str, ...] = (
     "rounds_tx",
     "job_spec_cbor",
     "trust_tx",
+    "trust_evidence",
     "collectives_control",
     "collectives_part",
     "compression",

@@ -24,7 +24,7 @@ with instrumented("p2pnode_protocols.trust", "p2pnode_protocols.pbft", "p2pnode_
 _VERIFIER = KeyedHashVerifier(b"fuzz-evidence-seed" * 2)
 _VALIDATORS = tuple(f"validator-{i}".encode() for i in range(4))
 _SIGNERS = {v: _VERIFIER.signer_for(v) for v in _VALIDATORS}
-_COMMITTEES = (_VALIDATORS, _VALIDATORS[:3] + (b"validator-9",))
+_COMMITTEES = (_VALIDATORS, (*_VALIDATORS[:3], b"validator-9"))
 
 
 def _resigned(data: object) -> object:

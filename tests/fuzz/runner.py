@@ -99,17 +99,23 @@ def run_target(
                 str(corpus),
                 str(saved),
             ]
-            proc = subprocess.run(
-                cmd,
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                errors="replace",
-                timeout=left + timeout + 60,
-                check=False,
-            )
+            try:
+                proc = subprocess.run(
+                    cmd,
+                    cwd=REPO,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    errors="replace",
+                    timeout=left + timeout + 60,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired as exc:  # libFuzzer's own timeouts did not fire
+                out = exc.stdout if isinstance(exc.stdout, str) else ""
+                report.log += out + "\nworker killed: it outlived its time by a minute\n"
+                report.crashes.append((saved, "worker hung (killed by the runner)"))
+                break
             out = proc.stdout
             report.log += out
             if verbose:

@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.fuzz")
     sub = parser.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="fuzz targets one after another")
-    run.add_argument("target", help="a target name, or 'all'")
+    run.add_argument("target", help="a target name, names joined by commas, or 'all'")
     run.add_argument("--seconds", type=float, default=60.0, help="per target")
     run.add_argument("--timeout", type=int, default=5, help="seconds one input may take")
     run.add_argument("--rss-limit-mb", type=int, default=1536)
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "list":
         print("\n".join(NAMES))
         return 0
-    names = NAMES if args.target == "all" else (args.target,)
+    names = NAMES if args.target == "all" else tuple(args.target.split(","))
     if args.cmd == "replay":
         return _replay(names)
     from tests.fuzz.runner import run_target

@@ -108,12 +108,12 @@ def run_target(
                     stderr=subprocess.STDOUT,
                     text=True,
                     errors="replace",
-                    timeout=left + timeout + 60,
+                    timeout=left + timeout + 180,  # start-up on a loaded machine
                     check=False,
                 )
             except subprocess.TimeoutExpired as exc:  # libFuzzer's own timeouts did not fire
                 out = exc.stdout if isinstance(exc.stdout, str) else ""
-                report.log += out + "\nworker killed: it outlived its time by a minute\n"
+                report.log += out + "\nworker killed: it outlived its time by three minutes\n"
                 report.crashes.append((saved, "worker hung (killed by the runner)"))
                 break
             out = proc.stdout

@@ -292,6 +292,8 @@ def load_config(
             raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
         except UnicodeDecodeError as exc:
             raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        except ValueError as exc:  # tomllib's int() of a literal of more than 4300 digits
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
         for key, raw in _flatten_toml(tree).items():

@@ -133,13 +133,16 @@ def load_spec(path: str | Path) -> JobSpec:
 def loads_toml(text: str, source: str) -> dict[str, Any]:
     """The TOML document ``text``, or :class:`SpecError` naming ``source``. tomllib parses
     nested arrays and inline tables by recursion, so a few kilobytes of ``[[[[`` exhaust the
-    stack: that too is text that is not a spec, not a failure of ours."""
+    stack, and it hands integer literals to ``int()``, which refuses more than 4300 digits:
+    that too is text that is not a spec, not a failure of ours."""
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{source}: not TOML: {exc}") from None
     except RecursionError:
         raise SpecError(f"{source}: not TOML: nested too deeply") from None
+    except ValueError as exc:  # an integer of more than 4300 digits, which int() refuses
+        raise SpecError(f"{source}: not TOML: {exc}") from None
 
 
 def parse_spec(doc: Mapping[str, Any]) -> JobSpec:

@@ -23,6 +23,7 @@ from typing import Any
 
 from p2pnode_protocols.dht.errors import RemoteProtocolError
 from p2pnode_protocols.dht.records import MAX_TTL
+from p2pnode_protocols.text import brief
 
 PROTOCOL_ID = "/p2pnode/dht/1.0.0"
 OPS = ("store", "find_value", "add_prov", "get_prov", "find_node")
@@ -121,7 +122,7 @@ def parse_request(frame: dict[str, Any], *, max_record: int) -> Request:
     rid = _request_id(frame)
     op = frame.get("op")
     if op not in OPS:
-        raise RemoteProtocolError(f"unknown op {op!r}")
+        raise RemoteProtocolError(f"unknown op {brief(op)}")
     key = _str(frame, "key", 1024)
     record = None
     addrs: list[str] = []

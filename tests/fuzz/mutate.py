@@ -32,6 +32,9 @@ BOUNDARY: tuple[Any, ...] = (
     -(2**64),
     10**400,
     -(10**400),
+    # Past Python's limit on int-to-str conversion (4300 digits): an error message that
+    # formats the peer's number raises ValueError instead of the decoder's own error.
+    10**4400,
     0.0,
     -0.0,
     0.5,

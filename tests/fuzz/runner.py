@@ -112,7 +112,10 @@ def run_target(
                     check=False,
                 )
             except subprocess.TimeoutExpired as exc:  # libFuzzer's own timeouts did not fire
-                out = exc.stdout if isinstance(exc.stdout, str) else ""
+                raw = exc.stdout  # bytes here, whatever text= said
+                out = raw.decode(errors="replace") if isinstance(raw, bytes) else (raw or "")
+                if verbose:
+                    sys.stderr.write(out)
                 report.log += out + "\nworker killed: it outlived its time by three minutes\n"
                 report.crashes.append((saved, "worker hung (killed by the runner)"))
                 break

@@ -1,7 +1,8 @@
 """A structure-aware mutator for decoders of CBOR: half of the mutations edit the decoded
 value (one node replaced by a boundary value of another type, a list item dropped or repeated,
-a map key removed or borrowed from elsewhere, CBOR inside a byte string mutated in turn) and
-encode it again; the other half are libFuzzer's byte-level mutations.
+a map key removed or borrowed from elsewhere, a container repeated by shared references, CBOR
+inside a byte string mutated in turn) and encode it again; the other half are libFuzzer's
+byte-level mutations.
 
 Byte flips alone rarely turn an integer into a 400-digit bignum or a map value into NaN, yet
 those are the values a hostile peer sends first. This module imports nothing of p2pnode.
@@ -92,9 +93,34 @@ def _replacement(rng: random.Random, old: Any, keys: list[Any], depth: int) -> A
         return old[: rng.randrange(len(old) + 1)] if old else old * 2
     if roll < 0.8 and keys:
         return rng.choice(keys)
+    if roll < 0.85 and isinstance(old, list | dict):
+        # The same container many times over: written with shared references (tags 28/29)
+        # a few bytes decode to a tree a decoder may walk or encode again at full size.
+        return [old] * rng.choice((2, 16, 255))
     if roll < 0.9:
         return [old] if rng.random() < 0.5 else {rng.choice(keys) if keys else "k": old}
     return old
+
+
+def _small(value: Any, max_size: int) -> bool:
+    """Whether ``value`` written out in full stays near ``max_size`` bytes. CBOR's shared
+    references (tags 28/29) let a few bytes stand for a tree of exponential size: encoding
+    that again would hang the mutator, where libFuzzer's per-input timeout does not reach."""
+    budget = max(max_size, 1024)
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        budget -= len(v) if isinstance(v, bytes | str) else 1
+        if budget < 0:
+            return False
+        if isinstance(v, list | tuple):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, cbor2.CBORTag):
+            stack.append(v.value)
+    return True
 
 
 def _mutate_value(rng: random.Random, value: Any, depth: int = 0) -> Any:
@@ -127,10 +153,15 @@ def mutate(data: bytes, max_size: int, seed: int, *, at: int, fallback: ByteMuta
         value = cbor2.loads(data[at:])
     except Exception:
         return fallback(data, max_size)
+    if not _small(value, max_size):
+        return fallback(data, max_size)
     for _ in range(rng.randint(1, 3)):
         value = _mutate_value(rng, value)
     try:
-        body = cbor2.dumps(value, canonical=rng.random() < 0.8)
+        sharing = rng.random() < 0.3
+        body = cbor2.dumps(
+            value, canonical=not sharing and rng.random() < 0.8, value_sharing=sharing
+        )
     except Exception:  # a key that cannot be one (a list as a map key): leave it to libFuzzer
         return fallback(data, max_size)
     out = data[:at] + body

@@ -158,7 +158,9 @@ def mutate(data: bytes, max_size: int, seed: int, *, at: int, fallback: ByteMuta
     for _ in range(rng.randint(1, 3)):
         value = _mutate_value(rng, value)
     try:
-        sharing = rng.random() < 0.3
+        # Written out in full, a value that repeats a container could be huge: such a value
+        # is always written with shared references (a few bytes, whatever it expands to).
+        sharing = rng.random() < 0.3 or not _small(value, max_size)
         body = cbor2.dumps(
             value, canonical=not sharing and rng.random() < 0.8, value_sharing=sharing
         )

@@ -35,6 +35,7 @@ from p2pnode_protocols.pbft import (
     NewView,
     PreparedProof,
     PrePrepare,
+    RemoteProtocolError,
     StableCheckpoint,
     StateReply,
     ViewChange,
@@ -71,10 +72,11 @@ def encode_entries(entries: tuple[CertifiedEntry, ...]) -> bytes:
 
 
 def decode_entries(data: bytes) -> tuple[CertifiedEntry, ...]:
-    """Certified entries from an envelope (disk or a log reply); raises RemoteProtocolError."""
+    """Certified entries from an envelope (disk or a log reply); raises RemoteProtocolError,
+    also for a valid message of another type (a peer's log reply is where it comes from)."""
     env = decode(data)
     if type(env) is not StateReply:
-        raise ConsensusStoreError("not an entries envelope")
+        raise RemoteProtocolError(f"not an entries envelope: a {type(env).__name__}")
     return env.entries
 
 

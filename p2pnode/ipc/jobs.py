@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from p2pnode.blobs import tensors
 from p2pnode.ipc.errors import InvalidParams, NetworkError, NotFound
 from p2pnode.ipc.params import param
 from p2pnode.ipc.server import Method, Session
-from p2pnode.jobs.spec import SpecError, parse_spec
+from p2pnode.jobs.spec import SpecError, loads_toml, parse_spec
 from p2pnode.rounds.compute import ComputeError, JobCompute, unpack
 from p2pnode.rounds.service import RoundsService
 from p2pnode.training.state_dict import flatten
@@ -79,10 +78,8 @@ def build_job_methods(*, rounds: RoundsService | None, blobs: Any) -> dict[str, 
         svc = service()
         text = param(params, "spec", (str, dict))
         try:
-            doc = tomllib.loads(text) if isinstance(text, str) else text
+            doc = loads_toml(text, "spec") if isinstance(text, str) else text
             spec = parse_spec(doc)
-        except tomllib.TOMLDecodeError as exc:
-            raise InvalidParams(f"spec is not TOML: {exc}") from None
         except SpecError as exc:
             raise InvalidParams(str(exc)) from None
         init_key = str(spec.learning.get("init_key") or "")

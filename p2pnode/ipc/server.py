@@ -338,15 +338,7 @@ class IpcServer:
         started = trio.current_time()
         outcome = "ok"
         try:
-            if isinstance(rid, bool) or not isinstance(rid, int):
-                raise BadRequest("request needs an integer 'id'")
-            if not isinstance(method_name, str):
-                raise BadRequest("request needs a string 'method'")
-            params = frame.get("params", {})
-            if params is None:
-                params = {}
-            if not isinstance(params, dict):
-                raise BadRequest("'params' must be a map")
+            rid, method_name, params = parse_request(frame)
             method = self.methods.get(method_name)
             if method is None:
                 raise UnknownMethod(f"unknown method {method_name!r}")
@@ -387,6 +379,22 @@ class IpcServer:
         self.requests_total[key] = self.requests_total.get(key, 0) + 1
 
 
+def parse_request(frame: dict[str, Any]) -> tuple[int, str, dict[str, Any]]:
+    """The id, method name and params of a request frame, or :class:`BadRequest`."""
+    rid = frame.get("id")
+    method_name = frame.get("method")
+    if isinstance(rid, bool) or not isinstance(rid, int):
+        raise BadRequest("request needs an integer 'id'")
+    if not isinstance(method_name, str):
+        raise BadRequest("request needs a string 'method'")
+    params = frame.get("params", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise BadRequest("'params' must be a map")
+    return rid, method_name, params
+
+
 def _error(rid: int | None, exc: IpcError) -> dict[str, Any]:
     return {"id": rid, "error": {"code": exc.code, "message": exc.message}}
 
@@ -396,4 +404,3 @@ def _disk_full(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.OperationalError):
         return "full" in str(exc)
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
-

@@ -20,7 +20,14 @@ from p2pnode.training.compression import COMPRESSION_KINDS
 from p2pnode_protocols.rounds import Capabilities, JobSpec
 from p2pnode_protocols.rounds.spec import MAX_PARTICIPANTS
 
-__all__ = ["DEFAULT_LEARNING", "SpecError", "load_spec", "parse_spec", "spec_from_options"]
+__all__ = [
+    "DEFAULT_LEARNING",
+    "SpecError",
+    "load_spec",
+    "loads_toml",
+    "parse_spec",
+    "spec_from_options",
+]
 
 OUTER_OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine")
@@ -118,11 +125,24 @@ def load_spec(path: str | Path) -> JobSpec:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    return parse_spec(loads_toml(text, str(path)))
+
+
+def loads_toml(text: str, source: str) -> dict[str, Any]:
+    """The TOML document ``text``, or :class:`SpecError` naming ``source``. tomllib parses
+    nested arrays and inline tables by recursion, so a few kilobytes of ``[[[[`` exhaust the
+    stack, and it hands integer literals to ``int()``, which refuses more than 4300 digits:
+    that too is text that is not a spec, not a failure of ours."""
     try:
-        doc = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{path}: not TOML: {exc}") from None
-    return parse_spec(doc)
+        raise SpecError(f"{source}: not TOML: {exc}") from None
+    except RecursionError:
+        raise SpecError(f"{source}: not TOML: nested too deeply") from None
+    except ValueError as exc:  # an integer of more than 4300 digits, which int() refuses
+        raise SpecError(f"{source}: not TOML: {exc}") from None
 
 
 def parse_spec(doc: Mapping[str, Any]) -> JobSpec:

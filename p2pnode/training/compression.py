@@ -300,11 +300,14 @@ def decode(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> np.ndarray:
         step = r.array(np.float32, nb)
         codes = _unpack_codes(r.take(-(-size * bits // 8)).tobytes(), bits, size)
         # Block by block through broadcasting: the same float32 arithmetic per coordinate as
-        # indexing lo and step per coordinate, without the index array.
-        full = np.empty(nb * block, dtype=np.float32)
+        # indexing lo and step per coordinate, without the index array. One block may be
+        # wider than the vector (the header's block is the sender's to choose, up to 2**32):
+        # then only its first ``size`` slots exist, so the allocation stays below 2 * size.
+        width = block if nb > 1 else size
+        full = np.empty(nb * width, dtype=np.float32)
         full[:size] = codes
         full[size:] = 0
-        grid = full.reshape(nb, block)
+        grid = full.reshape(nb, width)
         grid *= step[:, None]
         grid += lo[:, None]
         out = full[:size]
@@ -313,7 +316,11 @@ def decode(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> np.ndarray:
         if k > size or not 1 <= block <= TOPK_BLOCK:
             raise DecodeError(f"bad top-k fields k={k} block={block}")
         nb = -(-size // block)
-        counts = r.array(np.uint32, nb).astype(np.int64) if nb > 1 else np.array([k] * nb)
+        counts = (
+            r.array(np.uint32, nb).astype(np.int64)
+            if nb > 1
+            else np.array([k] * nb, dtype=np.int64)  # none at all for an empty vector
+        )
         if int(np.sum(counts)) != k:
             raise DecodeError(f"top-k block counts sum to {int(np.sum(counts))}, not k={k}")
         offsets = r.array(np.uint16, k).astype(np.int64)

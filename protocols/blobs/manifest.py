@@ -14,6 +14,7 @@ from typing import Any
 import cbor2
 
 from p2pnode_protocols.blobs.cid import DIGEST_LEN, SHA2_256, manifest_cid
+from p2pnode_protocols.text import brief
 
 CHUNK_SIZE = 1 << 20
 MAX_CHUNK_SIZE = 4 << 20
@@ -44,10 +45,12 @@ class Manifest:
             if isinstance(size, bool) or not isinstance(size, int):
                 raise ManifestError("chunk sizes must be integers")
             if not 0 < size <= MAX_CHUNK_SIZE:
-                raise ManifestError(f"chunk size {size} outside 1..{MAX_CHUNK_SIZE}")
+                raise ManifestError(f"chunk size {brief(size)} outside 1..{MAX_CHUNK_SIZE}")
             total += size
         if total != self.size:
-            raise ManifestError(f"chunk sizes add up to {total}, manifest says {self.size}")
+            raise ManifestError(
+                f"chunk sizes add up to {brief(total)}, manifest says {brief(self.size)}"
+            )
         if not isinstance(self.media_type, str) or not 0 < len(self.media_type) <= MAX_MEDIA_TYPE:
             raise ManifestError("media type must be a short string")
         if not isinstance(self.meta, dict):

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import cbor2
 
+from p2pnode_protocols.text import brief
+
 from .errors import MessageError
 
 __all__ = [
@@ -239,4 +241,4 @@ def decode_control(data: bytes) -> Control:
     if tag in (7, 8) and len(body) == 1:
         nonce = _int(body[0], 2**64 - 1, "nonce")
         return Ping(group, nonce) if tag == 7 else Pong(group, nonce)
-    raise ControlError(f"unknown control message tag {tag} or wrong field count")
+    raise ControlError(f"unknown control message tag {brief(tag)} or wrong field count")

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2pnode_protocols.dht.errors import RemoteProtocolError
+from p2pnode_protocols.dht.records import MAX_TTL
+from p2pnode_protocols.text import brief
 
 PROTOCOL_ID = "/p2pnode/dht/1.0.0"
 OPS = ("store", "find_value", "add_prov", "get_prov", "find_node")
@@ -120,7 +122,7 @@ def parse_request(frame: dict[str, Any], *, max_record: int) -> Request:
     rid = _request_id(frame)
     op = frame.get("op")
     if op not in OPS:
-        raise RemoteProtocolError(f"unknown op {op!r}")
+        raise RemoteProtocolError(f"unknown op {brief(op)}")
     key = _str(frame, "key", 1024)
     record = None
     addrs: list[str] = []
@@ -134,7 +136,9 @@ def parse_request(frame: dict[str, Any], *, max_record: int) -> Request:
         ttl = frame.get("ttl")
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
             raise RemoteProtocolError("add_prov needs a positive ttl")
-        ttl = float(ttl)
+        # Capped as holders cap it (dht.record_ttl is at most MAX_TTL): float() of a CBOR
+        # bignum would overflow, and NaN is not > 0 so it was refused above.
+        ttl = float(min(ttl, MAX_TTL))
     return Request(id=rid, op=op, key=key, record=record, addrs=tuple(addrs), ttl=ttl)
 
 

@@ -45,7 +45,8 @@ class Record:
             raise RecordInvalid("record seq must be a non-negative integer")
         if self.seq >= 1 << 63:
             raise RecordInvalid("record seq out of range")
-        if not isinstance(self.ttl, int | float) or not 0 < float(self.ttl) <= MAX_TTL:
+        # Compared as it is: float() of a CBOR bignum overflows (OverflowError, not ours).
+        if not isinstance(self.ttl, int | float) or not 0 < self.ttl <= MAX_TTL:
             raise RecordInvalid(f"record ttl must be in (0, {MAX_TTL:g}] seconds")
         if not isinstance(self.publisher, str) or not 0 < len(self.publisher) <= 128:
             raise RecordInvalid("record publisher must be a peer id")

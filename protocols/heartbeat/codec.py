@@ -15,6 +15,7 @@ its view: most gossip is duplicates).
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from typing import Any
 
 import cbor2
@@ -154,8 +155,32 @@ def decode_packet(
         )
     except RemoteProtocolError:
         raise
-    except (HeartbeatError, ValueError, TypeError) as exc:
+    except (HeartbeatError, ValueError, TypeError, cbor2.CBORError) as exc:
+        # CBORError: re-encoding a node state built of shared references (tags 28/29) fails
         raise RemoteProtocolError(f"bad packet: {exc}") from None
+
+
+def _fits(value: Any, limit: int) -> bool:
+    """Whether ``value`` may encode to at most ``limit`` bytes, by a walk that stops once it
+    is past: every item costs at least a byte and every string its length, so a value this
+    refuses encodes to more than ``limit`` anyway. CBOR's shared references (tags 28/29) let
+    a few bytes of a packet decode to a tree of millions of items: encoding that to measure
+    it would cost seconds, and a cycle would never end."""
+    budget = limit
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        budget -= 1 + (len(v) if isinstance(v, str | bytes) else 0)
+        if budget < 0:
+            return False
+        if isinstance(v, list | tuple | set | frozenset):
+            stack.extend(v)
+        elif isinstance(v, Mapping):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, cbor2.CBORTag):
+            stack.append(v.value)
+    return True
 
 
 def _decode_update(u: Any, max_state_bytes: int) -> Update:
@@ -167,7 +192,7 @@ def _decode_update(u: Any, max_state_bytes: int) -> Update:
     if tag == _ALIVE:
         if not isinstance(body, list) or len(body) != 9:
             raise RemoteProtocolError("a node state is a 9-element array")
-        if len(cbor2.dumps(body)) > max_state_bytes:
+        if not _fits(body, max_state_bytes) or len(cbor2.dumps(body)) > max_state_bytes:
             raise RemoteProtocolError("node state over its size cap", reason="oversized")
         addrs, version, cpu, mem, gpu, bw, tasks, free, models = body
         if not isinstance(addrs, list) or not isinstance(models, list):

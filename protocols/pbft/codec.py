@@ -19,6 +19,8 @@ from typing import Any
 
 import cbor2
 
+from p2pnode_protocols.text import brief
+
 from .errors import LocalProtocolError, RemoteProtocolError
 from .messages import (
     Certificate,
@@ -189,9 +191,9 @@ def _seq_of(x: Any, what: str) -> list[Any]:
 
 
 def _head(x: Any, tag: int, n: int) -> list[Any]:
-    arr = _arr(x, n, f"message type {tag}")
+    arr = _arr(x, n, f"message type {brief(tag)}")
     if arr[0] != tag or type(arr[0]) is not int:
-        raise LocalProtocolError(f"expected message type {tag}, got {arr[0]!r}")
+        raise LocalProtocolError(f"expected message type {brief(tag)}, got {brief(arr[0])}")
     if arr[1] != VERSION or type(arr[1]) is not int:
         raise LocalProtocolError(f"unsupported version {arr[1]!r}")
     return arr
@@ -327,7 +329,7 @@ def decode(data: bytes) -> Message:
         raise RemoteProtocolError("a message is an array [type, version, ...]")
     decoder = _DECODERS.get(obj[0])
     if decoder is None:
-        raise RemoteProtocolError(f"unknown message type {obj[0]!r}")
+        raise RemoteProtocolError(f"unknown message type {brief(obj[0])}")
     try:
         return decoder(obj)
     except LocalProtocolError as exc:

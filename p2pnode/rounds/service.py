@@ -141,6 +141,7 @@ class RoundsService:
             censor=t.censor,
             committee=consensus.committee.validators,
             collected=self.machine.collected,
+            current=self._is_current,
         )
         self.driver = MachineDriver(
             self.machine,
@@ -185,6 +186,10 @@ class RoundsService:
     def _spec_of(self, job: str) -> Any:
         j = self.machine.ledger.jobs.get(job)
         return None if j is None else j.spec
+
+    def _is_current(self, job: str, rnd: int) -> bool:
+        j = self.machine.ledger.jobs.get(job)
+        return j is not None and j.status == "running" and j.round == rnd
 
     def _submit_event(self, event: Any) -> bool:
         return self.driver.submit(event)
@@ -456,6 +461,7 @@ class RoundsService:
             "training": self.work.running,
             "counters": dict(self.counters) | self.machine.counters,
             "driver": dict(self.driver.counters),  # events dropped or refused on the way in
+            "stale_aggregations_skipped": self.work.stale_skipped,
             "evidence": list(self.evidence),
             "pid": os.getpid(),
         }

@@ -61,6 +61,7 @@ class RoundWork:
         censor: bool = False,
         committee: Sequence[bytes] = (),
         collected: Callable[[str], Sequence[UpdateRef]] | None = None,
+        current: Callable[[str, int], bool] | None = None,
     ) -> None:
         self.blobs = blobs
         self._submit = submit
@@ -83,6 +84,13 @@ class RoundWork:
         self.committee = tuple(committee)
         self._computes: dict[str, JobCompute] = {}
         self._aggregating: dict[str, trio.Lock] = {}
+        #: whether (job, round) is still the job's open round in the committed log
+        self._current = current
+        #: aggregations dropped because their round had moved on while they queued, or a
+        #: newer one of the same proposer and round was issued
+        self.stale_skipped = 0
+        self._issued = 0
+        self._latest: dict[tuple[str, int, bytes | None], int] = {}
         self.nursery: trio.Nursery | None = None
         #: external trainers: job -> channel their tasks go to (instead of the built-in trainer).
         self.external: dict[str, trio.MemorySendChannel[Train]] = {}
@@ -254,11 +262,31 @@ class RoundWork:
             log.debug("prefetch of %s failed: %s", e.key, exc)
 
     def aggregate(self, e: Aggregate) -> None:
-        self._start(self._aggregate, e)
+        # A newer aggregation of the same round by the same proposer (our own next proposal,
+        # or a check of that proposer's next proposal) supersedes a queued one: a proposer
+        # keeps only its latest proposal, so only that one can still gather a quorum.
+        self._issued += 1
+        self._latest[self._slot(e)] = self._issued
+        self._start(self._aggregate, e, self._issued)
 
-    async def _aggregate(self, e: Aggregate) -> None:
+    @staticmethod
+    def _slot(e: Aggregate) -> tuple[str, int, bytes | None]:
+        return (e.job, e.round, None if e.check is None else e.check.proposer)
+
+    async def _aggregate(self, e: Aggregate, token: int | None = None) -> None:
         lock = self._aggregating.setdefault(e.job, trio.Lock())
         async with lock:
+            # Aggregations of one job run one at a time, and each may wait out its fetches:
+            # under faults (a rotation every few seconds, a check of every proposal) they
+            # queued for minutes behind each other, running for rounds long committed while
+            # the open round's waited (a chaos run saw a check of round 1 run at round 12).
+            # One whose round has moved on is dropped; the machine ignores its answer anyway.
+            superseded = token is not None and self._latest.get(self._slot(e)) != token
+            if not superseded and token is not None:
+                del self._latest[self._slot(e)]  # bounded: an entry lives while it is queued
+            if superseded or (self._current is not None and not self._current(e.job, e.round)):
+                self.stale_skipped += 1
+                return
             try:
                 result = await self._recompute(e)
                 self._submit(Computed(job=e.job, round=e.round, result=result, check=e.check_bytes))

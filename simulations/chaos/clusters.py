@@ -120,6 +120,8 @@ class LoopbackCluster:
 class TestbedCluster:
     """Daemons in the namespaces of the testbed's ``chaos8`` topology (or any testbed)."""
 
+    __test__ = False  # not a pytest class, whatever its name
+
     def __init__(
         self,
         parent: Path,

@@ -13,17 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from p2pnode_simulations import testbed
 from p2pnode_simulations.chaos import ChaosRun, make_schedule
 from p2pnode_simulations.chaos.clusters import TestbedCluster
 from p2pnode_simulations.chaos.schedule import Links
-from p2pnode_simulations.testbed import testbed_unavailable
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 SEED = int(os.environ.get("P2PNODE_CHAOS_SEED", "3"))
 
 
-@pytest.mark.skipif(bool(testbed_unavailable()), reason=str(testbed_unavailable()))
+@pytest.mark.skipif(bool(testbed.testbed_unavailable()), reason=str(testbed.testbed_unavailable()))
 def test_a_two_minute_chaos_slice_keeps_every_checker_green(tmp_path: Path) -> None:
     schedule = make_schedule(SEED, 120.0, 8, (1, 2, 3, 4), base=Links(0.04, 0.01, 0.01))
     kinds = schedule.counts()

@@ -14,6 +14,7 @@ from typing import Any
 import cbor2
 
 from p2pnode_protocols.blobs.cid import DIGEST_LEN, SHA2_256, manifest_cid
+from p2pnode_protocols.cbor_tree import fits
 from p2pnode_protocols.text import brief
 
 CHUNK_SIZE = 1 << 20
@@ -87,6 +88,8 @@ def decode_manifest(data: bytes) -> Manifest:
         raw = cbor2.loads(data)
     except Exception as exc:
         raise ManifestError(f"manifest is not CBOR: {exc}") from None
+    if not fits(raw, len(data)):
+        raise ManifestError("manifest is not in canonical form (shared references)")
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise ManifestError(f"not a {FORMAT} manifest")
     chunks = raw.get("chunks")

@@ -15,10 +15,11 @@ its view: most gossip is duplicates).
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
 from typing import Any
 
 import cbor2
+
+from p2pnode_protocols.cbor_tree import fits
 
 from .errors import HeartbeatError, RemoteProtocolError
 from .messages import Alive, Dead, NodeState, Packet, PacketKind, Suspect, Update
@@ -160,29 +161,6 @@ def decode_packet(
         raise RemoteProtocolError(f"bad packet: {exc}") from None
 
 
-def _fits(value: Any, limit: int) -> bool:
-    """Whether ``value`` may encode to at most ``limit`` bytes, by a walk that stops once it
-    is past: every item costs at least a byte and every string its length, so a value this
-    refuses encodes to more than ``limit`` anyway. CBOR's shared references (tags 28/29) let
-    a few bytes of a packet decode to a tree of millions of items: encoding that to measure
-    it would cost seconds, and a cycle would never end."""
-    budget = limit
-    stack = [value]
-    while stack:
-        v = stack.pop()
-        budget -= 1 + (len(v) if isinstance(v, str | bytes) else 0)
-        if budget < 0:
-            return False
-        if isinstance(v, list | tuple | set | frozenset):
-            stack.extend(v)
-        elif isinstance(v, Mapping):
-            stack.extend(v.keys())
-            stack.extend(v.values())
-        elif isinstance(v, cbor2.CBORTag):
-            stack.append(v.value)
-    return True
-
-
 def _decode_update(u: Any, max_state_bytes: int) -> Update:
     if not isinstance(u, list) or len(u) != 5:
         raise RemoteProtocolError("an update is a 5-element array")
@@ -192,7 +170,7 @@ def _decode_update(u: Any, max_state_bytes: int) -> Update:
     if tag == _ALIVE:
         if not isinstance(body, list) or len(body) != 9:
             raise RemoteProtocolError("a node state is a 9-element array")
-        if not _fits(body, max_state_bytes) or len(cbor2.dumps(body)) > max_state_bytes:
+        if not fits(body, max_state_bytes) or len(cbor2.dumps(body)) > max_state_bytes:
             raise RemoteProtocolError("node state over its size cap", reason="oversized")
         addrs, version, cpu, mem, gpu, bw, tasks, free, models = body
         if not isinstance(addrs, list) or not isinstance(models, list):

@@ -25,6 +25,7 @@ from typing import Any
 
 import cbor2
 
+from p2pnode_protocols.cbor_tree import fits
 from p2pnode_protocols.signing import Verifier
 
 from .config import Committee, PbftConfig
@@ -228,6 +229,8 @@ def restore(data: bytes) -> LedgerState:
         raise RemoteProtocolError("snapshot too large")
     try:
         obj = cbor2.loads(data, max_depth=6)
+        if not fits(obj, len(data)):
+            raise ValueError("not canonical CBOR (shared references)")
         version, seq, committee, pending, kv, clients, votes = obj
         if version != 1 or type(seq) is not int or type(kv) is not dict:
             raise ValueError("bad snapshot header")

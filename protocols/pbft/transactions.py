@@ -16,6 +16,7 @@ from typing import Any
 
 import cbor2
 
+from p2pnode_protocols.cbor_tree import fits
 from p2pnode_protocols.signing import Signer, Verifier
 
 from .errors import RemoteProtocolError
@@ -141,7 +142,7 @@ def decode_tx(data: bytes) -> Transaction:
         raise RemoteProtocolError("op must be bytes of bounded size")
     try:
         obj = cbor2.loads(data, max_depth=4)
-        if cbor2.dumps(obj, canonical=True) != data:
+        if not fits(obj, len(data)) or cbor2.dumps(obj, canonical=True) != data:
             # One value, one encoding: replicas must agree on what an op means.
             raise ValueError("op is not canonical CBOR")
         if type(obj) is not list or not obj or type(obj[0]) is not int:

@@ -27,6 +27,7 @@ from typing import Any
 
 import cbor2
 
+from p2pnode_protocols.cbor_tree import fits
 from p2pnode_protocols.machine import RemoteProtocolError
 from p2pnode_protocols.signing import Signer, Verifier
 
@@ -318,6 +319,8 @@ def decode_result(data: bytes) -> RoundResult:
         raise RemoteProtocolError("result must be bytes of bounded size")
     try:
         o = cbor2.loads(data, max_depth=5)
+        if not fits(o, len(data)):
+            raise ValueError("not canonical CBOR (shared references)")
         if type(o) is not list or len(o) not in (11, 12):
             raise ValueError("a result is an 11- or 12-item array")
         flags: tuple[Flag, ...] = ()

@@ -16,6 +16,7 @@ from typing import Any
 
 import cbor2
 
+from p2pnode_protocols.cbor_tree import fits
 from p2pnode_protocols.machine import RemoteProtocolError
 
 __all__ = [
@@ -172,6 +173,8 @@ def decode_spec(data: bytes) -> JobSpec:
     """The spec in a committed transaction, or ``RemoteProtocolError`` naming what is wrong."""
     try:
         obj = cbor2.loads(data, max_depth=8)
+        if not fits(obj, len(data)):
+            raise ValueError("not canonical CBOR (shared references)")
         if type(obj) is not dict:
             raise ValueError("a job spec is a map")
         caps = obj.pop("capabilities")

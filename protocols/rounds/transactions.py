@@ -17,6 +17,7 @@ from typing import Any
 
 import cbor2
 
+from p2pnode_protocols.cbor_tree import fits
 from p2pnode_protocols.machine import RemoteProtocolError
 
 from .messages import MAX_KEY, MAX_SIG, decode_result
@@ -114,7 +115,7 @@ def _str(v: object, hi: int, name: str) -> str:
 def decode_tx(data: bytes) -> RoundsTx:
     try:
         o = cbor2.loads(data, max_depth=4)
-        if cbor2.dumps(o, canonical=True) != data:
+        if not fits(o, len(data)) or cbor2.dumps(o, canonical=True) != data:
             raise ValueError("not canonical CBOR")
         if type(o) is not list or not o:
             raise ValueError("a transaction is [tag, ...]")

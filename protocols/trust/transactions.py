@@ -26,6 +26,7 @@ from typing import Any
 
 import cbor2
 
+from p2pnode_protocols.cbor_tree import fits
 from p2pnode_protocols.machine import RemoteProtocolError
 from p2pnode_protocols.signing import Signer, Verifier
 
@@ -219,7 +220,7 @@ def _change(kind: object, change: object) -> tuple[str, dict[str, Any]]:
 def decode_tx(data: bytes) -> TrustTx:
     try:
         o = cbor2.loads(data, max_depth=4)
-        if cbor2.dumps(o, canonical=True) != data:
+        if not fits(o, len(data)) or cbor2.dumps(o, canonical=True) != data:
             raise ValueError("not canonical CBOR")
         if type(o) is not list or not o:
             raise ValueError("a transaction is [tag, ...]")

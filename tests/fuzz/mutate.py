@@ -99,6 +99,14 @@ def _replacement(rng: random.Random, old: Any, keys: list[Any], depth: int) -> A
         return [old] * rng.choice((2, 16, 255))
     if roll < 0.9:
         return [old] if rng.random() < 0.5 else {rng.choice(keys) if keys else "k": old}
+    if roll < 0.93 and isinstance(old, list | dict):
+        # A container holding itself: shared references can write a cycle, which a decoder
+        # that walks or encodes again what it decoded must refuse, not loop on or crash.
+        if isinstance(old, list):
+            old.append(old)
+        else:
+            old[rng.choice(keys) if keys else "k"] = old
+        return old
     return old
 
 

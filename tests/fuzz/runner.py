@@ -67,8 +67,12 @@ def run_target(
     work: Path | None = None,
     stop_on_crash: bool = False,
     verbose: bool = False,
+    runs: int | None = None,
+    seed: int | None = None,
 ) -> Report:
-    """Fuzz ``name`` for ``seconds`` in total (see the module docstring)."""
+    """Fuzz ``name`` for ``seconds`` in total (see the module docstring). With ``runs`` and
+    ``seed`` the run is libFuzzer's ``-runs``/``-seed``: the same inputs each time, so a test
+    built on it is deterministic; ``seconds`` is then only a cap."""
     from tests.fuzz.targets import load
 
     report = Report(name)
@@ -90,6 +94,8 @@ def run_target(
                 name,
                 *(["--stop-on-crash"] if stop_on_crash else []),
                 f"-max_total_time={max(1, int(left))}",
+                *([f"-runs={runs}"] if runs is not None else []),
+                *([f"-seed={seed}"] if seed is not None else []),
                 f"-timeout={timeout}",
                 f"-rss_limit_mb={rss_limit_mb}",
                 f"-max_len={max_len}",

@@ -4,8 +4,11 @@ mutation fallback.
 (a) ``test_saved_inputs_hold_the_contract``: every file under ``corpus/<target>/`` (and every
     seed) goes through its decoder, which must return or raise its own error. Fast; always on.
 (b) ``test_fuzz_briefly`` (marked ``fuzz``; deselect with ``-m "not fuzz"``): each target under
-    atheris for ``P2PNODE_FUZZ_SECONDS`` (default 2) in its own process; a crash fails the test
-    and names the input it saved. Skipped, with the reason, when atheris is not importable.
+    atheris in its own process for ``P2PNODE_FUZZ_RUNS`` inputs (default 3000) from a fixed
+    libFuzzer seed, so the same inputs every run: a test that fails on one machine fails on all.
+    ``P2PNODE_FUZZ_SECONDS`` instead fuzzes by time (new inputs each run: exploration, not a
+    test to gate CI on). A crash fails the test and names the input it saved. Skipped, with the
+    reason, when atheris is not importable.
 (c) ``test_mutated_seeds_hold_the_contract``: a plain, deterministic mutator (bit flips, byte
     changes, cuts, splices of the seeds; and for CBOR decoders ``tests.fuzz.mutate``'s edits of
     the decoded value) for a few hundred inputs per target: the coverage-blind fallback, which
@@ -25,7 +28,9 @@ from tests.fuzz.mutate import mutate
 from tests.fuzz.targets import NAMES, load
 
 HAVE_ATHERIS = importlib.util.find_spec("atheris") is not None
-SECONDS = float(os.environ.get("P2PNODE_FUZZ_SECONDS", "2"))
+SECONDS = float(os.environ.get("P2PNODE_FUZZ_SECONDS", "0"))
+RUNS = int(os.environ.get("P2PNODE_FUZZ_RUNS", "3000"))
+RUNS_CAP_SECONDS = 45  # a loaded machine may not reach RUNS; the test stays bounded
 MUTATIONS = 300
 
 
@@ -101,7 +106,10 @@ def test_mutated_seeds_hold_the_contract(name: str) -> None:
 def test_fuzz_briefly(name: str) -> None:
     from tests.fuzz.runner import run_target
 
-    report = run_target(name, SECONDS, stop_on_crash=True)
+    if SECONDS > 0:
+        report = run_target(name, SECONDS, stop_on_crash=True)
+    else:
+        report = run_target(name, RUNS_CAP_SECONDS, stop_on_crash=True, runs=RUNS, seed=1)
     assert report.executions > 0, f"{name}: the fuzzer ran nothing\n{report.log[-3000:]}"
     assert not report.crashes, "\n".join(
         [f"{name}: inputs that break the contract (saved):"]

@@ -87,8 +87,9 @@ def run_swarm(args: argparse.Namespace, compression: str) -> dict[str, Any]:
         stop(nodes)
         shutil.rmtree(parent, ignore_errors=True)
     hist = per_node[1]  # a validator's view (node-2)
-    keys_agree = all([h["model_key"] for h in h2] == [h["model_key"] for h in hist]
-                     for h2 in per_node)
+    keys_agree = all(
+        [h["model_key"] for h in h2] == [h["model_key"] for h in hist] for h2 in per_node
+    )
     round_secs = [h["phases"].get("total", 0.0) for h in hist]
     work: dict[str, list[float]] = {p: [] for p in PHASES}
     for h2 in per_node:
@@ -134,13 +135,17 @@ def main() -> None:
         rows.append(r)
         print(f"# {comp}: {r}", flush=True)
     print()
-    print(f"{args.nodes} daemons, committee of {args.validators}, {args.rounds} rounds, "
-          f"seed {args.seed}")
+    print(
+        f"{args.nodes} daemons, committee of {args.validators}, {args.rounds} rounds, "
+        f"seed {args.seed}"
+    )
     print()
-    print("| compression | round median s | p90 s | launch to round 1 s | whole run s | "
-          + " | ".join(f"{p} s" for p in PHASES)
-          + " | update bytes/node/round | accuracy | in-process s (all rounds) | in-process acc "
-          "| swarm/in-process per round | RSS MB (all) | keys agree |")
+    print(
+        "| compression | round median s | p90 s | launch to round 1 s | whole run s | "
+        + " | ".join(f"{p} s" for p in PHASES)
+        + " | update bytes/node/round | accuracy | in-process s (all rounds) | in-process acc "
+        "| swarm/in-process per round | RSS MB (all) | keys agree |"
+    )
     print("|---" * (13 + len(PHASES)) + "|")
     for r in rows:
         ratio = r["median"] / (r["sim_seconds"] / args.rounds)

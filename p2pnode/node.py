@@ -172,12 +172,22 @@ class Node:
             ledger = make_ledger(cfg, consensus.verifier, listener=publish)
             # The rounds service folds the log into both ledgers, in one pass (docs/trust.md).
             rounds = RoundsService(
-                host, self.key_pair, cfg, consensus=consensus, blobs=blobs,
-                membership=membership, events=events, trust=ledger,
+                host,
+                self.key_pair,
+                cfg,
+                consensus=consensus,
+                blobs=blobs,
+                membership=membership,
+                events=events,
+                trust=ledger,
                 committee_at=lambda seq: consensus.schedule.committee_at(seq).validators,
             )
             trust = TrustService(
-                self.key_pair, cfg, consensus=consensus, ledger=ledger, events=events,
+                self.key_pair,
+                cfg,
+                consensus=consensus,
+                ledger=ledger,
+                events=events,
                 on_params=lambda p: membership.set_heartbeat_limit(
                     int(p["max_heartbeats_per_minute"])
                 ),
@@ -185,7 +195,11 @@ class Node:
             rounds.on_unsolicited = trust.accuse_unsolicited
             metrics.watch_service("rounds", lambda: rounds.error is None)
         collectives = CollectivesService(
-            host, cfg, dht=dht, membership=membership, events=events,
+            host,
+            cfg,
+            dht=dht,
+            membership=membership,
+            events=events,
             observe=metrics.observe_collective,
         )
         metrics.watch_service("collectives", lambda: collectives.error is None)

@@ -183,7 +183,13 @@ class BlobService:
             ingest.abort()
             raise
         return await self.commit(
-            ingest, media_type=media_type, meta=meta, pin=pin, kind=kind, job=job, round=round,
+            ingest,
+            media_type=media_type,
+            meta=meta,
+            pin=pin,
+            kind=kind,
+            job=job,
+            round=round,
             wait_announce=wait_announce,
         )
 
@@ -250,9 +256,7 @@ class BlobService:
                 if not self.store.is_complete(key):
                     done = self._fetching[key] = trio.Event()
                     try:
-                        await self._fetch(
-                            key, find_timeout=timeout, kind=kind, providers=providers
-                        )
+                        await self._fetch(key, find_timeout=timeout, kind=kind, providers=providers)
                     except NoSpace:
                         self._release_partial(key)
                         raise

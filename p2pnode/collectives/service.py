@@ -492,8 +492,10 @@ class CollectivesService:
             g.stats["bytes_received"] += run.received
             if self.observe is not None:
                 outcome = (
-                    "ok" if run.error is None
-                    else "group_changed" if isinstance(run.error, GroupChanged)
+                    "ok"
+                    if run.error is None
+                    else "group_changed"
+                    if isinstance(run.error, GroupChanged)
                     else "failed"
                 )
                 self.observe(str(spec.kind), outcome, seconds, run.sent, run.received)

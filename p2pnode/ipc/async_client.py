@@ -261,8 +261,13 @@ class AsyncClient(Api):
     # -- collective groups (docs/collectives.md) -------------------------------------------------
 
     async def join_group(
-        self, name: str, *, size: int | None = None, min_size: int | None = None,
-        wait: float = 0.0, timeout: float = 60.0,
+        self,
+        name: str,
+        *,
+        size: int | None = None,
+        min_size: int | None = None,
+        wait: float = 0.0,
+        timeout: float = 60.0,
     ) -> AsyncGroup:
         """As :meth:`Client.join_group`."""
         params = join_params(name, size, min_size, wait, timeout)

@@ -300,8 +300,13 @@ class Client(Api):
     # -- collective groups (docs/collectives.md) -------------------------------------------------
 
     def join_group(
-        self, name: str, *, size: int | None = None, min_size: int | None = None,
-        wait: float = 0.0, timeout: float = 60.0,
+        self,
+        name: str,
+        *,
+        size: int | None = None,
+        min_size: int | None = None,
+        wait: float = 0.0,
+        timeout: float = 60.0,
     ) -> Group:
         """Join group ``name`` (``size`` members, or at least ``min_size`` after ``wait``
         seconds) and wait until it is formed; the :class:`~p2pnode.ipc.groups.Group`."""

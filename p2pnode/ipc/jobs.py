@@ -263,8 +263,10 @@ def build_job_methods(*, rounds: RoundsService | None, blobs: Any) -> dict[str, 
         late = j.status != "running" or rnd < j.round - j.spec.staleness
         if late:
             # Tell the trainer rather than store an update no round can take any more.
-            return {"accepted": False, "reason": f"round {rnd} is closed (job at {j.round}, "
-                    f"{j.status})"}
+            return {
+                "accepted": False,
+                "reason": f"round {rnd} is closed (job at {j.round}, {j.status})",
+            }
         key, size = await svc.work.store_update(j.id, rnd, blob)
         svc.driver.submit(TrainingDone(job=j.id, round=rnd, key=key, size=size, samples=samples))
         return {"accepted": True, "key": key, "size": size}

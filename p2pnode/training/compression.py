@@ -207,7 +207,6 @@ class Compressor:
             + _pack_codes(codes, bits)
         )
 
-
     def _quantize_nearest(self, v: np.ndarray, bits: int) -> bytes:
         """Round to the nearest level, in float32 and in place: the same layout and levels
         as the stochastic rounding (so :func:`decode` reads it), without the random draws."""

@@ -71,9 +71,7 @@ def local_swarm(
         swarm.stop()
 
 
-def clean_accuracy(
-    spec: str, shards: int, rounds: int, updates: list[int] | None = None
-) -> float:
+def clean_accuracy(spec: str, shards: int, rounds: int, updates: list[int] | None = None) -> float:
     """The job of ``spec`` without faults, in process (each shard trained once per round, by
     the same learning code the daemons run): what a swarm's accuracy is held against.
 

@@ -45,13 +45,17 @@ def _spec(rounds: int, participants: int, *, deadline: float = 4.0, **tables: st
     return text
 
 
-def _swarm(tmp_path: Path, n: int, per_node: dict[int, dict[str, str]] | None = None,
-           **settings: Any) -> LocalSwarm:
+def _swarm(
+    tmp_path: Path, n: int, per_node: dict[int, dict[str, str]] | None = None, **settings: Any
+) -> LocalSwarm:
     """node-1..4 validate (1000 tokens of stake each, the genesis default); the other nodes
     start with 100 tokens of stake, which a penalty takes a share of."""
     ids = genesis_validators(tmp_path, n)
-    base = {"consensus.validators": ids[:4], "training.result_timeout": 2.0,
-            "trust.genesis": [f"{p}=100" for p in ids[4:]]}
+    base = {
+        "consensus.validators": ids[:4],
+        "training.result_timeout": 2.0,
+        "trust.genesis": [f"{p}=100" for p in ids[4:]],
+    }
     swarm = LocalSwarm(tmp_path, n, {**base, **settings})
     for i, values in (per_node or {}).items():
         for key, raw in values.items():
@@ -99,8 +103,11 @@ def _penalties(swarm: LocalSwarm, i: int, peers: set[str]) -> dict[str, set[str]
         for peer in sorted(peers):
             records = c.call("evidence.list", {"peer": peer})["evidence"]
             acct = c.call("ledger.account", {"peer": peer, "limit": 1000})
-            slashes = {e["ref"]: -(e["balance"] + e["stake"]) for e in acct["entries"]
-                       if e["reason"] == "slash"}
+            slashes = {
+                e["ref"]: -(e["balance"] + e["stake"])
+                for e in acct["entries"]
+                if e["reason"] == "slash"
+            }
             for r in records:
                 assert r["penalty"] > 0 and slashes.get(r["id"]) == r["penalty"], (r, slashes)
             out[peer] = {r["kind"] for r in records}
@@ -108,8 +115,11 @@ def _penalties(swarm: LocalSwarm, i: int, peers: set[str]) -> dict[str, set[str]
 
 
 def _flags(st: dict[str, Any]) -> list[tuple[int, str, str, str]]:
-    return [(h["round"], f["peer_id"], f["kind"], f["detail"]) for h in st["history"]
-            for f in h["flags"]]
+    return [
+        (h["round"], f["peer_id"], f["kind"], f["detail"])
+        for h in st["history"]
+        for f in h["flags"]
+    ]
 
 
 def _peer(swarm: LocalSwarm, i: int) -> str:
@@ -119,10 +129,10 @@ def _peer(swarm: LocalSwarm, i: int) -> str:
 @pytest.mark.timeout(300)
 def test_trainers_sending_updates_they_did_not_compute_fail_spot_checks(tmp_path: Path) -> None:
     rounds = 8
-    swarm = _swarm(tmp_path, 6, {5: {"training.attack": "gaussian"},
-                                 6: {"training.attack": "replay"}})
-    spec = _spec(rounds, 6, aggregation='rule = "trimmed_mean"\nf = 1',
-                 verify="spot_check = 0.6")
+    swarm = _swarm(
+        tmp_path, 6, {5: {"training.attack": "gaussian"}, 6: {"training.attack": "replay"}}
+    )
+    spec = _spec(rounds, 6, aggregation='rule = "trimmed_mean"\nf = 1', verify="spot_check = 0.6")
     try:
         swarm.start()
         swarm.wait_connected(5)
@@ -224,11 +234,17 @@ def test_a_node_not_admitted_and_a_flood_of_notices_are_dropped(tmp_path: Path) 
     rounds = 6
     ids = genesis_validators(tmp_path, 6)
     # Admission asks for 1 token of stake: node-6 has 100, node-5 (the outsider) none.
-    swarm = LocalSwarm(tmp_path, 6, {"consensus.validators": ids[:4],
-                                     "training.result_timeout": 2.0,
-                                     "training.max_notices_per_minute": 40,
-                                     "trust.params": ["min_stake=1000000"],
-                                     "trust.genesis": [f"{ids[5]}=100"]})
+    swarm = LocalSwarm(
+        tmp_path,
+        6,
+        {
+            "consensus.validators": ids[:4],
+            "training.result_timeout": 2.0,
+            "training.max_notices_per_minute": 40,
+            "trust.params": ["min_stake=1000000"],
+            "trust.genesis": [f"{ids[5]}=100"],
+        },
+    )
     outsider = swarm.node(5).peer_id
     set_config_value(swarm.node(5).data_dir, "training.unsolicited", ["true"])
     set_config_value(swarm.node(6).data_dir, "training.flood", ["60"])

@@ -342,9 +342,7 @@ def test_every_helper_nacking_with_a_witness_starts_the_suspicion_at_its_minimum
     (ping,) = pair.fire(0, TimerKind.PROBE, 1.0)
     target, seq = ping.to, ping.msg.seq
     pair.fire(0, TimerKind.RESEND, 1.2)
-    helpers = [
-        s.to for s in pair.fire(0, TimerKind.ACK, 1.4) if s.msg.kind is PacketKind.PING_REQ
-    ]
+    helpers = [s.to for s in pair.fire(0, TimerKind.ACK, 1.4) if s.msg.kind is PacketKind.PING_REQ]
     for h in helpers[:-1]:
         a.handle(nack_from(h, seq, target), 1.8)
         assert a.status_of(target) is MemberStatus.ALIVE  # witnesses wait for our verdict

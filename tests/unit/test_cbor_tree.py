@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cbor2
 import pytest
+
 from p2pnode_protocols.blobs.manifest import FORMAT, ManifestError, decode_manifest
 from p2pnode_protocols.cbor_tree import fits
 

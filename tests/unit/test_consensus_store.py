@@ -81,9 +81,7 @@ def test_durable_state_round_trip_and_idempotent_log(tmp_path: Path) -> None:
     for i, r in enumerate(replicas):
         assert stores[i].load() is None
         stores[i].save(
-            next(
-                e.state for e in r.handle(Restarted(durable=None), 0.0) if type(e) is Persist
-            ),
+            next(e.state for e in r.handle(Restarted(durable=None), 0.0) if type(e) is Persist),
             [],
         )
     client = Ed25519Signer.from_seed(b"\x09" * 32)

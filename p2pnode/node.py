@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import multiaddr
 import trio
 from libp2p.abc import IHost
 
+from p2pnode import __version__
 from p2pnode.blobs.service import BlobService
 from p2pnode.blobs.store import BlobStore
 from p2pnode.collectives.service import CollectivesService
@@ -58,6 +60,7 @@ from p2pnode.network.mdns import MdnsConnector
 from p2pnode.network.nat.service import NatService
 from p2pnode.network.peers import PeerWatch
 from p2pnode.rounds.service import RoundsService
+from p2pnode.service_metrics import MetricsFeed, ServiceCollector
 from p2pnode.store import Store
 from p2pnode.trust.service import TrustService, make_ledger
 from p2pnode_protocols.blobs.pointers import PointerValidator
@@ -82,6 +85,7 @@ class Services:
     peers: PeerWatch
     nat: NatService
     mdns: MdnsConnector | None  # None unless discovery.mdns
+    metrics_feed: MetricsFeed
 
 
 class Node:
@@ -205,6 +209,26 @@ class Node:
         metrics.watch_service("collectives", lambda: collectives.error is None)
         self._nat = nat = NatService(host, cfg, connect=dht.connect)
         mdns = MdnsConnector(host, connect=dht.connect) if cfg.discovery.mdns else None
+        blobs.observe_fetch = metrics.observe_blob_fetch
+        if consensus is not None:
+            consensus.observe_commit = metrics.observe_commit
+        metrics.registry.register(
+            ServiceCollector(
+                membership=membership,
+                blobs=blobs,
+                consensus=consensus,
+                rounds=rounds,
+                trust=trust,
+                version=__version__,
+                peer_id=self.peer_id,
+                started=time.time(),
+            )
+        )
+        feed = MetricsFeed(
+            metrics.registry,
+            events,
+            summary_of=None if rounds is None else _round_summary(rounds),
+        )
         return Services(
             host=host,
             metrics=metrics,
@@ -219,9 +243,11 @@ class Node:
             peers=PeerWatch(host, dht, publish=lambda event: events.publish("peers", event)),
             nat=nat,
             mdns=mdns,
+            metrics_feed=feed,
         )
 
     async def _start(self, s: Services, nursery: trio.Nursery) -> None:
+        await nursery.start(s.metrics_feed.run)  # first: it sees every event from the start
         await nursery.start(s.dht.run)
         await nursery.start(s.nat.run)
         if s.mdns is not None:
@@ -290,3 +316,17 @@ class Node:
             **build_collective_methods(collectives=s.collectives),
             **build_trust_methods(trust=s.trust),
         }
+
+
+def _round_summary(rounds: RoundsService) -> Callable[[str, int], tuple[int, int, int, int] | None]:
+    """(updates used, trainers assigned, outliers, update bytes) of a committed round."""
+
+    def summary(job_id: str, rnd: int) -> tuple[int, int, int, int] | None:
+        job = rounds.machine.ledger.jobs.get(job_id)
+        if job is None or not 1 <= rnd <= len(job.history):
+            return None
+        done = job.history[rnd - 1]
+        assigned = len(job.assigned.get(rnd, ())) or len(done.contributors)
+        return len(done.contributors), assigned, len(done.outliers), done.update_bytes
+
+    return summary

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 import trio
@@ -71,6 +71,8 @@ class BlobService:
         self.cfg = cfg
         self._fetching: dict[str, trio.Event] = {}
         self.streams = StreamCache()
+        #: (seconds, ok, bytes fetched) of each fetch call, for the metrics
+        self.observe_fetch: Callable[[float, bool, int], None] | None = None
         self.server = BlobServer(host, store, cfg)
         self.fetcher = Fetcher(host, dht, store, cfg, self.streams)
         self._background: trio.Nursery | None = None
@@ -248,6 +250,28 @@ class BlobService:
         """
         check_key(key)
         _check_labels(kind, job, round)
+        started = trio.current_time()
+        held = self.store.is_complete(key)
+        try:
+            stat = await self._fetch_labelled(key, timeout, kind, job, round, providers)
+        except Exception:  # a cancelled fetch is the caller's choice, not a failure
+            if self.observe_fetch is not None:
+                self.observe_fetch(trio.current_time() - started, False, 0)
+            raise
+        if self.observe_fetch is not None:
+            fetched = 0 if held else stat.size
+            self.observe_fetch(trio.current_time() - started, True, fetched)
+        return stat
+
+    async def _fetch_labelled(
+        self,
+        key: str,
+        timeout: float | None,
+        kind: str | None,
+        job: str | None,
+        round: int | None,
+        providers: Sequence[bytes],
+    ) -> BlobStat:
         limit = self.cfg.blobs.fetch_timeout if timeout is None else timeout
         try:
             with trio.fail_after(limit):

@@ -227,6 +227,8 @@ class ConsensusService:
             connect_timeout=cfg.network.connect_timeout,
         )
         self.counters: Counter[str] = Counter()
+        #: seconds from submit to commit of each transaction this node submitted (metrics)
+        self.observe_commit: Callable[[float], None] | None = None
         self.log_sync = LogSync(
             host,
             self.db,
@@ -590,13 +592,17 @@ class ConsensusService:
         if self.error is not None:
             raise ConsensusError(f"consensus stopped: {self.error}")
         timeout = self.cfg.submit_timeout if timeout is None else timeout
+        started = trio.current_time()
         with trio.move_on_after(timeout) as scope:
             async with self._lane_slots:
                 lane = self._free_lanes.pop()
                 try:
-                    return await self._submit_on(lane, op)
+                    result = await self._submit_on(lane, op)
                 finally:
                     self._free_lanes.append(lane)
+                if self.observe_commit is not None:
+                    self.observe_commit(trio.current_time() - started)
+                return result
         assert scope.cancelled_caught
         self.counters["submit_timeouts"] += 1
         raise ConsensusError(f"not committed within {timeout:g} s (it may still commit)")

@@ -80,6 +80,7 @@ class Probing(ProbeTargets):
     def _start_probe(self, target: bytes, now: float, out: list[Effect], lane: int = 0) -> None:
         cfg, aw = self.cfg, self.awareness
         seq = self._next_seq()
+        self.counters["probes"] += 1
         pr = _Probe(seq=seq, target=target, start=now, lane=lane)
         self._open[seq] = self._lane[lane] = pr
         d = self._phi.get(target)

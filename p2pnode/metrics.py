@@ -108,6 +108,8 @@ class NodeMetrics:
         )
         for outcome in ("ok", "failed"):
             self.blob_fetch_seconds.labels(outcome)
+        for direction in ("sent", "received"):
+            self.collective_bytes.labels(direction)
 
         self._service_up = Gauge(
             "p2pnode_service_up",

@@ -23,7 +23,7 @@ from p2pnode.blobs.errors import is_no_space, no_space
 from p2pnode.config import Config, ConfigError
 from p2pnode.datadir import PRIVATE_UMASK, DataDirError, lock_data_dir, secure_data_dir
 from p2pnode.identity import IdentityError
-from p2pnode.logs import configure
+from p2pnode.logs import configure, parse_levels, set_peer_id
 from p2pnode.node import Node
 from p2pnode.store import StoreError
 from p2pnode.taskdump import dump_on_signal
@@ -39,6 +39,7 @@ def _watchdog(seconds: float) -> None:
 
 async def _main(cfg: Config) -> None:
     node = Node(cfg)
+    set_peer_id(node.peer_id)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
@@ -59,7 +60,7 @@ class DaemonStartError(Exception):
 
 
 def run_daemon(cfg: Config) -> int:
-    configure(cfg.log_level)
+    configure(cfg.log_level, fmt=cfg.log_format, levels=parse_levels(cfg.log_levels))
     os.umask(PRIVATE_UMASK)  # SQLite, its WAL, chunk files: born 0600 whoever started us
     try:
         # Outside trio and before the Node exists: nothing in the dir is opened without it.

@@ -115,6 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--metrics-port", type=int, help="serve /metrics on 127.0.0.1:PORT")
     d.add_argument("--log-level", help="debug, info, warning or error")
     d.add_argument(
+        "--log-format", choices=("human", "json"), help="human (the default) or json lines"
+    )
+    d.add_argument(
         "--mdns", action="store_true", help="find daemons on this LAN by mDNS (discovery.mdns)"
     )
     d.add_argument("--init", action="store_true", help="initialise the data dir if needed")
@@ -331,6 +334,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         "psk_file": args.psk_file,
         "metrics_port": args.metrics_port,
         "log_level": args.log_level,
+        "log_format": args.log_format,
         "discovery.mdns": True if args.mdns else None,
     }
     cfg = load_config(data_dir, overrides=overrides)

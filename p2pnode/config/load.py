@@ -182,6 +182,8 @@ class Config:
     psk_file: Path | None
     metrics_port: int | None
     log_level: str
+    log_format: str
+    log_levels: str
     shutdown_timeout: float
     dht: DhtConfig
     network: NetworkConfig
@@ -359,6 +361,8 @@ def load_config(
         psk_file=psk_path,
         metrics_port=values["metrics_port"],
         log_level=values["log_level"].lower(),
+        log_format=values["log_format"],
+        log_levels=values["log_levels"],
         shutdown_timeout=values["shutdown_timeout"],
         dht=DhtConfig(**{k[4:]: v for k, v in values.items() if k.startswith("dht.")}),
         network=NetworkConfig(**{k[8:]: v for k, v in values.items() if k.startswith("network.")}),

@@ -82,6 +82,20 @@ def _peer_ids(v: list[str]) -> str | None:
     return None if len(set(v)) == len(v) else "peer ids must be distinct"
 
 
+def _log_format(v: str) -> str | None:
+    return None if v in ("human", "json") else "must be human or json"
+
+
+def _log_levels(v: str) -> str | None:
+    from p2pnode.logs import parse_levels
+
+    try:
+        parse_levels(v)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _log_level(v: str) -> str | None:
     levels = ("debug", "info", "warning", "error")
     return None if v.lower() in levels else f"must be one of {', '.join(levels)}"
@@ -131,6 +145,23 @@ SCHEMA: tuple[Setting, ...] = (
         optional=True,
     ),
     Setting("log_level", str, "info", "debug, info, warning or error.", _log_level),
+    Setting(
+        "log_format",
+        str,
+        "human",
+        "human (one readable line per event) or json (one JSON object per line, for log"
+        " collectors).",
+        _log_format,
+    ),
+    Setting(
+        "log_levels",
+        str,
+        "",
+        "Levels per service over log_level, as SERVICE=LEVEL pairs separated by commas (e.g."
+        ' "rounds=debug,dht=warning"); services: dht, nat, network, blobs, membership,'
+        " consensus, rounds, trust, collectives, ipc, metrics, daemon, libp2p.",
+        _log_levels,
+    ),
     Setting(
         "shutdown_timeout",
         float,

@@ -360,6 +360,14 @@ class RoundsService:
                     "at": time.time(),
                 },
             )
+            log.debug(
+                "rounds: %s round %d: %s%s",
+                e.job,
+                e.round,
+                e.phase,
+                f" ({e.detail})" if e.detail else "",
+                extra={"job": e.job, "round": e.round},
+            )
             if e.phase == "completed":
                 self._round_done(e.job, e.round)
         elif isinstance(e, JobApplied):
@@ -412,6 +420,7 @@ class RoundsService:
                 e.job,
                 e.round,
                 e.reason,
+                extra={"job": e.job, "round": e.round},
             )
             self._publish(
                 "rounds",
@@ -438,6 +447,18 @@ class RoundsService:
         j = self.machine.ledger.jobs.get(job)
         if j is None:
             return
+        if 1 <= rnd <= len(j.history):
+            done = j.history[rnd - 1]
+            log.info(
+                "rounds: %s round %d committed at %d: accuracy %.4f, loss %.4f, %d updates",
+                job,
+                rnd,
+                done.seq,
+                done.accuracy,
+                done.loss,
+                done.updates,
+                extra={"job": job, "round": rnd},
+            )
         if j.status != "running":
             self.work.forget(job)
         # Storage stays bounded: the job's last models (the committed one and the initial one

@@ -206,7 +206,13 @@ class RoundWork:
                     TrainingDone(job=e.job, round=e.round, key=key, size=size, samples=out.samples)
                 )
             except Exception as exc:  # a failed task is a straggler, not a daemon crash
-                log.warning("training %s round %d failed: %s", e.job, e.round, exc)
+                log.warning(
+                    "training %s round %d failed: %s",
+                    e.job,
+                    e.round,
+                    exc,
+                    extra={"job": e.job, "round": e.round},
+                )
                 self._submit(TrainingDone(job=e.job, round=e.round, error=str(exc)[:200]))
             finally:
                 self.running -= 1
@@ -291,7 +297,13 @@ class RoundWork:
                 result = await self._recompute(e)
                 self._submit(Computed(job=e.job, round=e.round, result=result, check=e.check_bytes))
             except Exception as exc:
-                log.warning("aggregating %s round %d failed: %s", e.job, e.round, exc)
+                log.warning(
+                    "aggregating %s round %d failed: %s",
+                    e.job,
+                    e.round,
+                    exc,
+                    extra={"job": e.job, "round": e.round},
+                )
                 self._submit(
                     Computed(
                         job=e.job,
@@ -331,7 +343,11 @@ class RoundWork:
                 # A proposer leaves out what nobody serves (its trainer died after its notice):
                 # otherwise every proposer would fail on it, round after round.
                 log.info(
-                    "update %s of %s round %d cannot be fetched: left out", ref.key, e.job, e.round
+                    "update %s of %s round %d cannot be fetched: left out",
+                    ref.key,
+                    e.job,
+                    e.round,
+                    extra={"job": e.job, "round": e.round},
                 )
 
         async with trio.open_nursery() as n:
@@ -360,5 +376,11 @@ class RoundWork:
         key = await self.store_model(e.job, e.round, model)
         self._time(e.job, e.round, "collect", t1 - t0)
         self._time(e.job, e.round, "aggregate", time.perf_counter() - t1)
-        log.debug("round %d of %s aggregated in %.3f s", e.round, e.job, t2 - t1)
+        log.debug(
+            "round %d of %s aggregated in %.3f s",
+            e.round,
+            e.job,
+            t2 - t1,
+            extra={"job": e.job, "round": e.round},
+        )
         return replace(result, model_key=key)

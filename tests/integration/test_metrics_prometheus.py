@@ -1,6 +1,6 @@
-"""Metrics as an operator meets them: a real Prometheus scrapes a 4-daemon swarm that trains a
-job, the dashboard's every query returns data, and docs/metrics.md lists exactly what is
-exported.
+"""Metrics and logs as an operator meets them: a real Prometheus scrapes a 4-daemon swarm that
+trains a job, the dashboard's every query returns data, docs/metrics.md lists exactly what is
+exported, and the daemons' JSON log lines name their peer, service, job and round.
 
 Prometheus is Debian's ``prometheus`` package (.ci/apt-packages); without its binary the
 Prometheus test skips, saying so. It runs on 127.0.0.1 with its own data dir under tmp_path,
@@ -58,6 +58,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
     ports = free_ports(4)
     for i, port in enumerate(ports, 1):
         set_config_value(swarm.node(i).data_dir, "metrics_port", [str(port)])
+        set_config_value(swarm.node(i).data_dir, "log_format", ["json"])
+    set_config_value(swarm.node(2).data_dir, "log_levels", ["rounds=debug"])
     try:
         swarm.start()
         swarm.wait_connected(3)
@@ -217,3 +219,37 @@ def test_prometheus_scrapes_the_swarm_and_every_dashboard_query_returns_data(
             proc.kill()
             proc.wait()
         log.close()
+
+
+def _json_lines(path: Path) -> list[dict[str, Any]]:
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    out = []
+    for line in lines:
+        record = json.loads(line)  # every line is one JSON object
+        assert isinstance(record, dict), line
+        out.append(record)
+    return out
+
+
+@pytest.mark.timeout(300)
+def test_json_logs_name_the_peer_the_service_and_the_job_and_round(trained: Swarm) -> None:
+    st = _train(trained)
+    assert st["status"] == "completed", st
+    job = st["job"]
+    time.sleep(1)  # the last round's line is written after the status changed
+    records = {i: _json_lines(trained.swarm.node(i).data_dir / "daemon.log") for i in (1, 2)}
+    with trained.swarm.client(1) as c:
+        me = c.call("status")["peer_id"]
+    one = records[1]
+    assert {r["level"] for r in one} <= {"debug", "info", "warning", "error"}
+    ready = [r for r in one if "ready" in r["msg"]]
+    assert ready and ready[0]["peer_id"] == me and ready[0]["service"] == "daemon"
+    committed = [r for r in one if r["service"] == "rounds" and "committed at" in r["msg"]]
+    assert len(committed) >= ROUNDS, [r["msg"] for r in one][-20:]
+    assert all(isinstance(r["job"], str) and isinstance(r["round"], int) for r in committed)
+    assert {r["round"] for r in committed if r["job"] == job} == set(range(1, ROUNDS + 1))
+    # log_levels: node 2 logs the rounds' phases at DEBUG, node 1 (log_level info) does not
+    assert not [r for r in one if r["level"] == "debug"]
+    phases = [r for r in records[2] if r["level"] == "debug" and r["service"] == "rounds"]
+    assert phases and all("job" in r and "round" in r for r in phases)
+    assert not [r for r in records[2] if r["level"] == "debug" and r["service"] != "rounds"]

@@ -43,6 +43,7 @@ from p2pnode.ipc.blobs import build_blob_methods
 from p2pnode.ipc.collectives import build_collective_methods
 from p2pnode.ipc.consensus import build_consensus_methods
 from p2pnode.ipc.dht import build_dht_methods
+from p2pnode.ipc.doctor import build_doctor_methods
 from p2pnode.ipc.jobs import build_job_methods
 from p2pnode.ipc.membership import build_membership_methods
 from p2pnode.ipc.nat import build_nat_methods
@@ -53,6 +54,7 @@ from p2pnode.ipc.subscriptions import build_subscription_methods
 from p2pnode.ipc.trust import build_trust_methods
 from p2pnode.membership.service import MembershipService
 from p2pnode.metrics import NodeMetrics
+from p2pnode.network.clock import install_clock
 from p2pnode.network.dht import Dht
 from p2pnode.network.handshakes import HandshakeWatch
 from p2pnode.network.host import build_host
@@ -208,6 +210,7 @@ class Node:
         )
         metrics.watch_service("collectives", lambda: collectives.error is None)
         self._nat = nat = NatService(host, cfg, connect=dht.connect)
+        install_clock(host)
         mdns = MdnsConnector(host, connect=dht.connect) if cfg.discovery.mdns else None
         blobs.observe_fetch = metrics.observe_blob_fetch
         if consensus is not None:
@@ -305,6 +308,7 @@ class Node:
                 nat=s.nat,
             ),
             **build_nat_methods(nat=s.nat),
+            **build_doctor_methods(host=s.host, dht=s.dht),
             **build_dht_methods(dht=s.dht),
             **build_subscription_methods(events=self.events),
             **build_blob_methods(

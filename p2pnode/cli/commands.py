@@ -20,6 +20,8 @@ from typing import Any, NoReturn
 from p2pnode import __version__
 from p2pnode.cli.blobs import add_parsers as add_blob_parsers
 from p2pnode.cli.blobs import cmd_blob, cmd_ptr
+from p2pnode.cli.doctor import add_parsers as add_doctor_parsers
+from p2pnode.cli.doctor import cmd_doctor
 from p2pnode.cli.groups import add_parsers as add_group_parsers
 from p2pnode.cli.groups import cmd_group
 from p2pnode.cli.jobs import add_parsers as add_job_parsers
@@ -178,6 +180,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_join_parsers(sub, common)
     members_cli.add_parser(sub, common)
+    add_doctor_parsers(sub, common)
     consensus_cli.add_parsers(sub, common)
     add_job_parsers(sub, common)
     add_group_parsers(sub, common)
@@ -514,6 +517,7 @@ COMMANDS = {
     "model": cmd_model,
     "group": cmd_group,
     "demo": lambda args: _demo(args),
+    "doctor": cmd_doctor,
     **TRUST_COMMANDS,
 }
 

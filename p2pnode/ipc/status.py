@@ -67,6 +67,7 @@ def build_status_methods(
             "addrs": full_addrs(host),
             "listen_addrs": listen_addrs(host),
             "announce": list(cfg.announce),
+            "bootstrap": list(cfg.bootstrap),
             "version": __version__,
             "uptime": round(time.monotonic() - started_at, 3),
             "pid": os.getpid(),

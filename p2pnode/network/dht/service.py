@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -142,6 +143,7 @@ class Dht:
         self.host = host
         self.key_pair = key_pair
         self.store = store
+        self.peers_not_remembered = 0  # remember_peer failures (a full disk)
         self.cfg = cfg
         self.local_id: ID = host.get_id()
         self.local_b58 = self.local_id.to_base58()
@@ -279,7 +281,19 @@ class Dht:
             log.debug("routing table refused %s: %r", peer, exc)
         stored = self.known_addrs(peer)
         if stored:
-            self.store.remember_peer(peer.to_base58(), [str(a) for a in stored])
+            try:
+                self.store.remember_peer(peer.to_base58(), [str(a) for a in stored])
+            except sqlite3.OperationalError as exc:
+                # A full disk (or a locked file) must not stop the node: the addresses are
+                # only a head start for the next run, and the peerstore still has them.
+                self.peers_not_remembered += 1
+                if self.peers_not_remembered == 1 or self.peers_not_remembered % 100 == 0:
+                    log.warning(
+                        "could not remember %s's addresses on disk (%d times so far): %s",
+                        peer,
+                        self.peers_not_remembered,
+                        exc,
+                    )
 
     def known_addrs(self, peer: ID) -> list[multiaddr.Multiaddr]:
         """The peerstore's addresses for ``peer``; py-libp2p raises for unknown peers."""

@@ -7,7 +7,9 @@ Built on :mod:`p2pnode.swarm` so the tests exercise the same start-up path as
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -101,3 +103,21 @@ def clean_accuracy(spec: str, shards: int, rounds: int, updates: list[int] | Non
             ups.append((ref, out.update))
         model, res = c.aggregate(model, "b", r, ups)
     return float(res.accuracy)
+
+
+def mount_tmpfs(data_dir: Path, size: str) -> None:
+    """Put a node's prepared data dir on a tmpfs of ``size`` (its files copied over); skips
+    the test where that cannot be done (not root, no mount). Unmount with ``umount -l``."""
+    import pytest
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    saved = data_dir.parent / f".{data_dir.name}.saved"
+    shutil.copytree(data_dir, saved)
+    cmd = ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(data_dir)]
+    try:
+        subprocess.run(cmd, check=True, capture_output=True)
+    except subprocess.CalledProcessError as exc:
+        pytest.skip(f"cannot mount a tmpfs: {exc.stderr.decode().strip()}")
+    shutil.copytree(saved, data_dir, dirs_exist_ok=True)
+    shutil.rmtree(saved)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 
 from p2pnode.consensus.genesis import genesis_validators
-from tests.integration.harness import LocalSwarm
+from tests.integration.harness import LocalSwarm, mount_tmpfs
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
@@ -99,19 +98,10 @@ def test_a_node_on_another_private_network_is_told_its_key_differs(tmp_path: Pat
 
 
 def test_a_full_data_dir_fails_naming_the_free_space(tmp_path: Path) -> None:
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
     swarm = LocalSwarm(tmp_path / "swarm", 2)
     data_dir = swarm.node(1).data_dir
-    saved = tmp_path / "saved"
-    shutil.copytree(data_dir, saved)
-    mount = ["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", str(data_dir)]
+    mount_tmpfs(data_dir, "24m")
     try:
-        subprocess.run(mount, check=True, capture_output=True)
-    except subprocess.CalledProcessError as exc:
-        pytest.skip(f"cannot mount a tmpfs: {exc.stderr.decode().strip()}")
-    try:
-        shutil.copytree(saved, data_dir, dirs_exist_ok=True)
         swarm.start()
         swarm.wait_connected(1)
         with open(data_dir / "filler", "wb") as f, contextlib.suppress(OSError):

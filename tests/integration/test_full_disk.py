@@ -20,38 +20,23 @@ from pathlib import Path
 import pytest
 
 from p2pnode import NoSpace
-from tests.integration.harness import LocalSwarm
+from tests.integration.harness import LocalSwarm, mount_tmpfs
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 MiB = 1 << 20
 DISK = 64 * MiB
-
-
-def _mount(path: Path) -> None:
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK},mode=0700", "tmpfs", str(path)],
-        check=True,
-        capture_output=True,
-    )
+DISK_SIZE = f"{DISK // MiB}m"
 
 
 @pytest.fixture
 def swarm(tmp_path: Path) -> Iterator[LocalSwarm]:
     """node-1 (data dir on the tmpfs) and node-2 (a provider, on the ordinary disk)."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
     swarm = LocalSwarm(
         tmp_path / "swarm", 2, {"blobs.find_timeout": 5.0, "blobs.chunk_timeout": 5.0}
     )
     data_dir = swarm.node(1).data_dir
-    saved = tmp_path / "saved"
-    shutil.copytree(data_dir, saved)
+    mount_tmpfs(data_dir, DISK_SIZE)
     try:
-        _mount(data_dir)
-    except subprocess.CalledProcessError as exc:
-        pytest.skip(f"cannot mount a tmpfs: {exc.stderr.decode().strip()}")
-    try:
-        shutil.copytree(saved, data_dir, dirs_exist_ok=True)
         swarm.start()
         swarm.wait_connected(1)
         yield swarm

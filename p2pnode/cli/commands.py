@@ -113,6 +113,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--announce", action="append", help="extra advertised multiaddr (repeatable)")
     d.add_argument("--psk-file", help="private network key file (64 hex characters)")
     d.add_argument("--metrics-port", type=int, help="serve /metrics on 127.0.0.1:PORT")
+    d.add_argument(
+        "--http-port", type=int, help="serve the live web view on 127.0.0.1:PORT (http.port)"
+    )
     d.add_argument("--log-level", help="debug, info, warning or error")
     d.add_argument(
         "--mdns", action="store_true", help="find daemons on this LAN by mDNS (discovery.mdns)"
@@ -330,6 +333,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         "announce": args.announce,
         "psk_file": args.psk_file,
         "metrics_port": args.metrics_port,
+        "http.port": args.http_port,
         "log_level": args.log_level,
         "discovery.mdns": True if args.mdns else None,
     }

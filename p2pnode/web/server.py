@@ -152,7 +152,7 @@ class WebServer:
         try:
             if self.connections >= self.cfg.max_clients + MAX_REQUESTS:
                 self.counters["refused"] += 1
-                await self._send(conn, error_response(HttpError(503, "too many requests at once")))
+                await self._refuse(conn, HttpError(503, "too many requests at once"))
                 return
             self.connections += 1
             try:
@@ -171,6 +171,15 @@ class WebServer:
     async def _send(self, conn: trio.SocketStream, data: bytes) -> None:
         with trio.fail_after(self.cfg.read_timeout):
             await conn.send_all(data)
+
+    async def _refuse(self, conn: trio.SocketStream, err: HttpError) -> None:
+        await self._send(conn, error_response(err))
+        # What the client sent is read (briefly, and thrown away) before the close: closing on
+        # unread bytes resets the connection, and the client might never see the answer.
+        await conn.send_eof()
+        with trio.move_on_after(min(1.0, self.cfg.read_timeout)):
+            while await conn.receive_some(MAX_HEAD):
+                pass
 
     async def _read_head(self, conn: trio.SocketStream) -> bytes:
         buffer = b""
@@ -197,7 +206,7 @@ class WebServer:
             body, ctype = await self._route(request)
         except HttpError as err:
             self.counters["refused"] += 1
-            await self._send(conn, error_response(err))
+            await self._refuse(conn, err)
             return
         await self._send(conn, response(200, body, ctype))
 

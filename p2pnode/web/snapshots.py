@@ -13,6 +13,7 @@ from typing import Any
 
 from p2pnode.ipc.errors import IpcError
 from p2pnode.ipc.server import Method
+from p2pnode_protocols.rounds import CommitRound, decode_result
 from p2pnode_protocols.rounds import decode_tx as decode_rounds_tx
 
 READS = (
@@ -140,9 +141,14 @@ def summarise_tx(tx: dict[str, Any], status: str | None) -> dict[str, Any]:
                 out["name"] = "undecodable"
                 return out
             out["name"] = type(decoded).__name__
-            for attr in ("job", "round"):
+            if isinstance(decoded, CommitRound):
+                try:  # the job and round are inside the signed result
+                    decoded = decode_result(decoded.result)
+                except Exception:
+                    return out
+            for attr in ("job", "round", "accuracy"):
                 value = getattr(decoded, attr, None)
-                if isinstance(value, (str, int)):
+                if isinstance(value, (str, int, float)):
                     out[attr] = value
     elif tx["type"] == "kv_put":
         out["key"] = tx["key"]

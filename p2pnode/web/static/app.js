@@ -53,6 +53,7 @@ function txText(t) {
     let s = t.app + " " + t.name;
     if (t.job) s += " " + t.job.slice(0, 8);
     if (t.round !== undefined) s += " round " + t.round;
+    if (t.accuracy !== undefined) s += " · accuracy " + num(t.accuracy, 3);
     return s;
   }
   if (t.type === "app") return t.app;

@@ -229,6 +229,12 @@ def _add_demo_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     demo.add_argument("--seed", type=int, default=0, help="data and model seed")
     demo.add_argument("--out", default=".", help="where demo.png goes (default: here)")
     demo.add_argument("--dir", help="the swarm's dir (default: a temporary one, removed after)")
+    demo.add_argument(
+        "--http-port",
+        type=int,
+        metavar="PORT",
+        help="node-1 serves the live web view on 127.0.0.1:PORT (docs/web.md)",
+    )
 
 
 def cmd_init(args: argparse.Namespace) -> int:

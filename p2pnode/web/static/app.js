@@ -191,10 +191,12 @@ function follow() {
 document.addEventListener("DOMContentLoaded", () => {
   loadAll().catch(console.warn);
   follow();
-  // Transfers and "last heard" change without events: polled while the page is visible.
+  // Transfers and "last heard" change without events: polled while the page is visible
+  // (transfers often, as they come and go within seconds; members' changes come as events).
+  let ticks = 0;
   setInterval(() => {
     if (document.visibilityState !== "visible") return;
     reload("transfers");
-    reload("members");
+    if (++ticks % 5 === 0) reload("members");
   }, 3000);
 });

@@ -37,6 +37,7 @@ class CdpError(Exception):
 
 class Chromium:
     def __init__(self, binary: str, *, width: int = 1400, height: int = 1000) -> None:
+        self.width, self.height = width, height
         self.profile = tempfile.mkdtemp(prefix="p2pnode-chromium-")
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
@@ -132,6 +133,12 @@ class Chromium:
         )["sessionId"]
         self.call("Page.enable")
         self.call("Runtime.enable")
+        # The page's size exactly (the headless window's own viewport is a little smaller
+        # than --window-size, and a screenshot would cut the layout's right edge).
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False},
+        )
         self.call("Page.navigate", {"url": url})
 
     def evaluate(self, expression: str) -> Any:
@@ -152,7 +159,7 @@ class Chromium:
             time.sleep(0.2)
 
     def screenshot(self, path: Path) -> None:
-        data = self.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+        data = self.call("Page.captureScreenshot", {"format": "png"})
         path.write_bytes(base64.b64decode(data["data"]))
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping
 from importlib import resources
 from typing import Any
@@ -71,7 +72,19 @@ def _load_static() -> dict[str, tuple[bytes, str]]:
 
 
 def to_json(value: Any) -> bytes:
-    return json.dumps(value, default=_plain, separators=(",", ":")).encode()
+    """Compact JSON a browser can parse: bytes as hex, and NaN or infinity (a diverged loss) as
+    null, since ``JSON.parse`` refuses Python's ``NaN``."""
+    return json.dumps(_finite(value), default=_plain, separators=(",", ":")).encode()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _plain(value: Any) -> Any:
@@ -203,7 +216,14 @@ class WebServer:
             if request.path == "/events":
                 await self._events(conn)
                 return
-            body, ctype = await self._route(request)
+            try:
+                body, ctype = await self._route(request)
+            except HttpError:
+                raise
+            except Exception:  # a bug behind one section: say so, and serve on
+                self.counters["errors"] += 1
+                log.exception("web: %s failed", request.path)
+                raise HttpError(500, "the daemon failed to answer this; see its log") from None
         except HttpError as err:
             self.counters["refused"] += 1
             await self._refuse(conn, err)

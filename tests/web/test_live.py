@@ -5,11 +5,16 @@ the event streams are bounded."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import threading
 import time
 from typing import Any
 
 import pytest
+
+from p2pnode import NotFound
+from p2pnode_protocols.blobs.cid import manifest_cid
 
 from .conftest import MAX_STREAMS, LiveSwarm
 
@@ -152,3 +157,31 @@ def test_event_streams_are_limited(live: LiveSwarm) -> None:
     finally:
         for s in streams:
             s.close()
+
+
+def test_a_fetch_in_flight_is_listed_as_a_transfer(live: LiveSwarm) -> None:
+    key = manifest_cid(os.urandom(64))  # a blob nobody holds: its fetch searches until timeout
+    outcome: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            with live.swarm.client(1) as c:
+                c.call("blob.fetch", {"key": key, "timeout": 4})
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=fetch)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 4
+        while True:
+            rows = {t["key"]: t for t in live.json("/api/transfers")["transfers"]}
+            if key in rows:
+                break
+            assert time.monotonic() < deadline, rows
+            time.sleep(0.1)
+        assert rows[key]["chunks"] == 0 and rows[key]["seconds"] >= 0  # no manifest yet
+    finally:
+        worker.join(timeout=30)
+    assert len(outcome) == 1 and isinstance(outcome[0], NotFound), outcome
+    assert key not in {t["key"] for t in live.json("/api/transfers")["transfers"]}

@@ -14,12 +14,12 @@ from p2pnode.config.load import HttpConfig
 from p2pnode.events import EventBus
 from p2pnode.ipc.errors import NotFound
 from p2pnode.ipc.server import Method
-from p2pnode.web.server import MAX_REQUESTS, WebServer
+from p2pnode.web.server import MAX_REQUESTS, WebServer, to_json
 
 PEER = "12D3KooWTestTestTestTestTestTestTestTestTestTestTest"
 
 
-def _methods() -> dict[str, Method]:
+def _methods(broken: str | None = None) -> dict[str, Method]:
     async def status(p: dict[str, Any], s: Any, r: int) -> Any:
         return {"peer_id": PEER, "version": "0", "uptime": 1.0, "connected_peers": 0, "addrs": []}
 
@@ -32,7 +32,10 @@ def _methods() -> dict[str, Method]:
     async def transfers(p: dict[str, Any], s: Any, r: int) -> Any:
         return {"transfers": []}
 
-    return {
+    async def bug(p: dict[str, Any], s: Any, r: int) -> Any:
+        raise RuntimeError("a bug behind this method")
+
+    table: dict[str, Method] = {
         "status": status,
         "members": members,
         "consensus.status": off,
@@ -41,12 +44,19 @@ def _methods() -> dict[str, Method]:
         "job.status": off,
         "blob.transfers": transfers,
     }
+    if broken is not None:
+        table[broken] = bug
+    return table
 
 
-async def _server(nursery: trio.Nursery, **cfg: Any) -> tuple[WebServer, EventBus, int]:
+async def _server(
+    nursery: trio.Nursery, broken: str | None = None, **cfg: Any
+) -> tuple[WebServer, EventBus, int]:
     events = EventBus()
     config = {"port": 1, "max_clients": 2, "queue_size": 4, "read_timeout": 0.5, **cfg}
-    server = WebServer(methods=_methods(), events=events, peer_id=PEER, cfg=HttpConfig(**config))
+    server = WebServer(
+        methods=_methods(broken), events=events, peer_id=PEER, cfg=HttpConfig(**config)
+    )
     port = await nursery.start(server.serve, 0)
     return server, events, port
 
@@ -118,8 +128,9 @@ async def test_a_browser_that_stops_reading_is_dropped_not_buffered(nursery: tri
         with trio.fail_after(5):
             while not server.streams:  # noqa: ASYNC110 (the server's own state, polled)
                 await trio.sleep(0.01)
-        # No checkpoint between these: the stream's writer cannot drain its queue meanwhile.
-        for i in range(5):
+        # No checkpoint between these: the stream's writer cannot drain its queue meanwhile
+        # (it may take one frame straight from the first send, if it is waiting in receive).
+        for i in range(4 + 2):
             server.broadcast("commits", {"seq": i, "pad": "x" * 1000})
         assert server.counters["streams_dropped"] == 1 and not server.streams
         with trio.fail_after(5):  # the server closed the connection
@@ -155,3 +166,18 @@ async def test_connections_beyond_the_limit_get_503(nursery: trio.Nursery) -> No
     assert status == 503
     for s in idle:
         await s.aclose()
+
+
+async def test_a_bug_behind_a_section_answers_500_and_the_server_serves_on(
+    nursery: trio.Nursery,
+) -> None:
+    server, _, port = await _server(nursery, broken="members")
+    status, body = await _request(port, _get("/api/members"))
+    assert status == 500 and b"see its log" in body
+    assert server.counters["errors"] == 1
+    assert (await _request(port, _get("/api/transfers")))[0] == 200
+
+
+def test_json_for_a_browser_has_no_nan_and_bytes_as_hex() -> None:
+    got = to_json({"loss": float("nan"), "acc": [float("inf"), 0.5], "d": b"\xab", "t": (1,)})
+    assert got == b'{"loss":null,"acc":[null,0.5],"d":"ab","t":[1]}'

@@ -2,7 +2,8 @@
 
 Routes: ``/`` (the page) and ``/static/*`` (its script and style, shipped in this package);
 ``/api/<section>`` and ``/api/snapshot`` (JSON, see :mod:`p2pnode.web.snapshots`); ``/events``
-(server-sent events fed by the daemon's event bus, so the page updates without a reload).
+(server-sent events fed by the daemon's event bus, so the page updates without a reload, plus
+``section`` events that push what changes without a bus event, so the page never polls).
 
 Resources: every connection first sends its request head, at most :data:`~p2pnode.web.http.MAX_HEAD`
 bytes within ``http.read_timeout``; at most ``MAX_REQUESTS`` requests are served at once besides
@@ -56,6 +57,12 @@ MAX_REQUESTS = 32
 #: that went away is noticed by a failed write at the latest then.
 KEEPALIVE = 15.0
 DEFAULT_LOG = 50
+#: Seconds between the pushes of what changes without a bus event (transfers in flight, the
+#: members' "last heard"), made only while a stream is open: an in-process read costs far less
+#: than the HTTP request a polling page would make (benchmarks/idle_cost.py).
+TICK = 3.0
+#: The members' snapshot is pushed every this many ticks (every 15 s).
+MEMBERS_EVERY = 5
 
 STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -112,11 +119,13 @@ class WebServer:
         events: EventBus,
         peer_id: str,
         cfg: HttpConfig,
+        tick: float = TICK,
     ) -> None:
         self.snapshots = Snapshots(methods)
         self.events = events
         self.peer_id = peer_id
         self.cfg = cfg
+        self.tick = tick
         self.static = _load_static()
         self.streams: set[_Stream] = set()
         self.connections = 0
@@ -131,6 +140,7 @@ class WebServer:
             for topic in TOPICS:
                 # Subscribed before started: an event published once we are up is not missed.
                 nursery.start_soon(self._forward, topic, self.events.subscribe(topic))
+            nursery.start_soon(self._push_sections)
             task_status.started(listeners[0].socket.getsockname()[1])
             await trio.serve_listeners(self._handle, listeners, handler_nursery=nursery)
 
@@ -144,6 +154,25 @@ class WebServer:
                 self.broadcast(topic, event)
         finally:
             self.events.unsubscribe(topic, received)
+
+    async def _push_sections(self) -> None:
+        """While a stream is open: the transfers when they changed, each tick, and the members
+        every ``MEMBERS_EVERY`` ticks, as ``section`` events carrying the snapshot itself."""
+        last: Any = None
+        ticks = 0
+        while True:
+            await trio.sleep(self.tick)
+            if not self.streams:
+                last, ticks = None, 0
+                continue
+            ticks += 1
+            transfers = await self.snapshots.section("transfers")
+            if transfers != last:
+                self.broadcast("section", {"name": "transfers", "data": transfers})
+                last = transfers
+            if ticks % MEMBERS_EVERY == 0:
+                members = await self.snapshots.section("members")
+                self.broadcast("section", {"name": "members", "data": members})
 
     def broadcast(self, topic: str, event: dict[str, Any]) -> None:
         """Queue one event for every stream; a stream whose queue is full is ended."""

@@ -5,6 +5,7 @@ the real ones on real daemons): what is under test is the serving, not the snaps
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -50,12 +51,12 @@ def _methods(broken: str | None = None) -> dict[str, Method]:
 
 
 async def _server(
-    nursery: trio.Nursery, broken: str | None = None, **cfg: Any
+    nursery: trio.Nursery, broken: str | None = None, tick: float = 3.0, **cfg: Any
 ) -> tuple[WebServer, EventBus, int]:
     events = EventBus()
     config = {"port": 1, "max_clients": 2, "queue_size": 4, "read_timeout": 0.5, **cfg}
     server = WebServer(
-        methods=_methods(broken), events=events, peer_id=PEER, cfg=HttpConfig(**config)
+        methods=_methods(broken), events=events, peer_id=PEER, cfg=HttpConfig(**config), tick=tick
     )
     port = await nursery.start(server.serve, 0)
     return server, events, port
@@ -181,3 +182,22 @@ async def test_a_bug_behind_a_section_answers_500_and_the_server_serves_on(
 def test_json_for_a_browser_has_no_nan_and_bytes_as_hex() -> None:
     got = to_json({"loss": float("nan"), "acc": [float("inf"), 0.5], "d": b"\xab", "t": (1,)})
     assert got == b'{"loss":null,"acc":[null,0.5],"d":"ab","t":[1]}'
+
+
+async def test_transfers_and_members_are_pushed_while_a_stream_is_open(
+    nursery: trio.Nursery,
+) -> None:
+    _, _, port = await _server(nursery, tick=0.02)
+    stream, _ = await _open_events(port)
+    names: list[str] = []
+    async with stream:
+        data = b""
+        with trio.fail_after(5):
+            while "members" not in names:
+                data += await stream.receive_some(65536)
+                while b"\n\n" in data:
+                    frame, _, data = data.partition(b"\n\n")
+                    if frame.startswith(b"event: section\ndata: "):
+                        names.append(json.loads(frame.split(b"data: ", 1)[1])["name"])
+    # The transfers once (they did not change: an empty list), the members every fifth tick.
+    assert names == ["transfers", "members"]

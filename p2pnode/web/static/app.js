@@ -185,18 +185,15 @@ function follow() {
   events.addEventListener("commits", () => reload("log"));
   events.addEventListener("jobs", () => reload("jobs"));
   events.addEventListener("rounds", () => reload("jobs"));
+  // What changes without a bus event (transfers, "last heard") comes pushed, snapshot and all.
+  events.addEventListener("section", (e) => {
+    const msg = JSON.parse(e.data);
+    if (RENDER[msg.name]) RENDER[msg.name](msg.data);
+  });
   events.onerror = () => { live.textContent = "reconnecting"; live.className = "badge off"; };
 }
 
 document.addEventListener("DOMContentLoaded", () => {
   loadAll().catch(console.warn);
   follow();
-  // Transfers and "last heard" change without events: polled while the page is visible
-  // (transfers often, as they come and go within seconds; members' changes come as events).
-  let ticks = 0;
-  setInterval(() => {
-    if (document.visibilityState !== "visible") return;
-    reload("transfers");
-    if (++ticks % 5 === 0) reload("members");
-  }, 3000);
 });

@@ -1,21 +1,22 @@
 """Idle cost of the metrics endpoint and the web view: two daemons of one small swarm, compared.
 
 A swarm of ``--nodes`` daemons (3 by default) on 127.0.0.1 idles for ``--duration`` seconds
-(60): node-2 runs plain, node-3 with ``--metrics-port`` and ``--http-port``, a browser-like
-client attached to its web view (the event stream open for the whole window, ``/api/snapshot``
-once, as the page loads; the page never polls, the daemon pushes on the stream)
-and ``/metrics`` scraped every 5 s, as Prometheus would. node-1 is the bootstrap peer, plain, and
-not measured. CPU seconds (utime + stime from /proc/<pid>/stat) over the window and RSS at its
-end (VmRSS) are printed for both, with the ratios; the aim is within 10%.
+(60): node-2 runs plain, node-3 with ``--metrics-port`` and ``--http-port`` (``--served-node 2``
+swaps the two), a browser-like client attached to its web view (the page, its script and
+``/api/snapshot`` loaded once, then the event stream open for the whole window: the page never
+polls, the daemon pushes what changes) and ``/metrics`` scraped every 5 s, as Prometheus would.
+node-1 is the bootstrap peer (and, with ``--validators``, the PBFT primary), plain. CPU seconds
+(utime + stime from /proc/<pid>/stat) over the window and RSS at its end (VmRSS) are printed,
+with the ratios; the aim is within 10%.
 
     python benchmarks/idle_cost.py                     # 3 daemons, 60 s, 10 s warm-up
-    python benchmarks/idle_cost.py --duration 120 --validators 3 --json
+    python benchmarks/idle_cost.py --duration 180 --validators 3 --served-node 2 --json
 
 Membership probes are random, so two plain daemons differ by several percent too: node-1
-against node-2 (both plain) is printed as the noise floor, and the served daemon is also held
-against the mean of both. After the window, bursts of requests to node-3 price one scrape and
-a page request (``/api/members``, what a polling page would pay) in CPU milliseconds, and so
-what the window's scrapes cost, free of that noise.
+against the plain one is printed as the noise floor, and the served daemon is also held
+against the mean of both plain ones. After the window, bursts of requests to the served daemon
+price one scrape and one page request (``/api/members``, what a polling page would pay) in CPU
+milliseconds, and so what the window's scrapes cost, free of that noise.
 """
 
 from __future__ import annotations
@@ -105,7 +106,9 @@ class Browser:
         self.sock.close()
 
 
-def run(nodes_n: int, duration: float, warmup: float, validators: int) -> dict[str, Any]:
+def run(
+    nodes_n: int, duration: float, warmup: float, validators: int, served_node: int = 3
+) -> dict[str, Any]:
     parent = Path(tempfile.mkdtemp(prefix="p2pnode-idle-"))
     settings: dict[str, object] = {}
     if validators:
@@ -114,8 +117,11 @@ def run(nodes_n: int, duration: float, warmup: float, validators: int) -> dict[s
         settings["consensus.validators"] = genesis_validators(parent, validators)
     nodes: list[SwarmNode] = prepare(parent, nodes_n, settings)
     metrics_port, http_port = free_ports(2)
-    set_config_value(nodes[2].data_dir, "metrics_port", [str(metrics_port)])
-    set_config_value(nodes[2].data_dir, "http.port", [str(http_port)])
+    plain, served, control = (
+        ("node-2", "node-3", "node-1") if served_node == 3 else ("node-3", "node-2", "node-1")
+    )
+    set_config_value(nodes[served_node - 1].data_dir, "metrics_port", [str(metrics_port)])
+    set_config_value(nodes[served_node - 1].data_dir, "http.port", [str(http_port)])
     browser = None
     try:
         start(nodes)
@@ -139,7 +145,7 @@ def run(nodes_n: int, duration: float, warmup: float, validators: int) -> dict[s
         rss = {name: rss_mib(pid) for name, pid in pids.items()}
         # Then the price of one request, from a burst (the idle window's own difference is
         # within the noise of membership's random probes): what the window's requests cost.
-        served_pid = pids["node-3"]
+        served_pid = pids[served]
         burst = {}
         for label, port, path in (
             ("scrape", metrics_port, "/metrics"),
@@ -154,12 +160,13 @@ def run(nodes_n: int, duration: float, warmup: float, validators: int) -> dict[s
             browser.close()
         stop(nodes)
     cpu = {name: after[name] - before[name] for name in pids}
-    plain, served, control = "node-2", "node-3", "node-1"
     assert browser is not None
     attributable = scrapes * burst["scrape"]
     plain_mean = (cpu[plain] + cpu[control]) / 2
     return {
         "nodes": nodes_n,
+        "served_node": served,
+        "plain_node": plain,
         "validators": validators,
         "seconds": round(elapsed, 1),
         "plain": {"cpu_s": round(cpu[plain], 2), "rss_mib": round(rss[plain], 1)},
@@ -184,26 +191,34 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=60.0, help="seconds measured")
     ap.add_argument("--warmup", type=float, default=10.0, help="seconds idled before measuring")
     ap.add_argument("--validators", type=int, default=0, help="a genesis committee of N nodes")
+    ap.add_argument(
+        "--served-node",
+        type=int,
+        choices=(2, 3),
+        default=3,
+        help="which node gets the metrics and the web view (the other of 2 and 3 runs plain):"
+        " run both to cancel a difference between the two positions",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.nodes < 3:
         ap.error("--nodes must be at least 3")
-    r = run(args.nodes, args.duration, args.warmup, args.validators)
+    r = run(args.nodes, args.duration, args.warmup, args.validators, args.served_node)
     if args.json:
         print(json.dumps(r))
         return
     print(f"{r['nodes']} daemons ({r['validators']} validators), idle {r['seconds']} s")
     print(f"{'daemon':<38} {'CPU s':>7} {'RSS MiB':>8}")
     rows = (
-        ("node-2 plain", r["plain"]),
-        ("node-3 --metrics-port --http-port", r["served"]),
+        (f"{r['plain_node']} plain", r["plain"]),
+        (f"{r['served_node']} --metrics-port --http-port", r["served"]),
         ("node-1 plain (bootstrap; noise floor)", r["control"]),
     )
     for label, m in rows:
         print(f"{label:<38} {m['cpu_s']:>7.2f} {m['rss_mib']:>8.1f}")
     print(
         f"served/plain: CPU {r['cpu_ratio']}, RSS {r['rss_ratio']}"
-        f" (node-1/node-2 CPU {r['control_cpu_ratio']}); {r['scrapes']} scrapes,"
+        f" (node-1/plain CPU {r['control_cpu_ratio']}); {r['scrapes']} scrapes,"
         f" {r['page_requests']} page requests (before the window), {r['stream_events']} events"
         " streamed"
     )

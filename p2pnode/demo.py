@@ -60,6 +60,7 @@ class DemoOptions:
     out: Path = Path(".")
     dir: Path | None = None
     deadline: float = 10.0
+    http_port: int = 0  # node-1 serves the web view there (0: off)
 
     def check(self) -> None:
         if not 1 <= self.validators <= self.nodes:
@@ -70,6 +71,8 @@ class DemoOptions:
             raise DemoError(f"--strategy must be one of {', '.join(STRATEGIES)}")
         if not 0 <= self.attackers < self.nodes:
             raise DemoError("--attackers must be fewer than --nodes")
+        if not 0 <= self.http_port <= 65535:
+            raise DemoError("--http-port must be between 1 and 65535")
 
     @property
     def rule_name(self) -> str:
@@ -202,7 +205,7 @@ def centralized_curve(o: DemoOptions) -> list[float]:
 
 def _prepare(o: DemoOptions, parent: Path) -> list[swarm.SwarmNode]:
     """The node dirs (a genesis committee of ``o.validators``); the last ``o.attackers``
-    nodes get ``training.attack = "sign_flip"``."""
+    nodes get ``training.attack = "sign_flip"``; node-1 serves the web view on ``o.http_port``."""
     from p2pnode.config.edit import set_config_value
     from p2pnode.consensus.genesis import genesis_validators
 
@@ -212,6 +215,7 @@ def _prepare(o: DemoOptions, parent: Path) -> list[swarm.SwarmNode]:
     for i, n in enumerate(nodes):  # a reused --dir keeps its configs: set the attack each time
         attack = "sign_flip" if i >= o.nodes - o.attackers else ""
         set_config_value(n.data_dir, "training.attack", [attack])
+        set_config_value(n.data_dir, "http.port", [str(o.http_port if i == 0 else 0)])
     return nodes
 
 
@@ -241,6 +245,8 @@ def run_demo(o: DemoOptions, *, live: bool = True, say: Any = print) -> dict[str
             say(f"starting {o.nodes} daemons ({o.validators} validators) in {parent}")
             swarm.start(nodes)
             swarm.wait_ready(nodes)
+            if o.http_port:
+                say(f"web view: http://127.0.0.1:{o.http_port}/ (node-1)")
             _wait_members(nodes[0], o.nodes)
             ready = time.monotonic() - t0
             with Client(socket_path=nodes[0].socket, timeout=90) as c:
@@ -353,6 +359,7 @@ def cmd_demo(args: Any) -> int:
         seed=args.seed,
         out=Path(args.out),
         dir=Path(args.dir) if args.dir else None,
+        http_port=args.http_port or 0,
     )
 
     def say(line: str) -> None:

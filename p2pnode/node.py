@@ -5,7 +5,8 @@ Every service is built first, each handed its dependencies in its constructor
 failure stops the start: store -> identity -> libp2p host listening -> DHT (handlers
 registered, bootstrap in the background) -> NAT traversal (dial-back, relay, hole punching)
 -> mDNS (when on) -> blobs -> membership -> consensus and rounds
-(when configured) -> collectives -> metrics endpoint -> IPC socket -> peer watch.
+(when configured) -> collectives -> metrics endpoint -> IPC socket -> web view (when
+``http.port``) -> peer watch.
 ``task_status.started`` fires once the IPC socket accepts requests: that is what "ready" means
 to the CLI and to ``p2pnode swarm``.
 
@@ -65,6 +66,7 @@ from p2pnode.rounds.service import RoundsService
 from p2pnode.service_metrics import MetricsFeed, ServiceCollector
 from p2pnode.store import Store
 from p2pnode.trust.service import TrustService, make_ledger
+from p2pnode.web import WebServer
 from p2pnode_protocols.blobs.pointers import PointerValidator
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,7 @@ class Node:
         self.events = EventBus()
         self.started_at = time.monotonic()
         self.metrics_port: int | None = None
+        self.http_port: int | None = None
         self._nat: NatService | None = None  # the host's address factory reads it
 
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
@@ -266,9 +269,10 @@ class Node:
         await nursery.start(s.collectives.run)
         if self.cfg.metrics_port is not None:
             self.metrics_port = await nursery.start(s.metrics.serve, self.cfg.metrics_port)
+        methods = self._methods(s)
         ipc = IpcServer(
             self.cfg.socket_path,
-            self._methods(s),
+            methods,
             max_frame=self.cfg.ipc.max_frame,
             max_clients=self.cfg.ipc.max_clients,
             on_request=s.metrics.observe_ipc,
@@ -277,6 +281,12 @@ class Node:
             max_buffered=self.cfg.ipc.max_buffered,
         )
         await nursery.start(ipc.run)
+        if self.cfg.http.port:
+            # The web view reads the same adapters as the IPC socket, in process.
+            web = WebServer(
+                methods=methods, events=self.events, peer_id=self.peer_id, cfg=self.cfg.http
+            )
+            self.http_port = await nursery.start(web.serve, self.cfg.http.port)
         await nursery.start(s.peers.run)
 
     def _methods(self, s: Services) -> dict[str, Method]:

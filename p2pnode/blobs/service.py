@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
@@ -70,6 +71,7 @@ class BlobService:
         self.store = store
         self.cfg = cfg
         self._fetching: dict[str, trio.Event] = {}
+        self._fetch_started: dict[str, float] = {}  # key -> time.monotonic(), for transfers()
         self.streams = StreamCache()
         #: (seconds, ok, bytes fetched) of each fetch call, for the metrics
         self.observe_fetch: Callable[[float, bool, int], None] | None = None
@@ -157,6 +159,27 @@ class BlobService:
             "quotas": self.quotas(),
             "live_uploads": len(self.store.ingests),
         }
+
+    def transfers(self) -> list[dict[str, Any]]:
+        """Fetches in flight, oldest first: key, labels, chunks held of chunks (0 of 0 until
+        the manifest came), bytes and seconds since the fetch started."""
+        now = time.monotonic()
+        out = []
+        for key, started in sorted(self._fetch_started.items(), key=lambda kv: kv[1]):
+            stat = self.store.stat(key)
+            out.append(
+                {
+                    "key": key,
+                    "kind": stat.kind if stat else None,
+                    "job": stat.job if stat else None,
+                    "round": stat.round if stat else None,
+                    "chunks": stat.chunks if stat else 0,
+                    "local_chunks": stat.local_chunks if stat else 0,
+                    "size": stat.size if stat else None,
+                    "seconds": round(now - started, 3),
+                }
+            )
+        return out
 
     # -- storing -------------------------------------------------------------------------------
 
@@ -279,6 +302,7 @@ class BlobService:
                     await self._fetching[key].wait()
                 if not self.store.is_complete(key):
                     done = self._fetching[key] = trio.Event()
+                    self._fetch_started[key] = time.monotonic()
                     try:
                         await self._fetch(key, find_timeout=timeout, kind=kind, providers=providers)
                     except NoSpace:
@@ -286,6 +310,7 @@ class BlobService:
                         raise
                     finally:
                         del self._fetching[key]
+                        del self._fetch_started[key]
                         done.set()
         except trio.TooSlowError:
             stat = self.store.stat(key)

@@ -115,6 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--announce", action="append", help="extra advertised multiaddr (repeatable)")
     d.add_argument("--psk-file", help="private network key file (64 hex characters)")
     d.add_argument("--metrics-port", type=int, help="serve /metrics on 127.0.0.1:PORT")
+    d.add_argument(
+        "--http-port", type=int, help="serve the live web view on 127.0.0.1:PORT (http.port)"
+    )
     d.add_argument("--log-level", help="debug, info, warning or error")
     d.add_argument(
         "--log-format", choices=("human", "json"), help="human (the default) or json lines"
@@ -232,6 +235,12 @@ def _add_demo_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     demo.add_argument("--seed", type=int, default=0, help="data and model seed")
     demo.add_argument("--out", default=".", help="where demo.png goes (default: here)")
     demo.add_argument("--dir", help="the swarm's dir (default: a temporary one, removed after)")
+    demo.add_argument(
+        "--http-port",
+        type=int,
+        metavar="PORT",
+        help="node-1 serves the live web view on 127.0.0.1:PORT (docs/web.md)",
+    )
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -336,6 +345,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         "announce": args.announce,
         "psk_file": args.psk_file,
         "metrics_port": args.metrics_port,
+        "http.port": args.http_port,
         "log_level": args.log_level,
         "log_format": args.log_format,
         "discovery.mdns": True if args.mdns else None,

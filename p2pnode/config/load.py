@@ -174,6 +174,14 @@ class DiscoveryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpConfig:
+    port: int  # 0: the web view is off
+    max_clients: int
+    queue_size: int
+    read_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     data_dir: Path
     listen: tuple[str, ...]
@@ -197,6 +205,7 @@ class Config:
     nat: NatConfig
     relay: RelayConfig
     discovery: DiscoveryConfig
+    http: HttpConfig
 
     @property
     def key_path(self) -> Path:
@@ -406,6 +415,7 @@ def load_config(
         discovery=DiscoveryConfig(
             **{k[10:]: v for k, v in values.items() if k.startswith("discovery.")}
         ),
+        http=HttpConfig(**{k[5:]: v for k, v in values.items() if k.startswith("http.")}),
     )
     if not cfg.listen:
         raise ConfigError("config key listen: at least one listen multiaddr is needed")

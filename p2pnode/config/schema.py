@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from p2pnode.config.collectives_schema import COLLECTIVES_SCHEMA
+from p2pnode.config.http_schema import HTTP_SCHEMA
 from p2pnode.config.nat_schema import NAT_SCHEMA
 from p2pnode.config.setting import ConfigError, Setting, _range
 from p2pnode.config.training_schema import TRAINING_SCHEMA
@@ -591,6 +592,6 @@ SCHEMA: tuple[Setting, ...] = (
     ),
 )
 
-SCHEMA = SCHEMA + TRAINING_SCHEMA + COLLECTIVES_SCHEMA + TRUST_SCHEMA + NAT_SCHEMA
+SCHEMA = SCHEMA + TRAINING_SCHEMA + COLLECTIVES_SCHEMA + TRUST_SCHEMA + NAT_SCHEMA + HTTP_SCHEMA
 
 _BY_KEY = {s.key: s for s in SCHEMA}

@@ -251,6 +251,9 @@ def build_blob_methods(
     async def blob_stats(params: dict[str, Any], session: Session, rid: int) -> Any:
         return blobs.stats()
 
+    async def blob_transfers(params: dict[str, Any], session: Session, rid: int) -> Any:
+        return {"transfers": blobs.transfers()}
+
     async def blob_gc(params: dict[str, Any], session: Session, rid: int) -> Any:
         try:
             freed = blobs.collect()
@@ -319,6 +322,7 @@ def build_blob_methods(
         "blob.unpin": blob_unpin,
         "blob.remove": blob_remove,
         "blob.stats": blob_stats,
+        "blob.transfers": blob_transfers,
         "blob.gc": blob_gc,
         "ptr.set": ptr_set,
         "ptr.get": ptr_get,

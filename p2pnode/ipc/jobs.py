@@ -154,6 +154,14 @@ def build_job_methods(*, rounds: RoundsService | None, blobs: Any) -> dict[str, 
                 }
             )
         row["history"] = history
+        # The round in progress: its phases so far, in the order this node saw them, with the
+        # seconds since the first (the committed rounds' durations are in history).
+        seen = svc.phases.get((j.id, j.round), {})
+        first = min(seen.values(), default=0.0)
+        row["current"] = {
+            "round": j.round,
+            "phases": [[p, round(t - first, 3)] for p, t in seen.items()],
+        }
         ledger = svc.machine.ledger
         row["nodes"] = {
             _b58(n): {

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,8 +46,10 @@ class Compose:
     """``docker-compose`` on the deploy file under one project name (its containers, network
     and volumes are named after it), with the test's image and no ``.env`` of the checkout."""
 
-    def __init__(self, project: str, image: str) -> None:
+    def __init__(self, project: str, image: str, env_file: Path) -> None:
         self.project = project
+        env_file.write_text("")  # not deploy/.env: an operator's SWARM_KEY stays out of it
+        self.env_file = env_file
         self.env = {k: v for k, v in os.environ.items() if k != "SWARM_KEY"}
         self.env["P2PNODE_IMAGE"] = image
 
@@ -54,7 +57,7 @@ class Compose:
         self, *args: str, timeout: float = 120, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         argv = ["docker-compose", "-f", str(COMPOSE_FILE), "-p", self.project]
-        argv += ["--env-file", os.devnull, *args]
+        argv += ["--env-file", str(self.env_file), *args]
         return run(argv, timeout=timeout, input=input, env=self.env)
 
     def p2pnode(self, service: str, *args: str, index: int = 1, input: str | None = None) -> Any:
@@ -112,8 +115,8 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.mark.timeout(1500)
-def test_compose_swarm_runs_a_job_and_restarts_as_itself(image: str) -> None:
-    compose = Compose(f"p2pnodetest{os.getpid()}", image)
+def test_compose_swarm_runs_a_job_and_restarts_as_itself(image: str, tmp_path: Path) -> None:
+    compose = Compose(f"p2pnodetest{os.getpid()}", image, tmp_path / "compose.env")
     try:
         compose("up", "-d", "--scale", f"trainer={TRAINERS}", timeout=300)
         genesis = compose("exec", "-T", "bootstrap", "cat", "/genesis/genesis.env").stdout
@@ -150,8 +153,8 @@ def test_compose_swarm_runs_a_job_and_restarts_as_itself(image: str) -> None:
         for name, cid in containers.items():
             if "_init_" in name:
                 continue
-            r = run(["docker", "top", cid, "-o", "uid,comm"], timeout=30).stdout
-            uids = {int(line.split()[0]) for line in r.splitlines()[1:] if line.strip()}
+            r = run(["docker", "top", cid, "-o", "pid,uid,comm"], timeout=30).stdout
+            uids = {int(line.split()[1]) for line in r.splitlines()[1:] if line.strip()}
             assert uids == {UID}, (name, r)
 
         # Restarted (and, for a validator, recreated) containers keep their peer id and data.

@@ -17,13 +17,12 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .engine import REPO, NoEngine, build_image, docker_engine, ensure_base_image, run
+from .engine import REPO, run
 
 pytestmark = pytest.mark.slow
 
@@ -102,20 +101,10 @@ def _until(what: str, check: Any, timeout: float, every: float = 1.0) -> Any:
     raise AssertionError(f"{what} within {timeout} s; last: {last}")
 
 
-@pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if shutil.which("docker-compose") is None:
-        pytest.skip("no docker-compose command (apt-get install docker-compose)")
-    try:
-        with docker_engine(tmp_path_factory.mktemp("dockerd")):
-            ensure_base_image()
-            yield build_image()
-    except NoEngine as exc:
-        pytest.skip(f"no Docker engine: {exc}")
-
-
 @pytest.mark.timeout(1500)
 def test_compose_swarm_runs_a_job_and_restarts_as_itself(image: str, tmp_path: Path) -> None:
+    if shutil.which("docker-compose") is None:
+        pytest.skip("no docker-compose command (apt-get install docker-compose)")
     compose = Compose(f"p2pnodetest{os.getpid()}", image, tmp_path / "compose.env")
     try:
         compose("up", "-d", "--scale", f"trainer={TRAINERS}", timeout=300)

@@ -13,6 +13,7 @@
 set -eu
 umask 077
 LISTEN=/ip4/0.0.0.0/tcp/4001
+NODES="bootstrap validator-1 validator-2 validator-3 validator-4"
 G=/genesis
 owner=$(id -u p2pnode):$(id -g p2pnode)
 
@@ -30,23 +31,40 @@ else
             python3 -c 'import secrets; print(secrets.token_hex(32))' >"$G/swarm.key"
         fi
     fi
-    boot=/dns4/bootstrap/tcp/4001/p2p/$(peer_id /vol/bootstrap)
-    validators=""
-    for n in validator-1 validator-2 validator-3 validator-4; do
-        validators="$validators $(peer_id "/vol/$n")"
+    # The five keys at once (each p2pnode start costs a second or two of CPU).
+    ids=$(mktemp -d)
+    for n in $NODES; do
+        (peer_id "/vol/$n" >"$ids/$n") &
     done
+    wait
+    for n in $NODES; do
+        [ -s "$ids/$n" ] || { echo "compose-init: no key made in /vol/$n" >&2; exit 1; }
+    done
+    boot=/dns4/bootstrap/tcp/4001/p2p/$(cat "$ids/bootstrap")
+    validators=$(cat "$ids/validator-1" "$ids/validator-2" "$ids/validator-3" "$ids/validator-4")
+    # shellcheck disable=SC2086  # one line, one space between the ids
+    validators=$(echo $validators)
+    rm -rf "$ids"
     # Each `config set` is checked like start-up is: a bad key or value stops here. Every node
     # but the bootstrap node has the same settings, so validator-1's file is copied to the rest.
-    for n in bootstrap validator-1; do
-        p2pnode --data-dir "/vol/$n" config set psk_file "$G/swarm.key" >/dev/null
+    common() { # the settings every node has, in data dir $1
+        p2pnode --data-dir "$1" config set psk_file "$G/swarm.key" >/dev/null
         # shellcheck disable=SC2086  # one peer id per word
-        p2pnode --data-dir "/vol/$n" config set consensus.validators $validators >/dev/null
-    done
-    p2pnode --data-dir /vol/validator-1 config set bootstrap "$boot" >/dev/null
+        p2pnode --data-dir "$1" config set consensus.validators $validators >/dev/null
+    }
+    common /vol/bootstrap &
+    first=$!
+    {
+        common /vol/validator-1
+        p2pnode --data-dir /vol/validator-1 config set bootstrap "$boot" >/dev/null
+    } &
+    second=$!
+    wait "$first"
+    wait "$second"
     for n in validator-2 validator-3 validator-4; do
         cp /vol/validator-1/config.toml "/vol/$n/config.toml"
     done
-    printf "BOOTSTRAP='%s'\nVALIDATORS='%s'\n" "$boot" "${validators# }" >"$G/genesis.env"
+    printf "BOOTSTRAP='%s'\nVALIDATORS='%s'\n" "$boot" "$validators" >"$G/genesis.env"
     # The trainers' config (each trainer makes its own key); written last: it marks genesis done.
     cp /vol/validator-1/config.toml "$G/node.toml.tmp"
     mv "$G/node.toml.tmp" "$G/node.toml"

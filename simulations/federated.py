@@ -28,15 +28,22 @@ from pathlib import Path
 
 import numpy as np
 
-from p2pnode.training.aggregation import RULE_NAMES, AggregationRule, ClientUpdate, make_rule
+from p2pnode.training.aggregation import (
+    RULE_NAMES,
+    AggregationRule,
+    Bucketing,
+    ClientUpdate,
+    NearestNeighborMixing,
+    make_rule,
+)
 from p2pnode.training.attacks import OMNISCIENT_ATTACKS, corrupt_update, craft_update
 from p2pnode.training.compression import COMPRESSION_KINDS, Compressor, ErrorFeedback, decode
 from p2pnode.training.data import Dataset, load_digits, train_test_split
 from p2pnode.training.local import local_sgd, model_delta
 from p2pnode.training.models import Model, accuracy, make_model
 from p2pnode.training.optimizers import make_optimizer
-from p2pnode.training.screening import ScreenedRule, validation_loss_fn
 from p2pnode.training.schedules import make_schedule
+from p2pnode.training.screening import ScreenedRule, validation_loss_fn
 from p2pnode.training.sharding import dirichlet_shards, iid_shards
 from p2pnode.training.state_dict import ParamSpec, StateDict, unflatten
 from p2pnode_simulations.plots import Series, accuracy_chart
@@ -86,9 +93,17 @@ class FederatedConfig:
     screen: bool = False
     #: nats a drop must lower the validation loss by.
     screen_margin: float = 0.0
+    #: greedy screen (re-score after each drop) or one pass
+    screen_rescore: bool = True
     #: images of the training set the validators hold as their validation split (a sample of
     #: the training distribution, as FLTrust's root set; the test split stays unseen).
     val_size: int = 180
+    #: measured alternatives (docs/learning.md): bucketing with buckets of this size (0: off),
+    #: client momentum (honest clients send m = b m + (1 - b) delta), the f of the mixing step
+    #: when it differs from the rule's.
+    bucket: int = 0
+    client_momentum: float = 0.0
+    mixing_f: int | None = None
     test_fraction: float = 0.2
     seed: int = 0
 
@@ -164,18 +179,32 @@ def _attack_delta(
     return corrupt_update(kind, honest, scale, rng)
 
 
-def build_rule(cfg: FederatedConfig) -> AggregationRule | ScreenedRule:
+def build_rule(cfg: FederatedConfig, round: int = 0) -> AggregationRule | ScreenedRule:
     """The rule as the config says, behind the validation screen if ``cfg.screen``; once the
-    screen drops k inputs the rule is re-made for f - k."""
+    screen drops k inputs the rule is re-made for f - k. ``round`` seeds bucketing."""
     extra = {"clip_norm": cfg.clip_norm} if cfg.rule == "fedavg" and cfg.clip_norm else {}
     rule = make_rule(cfg.rule, f=cfg.tolerated, mixing=cfg.mixing, **extra)
+    if cfg.mixing_f is not None:
+        plain = make_rule(cfg.rule, f=cfg.tolerated, mixing=False, **extra)
+        rule = NearestNeighborMixing(plain, cfg.mixing_f)
+    if cfg.bucket:
+        # ceil(n / s) buckets, of which the inner rule can tolerate fewer than half.
+        fb = min(cfg.tolerated, (-(-cfg.clients // cfg.bucket) - 1) // 2)
+        inner = make_rule(cfg.rule, f=fb, mixing=cfg.mixing, **extra)
+        rule = Bucketing(inner, cfg.bucket, seed=cfg.seed * 1000 + round)
     if not cfg.screen:
         return rule
 
     def remake(dropped: int) -> AggregationRule:
         return make_rule(cfg.rule, f=max(0, cfg.tolerated - dropped), mixing=cfg.mixing, **extra)
 
-    return ScreenedRule(rule, max_drop=cfg.tolerated, margin=cfg.screen_margin, remake=remake)
+    return ScreenedRule(
+        rule,
+        max_drop=cfg.tolerated,
+        margin=cfg.screen_margin,
+        rescore=cfg.screen_rescore,
+        remake=remake,
+    )
 
 
 def run_centralized(cfg: FederatedConfig, train: Dataset, test: Dataset) -> list[float]:
@@ -243,7 +272,10 @@ def run_federated(cfg: FederatedConfig, centralized: bool = True) -> FederatedRe
     local_schedule = make_schedule(cfg.local_schedule, cfg.local_lr, cfg.rounds)
 
     result = FederatedResult(cfg, attacker_ids, params_count=spec.size, rule_name=rule.name)
+    momenta: dict[str, np.ndarray] = {}
     for r in range(cfg.rounds):
+        if cfg.bucket:
+            rule = build_rule(cfg, r)
         updates = []
         sizes = []
         losses = []
@@ -265,6 +297,13 @@ def run_federated(cfg: FederatedConfig, centralized: bool = True) -> FederatedRe
                 deltas[cid] = _attack_delta(cfg.attack, deltas[cid], cfg.attack_scale, rng)
             else:
                 losses.append(loss)
+        if cfg.client_momentum:
+            b = cfg.client_momentum
+            for cid in ids:
+                if cid not in attacker_ids:
+                    prev = momenta.get(cid, np.zeros_like(deltas[cid]))
+                    momenta[cid] = (b * prev + (1 - b) * deltas[cid]).astype(np.float32)
+                    deltas[cid] = momenta[cid]
         if cfg.attack in OMNISCIENT_ATTACKS and attacker_ids:
             # Omniscient attackers: they see every honest update of the round.
             honest = np.stack([deltas[c] for c in ids if c not in attacker_ids])

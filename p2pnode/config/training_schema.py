@@ -69,9 +69,7 @@ TRAINING_SCHEMA: tuple[Setting, ...] = (
         "another trainer's revealed update (copy; the node must be a validator to see one) "
         "instead of its own.",
         lambda v: (
-            None
-            if v in _ATTACKS
-            else "must be '' or one of " + ", ".join(a for a in _ATTACKS if a)
+            None if v in _ATTACKS else "must be '' or one of " + ", ".join(a for a in _ATTACKS if a)
         ),
     ),
     Setting(

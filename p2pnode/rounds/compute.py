@@ -34,7 +34,12 @@ from typing import Any
 import numpy as np
 
 from p2pnode.training.aggregation import ROBUST_RULE_NAMES, AggregationRule, ClientUpdate, make_rule
-from p2pnode.training.attacks import OMNISCIENT_ATTACKS, UPDATE_ATTACKS, corrupt_update, craft_update
+from p2pnode.training.attacks import (
+    OMNISCIENT_ATTACKS,
+    UPDATE_ATTACKS,
+    corrupt_update,
+    craft_update,
+)
 from p2pnode.training.compression import Compressor, DecodeError, ErrorFeedback, decode
 from p2pnode.training.data import Dataset, load_digits, train_test_split
 from p2pnode.training.local import local_sgd, local_train, model_delta

@@ -24,8 +24,8 @@ __all__ = [
     "alie_z",
     "corrupt_update",
     "craft_update",
-    "min_max_gamma",
     "mimic_target",
+    "min_max_gamma",
 ]
 
 #: attacks on the update itself (a label flip poisons the data instead, see simulations).

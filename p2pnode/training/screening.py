@@ -112,6 +112,9 @@ class ScreenedRule:
     inner: AggregationRule
     max_drop: int = 2
     margin: float = 0.0
+    #: re-score the kept inputs after each drop (greedy); False drops the up to ``max_drop``
+    #: lowest first-pass scores below ``-margin`` at once.
+    rescore: bool = True
     #: the inner rule is re-made for the inputs it gets: f minus the inputs dropped.
     remake: Callable[[int], AggregationRule] | None = None
 
@@ -150,6 +153,15 @@ class ScreenedRule:
                 loo.append(loss(s / (k - 1)))
             if step == 0:
                 scores = {c.ids[i]: float(v - full) for i, v in zip(kept, loo, strict=True)}
+            if not self.rescore:
+                # Stable: equal scores go to the earlier canonical position.
+                order = np.argsort(np.asarray(loo), kind="stable")[: self.max_drop]
+                gone_at = sorted(
+                    (int(p) for p in order if full - loo[p] > self.margin), reverse=True
+                )
+                for p in gone_at:
+                    dropped.append(kept.pop(p))
+                break
             best = int(np.argmin(np.asarray(loo)))  # first minimum: earliest canonical position
             if not full - loo[best] > self.margin:
                 break

@@ -9,8 +9,8 @@ from p2pnode.training.attacks import (
     OMNISCIENT_ATTACKS,
     alie_z,
     craft_update,
-    min_max_gamma,
     mimic_target,
+    min_max_gamma,
 )
 
 

@@ -29,8 +29,12 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# One BLAS thread per run: the runs are the parallelism (--jobs), and more threads per run only
+# oversubscribe the cores. Set before numpy loads.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-from p2pnode_simulations.federated import FederatedConfig, run_federated
+from p2pnode_simulations.federated import FederatedConfig, run_federated  # noqa: E402
 
 # (label, attack, epsilon/scale); "none" has no attacker.
 ATTACKS: list[tuple[str, str, float]] = [

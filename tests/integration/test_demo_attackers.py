@@ -3,8 +3,11 @@
 Two of eight daemons craft ALIE or IPM updates (from the honest updates they recompute, see
 p2pnode/rounds/compute.py); the job uses the demo's rule with attackers (trimmed mean behind
 the validation screen, the default). The swarm agrees on every model key, ends near clean FedAvg
-run in process on the same job, and the attackers' contribution scores (summed over rounds, as
-the ledger keeps them) are the lowest. Short: 5 rounds.
+run in process on the same job. IPM attackers' contribution scores (summed over rounds, as the
+ledger keeps them) are the lowest. ALIE's are not, and cannot be with the paper's z for 8 nodes
+and f = 2 (0.32): the attacker sends nearly the mean of all shards' updates, which lowers the
+validation loss more than any single honest update (docs/learning.md); the test checks that the
+model holds and the screen leaves it out of some rounds. Short: 5 rounds.
 """
 
 from __future__ import annotations
@@ -42,7 +45,10 @@ def test_demo_attackers_are_scored_lowest_and_the_model_holds(tmp_path: Path, at
         for node, s in scores.items():
             totals[node] = totals.get(node, 0.0) + s
     lowest = sorted(totals, key=lambda n: totals[n])[:2]
-    assert set(lowest) == bad, totals
+    if attack == "ipm":
+        assert set(lowest) == bad, totals
+    else:
+        assert any(p in bad for out in r["outliers"] for p in out), r["outliers"]
     # Clean FedAvg, the same job with no attacker, in process.
     clean = clean_accuracy(job_spec(DemoOptions(rounds=ROUNDS, nodes=8)), 8, ROUNDS)
     assert r["final_accuracy"] >= clean - 0.03, (r["final_accuracy"], clean)

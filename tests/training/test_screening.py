@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pnode.training.aggregation import ClientUpdate, make_rule
+from p2pnode.training.aggregation import Bucketing, ClientUpdate, make_rule
 from p2pnode.training.attacks import craft_update
 from p2pnode.training.data import load_digits
 from p2pnode.training.local import local_sgd, model_delta
@@ -95,3 +95,24 @@ def test_same_inputs_in_any_order_give_the_same_bytes(
     b = rule.aggregate_with([ups[i] for i in order], validation_loss_fn(model, params, val))
     assert a.aggregate.tobytes() == b.aggregate.tobytes()
     assert (a.outliers, a.contributors, a.scores) == (b.outliers, b.contributors, b.scores)
+
+
+def test_bucketing_averages_seeded_buckets_in_any_input_order() -> None:
+    rng = np.random.default_rng(4)
+    ups = [ClientUpdate(f"c{i}", rng.normal(0, 1, 30).astype(np.float32)) for i in range(8)]
+    rule = Bucketing(make_rule("trimmed_mean", f=1, mixing=False), s=2, seed=7)
+    a = rule.aggregate(ups)
+    b = rule.aggregate(list(reversed(ups)))
+    assert a.aggregate.tobytes() == b.aggregate.tobytes()
+    # The same as the inner rule over the bucket means of the seeded shuffle.
+    perm = np.random.default_rng(7).permutation(8)
+    stack = np.stack([u.delta for u in ups])
+    means = [
+        ClientUpdate(
+            f"b{j}", stack[np.sort(perm[j : j + 2])].astype(np.float64).mean(0).astype(np.float32)
+        )
+        for j in range(0, 8, 2)
+    ]
+    want = make_rule("trimmed_mean", f=1, mixing=False).aggregate(means).aggregate
+    np.testing.assert_allclose(a.aggregate, want, rtol=1e-6, atol=1e-7)
+    assert rule.max_byzantine(8) == 1 and set(a.contributors) == {u.client_id for u in ups}

@@ -64,6 +64,14 @@ ALTERNATIVES: list[tuple[str, dict[str, object]]] = [
     ("nnm f=3 + trimmed_mean", {"rule": "trimmed_mean", "mixing_f": 3}),
     ("screen + fedavg", {"rule": "fedavg", "screen": True}),
     ("screen + krum", {"rule": "krum", "screen": True}),
+    (
+        "screen, one pass + trimmed_mean",
+        {"rule": "trimmed_mean", "screen": True, "screen_rescore": False},
+    ),
+    (
+        "screen, best set + trimmed_mean",
+        {"rule": "trimmed_mean", "screen": True, "screen_subset": True},
+    ),
 ]
 
 

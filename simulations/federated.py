@@ -95,6 +95,8 @@ class FederatedConfig:
     screen_margin: float = 0.0
     #: greedy screen (re-score after each drop) or one pass
     screen_rescore: bool = True
+    #: search sets of up to f updates to drop (ScreenedRule.subset)
+    screen_subset: bool = False
     #: images of the training set the validators hold as their validation split (a sample of
     #: the training distribution, as FLTrust's root set; the test split stays unseen).
     val_size: int = 180
@@ -203,6 +205,7 @@ def build_rule(cfg: FederatedConfig, round: int = 0) -> AggregationRule | Screen
         max_drop=cfg.tolerated,
         margin=cfg.screen_margin,
         rescore=cfg.screen_rescore,
+        subset=cfg.screen_subset,
         remake=remake,
     )
 

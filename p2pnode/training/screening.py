@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import combinations
+from math import comb
 
 import numpy as np
 
@@ -115,6 +117,11 @@ class ScreenedRule:
     #: re-score the kept inputs after each drop (greedy); False drops the up to ``max_drop``
     #: lowest first-pass scores below ``-margin`` at once.
     rescore: bool = True
+    #: search every set of up to ``max_drop`` inputs (when there are at most ``subset_cap``
+    #: such sets) for the one whose removal lowers the loss most: attackers who send the same
+    #: vector mask each other's leave-one-out score, a set of them is seen together.
+    subset: bool = False
+    subset_cap: int = 256
     #: the inner rule is re-made for the inputs it gets: f minus the inputs dropped.
     remake: Callable[[int], AggregationRule] | None = None
 
@@ -140,6 +147,12 @@ class ScreenedRule:
         total = np.zeros(c.stack.shape[1], dtype=np.float64)
         for r in rows:  # canonical order
             total += r
+        n, top = len(rows), min(self.max_drop, len(rows) - 1)
+        search = (
+            self.subset
+            and top > 0
+            and sum(comb(n, k) for k in range(1, top + 1)) <= self.subset_cap
+        )
         for step in range(min(self.max_drop, len(kept) - 1) if self.max_drop else 0):
             k = len(kept)
             full = loss(total / k)
@@ -153,6 +166,8 @@ class ScreenedRule:
                 loo.append(loss(s / (k - 1)))
             if step == 0:
                 scores = {c.ids[i]: float(v - full) for i, v in zip(kept, loo, strict=True)}
+            if search:
+                break  # the drops come from _best_subset below
             if not self.rescore:
                 # Stable: equal scores go to the earlier canonical position.
                 order = np.argsort(np.asarray(loo), kind="stable")[: self.max_drop]
@@ -170,6 +185,11 @@ class ScreenedRule:
             total = np.zeros_like(total)
             for j in kept:
                 total += rows[j]
+        if search:
+            best = self._best_subset(rows, loss)
+            if best is not None:
+                kept = [i for i in range(n) if i not in best]
+                dropped = list(best)
         if not scores:
             scores = {cid: 0.0 for cid in c.ids}
         return (
@@ -177,6 +197,29 @@ class ScreenedRule:
             tuple(sorted(c.ids[i] for i in dropped)),
             scores,
         )
+
+    def _best_subset(self, rows: list[np.ndarray], loss: LossFn) -> tuple[int, ...] | None:
+        """The set of up to ``max_drop`` inputs whose removal gives the lowest loss, if that
+        beats keeping all by more than ``margin`` (else None); sets in (size, canonical) order,
+        so the first minimum is the smallest and earliest."""
+        n = len(rows)
+        top = min(self.max_drop, n - 1)
+
+        def mean_without(gone: tuple[int, ...]) -> np.ndarray:
+            s = np.zeros(rows[0].shape[0], dtype=np.float64)
+            for j in range(n):
+                if j not in gone:
+                    s += rows[j]
+            return s / (n - len(gone))
+
+        best_loss = loss(mean_without(())) - self.margin
+        best: tuple[int, ...] | None = None
+        for k in range(1, top + 1):
+            for gone in combinations(range(n), k):
+                v = loss(mean_without(gone))
+                if v < best_loss:
+                    best_loss, best = v, gone
+        return best
 
     def aggregate_with(self, updates: Sequence[ClientUpdate], loss: LossFn) -> AggregationResult:
         c = canonicalize(updates)

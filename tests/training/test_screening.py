@@ -116,3 +116,16 @@ def test_bucketing_averages_seeded_buckets_in_any_input_order() -> None:
     want = make_rule("trimmed_mean", f=1, mixing=False).aggregate(means).aggregate
     np.testing.assert_allclose(a.aggregate, want, rtol=1e-6, atol=1e-7)
     assert rule.max_byzantine(8) == 1 and set(a.contributors) == {u.client_id for u in ups}
+
+
+def test_the_set_search_drops_identical_attackers_together(setting: tuple) -> None:
+    model, params, val, stack = setting
+    bad = craft_update("ipm", stack, 8, 2, eps=4.0)
+    ups = _updates(stack, {6: bad, 7: bad})
+    loss = validation_loss_fn(model, params, val)
+    rule = ScreenedRule(make_rule("fedavg"), max_drop=2, subset=True)
+    kept, dropped, _ = rule.screen(ups, loss)
+    assert dropped == ("c6", "c7") and kept == tuple(f"c{i}" for i in range(6))
+    # Too many sets to search: the greedy screen is used instead.
+    capped = ScreenedRule(make_rule("fedavg"), max_drop=2, subset=True, subset_cap=10)
+    assert capped.screen(ups, loss)[1] == ScreenedRule(make_rule("fedavg")).screen(ups, loss)[1]

@@ -17,6 +17,11 @@ Flagged updates stay in the result's update set but out of the aggregate (they a
 Neither check can re-run a task under error feedback (the residual is the trainer's own state):
 such jobs get copy detection by the lowest node id only, and no spot-checks.
 
+**The validation screen.** With a robust rule (``aggregation.screen = "default"``) the rule
+sits behind :class:`p2pnode.training.screening.ScreenedRule`: up to ``f`` updates whose removal
+lowers the validation loss are left out, with a BLAS-free loss so that validators agree on the
+choice bit for bit, and each screened update's contribution score is its leave-one-out score.
+
 The model blob holds the parameters (``params/<name>``) and the outer optimizer's state
 (``opt/...``, e.g. DiLoCo's Nesterov momentum), so a validator that restarts resumes from the
 last committed model alone.

@@ -312,6 +312,7 @@ def run_demo(o: DemoOptions, *, live: bool = True, say: Any = print) -> dict[str
             "loss": [h["loss"] for h in final],
             "centralized": curve,
             "outliers": [h["outliers"] for h in final],
+            "contributors": [h["contributors"] for h in final],
             "scores": [h.get("scores") or {} for h in final],
             "attackers": attacker_ids,
             "attack": o.attack if o.attackers else "",
@@ -363,10 +364,11 @@ def summary(r: dict[str, Any]) -> str:
     if r["attackers"]:
         lowest = attackers_lowest(r)
         lines.insert(3, f"flagged        {flagged} of {len(r['attackers'])} attackers last round")
+        left_out = sum(1 for c in r["contributors"] for p in r["attackers"] if p not in c)
         lines.insert(
             4,
             f"scores         the attackers ({r['attack']}) score lowest in {lowest} of "
-            f"{len(r['scores'])} rounds",
+            f"{len(r['scores'])} rounds; left out of the model {left_out} times",
         )
     return "\n".join(lines)
 

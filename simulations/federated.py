@@ -138,6 +138,8 @@ class RoundRecord:
     attackers_flagged: int
     honest_flagged: int
     seconds_aggregating: float
+    #: attackers whose update did not enter the aggregate (a screen's drops, Krum's choice)
+    attackers_left_out: int = 0
 
 
 @dataclass(slots=True)
@@ -342,6 +344,7 @@ def run_federated(cfg: FederatedConfig, centralized: bool = True) -> FederatedRe
                 attackers_flagged=flagged_attackers,
                 honest_flagged=len(agg.outliers) - flagged_attackers,
                 seconds_aggregating=seconds,
+                attackers_left_out=sum(1 for a in attacker_ids if a not in agg.contributors),
             )
         )
         logger.info("round %d accuracy %.4f outliers %s", r + 1, acc, agg.outliers)

@@ -38,6 +38,7 @@ from p2pnode.training.aggregation import (
     AggregationResult,
     AggregationRule,
     ClientUpdate,
+    _distance_outliers,
     _result,
     canonicalize,
 )
@@ -107,8 +108,8 @@ class ScreenedRule:
 
     ``loss`` is bound per round (the base model and the validator's split); the rule itself
     holds only the knobs. ``scores`` of the result are the first pass's leave-one-out scores
-    (nats; higher is better, negative means the update made the loss worse), and dropped
-    inputs are outliers, with the inner rule's own.
+    (nats; higher is better, negative means the update made the loss worse); dropped inputs
+    are not contributors (see :meth:`aggregate_with` for outliers).
     """
 
     inner: AggregationRule
@@ -122,6 +123,7 @@ class ScreenedRule:
     #: vector mask each other's leave-one-out score, a set of them is seen together.
     subset: bool = False
     subset_cap: int = 256
+    outlier_factor: float = 3.0
     #: the inner rule is re-made for the inputs it gets: f minus the inputs dropped.
     remake: Callable[[int], AggregationRule] | None = None
 
@@ -222,10 +224,20 @@ class ScreenedRule:
         return best
 
     def aggregate_with(self, updates: Sequence[ClientUpdate], loss: LossFn) -> AggregationResult:
+        """Screen, then aggregate the kept inputs with the inner rule.
+
+        Dropped inputs are left out of ``contributors`` but are *not* outliers for that alone:
+        on a clean swarm the screen also drops one or two honest updates a round (those that
+        raise the validation loss of the mean), and outliers are what the trust ledger slashes
+        for when they repeat. Outliers are the inner rule's plus every input, kept or dropped,
+        farther from the aggregate than ``outlier_factor`` times the median distance (the
+        library's distance test), so a loud attacker is still evidence; a quiet one that the
+        screen drops loses its reward and its contribution score says why."""
         c = canonicalize(updates)
         kept, dropped, scores = self.screen(updates, loss)
         keep = set(kept)
         inner_rule = self.remake(len(dropped)) if self.remake is not None else self.inner
         inner = inner_rule.aggregate([u for u in updates if u.client_id in keep])
-        outliers = set(dropped) | set(inner.outliers)
+        far, _ = _distance_outliers(c, inner.aggregate, self.outlier_factor)
+        outliers = set(far) | set(inner.outliers)
         return _result(c, inner.aggregate, sorted(outliers), inner.contributors, scores)

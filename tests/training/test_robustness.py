@@ -24,9 +24,9 @@ def test_the_screen_holds_where_the_robust_rule_alone_does_not() -> None:
     assert screened.rule_name == "screen+nnm+trimmed_mean"
     assert screened.accuracy >= clean - 0.02, (screened.accuracy, clean)
     # The two attackers send the same vector, so each one's leave-one-out score is masked by
-    # the other; one of them is still among the outliers in some rounds.
-    caught = sum(r.attackers_flagged for r in screened.rounds)
-    assert caught >= 5, [r.outliers for r in screened.rounds]
+    # the other; one of them is still left out in some rounds.
+    assert sum(r.attackers_left_out for r in screened.rounds) >= 5
+    assert all(r.attackers_left_out == 0 for r in plain.rounds)  # trimmed mean keeps all
 
 
 def test_the_cli_takes_the_hiding_attacks_and_the_screen() -> None:

@@ -9,7 +9,9 @@ effect on the mean of the others (leave one out):
 
     score_i = L(base + mean(kept minus i)) - L(base + mean(kept))
 
-which is positive when the update helps. Greedily, up to ``max_drop`` times, the input whose
+which is positive when the update helps. Loud inputs (farther from the coordinate-wise median
+than 3x the median such distance) are left out first and do not count against ``max_drop``.
+Then, greedily, up to ``max_drop`` times, the input whose
 removal lowers the loss most is dropped if that lowers it by more than ``margin`` (nats); then
 ``inner`` (a robust rule) aggregates the kept inputs. An attacker that hides inside the honest
 spread (ALIE, IPM, min-max, min-sum) still pulls the mean the wrong way, which the loss sees; an
@@ -41,6 +43,7 @@ from p2pnode.training.aggregation import (
     _distance_outliers,
     _result,
     canonicalize,
+    norm,
 )
 from p2pnode.training.data import Dataset
 from p2pnode.training.models import MLP, Model, SoftmaxRegression
@@ -143,17 +146,18 @@ class ScreenedRule:
         """(kept ids, dropped ids, first-pass leave-one-out scores), ids in canonical order."""
         c = canonicalize(updates)
         rows = [row.astype(np.float64) for row in c.stack]
-        kept = list(range(len(c.ids)))
+        loud = self._loud(c.stack)
+        kept = [i for i in range(len(c.ids)) if i not in loud]
         scores: dict[str, float] = {}
         dropped: list[int] = []
         total = np.zeros(c.stack.shape[1], dtype=np.float64)
-        for r in rows:  # canonical order
-            total += r
-        n, top = len(rows), min(self.max_drop, len(rows) - 1)
+        for i in kept:  # canonical order
+            total += rows[i]
+        n, top = len(rows), min(self.max_drop, len(kept) - 1)
         search = (
             self.subset
             and top > 0
-            and sum(comb(n, k) for k in range(1, top + 1)) <= self.subset_cap
+            and sum(comb(len(kept), k) for k in range(1, top + 1)) <= self.subset_cap
         )
         for step in range(min(self.max_drop, len(kept) - 1) if self.max_drop else 0):
             k = len(kept)
@@ -188,17 +192,47 @@ class ScreenedRule:
             for j in kept:
                 total += rows[j]
         if search:
-            best = self._best_subset(rows, loss)
+            quiet = [i for i in range(n) if i not in loud]
+            best = self._best_subset([rows[i] for i in quiet], loss)
             if best is not None:
-                kept = [i for i in range(n) if i not in best]
-                dropped = list(best)
-        if not scores:
-            scores = {cid: 0.0 for cid in c.ids}
+                gone = {quiet[p] for p in best}
+                kept = [i for i in quiet if i not in gone]
+                dropped = sorted(gone)
+        # A loud input scores as its own leave-one-out effect would have had it been kept.
+        scores = {cid: scores.get(cid, 0.0) for cid in c.ids}
+        for i in loud:
+            scores[c.ids[i]] = self._loud_score(rows, kept, i, loss)
         return (
             tuple(c.ids[i] for i in kept),
             tuple(sorted(c.ids[i] for i in dropped)),
             scores,
         )
+
+    def _loud(self, stack: np.ndarray) -> set[int]:
+        """Inputs farther from the coordinate-wise median than ``outlier_factor`` times the
+        median such distance: left out before the loss is asked, and not counted against
+        ``max_drop`` (so attackers past ``f`` that are loud, not hidden, cannot use up the
+        screen's drops and get the rule re-made for fewer than are there)."""
+        if stack.shape[0] < 3:
+            return set()
+        med = np.median(stack.astype(np.float64), axis=0)
+        dists = np.array([norm(row.astype(np.float64) - med) for row in stack])
+        ref = float(np.median(dists))
+        return {i for i, d in enumerate(dists) if d > self.outlier_factor * ref and d > 0}
+
+    @staticmethod
+    def _loud_score(rows: list[np.ndarray], kept: list[int], i: int, loss: LossFn) -> float:
+        """``L(mean(kept)) - L(mean(kept + i))``: what adding the loud input would have done."""
+        if not kept:
+            return 0.0
+        s = np.zeros_like(rows[0])
+        for j in sorted([*kept, i]):
+            s += rows[j]
+        with_i = loss(s / (len(kept) + 1))
+        s = np.zeros_like(rows[0])
+        for j in kept:
+            s += rows[j]
+        return float(loss(s / len(kept)) - with_i)
 
     def _best_subset(self, rows: list[np.ndarray], loss: LossFn) -> tuple[int, ...] | None:
         """The set of up to ``max_drop`` inputs whose removal gives the lowest loss, if that

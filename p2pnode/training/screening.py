@@ -143,7 +143,11 @@ class ScreenedRule:
     def screen(
         self, updates: Sequence[ClientUpdate], loss: LossFn
     ) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, float]]:
-        """(kept ids, dropped ids, first-pass leave-one-out scores), ids in canonical order."""
+        """(kept ids, left-out ids (loud and dropped), leave-one-out scores), canonical order.
+
+        Every left-out input lowers the f the inner rule is re-made for (it is one attacker
+        fewer among the kept, if it was one), but only the loss-screened drops count against
+        ``max_drop``."""
         c = canonicalize(updates)
         rows = [row.astype(np.float64) for row in c.stack]
         loud = self._loud(c.stack)
@@ -204,7 +208,7 @@ class ScreenedRule:
             scores[c.ids[i]] = self._loud_score(rows, kept, i, loss)
         return (
             tuple(c.ids[i] for i in kept),
-            tuple(sorted(c.ids[i] for i in dropped)),
+            tuple(sorted(c.ids[i] for i in [*dropped, *loud])),
             scores,
         )
 

@@ -7,8 +7,11 @@ weights, data split, seed and local training, on the pooled shards), and when th
 checks that every node's committed log holds the same model key for every round, stops every
 daemon, writes a PNG (accuracy and loss per round; time per round by phase) and prints the
 final accuracy beside the baseline's. Ctrl-C or SIGTERM at any point stops the daemons it
-started, by their pids. ``--attackers N`` makes N nodes send sign-flipped updates
-(``training.attack``), and picks a robust rule (trimmed mean) unless ``--rule`` says otherwise.
+started, by their pids. ``--attackers N`` makes N nodes send corrupted updates
+(``training.attack``; ``--attack`` says which: sign flip x10 by default, or ALIE, IPM, min-max,
+min-sum or mimic, crafted to hide among the honest updates), and picks a robust rule (trimmed
+mean, behind the validation screen by default) unless ``--rule`` says otherwise. The result
+lists each round's contribution scores by node; the summary says where the attackers rank.
 """
 
 from __future__ import annotations
@@ -32,9 +35,12 @@ from p2pnode.ipc.client import Client
 from p2pnode.ipc.errors import IpcError
 from p2pnode.jobs.spec import DEFAULT_LEARNING
 
-__all__ = ["DemoError", "DemoOptions", "job_spec", "run_demo"]
+__all__ = ["DEMO_ATTACKS", "DemoError", "DemoOptions", "job_spec", "run_demo"]
 
 STRATEGIES = ("fedavg", "diloco")
+#: ``--attack``: the update attacks of p2pnode.training.attacks (the demo's attackers use
+#: ``training.attack_scale`` 10 for sign_flip and 0.5, epsilon, for ipm).
+DEMO_ATTACKS = ("sign_flip", "alie", "ipm", "min_max", "min_sum", "mimic")
 #: seconds the whole swarm has to see every node alive before the job is created.
 MEMBERS_WAIT = 20.0
 #: seconds, after the job ends on node-1, for every other node to apply the last commit.
@@ -56,6 +62,7 @@ class DemoOptions:
     compression: str = "none"
     rule: str | None = None
     attackers: int = 0
+    attack: str = "sign_flip"
     seed: int = 0
     out: Path = Path(".")
     dir: Path | None = None
@@ -73,6 +80,8 @@ class DemoOptions:
             raise DemoError("--attackers must be fewer than --nodes")
         if not 0 <= self.http_port <= 65535:
             raise DemoError("--http-port must be between 1 and 65535")
+        if self.attack not in DEMO_ATTACKS:
+            raise DemoError(f"--attack must be one of {', '.join(DEMO_ATTACKS)}")
 
     @property
     def rule_name(self) -> str:
@@ -212,10 +221,12 @@ def _prepare(o: DemoOptions, parent: Path) -> list[swarm.SwarmNode]:
     swarm.check_free(parent, o.nodes)
     settings = {"consensus.validators": genesis_validators(parent, o.validators)}
     nodes = swarm.prepare(parent, o.nodes, settings)
+    scale = "0.5" if o.attack == "ipm" else "10.0"
     for i, n in enumerate(nodes):  # a reused --dir keeps its configs: set the attack each time
-        attack = "sign_flip" if i >= o.nodes - o.attackers else ""
+        attack = o.attack if i >= o.nodes - o.attackers else ""
         set_config_value(n.data_dir, "training.attack", [attack])
         set_config_value(n.data_dir, "http.port", [str(o.http_port if i == 0 else 0)])
+        set_config_value(n.data_dir, "training.attack_scale", [scale])
     return nodes
 
 
@@ -256,7 +267,7 @@ def run_demo(o: DemoOptions, *, live: bool = True, say: Any = print) -> dict[str
             say(
                 f"job {job[:16]}: {o.rounds} rounds of {o.strategy} (rule {o.rule_name}) on the "
                 f"digits, Dirichlet(0.5) shards"
-                + (f", {o.attackers} attackers (sign flip)" if o.attackers else "")
+                + (f", {o.attackers} attackers ({o.attack})" if o.attackers else "")
             )
             view = JobView(f"p2pnode demo ({o.nodes} nodes)")
             t_job = time.monotonic()
@@ -307,7 +318,10 @@ def run_demo(o: DemoOptions, *, live: bool = True, say: Any = print) -> dict[str
             "loss": [h["loss"] for h in final],
             "centralized": curve,
             "outliers": [h["outliers"] for h in final],
+            "contributors": [h["contributors"] for h in final],
+            "scores": [h.get("scores") or {} for h in final],
             "attackers": attacker_ids,
+            "attack": o.attack if o.attackers else "",
             "strategy": o.strategy,
             "rule": o.rule_name,
             "compression": o.compression,
@@ -328,6 +342,18 @@ def run_demo(o: DemoOptions, *, live: bool = True, say: Any = print) -> dict[str
             shutil.rmtree(parent, ignore_errors=True)
 
 
+def attackers_lowest(r: dict[str, Any]) -> int:
+    """Rounds in which every attacker's contribution score is below every honest node's."""
+    bad = set(r["attackers"])
+    count = 0
+    for scores in r["scores"]:
+        mine = [s for n, s in scores.items() if n in bad]
+        theirs = [s for n, s in scores.items() if n not in bad]
+        if mine and theirs and max(mine) < min(theirs):
+            count += 1
+    return count
+
+
 def summary(r: dict[str, Any]) -> str:
     attack = f", {len(r['attackers'])} attackers" if r["attackers"] else ""
     flagged = sum(1 for o in r["outliers"][-1:] for p in o if p in r["attackers"])
@@ -342,7 +368,14 @@ def summary(r: dict[str, Any]) -> str:
         f"chart          {r['png']}",
     ]
     if r["attackers"]:
+        lowest = attackers_lowest(r)
         lines.insert(3, f"flagged        {flagged} of {len(r['attackers'])} attackers last round")
+        left_out = sum(1 for c in r["contributors"] for p in r["attackers"] if p not in c)
+        lines.insert(
+            4,
+            f"scores         the attackers ({r['attack']}) score lowest in {lowest} of "
+            f"{len(r['scores'])} rounds; left out of the model {left_out} times",
+        )
     return "\n".join(lines)
 
 
@@ -356,6 +389,7 @@ def cmd_demo(args: Any) -> int:
         compression=args.compression,
         rule=args.rule,
         attackers=args.attackers,
+        attack=args.attack,
         seed=args.seed,
         out=Path(args.out),
         dir=Path(args.dir) if args.dir else None,

@@ -28,21 +28,29 @@ from pathlib import Path
 
 import numpy as np
 
-from p2pnode.training.aggregation import RULE_NAMES, ClientUpdate, make_rule
-from p2pnode.training.attacks import corrupt_update
+from p2pnode.training.aggregation import (
+    RULE_NAMES,
+    AggregationRule,
+    Bucketing,
+    ClientUpdate,
+    NearestNeighborMixing,
+    make_rule,
+)
+from p2pnode.training.attacks import OMNISCIENT_ATTACKS, corrupt_update, craft_update
 from p2pnode.training.compression import COMPRESSION_KINDS, Compressor, ErrorFeedback, decode
 from p2pnode.training.data import Dataset, load_digits, train_test_split
 from p2pnode.training.local import local_sgd, model_delta
 from p2pnode.training.models import Model, accuracy, make_model
 from p2pnode.training.optimizers import make_optimizer
 from p2pnode.training.schedules import make_schedule
+from p2pnode.training.screening import ScreenedRule, validation_loss_fn
 from p2pnode.training.sharding import dirichlet_shards, iid_shards
 from p2pnode.training.state_dict import ParamSpec, StateDict, unflatten
 from p2pnode_simulations.plots import Series, accuracy_chart
 
 logger = logging.getLogger(__name__)
 
-ATTACKS = ("sign_flip", "scaled", "gaussian", "label_flip")
+ATTACKS = ("sign_flip", "scaled", "gaussian", "label_flip", *OMNISCIENT_ATTACKS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +87,25 @@ class FederatedConfig:
     batch_size: int = 32
     attackers: int = 0
     attack: str = "sign_flip"
+    #: the factor of sign_flip and scaled, the noise of gaussian, epsilon of ipm.
     attack_scale: float = 10.0
+    #: the validation screen (p2pnode.training.screening) in front of the rule.
+    screen: bool = False
+    #: nats a drop must lower the validation loss by.
+    screen_margin: float = 0.0
+    #: greedy screen (re-score after each drop) or one pass
+    screen_rescore: bool = True
+    #: search sets of up to f updates to drop (ScreenedRule.subset)
+    screen_subset: bool = False
+    #: images of the training set the validators hold as their validation split (a sample of
+    #: the training distribution, as FLTrust's root set; the test split stays unseen).
+    val_size: int = 180
+    #: measured alternatives (docs/learning.md): bucketing with buckets of this size (0: off),
+    #: client momentum (honest clients send m = b m + (1 - b) delta), the f of the mixing step
+    #: when it differs from the rule's.
+    bucket: int = 0
+    client_momentum: float = 0.0
+    mixing_f: int | None = None
     test_fraction: float = 0.2
     seed: int = 0
 
@@ -112,6 +138,8 @@ class RoundRecord:
     attackers_flagged: int
     honest_flagged: int
     seconds_aggregating: float
+    #: attackers whose update did not enter the aggregate (a screen's drops, Krum's choice)
+    attackers_left_out: int = 0
 
 
 @dataclass(slots=True)
@@ -150,9 +178,38 @@ def _split(cfg: FederatedConfig, rng: np.random.Generator) -> tuple[Dataset, Dat
 def _attack_delta(
     kind: str, honest: np.ndarray, scale: float, rng: np.random.Generator
 ) -> np.ndarray:
-    if kind == "label_flip":
-        return honest  # label_flip poisons the data, not the update
+    if kind == "label_flip" or kind in OMNISCIENT_ATTACKS:
+        return honest  # label_flip poisons the data; the crafted attacks come after training
     return corrupt_update(kind, honest, scale, rng)
+
+
+def build_rule(cfg: FederatedConfig, round: int = 0) -> AggregationRule | ScreenedRule:
+    """The rule as the config says, behind the validation screen if ``cfg.screen``; once the
+    screen drops k inputs the rule is re-made for f - k. ``round`` seeds bucketing."""
+    extra = {"clip_norm": cfg.clip_norm} if cfg.rule == "fedavg" and cfg.clip_norm else {}
+    rule = make_rule(cfg.rule, f=cfg.tolerated, mixing=cfg.mixing, **extra)
+    if cfg.mixing_f is not None:
+        plain = make_rule(cfg.rule, f=cfg.tolerated, mixing=False, **extra)
+        rule = NearestNeighborMixing(plain, cfg.mixing_f)
+    if cfg.bucket:
+        # ceil(n / s) buckets, of which the inner rule can tolerate fewer than half.
+        fb = min(cfg.tolerated, (-(-cfg.clients // cfg.bucket) - 1) // 2)
+        inner = make_rule(cfg.rule, f=fb, mixing=cfg.mixing, **extra)
+        rule = Bucketing(inner, cfg.bucket, seed=cfg.seed * 1000 + round)
+    if not cfg.screen:
+        return rule
+
+    def remake(dropped: int) -> AggregationRule:
+        return make_rule(cfg.rule, f=max(0, cfg.tolerated - dropped), mixing=cfg.mixing, **extra)
+
+    return ScreenedRule(
+        rule,
+        max_drop=cfg.tolerated,
+        margin=cfg.screen_margin,
+        rescore=cfg.screen_rescore,
+        subset=cfg.screen_subset,
+        remake=remake,
+    )
 
 
 def run_centralized(cfg: FederatedConfig, train: Dataset, test: Dataset) -> list[float]:
@@ -203,11 +260,10 @@ def run_federated(cfg: FederatedConfig, centralized: bool = True) -> FederatedRe
     model = _build_model(cfg, train)
     params: StateDict = model.init(np.random.default_rng([cfg.seed, 2]))
     spec = ParamSpec.of(params)
-    rule = make_rule(
-        cfg.rule,
-        f=cfg.tolerated,
-        mixing=cfg.mixing,
-        **({"clip_norm": cfg.clip_norm} if cfg.rule == "fedavg" and cfg.clip_norm else {}),
+    rule = build_rule(cfg)
+    # The validators' split: its own random stream, so runs without a screen are unchanged.
+    val = train.subset(
+        np.sort(np.random.default_rng([cfg.seed, 5]).choice(len(train), cfg.val_size, False))
     )
     optimizer = make_optimizer(
         cfg.optimizer, **({"momentum": cfg.server_momentum} if cfg.optimizer == "sgd" else {})
@@ -221,10 +277,14 @@ def run_federated(cfg: FederatedConfig, centralized: bool = True) -> FederatedRe
     local_schedule = make_schedule(cfg.local_schedule, cfg.local_lr, cfg.rounds)
 
     result = FederatedResult(cfg, attacker_ids, params_count=spec.size, rule_name=rule.name)
+    momenta: dict[str, np.ndarray] = {}
     for r in range(cfg.rounds):
+        if cfg.bucket:
+            rule = build_rule(cfg, r)
         updates = []
         sizes = []
         losses = []
+        deltas = {}
         for cid in ids:
             rng = client_rngs[cid]
             local, loss = local_sgd(
@@ -237,17 +297,38 @@ def run_federated(cfg: FederatedConfig, centralized: bool = True) -> FederatedRe
                 momentum=cfg.local_momentum,
                 rng=rng,
             )
-            delta = model_delta(local, params)
+            deltas[cid] = model_delta(local, params)
             if cid in attacker_ids:
-                delta = _attack_delta(cfg.attack, delta, cfg.attack_scale, rng)
+                deltas[cid] = _attack_delta(cfg.attack, deltas[cid], cfg.attack_scale, rng)
             else:
                 losses.append(loss)
+        if cfg.client_momentum:
+            b = cfg.client_momentum
+            for cid in ids:
+                if cid not in attacker_ids:
+                    prev = momenta.get(cid, np.zeros_like(deltas[cid]))
+                    momenta[cid] = (b * prev + (1 - b) * deltas[cid]).astype(np.float32)
+                    deltas[cid] = momenta[cid]
+        if cfg.attack in OMNISCIENT_ATTACKS and attacker_ids:
+            # Omniscient attackers: they see every honest update of the round.
+            honest = np.stack([deltas[c] for c in ids if c not in attacker_ids])
+            crafted = craft_update(
+                cfg.attack, honest, cfg.clients, len(attacker_ids), eps=cfg.attack_scale
+            )
+            for cid in attacker_ids:
+                deltas[cid] = crafted
+        for cid in ids:
+            rng = client_rngs[cid]
+            delta = deltas[cid]
             blob = feedback[cid].encode(delta, rng) if use_ef else compressor.encode(delta, rng)
             sizes.append(len(blob))
             # What the validator sees: the decoded bytes, nothing else of the client's.
             updates.append(ClientUpdate(cid, decode(blob), len(client_data[cid])))
         t0 = time.perf_counter()
-        agg = rule.aggregate(updates)
+        if isinstance(rule, ScreenedRule):
+            agg = rule.aggregate_with(updates, validation_loss_fn(model, params, val))
+        else:
+            agg = rule.aggregate(updates)
         seconds = time.perf_counter() - t0
         grads = unflatten(-agg.aggregate, spec)
         params, opt_state = optimizer.step(params, grads, opt_state, schedule(r))
@@ -263,6 +344,7 @@ def run_federated(cfg: FederatedConfig, centralized: bool = True) -> FederatedRe
                 attackers_flagged=flagged_attackers,
                 honest_flagged=len(agg.outliers) - flagged_attackers,
                 seconds_aggregating=seconds,
+                attackers_left_out=sum(1 for a in attacker_ids if a not in agg.contributors),
             )
         )
         logger.info("round %d accuracy %.4f outliers %s", r + 1, acc, agg.outliers)
@@ -356,6 +438,14 @@ def parse_args(argv: Sequence[str] | None) -> tuple[FederatedConfig, Path, bool]
     p.add_argument("--attackers", type=int, default=d.attackers)
     p.add_argument("--attack", choices=ATTACKS, default=d.attack)
     p.add_argument("--attack-scale", type=float, default=d.attack_scale)
+    p.add_argument(
+        "--screen",
+        action=argparse.BooleanOptionalAction,
+        default=d.screen,
+        help="validation screen in front of the rule (drops updates that raise the loss)",
+    )
+    p.add_argument("--screen-margin", type=float, default=d.screen_margin)
+    p.add_argument("--val-size", type=int, default=d.val_size)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", type=Path, default=Path("federated-report"))
     p.add_argument("--no-centralized", action="store_true")
@@ -387,6 +477,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[FederatedConfig, Path, bool]
         attackers=a.attackers,
         attack=a.attack,
         attack_scale=a.attack_scale,
+        screen=a.screen,
+        screen_margin=a.screen_margin,
+        val_size=a.val_size,
         seed=a.seed,
     )
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING)

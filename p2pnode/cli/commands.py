@@ -194,6 +194,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_demo_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    from p2pnode.demo import DEMO_ATTACKS
     from p2pnode.training.aggregation import RULE_NAMES
     from p2pnode.training.compression import COMPRESSION_KINDS
 
@@ -231,7 +232,14 @@ def _add_demo_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="N nodes send sign-flipped updates (default: %(default)s)",
+        help="N nodes send corrupted updates, see --attack (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--attack",
+        choices=DEMO_ATTACKS,
+        default="sign_flip",
+        help="what the attackers send: sign_flip (x10), or an update crafted to hide among the "
+        "honest ones (alie, ipm with epsilon 0.5, min_max, min_sum, mimic) (default: %(default)s)",
     )
     demo.add_argument("--seed", type=int, default=0, help="data and model seed")
     demo.add_argument("--out", default=".", help="where demo.png goes (default: here)")

@@ -6,6 +6,21 @@ from p2pnode.config.setting import Setting, _range
 
 __all__ = ["TRAINING_SCHEMA"]
 
+#: training.attack's values (p2pnode.training.attacks has the update attacks; config stays light).
+_ATTACKS = (
+    "",
+    "sign_flip",
+    "scaled",
+    "gaussian",
+    "alie",
+    "ipm",
+    "min_max",
+    "min_sum",
+    "mimic",
+    "replay",
+    "copy",
+)
+
 TRAINING_SCHEMA: tuple[Setting, ...] = (
     Setting(
         "training.slots",
@@ -48,13 +63,13 @@ TRAINING_SCHEMA: tuple[Setting, ...] = (
         str,
         "",
         "For demonstrations and tests only: make this node's built-in trainer send a corrupted "
-        "update (sign_flip, scaled or gaussian), its update of an earlier round (replay), or a "
-        "copy of another trainer's revealed update (copy; the node must be a validator to see "
-        "one) instead of its own.",
+        "update (sign_flip, scaled or gaussian), an update crafted to hide among the honest "
+        "ones of the round, which it recomputes from the public data and shards (alie, ipm, "
+        "min_max, min_sum or mimic), its update of an earlier round (replay), or a copy of "
+        "another trainer's revealed update (copy; the node must be a validator to see one) "
+        "instead of its own.",
         lambda v: (
-            None
-            if v in ("", "sign_flip", "scaled", "gaussian", "replay", "copy")
-            else "must be '', sign_flip, scaled, gaussian, replay or copy"
+            None if v in _ATTACKS else "must be '' or one of " + ", ".join(a for a in _ATTACKS if a)
         ),
     ),
     Setting(
@@ -62,7 +77,7 @@ TRAINING_SCHEMA: tuple[Setting, ...] = (
         float,
         10.0,
         "How strong training.attack is (the factor of sign_flip and scaled, the noise of "
-        "gaussian).",
+        "gaussian, epsilon of ipm).",
         _range(0, 1e6),
     ),
     Setting(

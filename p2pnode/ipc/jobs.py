@@ -142,6 +142,7 @@ def build_job_methods(*, rounds: RoundsService | None, blobs: Any) -> dict[str, 
                     "update_bytes": h.update_bytes,
                     "contributors": [_b58(n) for n in h.contributors],
                     "outliers": [_b58(n) for n in h.outliers],
+                    "scores": {_b58(n): s for n, s in h.scores},
                     "flags": [
                         {"peer_id": _b58(f.node), "kind": f.kind, "detail": f.detail}
                         for f in h.flags

@@ -31,7 +31,7 @@ __all__ = [
 
 OUTER_OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine")
-ATTACKS = ("", "sign_flip", "scaled", "gaussian")
+ATTACKS = ("", "sign_flip", "scaled", "gaussian", "alie", "ipm", "min_max", "min_sum", "mimic")
 
 
 class SpecError(ValueError):
@@ -64,6 +64,7 @@ DEFAULT_LEARNING: dict[str, Any] = {
     "rule": "fedavg",
     "f": 1,
     "mixing": "default",
+    "screen": "default",
     "compression": "none",
     "ratio": 0.01,
     "error_feedback": "default",
@@ -99,7 +100,7 @@ _TABLES: dict[str, dict[str, str]] = {
         "nesterov": "nesterov",
         "schedule": "outer_schedule",
     },
-    "aggregation": {"rule": "rule", "f": "f", "mixing": "mixing"},
+    "aggregation": {"rule": "rule", "f": "f", "mixing": "mixing", "screen": "screen"},
     "compression": {"kind": "compression", "ratio": "ratio", "error_feedback": "error_feedback"},
 }
 _SCHED = {
@@ -287,6 +288,8 @@ def check_learning(lr: dict[str, Any]) -> None:
     integer("f", "aggregation.f", 0, 32)
     if not (lr["mixing"] == "default" or type(lr["mixing"]) is bool):
         raise SpecError("aggregation.mixing must be true, false or 'default'")
+    if not (lr["screen"] == "default" or type(lr["screen"]) is bool):
+        raise SpecError("aggregation.screen must be true, false or 'default'")
     choice("compression", "compression.kind", COMPRESSION_KINDS)
     number("ratio", "compression.ratio", 1e-6, 1.0)
     if not (lr["error_feedback"] == "default" or type(lr["error_feedback"]) is bool):

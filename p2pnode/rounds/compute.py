@@ -17,6 +17,11 @@ Flagged updates stay in the result's update set but out of the aggregate (they a
 Neither check can re-run a task under error feedback (the residual is the trainer's own state):
 such jobs get copy detection by the lowest node id only, and no spot-checks.
 
+**The validation screen.** With a robust rule (``aggregation.screen = "default"``) the rule
+sits behind :class:`p2pnode.training.screening.ScreenedRule`: up to ``f`` updates whose removal
+lowers the validation loss are left out, with a BLAS-free loss so that validators agree on the
+choice bit for bit, and each screened update's contribution score is its leave-one-out score.
+
 The model blob holds the parameters (``params/<name>``) and the outer optimizer's state
 (``opt/...``, e.g. DiLoCo's Nesterov momentum), so a validator that restarts resumes from the
 last committed model alone.
@@ -33,14 +38,20 @@ from typing import Any
 
 import numpy as np
 
-from p2pnode.training.aggregation import ClientUpdate, make_rule
-from p2pnode.training.attacks import corrupt_update
+from p2pnode.training.aggregation import ROBUST_RULE_NAMES, AggregationRule, ClientUpdate, make_rule
+from p2pnode.training.attacks import (
+    OMNISCIENT_ATTACKS,
+    UPDATE_ATTACKS,
+    corrupt_update,
+    craft_update,
+)
 from p2pnode.training.compression import Compressor, DecodeError, ErrorFeedback, decode
 from p2pnode.training.data import Dataset, load_digits, train_test_split
 from p2pnode.training.local import local_sgd, local_train, model_delta
 from p2pnode.training.models import Model, make_model, softmax_cross_entropy
 from p2pnode.training.optimizers import SGD, Adam, Optimizer, make_optimizer
 from p2pnode.training.schedules import make_schedule
+from p2pnode.training.screening import ScreenedRule, validation_loss_fn
 from p2pnode.training.sharding import dirichlet_shards, iid_shards
 from p2pnode.training.state_dict import ParamSpec, StateDict, flatten, unflatten
 from p2pnode.training.sync import BoundedAsync
@@ -56,7 +67,9 @@ __all__ = [
     "node_seed",
 ]
 
-ATTACKS = ("", "sign_flip", "scaled", "gaussian")
+ATTACKS = ("", *UPDATE_ATTACKS, *OMNISCIENT_ATTACKS)
+#: nats a screened drop must lower the validation loss by (benchmarks/robustness.py).
+SCREEN_MARGIN = 0.0
 #: updates closer than this (relative L2 distance) are copies of each other.
 COPY_TOLERANCE = 1e-3
 #: the share of coordinates whose index set (largest magnitudes) identifies an update.
@@ -185,7 +198,9 @@ class JobCompute:
                 rng=rng,
             )
         delta = model_delta(local, params)
-        if attack:
+        if attack in OMNISCIENT_ATTACKS:
+            delta = self._craft(params, round, shard, seed, delta, attack, attack_scale)
+        elif attack:
             delta = corrupt_update(attack, delta, attack_scale, rng)
         if self.use_ef:
             ef = self.feedback.setdefault(shard, ErrorFeedback(self.compressor))
@@ -193,6 +208,43 @@ class JobCompute:
         else:
             blob = self.compressor.encode(delta, rng)
         return TrainOutput(update=blob, samples=len(data), loss=float(loss))
+
+    def _craft(
+        self,
+        params: StateDict,
+        round: int,
+        shard: int,
+        seed: Sequence[int],
+        own: np.ndarray,
+        attack: str,
+        eps: float,
+    ) -> np.ndarray:
+        """Tests and demos only: an omniscient attacker's update. Commit-reveal keeps it from
+        seeing this round's honest updates before it commits, so it recomputes them: the data,
+        the shards and the base model are public and every task is deterministic given them
+        (what spot-checks rely on). It trains every other shard with its own seed, a sample of
+        the same distribution as the honest updates, and crafts from those and its own."""
+        rows = [own]
+        lr = self.spec.learning
+        schedule = make_schedule(str(lr["local_schedule"]), float(lr["local_lr"]), self.spec.rounds)
+        for other, idx in enumerate(self.shards):
+            if other == shard or len(idx) == 0:
+                continue
+            local, _ = local_sgd(
+                self.model,
+                params,
+                self.train.subset(idx),
+                epochs=int(lr["epochs"]),
+                batch_size=int(lr["batch_size"]),
+                lr=schedule(round - 1),
+                momentum=float(lr["local_momentum"]),
+                rng=np.random.default_rng([*seed, round, other]),
+            )
+            rows.append(model_delta(local, params))
+        if len(rows) < 2:  # nothing to hide among: ALIE and the min-attacks send their own
+            return craft_update(attack, np.stack(rows), 2, 1, eps=eps)
+        f = min(max(1, int(lr["f"])), len(rows) - 1)
+        return craft_update(attack, np.stack(rows), len(rows), f, eps=eps)
 
     def encode_delta(self, delta: np.ndarray, shard: int, rng: np.random.Generator) -> bytes:
         """An external trainer's delta, compressed as the job says (with error feedback)."""
@@ -255,13 +307,16 @@ class JobCompute:
         inputs = [i for i in inputs if i.client_id not in flagged_cids]
         if not inputs:
             raise ComputeError("no update decodes" if not flags else "every update is flagged")
-        mixing = lr["mixing"]
-        rule = make_rule(
-            str(lr["rule"]),
-            f=int(lr["f"]),
-            mixing=None if mixing == "default" else bool(mixing),
-        )
-        agg = rule.aggregate(inputs)
+        rule = job_rule(lr)
+        screened: dict[bytes, float] = {}
+        if isinstance(rule, ScreenedRule):
+            agg = rule.aggregate_with(inputs, validation_loss_fn(self.model, params, self.val))
+            # The screen's leave-one-out score is the contribution score of a screened update.
+            for cid, s in agg.scores.items():
+                node = names[cid]
+                screened[node] = min(screened.get(node, _round6(s)), _round6(s))
+        else:
+            agg = rule.aggregate(inputs)
         grads = unflatten(-agg.aggregate, self.pspec)
         outer_lr = make_schedule(
             str(lr["outer_schedule"]), float(lr["outer_lr"]), self.spec.rounds
@@ -271,10 +326,13 @@ class JobCompute:
         _base_acc, base_loss = self.evaluate(params)
         scores: dict[bytes, float] = {}
         for cid, delta in sorted(deltas.items()):
-            _, alone = self.evaluate(unflatten(flat + delta, self.pspec))
             node = names[cid]
+            if node in screened:
+                continue
+            _, alone = self.evaluate(unflatten(flat + delta, self.pspec))
             s = _round6(base_loss - alone)
             scores[node] = min(scores.get(node, s), s)
+        scores.update(screened)
         for node in broken:
             scores[node] = -1e9
         contributors = tuple(sorted({names[c] for c in agg.contributors}))
@@ -369,6 +427,26 @@ class JobCompute:
     def _spot_flag(node: bytes, reruns: Mapping[bytes, bytes]) -> Flag:
         expected = reruns.get(node, b"")
         return Flag(node=node, kind="spot_check", detail=hashlib.sha256(expected).hexdigest())
+
+
+def job_rule(lr: Mapping[str, Any]) -> AggregationRule | ScreenedRule:
+    """The job's rule: ``aggregation.rule`` with ``f`` and ``mixing``, behind the validation
+    screen when ``aggregation.screen`` says so (``"default"``: for the robust rules, not for
+    FedAvg). Once the screen drops k updates the rule is re-made for ``f - k``."""
+    name, f = str(lr["rule"]), int(lr["f"])
+    mixing = lr["mixing"]
+    mix = None if mixing == "default" else bool(mixing)
+    rule = make_rule(name, f=f, mixing=mix)
+    screen = lr.get("screen", "default")  # specs from before the key: the default
+    if not (name in ROBUST_RULE_NAMES if screen == "default" else bool(screen)):
+        return rule
+
+    def remake(dropped: int) -> AggregationRule:
+        return make_rule(name, f=max(0, f - dropped), mixing=mix)
+
+    return ScreenedRule(
+        rule, max_drop=f, margin=float(lr.get("screen_margin", SCREEN_MARGIN)), remake=remake
+    )
 
 
 def job_data(spec: JobSpec) -> tuple[Dataset, Dataset, list[np.ndarray]]:

@@ -24,7 +24,7 @@ import trio
 
 from p2pnode.blobs import tensors
 from p2pnode.rounds.compute import UPDATE_MEDIA_TYPE, ComputeError, JobCompute
-from p2pnode.training.attacks import UPDATE_ATTACKS
+from p2pnode.training.attacks import OMNISCIENT_ATTACKS, UPDATE_ATTACKS
 from p2pnode_protocols.rounds import (
     Aggregate,
     Computed,
@@ -188,7 +188,8 @@ class RoundWork:
                 base = await self.read_model(e.job, e.base_key, e.round - 1)
                 t1 = time.perf_counter()
                 c = self.compute(e.job)
-                corrupt = self.attack if self.attack in UPDATE_ATTACKS else ""
+                crafted = (*UPDATE_ATTACKS, *OMNISCIENT_ATTACKS)
+                corrupt = self.attack if self.attack in crafted else ""
                 out = await trio.to_thread.run_sync(
                     lambda: c.train_task(
                         base, e.round, e.shard, self._seed, corrupt, self.attack_scale

@@ -101,6 +101,8 @@ class RoundSummary:
     update_bytes: int = 0
     #: the committed result's findings (see messages.FLAG_KINDS).
     flags: tuple[Flag, ...] = ()
+    #: the committed contribution score of each update's node, by node.
+    scores: tuple[tuple[bytes, float], ...] = ()
 
 
 @dataclass(slots=True)
@@ -152,7 +154,7 @@ class NodeRecord:
     def reliability(self) -> float:
         """In [0, 1], 0.5 for a node not seen yet: the share of its tasks that delivered an
         update that was not an outlier (a Laplace estimate), nudged by up to 0.1 by its summed
-        contribution score (the validation-loss change its updates caused alone)."""
+        contribution score (what its updates did to the validation loss, compute.py)."""
         good = self.contributed - self.outliers
         base = (good + 1) / (self.assigned + 2)
         return max(0.0, min(1.0, base + 0.1 * math.tanh(self.score_sum)))
@@ -363,9 +365,11 @@ class TrainingLedger:
             if node not in delivered:
                 rec.missed += 1
         for node in r.contributors:
-            rec = self.nodes.setdefault(node, NodeRecord())
-            rec.contributed += 1
-            rec.score_sum += scores.get(node, 0.0)
+            self.nodes.setdefault(node, NodeRecord()).contributed += 1
+        # Every scored update counts, kept or not: an update a screen left out of the
+        # aggregate still says what its node tried to do to the model.
+        for node in sorted(scores):
+            self.nodes.setdefault(node, NodeRecord()).score_sum += scores[node]
         for node in r.outliers:
             self.nodes.setdefault(node, NodeRecord()).outliers += 1
         for node in sorted(r.flagged("spot_check", "copy")):
@@ -384,6 +388,7 @@ class TrainingLedger:
                 proposer=r.proposer,
                 update_bytes=sum(u.size for u in r.updates),
                 flags=r.flags,
+                scores=r.scores,
             )
         )
         job.used |= {(u.node, u.round) for u in r.updates}

@@ -100,6 +100,10 @@ def test_compressed_all_reduce_stays_within_the_codecs_bound(tmp_path: Path) -> 
     rng = np.random.default_rng(7)
     xs = {i: rng.uniform(-1, 1, size).astype(np.float32) for i in nodes}
     exact = np.sum(list(xs.values()), axis=0, dtype=np.float64)
+    # Nobody leaves the group before everyone has its last result: a member that leaves while
+    # another still waits for its part in flight breaks that one's operation (GroupChanged,
+    # seen once in CI under load); what this test measures is the codecs' bound.
+    done = threading.Barrier(len(nodes), timeout=120)
     with local_swarm(tmp_path, 3) as swarm:
 
         def work(i: int) -> dict[str, np.ndarray]:
@@ -115,6 +119,7 @@ def test_compressed_all_reduce_stays_within_the_codecs_bound(tmp_path: Path) -> 
                     if k == 0:
                         out["topk1"] = total.astype(np.float32)
                 out["topk"] = total.astype(np.float32)
+                done.wait()
                 return out
 
         results = _each(nodes, work)

@@ -132,7 +132,15 @@ def test_trainers_sending_updates_they_did_not_compute_fail_spot_checks(tmp_path
     swarm = _swarm(
         tmp_path, 6, {5: {"training.attack": "gaussian"}, 6: {"training.attack": "replay"}}
     )
-    spec = _spec(rounds, 6, aggregation='rule = "trimmed_mean"\nf = 1', verify="spot_check = 0.6")
+    # The validation screen (on by default for robust rules) is off: the spot-checks are what
+    # is tested, and with both cheats already left out the screen's drops of honest updates
+    # cost 3 points against the clean run in this 8-round job (0.930 against 0.961 in CI).
+    spec = _spec(
+        rounds,
+        6,
+        aggregation='rule = "trimmed_mean"\nf = 1\nscreen = false',
+        verify="spot_check = 0.6",
+    )
     try:
         swarm.start()
         swarm.wait_connected(5)

@@ -54,6 +54,10 @@ from .verify import spot_checked
 
 __all__ = ["Collection"]
 
+#: Full cycles of proposer turns during which a proposal that leaves out held updates is
+#: refused as censorship; after them the round's liveness comes first (see ``_censored``).
+CENSOR_CYCLES = 2
+
 
 class Collection:
     # -- validators: collection ------------------------------------------------------------------
@@ -351,6 +355,13 @@ class Collection:
         holds, or whose blob it could not fetch, is no evidence: refusing for it could stall
         the round for good."""
         if rs.closed_at is None:
+            return ""
+        if rs.attempt >= CENSOR_CYCLES * len(self.committee):
+            # Liveness first: every validator has had its turn twice and the round is still
+            # open. After restarts and partitions each validator may hold updates no proposer
+            # can fetch, so every proposal is refused by someone, for good (a chaos run stalled
+            # five minutes at one round). Leaving those updates out is the lesser harm.
+            self._count("censorship_waived")
             return ""
         included = {(u.node, u.round) for u in result.updates}
         cutoff = min(rs.closed_at, now - self.config.censor_grace)

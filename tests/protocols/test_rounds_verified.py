@@ -28,6 +28,7 @@ from p2pnode_protocols.rounds import (
     encode_result,
     spot_checked,
 )
+from p2pnode_protocols.rounds.collection import CENSOR_CYCLES
 from p2pnode_protocols.rounds.events import Committed
 from p2pnode_protocols.rounds.messages import (
     commitment_digest,
@@ -381,6 +382,12 @@ def test_censorship_needs_an_update_f_plus_1_validators_hold() -> None:
     assert [type(e).__name__ for e in out] == ["BadProposal"]
     assert out[0].reason.startswith("censorship")  # type: ignore[attr-defined]
     assert v._refused[(job, 1)][proposer].kind == "censorship"
+    # Two full cycles of turns later the round is still open: liveness comes first, and the
+    # same proposal (a new model key: a digest not checked yet) is no longer refused for it.
+    v._rounds[job].attempt = CENSOR_CYCLES * len(VALIDATORS)
+    out = propose("m-3")
+    assert [type(e).__name__ for e in out] == ["RoundPhase", "Aggregate"]
+    assert v.counters["censorship_waived"] == 1
 
 
 def test_findings_no_quorum_shares_are_dropped_after_a_cycle_of_turns() -> None:

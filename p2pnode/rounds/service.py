@@ -485,6 +485,8 @@ class RoundsService:
             "stale_aggregations_skipped": self.work.stale_skipped,
             "evidence": list(self.evidence),
             "pid": os.getpid(),
+            "open_rounds": self.machine.open_rounds(trio.current_time()),
+            "aggregations": self.work.aggregations(),
         }
 
 

@@ -91,6 +91,11 @@ class RoundWork:
         self.stale_skipped = 0
         self._issued = 0
         self._latest: dict[tuple[str, int, bytes | None], int] = {}
+        #: job -> (round, proposer checked or None, stage, since): the aggregation holding the
+        #: job's lock, so a round that does not move shows what its validators are doing.
+        self.in_flight: dict[str, tuple[int, bytes | None, str, float]] = {}
+        #: aggregations waiting for a job's lock.
+        self.queued: dict[str, int] = {}
         self.nursery: trio.Nursery | None = None
         #: external trainers: job -> channel their tasks go to (instead of the built-in trainer).
         self.external: dict[str, trio.MemorySendChannel[Train]] = {}
@@ -282,42 +287,78 @@ class RoundWork:
 
     async def _aggregate(self, e: Aggregate, token: int | None = None) -> None:
         lock = self._aggregating.setdefault(e.job, trio.Lock())
-        async with lock:
-            # Aggregations of one job run one at a time, and each may wait out its fetches:
-            # under faults (a rotation every few seconds, a check of every proposal) they
-            # queued for minutes behind each other, running for rounds long committed while
-            # the open round's waited (a chaos run saw a check of round 1 run at round 12).
-            # One whose round has moved on is dropped; the machine ignores its answer anyway.
-            superseded = token is not None and self._latest.get(self._slot(e)) != token
-            if not superseded and token is not None:
-                del self._latest[self._slot(e)]  # bounded: an entry lives while it is queued
-            if superseded or (self._current is not None and not self._current(e.job, e.round)):
-                self.stale_skipped += 1
-                return
-            try:
-                result = await self._recompute(e)
-                self._submit(Computed(job=e.job, round=e.round, result=result, check=e.check_bytes))
-            except Exception as exc:
-                log.warning(
-                    "aggregating %s round %d failed: %s",
-                    e.job,
-                    e.round,
-                    exc,
-                    extra={"job": e.job, "round": e.round},
+        self.queued[e.job] = self.queued.get(e.job, 0) + 1
+        try:
+            async with lock:
+                self.queued[e.job] -= 1
+                try:
+                    await self._aggregate_locked(e, token)
+                finally:
+                    self.in_flight.pop(e.job, None)
+        finally:
+            if self.queued.get(e.job) == 0 and not lock.locked():
+                del self.queued[e.job]  # bounded: an entry lives while the job has work
+
+    def _stage(self, e: Aggregate, stage: str) -> None:
+        proposer = None if e.check is None else e.check.proposer
+        self.in_flight[e.job] = (e.round, proposer, stage, time.monotonic())
+
+    async def _aggregate_locked(self, e: Aggregate, token: int | None) -> None:
+        # Aggregations of one job run one at a time, and each may wait out its fetches:
+        # under faults (a rotation every few seconds, a check of every proposal) they
+        # queued for minutes behind each other, running for rounds long committed while
+        # the open round's waited (a chaos run saw a check of round 1 run at round 12).
+        # One whose round has moved on is dropped; the machine ignores its answer anyway.
+        superseded = token is not None and self._latest.get(self._slot(e)) != token
+        if not superseded and token is not None:
+            del self._latest[self._slot(e)]  # bounded: an entry lives while it is queued
+        if superseded or (self._current is not None and not self._current(e.job, e.round)):
+            self.stale_skipped += 1
+            return
+        try:
+            result = await self._recompute(e)
+            self._submit(Computed(job=e.job, round=e.round, result=result, check=e.check_bytes))
+        except Exception as exc:
+            log.warning(
+                "aggregating %s round %d failed: %s",
+                e.job,
+                e.round,
+                exc,
+                extra={"job": e.job, "round": e.round},
+            )
+            self._submit(
+                Computed(
+                    job=e.job,
+                    round=e.round,
+                    result=None,
+                    check=e.check_bytes,
+                    error=str(exc)[:200],
                 )
-                self._submit(
-                    Computed(
-                        job=e.job,
-                        round=e.round,
-                        result=None,
-                        check=e.check_bytes,
-                        error=str(exc)[:200],
-                    )
-                )
+            )
+
+    def aggregations(self) -> list[dict[str, object]]:
+        """Each job's aggregation in progress (its stage and for how long) and how many wait."""
+        now = time.monotonic()
+        jobs = sorted(set(self.in_flight) | set(self.queued))
+        out: list[dict[str, object]] = []
+        for job in jobs:
+            row: dict[str, object] = {"job": job, "queued": self.queued.get(job, 0)}
+            if job in self.in_flight:
+                rnd, proposer, stage, since = self.in_flight[job]
+                row |= {
+                    "round": rnd,
+                    "check_of": None if proposer is None else proposer.hex(),
+                    "stage": stage,
+                    "seconds": round(now - since, 3),
+                }
+            out.append(row)
+        return out
 
     async def _recompute(self, e: Aggregate) -> RoundResult:
         t0 = time.perf_counter()
+        self._stage(e, "base model")
         base = await self.read_model(e.job, e.base_key, e.round - 1)
+        self._stage(e, "updates")
         datas: dict[str, bytes] = {}
         # A proposer gives an update a round's deadline at most (the validators prefetched it
         # when its notice came; one nobody serves is left out rather than waited for).
@@ -366,6 +407,7 @@ class RoundWork:
             spot = spot_checked(e.job, e.round, e.base_key, refs, c.spec.spot_check)
         pairs = [(ref, datas[ref.key]) for ref in refs]
         shards = dict(e.shards)
+        self._stage(e, "compute")
         model, result = await trio.to_thread.run_sync(
             lambda: c.aggregate(base, e.base_key, e.round, pairs, shards, spot)
         )
@@ -374,6 +416,7 @@ class RoundWork:
             first = next(k for k in model if k.startswith("params/"))
             model[first] = (model[first] + np.float32(0.01)).astype(model[first].dtype)
         t2 = time.perf_counter()
+        self._stage(e, "store")
         key = await self.store_model(e.job, e.round, model)
         self._time(e.job, e.round, "collect", t1 - t0)
         self._time(e.job, e.round, "aggregate", time.perf_counter() - t1)

@@ -17,12 +17,14 @@ from p2pnode_protocols.machine import (
 
 from .events import (
     RoundPhase,
+    Train,
     TrainingDone,
 )
 from .ledger import JobState
 from .messages import (
     CommitClosed,
     Commitment,
+    UpdateNotice,
     commitment_digest,
     sign_commitment,
     sign_notice,
@@ -39,7 +41,23 @@ class CommitPhase:
     def _trained(self, e: TrainingDone, now: float) -> list[Effect]:
         if not e.key:
             self._count("training_failed")
-            return [RoundPhase(job=e.job, round=e.round, phase="training", detail=e.error)]
+            out: list[Effect] = [
+                RoundPhase(job=e.job, round=e.round, phase="training", detail=e.error)
+            ]
+            # The task is still ours: a base model nobody served within the fetch timeout
+            # (a partition, a restarting validator) is there a moment later. Try again after a
+            # pause, a few times; a reassignment of the round trains it again in any case. Left
+            # alone, a round whose every trainer failed would gather nothing and, reassigned to
+            # the same nodes, never start training again (a chaos run stalled so for minutes).
+            key = (e.job, e.round)
+            self.training.discard(key)
+            tries = self._retrains.get(key, 0)
+            if tries < self.config.max_retrains:
+                self._retrains[key] = tries + 1
+                out.append(
+                    self._set_timer("retrain", e.job, e.round, now + self.config.retrain_delay)
+                )
+            return out
         job = self.ledger.jobs.get(e.job)
         if job is None or not job.spec.commit_reveal:
             notice = sign_notice(self.signer, e.job, e.round, e.key, e.size, e.samples)
@@ -68,6 +86,42 @@ class CommitPhase:
         at = max(now, self._commit_started.get(key, now) + window) + self.config.reveal_grace
         if key in self._reveals:  # not revealed by our own close just now
             out.append(self._set_timer("reveal", e.job, e.round, at))
+        return out
+
+    def _retrain(self, job: JobState, rnd: int) -> list[Effect]:
+        """The retry of a failed task, if it is still this node's and not under way."""
+        key = (job.id, rnd)
+        shard = job.shard_of.get((self.me, rnd))
+        if shard is None or key in self.training or key in self._told:
+            return []
+        self.training.add(key)
+        self._count("training_retried")
+        return [Train(job=job.id, round=rnd, shard=shard, base_key=job.model_key)]
+
+    def _tell_again(self, job: JobState, rnd: int, now: float) -> list[Effect]:
+        """The round was reassigned (to us again, among others): what we told the validators
+        may have come too late (a commitment after the commit phase closed is refused, and its
+        reveal with it), and the reassignment reopened the phase. Commit again, and reveal once
+        the new phase closes."""
+        key = (job.id, rnd)
+        told = self._told.get(key)
+        if not told:
+            return []
+        commitments = [m for m in told if isinstance(m, Commitment)]
+        if not job.spec.commit_reveal or not commitments:
+            return [Broadcast(msg=m) for m in told]
+        notices = [m for m in told if isinstance(m, UpdateNotice)]
+        if notices and key not in self._reveals:
+            self._reveals[key] = notices[-1]
+        self._told[key] = commitments
+        out: list[Effect] = [Broadcast(msg=c) for c in commitments]
+        if self.is_validator:
+            for c in commitments:
+                out += self._commitment(c, now, local=True)
+        if key in self._reveals:
+            window = job.spec.commit_window * job.spec.round_deadline
+            at = now + window + self.config.reveal_grace
+            out.append(self._set_timer("reveal", job.id, rnd, at))
         return out
 
     def _reveal(self, job: str, rnd: int, now: float) -> list[Effect]:

@@ -284,14 +284,15 @@ class TrainingLedger:
             return f"round {tx.round} is not the job's current round {job.round}"
         # A round starts once; two starters whose turns overlapped cannot both start it. A
         # reassignment (its trainers died or missed the deadlines) is explicit, of a round that
-        # has started, with other tasks; updates of the first assignment still count.
+        # has started; updates of the first assignment still count. It may name the same
+        # nodes: the round is then tried again (a trainer whose task failed trains it again,
+        # one whose commitment came after the commit phase commits again). Refusing that left
+        # a round whose every trainer failed with nothing to gather, for good.
         open_round = job.assignment is not None and job.assignment.round == tx.round
         if open_round and not tx.reassign:
             return f"round {tx.round} has started already"
         if tx.reassign and not open_round:
             return f"round {tx.round} has not started: nothing to reassign"
-        if open_round and set(tx.tasks) == set(job.assignment.tasks):  # type: ignore[union-attr]
-            return f"round {tx.round} has these tasks already"
         if tx.base_key != job.model_key:
             return "base_key is not the job's current model"
         shards = [t.shard for t in tx.tasks]

@@ -138,6 +138,8 @@ class RoundsMachine(CommitPhase, Collection):
         self._revealed: dict[str, dict[str, bytes]] = {}
         #: (job, round) -> proposer -> the flag this validator's checks found against it.
         self._refused: dict[tuple[str, int], dict[bytes, Flag]] = {}
+        #: (job, round) -> how many times this trainer retried its failed task.
+        self._retrains: dict[tuple[str, int], int] = {}
         #: (job, round, node) of unsolicited notices reported as evidence.
         self._accused: set[tuple[str, int, bytes]] = set()
         self._on: dict[type, Callable[[object, float], list[Effect]]] = {
@@ -167,6 +169,43 @@ class RoundsMachine(CommitPhase, Collection):
         rs = self._rounds.get(job)
         return () if rs is None else tuple(rs.updates[k] for k in sorted(rs.updates))
 
+    def open_rounds(self, now: float) -> list[dict[str, object]]:
+        """What this validator's collection of each open round looks like (for status and
+        for diagnosing a round that does not commit): the attempt and whose turn it is, whether
+        it is aggregating or has a proposal out, and each update held with its holders."""
+        out: list[dict[str, object]] = []
+        for job_id, rs in sorted(self._rounds.items()):
+            job = self.ledger.jobs.get(job_id)
+            out.append(
+                {
+                    "job": job_id,
+                    "round": rs.round,
+                    "log_round": None if job is None else job.round,
+                    "age": round(now - rs.opened, 3),
+                    "closed": None if rs.closed_at is None else round(now - rs.closed_at, 3),
+                    "attempt": rs.attempt,
+                    "extended": rs.extended,
+                    "turn": self.leader(job_id, rs.round, rs.attempt).hex(),
+                    "aggregating": rs.aggregating,
+                    "proposal": rs.proposal is not None,
+                    "attestations": len(rs.attestations),
+                    "submitted": rs.submitted,
+                    "checked": len(rs.checked),
+                    "updates": [
+                        {
+                            "node": node.hex(),
+                            "round": r,
+                            "fetched": rs.updates[(node, r)].key in rs.fetched,
+                            "holders": len(rs.holders.get((node, r), ())),
+                        }
+                        for node, r in sorted(rs.updates)
+                    ],
+                    "refused": sorted(p.hex() for p in self._refused.get((job_id, rs.round), {})),
+                    "alive_validators": [v.hex() for v in self.alive_validators()],
+                }
+            )
+        return out
+
     def handle(self, event: Event, now: float) -> list[Effect]:
         on = self._on.get(type(event))
         if on is None:
@@ -192,6 +231,8 @@ class RoundsMachine(CommitPhase, Collection):
             return self._close_tick(job, now)
         if kind == "commit":
             return self._close_commit(job, rnd, now)
+        if kind == "retrain":
+            return self._retrain(job, rnd)
         return []
 
     def _set_timer(self, kind: str, job: str, rnd: int, at: float) -> SetTimer:
@@ -285,7 +326,14 @@ class RoundsMachine(CommitPhase, Collection):
     def _forget_rounds(self, job: JobState) -> None:
         """Commit-phase and refusal records of rounds no update can come from any more."""
         lo = job.round - job.spec.staleness
-        for d in (self._commits, self._commit_started, self._refused, self._reveals, self._told):
+        for d in (
+            self._commits,
+            self._commit_started,
+            self._refused,
+            self._reveals,
+            self._told,
+            self._retrains,
+        ):
             for k in [k for k in d if k[0] == job.id and k[1] < lo]:
                 del d[k]
         self._commit_closed = {k for k in self._commit_closed if k[0] != job.id or k[1] >= lo}
@@ -396,7 +444,11 @@ class RoundsMachine(CommitPhase, Collection):
                 out.append(self._set_timer("commit", job.id, tx.round, now + window))
                 out += self._maybe_close_commit(job, tx.round, now)
         for t in tx.tasks:
-            if t.node == self.me and (job.id, tx.round) not in self.training:
+            if t.node != self.me:
+                continue
+            if tx.reassign and (job.id, tx.round) in self._told:
+                out += self._tell_again(job, tx.round, now)
+            elif (job.id, tx.round) not in self.training:
                 self.training.add((job.id, tx.round))
                 out.append(Train(job=job.id, round=tx.round, shard=t.shard, base_key=tx.base_key))
         if self.is_validator:

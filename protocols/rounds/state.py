@@ -28,6 +28,10 @@ class RoundsConfig:
     censor_grace: float = 0.05
     #: a trainer that hears no CommitClosed reveals this long after the commit window's end.
     reveal_grace: float = 0.2
+    #: seconds a trainer waits before it tries a failed task again, and how many times it does
+    #: (a reassignment of the round trains it again in any case).
+    retrain_delay: float = 5.0
+    max_retrains: int = 3
 
 
 @dataclass(slots=True)

@@ -20,6 +20,8 @@ after the faults, violations) is returned, printed by the command line and writt
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -242,8 +244,12 @@ class ChaosRun:
         faults_over = time.monotonic()
         self.note("faults over; waiting for the jobs in flight, then a fresh one")
         in_flight = self.settle(faults_over)
+        if in_flight is None:
+            self.diagnose("stuck.json")
         self.create_job()
         fresh = self.settle(faults_over)
+        if fresh is None and in_flight is not None:
+            self.diagnose("stuck.json")
         self.note("checking")
         summary = self.check()
         summary["jobs_in_flight_done_after_faults_s"] = in_flight
@@ -299,6 +305,33 @@ class ChaosRun:
                 return round(time.monotonic() - since, 1)
             time.sleep(2.0)
         return None
+
+    def diagnose(self, name: str) -> None:
+        """A job did not finish: write what every node's rounds service is doing (its open
+        rounds, aggregations in progress, counters, evidence, blob fetches in flight) to
+        ``name`` in the run's directory, and have each daemon log its trio task tree (SIGUSR1,
+        which changes nothing else) into its own log."""
+        self.note(f"a job did not finish: diagnostics in {name}, task trees in the daemon logs")
+        out: dict[str, Any] = {}
+        for i in self.up():
+            rounds = self.try_call(i, "rounds.status")
+            out[f"node-{i}"] = {
+                "peer_id": self.c.peer_id(i),
+                "rounds": rounds,
+                "transfers": self.try_call(i, "blob.transfers"),
+                "consensus": self.try_call(i, "consensus.status"),
+                "jobs": {
+                    j: (self.try_call(i, "job.status", {"job": j}) or {}).get("current")
+                    for j in self.jobs
+                },
+            }
+            pid = (rounds or {}).get("pid")
+            if isinstance(pid, int) and pid > 0:
+                try:
+                    os.kill(pid, signal.SIGUSR1)
+                except OSError as exc:
+                    self.note(f"node-{i}: SIGUSR1: {exc}")
+        (self.out / name).write_text(json.dumps(out, indent=1, default=str))
 
     def full_log(self, i: int) -> dict[int, str]:
         out: dict[int, str] = {}

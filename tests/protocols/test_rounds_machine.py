@@ -21,6 +21,7 @@ from p2pnode_protocols.rounds import (
     encode_result,
 )
 from p2pnode_protocols.rounds.messages import proposal_payload, result_digest
+from p2pnode_protocols.rounds.state import RoundsConfig
 from tests.protocols.rounds_helpers import (
     OUTSIDER,
     TRAINERS,
@@ -328,3 +329,49 @@ def test_a_round_whose_trainers_died_is_reassigned() -> None:
     assert dead not in {u.node for u in r1.updates}
     assert len(r1.updates) >= 2 and {u.node for u in r1.updates} - first  # a new node helped
     assert any(m.counters.get("round_reassigned") for m in w.machines.values())
+
+
+def test_a_failed_task_is_tried_again() -> None:
+    """Every trainer fails its task (the base model could not be fetched: a partition): each
+    tries again after ``retrain_delay`` and the job completes."""
+    w, job = _world(JobSpec(rounds=1, max_participants=3, round_deadline=5.0))
+    _open_round(w, job)
+    while w.trainings:
+        w.train(fail=True)
+    w.settle(timers=True)
+    assert w.ref.jobs[job].status == "completed"
+    assert {u.node for u in w.committed[0].updates} == {T0, T1, T2}
+    assert all(w.machines[t].counters.get("training_retried") == 1 for t in (T0, T1, T2))
+
+
+def test_a_round_whose_every_task_failed_is_reassigned_to_the_same_nodes() -> None:
+    """No retries left: the round gathers nothing, and the reassignment names the same (alive)
+    nodes. The ledger takes it and they train again; the job completes. (A chaos run stalled
+    for minutes when a reassignment to the same nodes was refused.)"""
+    config = RoundsConfig(start_timeout=1.0, result_timeout=2.0, max_retrains=0)
+    w = World(config=config)
+    job, body = create(JobSpec(rounds=1, max_participants=3, round_deadline=5.0))
+    w.fold(body)
+    _open_round(w, job)
+    while w.trainings:
+        w.train(fail=True)
+    w.settle(timers=True, steps=8000)
+    assert w.ref.jobs[job].status == "completed"
+    assert any(m.counters.get("round_reassigned") for m in w.machines.values())
+    assert w.ref.jobs[job].assigned[1] == {T0, T1, T2}
+
+
+def test_commitments_that_came_after_the_commit_phase_are_made_again_on_reassignment() -> None:
+    """Every trainer's commitment is lost (the window closes without them, so their reveals are
+    refused): the reassignment reopens the commit phase, each trainer commits again, reveals
+    after the new close, and the job completes."""
+    w, job = _world(JobSpec(rounds=1, max_participants=3, round_deadline=5.0))
+    _open_round(w, job)
+    while w.trainings:
+        w.train()
+    assert w.net and all(type(m.msg).__name__ == "Commitment" for m in w.net)
+    w.net.clear()
+    w.settle(timers=True, steps=8000)
+    assert w.ref.jobs[job].status == "completed"
+    assert {u.node for u in w.committed[0].updates} == {T0, T1, T2}
+    assert any(m.counters.get("reveal_without_commitment") for m in w.machines.values())

@@ -10,11 +10,12 @@ Byzantine, proposals with a wrong model key and commits without a quorum. Aggreg
 fake but deterministic :func:`~tests.protocols.rounds_helpers.fake_model_key` (the machine treats
 model keys as opaque), so every committed result can be recomputed.
 
-Invariants (safety only): no round of a job commits twice; a committed result names only
+Invariants (safety): no round of a job commits twice; a committed result names only
 updates signed by nodes that round (or a round within the staleness bound) assigned; every
 committed model key recomputes from its update set; every live machine's ledger equals the
 reference fold of the log; a validator is never accused of a wrong model key unless it is the
-Byzantine one.
+Byzantine one. Liveness, at the end of every run: once the faults stop (crashed nodes
+restart, views agree, nothing is lost or injected), every job that was not cancelled completes.
 """
 
 from __future__ import annotations
@@ -279,6 +280,37 @@ class RoundsWorld(RuleBasedStateMachine):
         for _, e in self.w.evidence:
             if e.reason == "the model key does not recompute":
                 assert e.proposer == BYZANTINE
+
+    # -- liveness -----------------------------------------------------------------------------
+
+    def teardown(self) -> None:
+        """After the faults: every crashed node restarts, every view holds every node alive,
+        the adversary stops and nothing more is lost. Then every job that was not cancelled
+        must complete, whatever state the faults left the machines in (a chaos run once saw a
+        round stop for good after proposals were refused)."""
+        if not hasattr(self, "w"):
+            return
+        for node in sorted(self.w.crashed):
+            self.w.restart(node)
+        for node in self.w.nodes:
+            self.w.handle(node, MembersSeen(candidates=self.w.candidates()))
+        self.w.settle(steps=20_000, timers=True)
+        for job in self.jobs:
+            state = self.w.ref.jobs.get(job)
+            if state is None:
+                continue  # its create was never committed
+            if state.status != "cancelled":
+                assert state.status == "completed", self._stalled(job)
+
+    def _stalled(self, job: str) -> str:
+        """What the validators hold of a job that did not complete (the assertion's text)."""
+        state = self.w.ref.jobs[job]
+        lines = [f"job {job} {state.status} at round {state.round}, now {self.w.now}"]
+        for v in VALIDATORS:
+            m = self.w.machines[v]
+            lines.append(f"{v!r}: {m.open_rounds(self.w.now)} counters {m.counters}")
+        lines.append(f"timers {sorted(self.w.timers.items(), key=repr)}")
+        return "\n".join(lines)
 
 
 RoundsWorld.TestCase.settings = settings(

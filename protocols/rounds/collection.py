@@ -241,10 +241,12 @@ class Collection:
         spot = spot_checked(job.id, rnd, job.model_key, updates, job.spec.spot_check)
         rs = self._rounds.get(job.id)
         held = rs.holders if rs is not None and rs.round == rnd else {}
+        # A checker may fetch every update of a proposal from its proposer too, which
+        # aggregated them all (the update's trainer may be gone or cut off from the checker).
+        also = {check.proposer} if check is not None else set()
         holders = tuple(
-            (u.key, tuple(sorted(held[(u.node, u.round)] - {self.me, u.node})))
+            (u.key, tuple(sorted((held.get((u.node, u.round), set()) | also) - {self.me, u.node})))
             for u in updates
-            if held.get((u.node, u.round))
         )
         return Aggregate(
             job=job.id,
@@ -285,8 +287,12 @@ class Collection:
         result = replace(e.result, proposer=self.me, flags=flags)
         body = encode_result(result)
         digest = result_digest(body)
-        rs.proposal = body
-        rs.attestations = {self.me: self.signer.sign(attestation_payload(digest))}
+        if body != rs.proposal:
+            rs.proposal = body
+            rs.attestations = {self.me: self.signer.sign(attestation_payload(digest))}
+        # else: the same result proposed again keeps the attestations it gathered, and is
+        # submitted again once it has a quorum (a submit lost to a view change is retried;
+        # the ledger commits a round once).
         rs.submitted = False
         proposal = Proposal(result=body, sig=self.signer.sign(proposal_payload(digest)))
         out: list[Effect] = [
@@ -309,12 +315,22 @@ class Collection:
         if job is None or rs is None or rs.round != result.round or job.round != result.round:
             self._count("proposal_not_current")
             return []
+        if digest in rs.attested:
+            # Attested before: the attestation may have been lost, or the proposer proposes
+            # the same result again on a later turn, with its attestations counted afresh.
+            self._count("attestation_resent")
+            return [self._attestation_of(job.id, rs.round, digest, sender, rs.attested[digest])]
         if digest in rs.checked:
             return []
         rs.checked.add(digest)
-        reason = self.ledger.check_result(job, result) or self._censored(
-            job, rs, result, digest, now
-        )
+        reason = self.ledger.check_result(job, result)
+        if not reason:
+            reason = self._censored(job, rs, result, digest, now)
+            if reason:
+                # Censorship depends on when it is judged (see _censored): the same proposal,
+                # proposed again on a later turn, is judged again, not ignored (after two cycles
+                # of turns every refused proposal came back unchanged and the round was silent).
+                rs.checked.discard(digest)
         if reason:
             return [
                 BadProposal(
@@ -414,9 +430,15 @@ class Collection:
                 )
             ]
         sig = self.signer.sign(attestation_payload(digest))
-        att = Attestation(job=job.id, round=e.round, digest=digest, validator=self.me, sig=sig)
+        rs.attested[digest] = sig
         self._count("attested")
-        return [Send(to=theirs.proposer, msg=att)]
+        return [self._attestation_of(job.id, e.round, digest, theirs.proposer, sig)]
+
+    def _attestation_of(
+        self, job: str, rnd: int, digest: bytes, proposer: bytes, sig: bytes
+    ) -> Send:
+        att = Attestation(job=job, round=rnd, digest=digest, validator=self.me, sig=sig)
+        return Send(to=proposer, msg=att)
 
     def _disagrees(self, job: JobState, theirs: RoundResult) -> str:
         """A proposal's flags about validators must be ones this validator found itself."""

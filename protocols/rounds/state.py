@@ -48,7 +48,12 @@ class OpenRound:
     proposal: bytes | None = None
     attestations: dict[bytes, bytes] = field(default_factory=dict)
     submitted: bool = False
+    #: digests of proposals this validator judged (refused or being recomputed): a copy that
+    #: comes again is not recomputed again.
     checked: set[bytes] = field(default_factory=set)
+    #: digest -> this validator's attestation of it, sent again when the proposal comes again
+    #: (the first may have been lost, or the proposer re-proposed it on a later turn).
+    attested: dict[bytes, bytes] = field(default_factory=dict)
     extended: int = 0
     #: (node, round) -> when this validator got the update (for the censorship check).
     held: dict[tuple[bytes, int], float] = field(default_factory=dict)

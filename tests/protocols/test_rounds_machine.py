@@ -375,3 +375,26 @@ def test_commitments_that_came_after_the_commit_phase_are_made_again_on_reassign
     assert w.ref.jobs[job].status == "completed"
     assert {u.node for u in w.committed[0].updates} == {T0, T1, T2}
     assert any(m.counters.get("reveal_without_commitment") for m in w.machines.values())
+
+
+def test_a_proposal_proposed_again_gathers_the_attestations_that_were_lost() -> None:
+    """Every attestation of the first cycle of turns is lost: each validator then proposes the
+    same result again, which the others checked already. They send their attestation again
+    instead of ignoring it, and the round commits."""
+    w, job = _world(JobSpec(rounds=1, max_participants=3, round_deadline=5.0))
+    _open_round(w, job)
+    for _ in range(20_000):
+        if all(
+            (rs := w.machines[v]._rounds.get(job)) is not None and rs.attempt > len(VALIDATORS)
+            for v in VALIDATORS
+        ):
+            break
+        lost = [i for i, m in enumerate(w.net) if type(m.msg).__name__ == "Attestation"]
+        if lost:
+            w.net.pop(lost[0])
+        else:
+            w.settle(steps=1, timers=True)
+    assert not w.committed
+    w.settle(timers=True, steps=8000)
+    assert w.ref.jobs[job].status == "completed"
+    assert any(m.counters.get("attestation_resent") for m in w.machines.values())

@@ -383,9 +383,10 @@ def test_censorship_needs_an_update_f_plus_1_validators_hold() -> None:
     assert out[0].reason.startswith("censorship")  # type: ignore[attr-defined]
     assert v._refused[(job, 1)][proposer].kind == "censorship"
     # Two full cycles of turns later the round is still open: liveness comes first, and the
-    # same proposal (a new model key: a digest not checked yet) is no longer refused for it.
+    # same proposal, proposed again unchanged (the same digest), is judged again and no
+    # longer refused for it.
     v._rounds[job].attempt = CENSOR_CYCLES * len(VALIDATORS)
-    out = propose("m-3")
+    out = propose("m-2")
     assert [type(e).__name__ for e in out] == ["RoundPhase", "Aggregate"]
     assert v.counters["censorship_waived"] == 1
 

@@ -398,3 +398,22 @@ def test_a_proposal_proposed_again_gathers_the_attestations_that_were_lost() -> 
     w.settle(timers=True, steps=8000)
     assert w.ref.jobs[job].status == "completed"
     assert any(m.counters.get("attestation_resent") for m in w.machines.values())
+
+
+def test_open_rounds_shows_what_a_validator_holds() -> None:
+    """``open_rounds`` (rounds.status): the round, whose turn it is, and each update held with
+    the validators known to hold it; nothing once the round committed."""
+    w, job = _world(JobSpec(rounds=2, max_participants=3, round_deadline=5.0))
+    _open_round(w, job)
+    v = w.machines[VALIDATORS[0]]
+    (row,) = v.open_rounds(w.now)
+    assert (row["job"], row["round"], row["closed"], row["updates"]) == (job, 1, None, [])
+    assert row["turn"] == v.leader(job, 1, 0).hex()
+    while not any(w.machines[x]._rounds[job].closed_at is not None for x in VALIDATORS):
+        w.settle(steps=1)
+    (row,) = v.open_rounds(w.now)
+    held = row["updates"]
+    assert isinstance(held, list) and {u["node"] for u in held} <= {t.hex() for t in TRAINERS}
+    assert all(1 <= u["holders"] <= len(VALIDATORS) for u in held)
+    w.settle(timers=True)
+    assert w.ref.jobs[job].status == "completed" and v.open_rounds(w.now) == []

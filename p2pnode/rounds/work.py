@@ -288,16 +288,20 @@ class RoundWork:
     async def _aggregate(self, e: Aggregate, token: int | None = None) -> None:
         lock = self._aggregating.setdefault(e.job, trio.Lock())
         self.queued[e.job] = self.queued.get(e.job, 0) + 1
+        waiting = True
         try:
             async with lock:
+                waiting = False
                 self.queued[e.job] -= 1
                 try:
                     await self._aggregate_locked(e, token)
                 finally:
                     self.in_flight.pop(e.job, None)
         finally:
-            if self.queued.get(e.job) == 0 and not lock.locked():
-                del self.queued[e.job]  # bounded: an entry lives while the job has work
+            if waiting:  # cancelled before its turn
+                self.queued[e.job] -= 1
+            if self.queued.get(e.job) == 0:
+                del self.queued[e.job]  # bounded: an entry lives while aggregations wait
 
     def _stage(self, e: Aggregate, stage: str) -> None:
         proposer = None if e.check is None else e.check.proposer

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import trio
+import trio.testing
 
 from p2pnode.rounds.work import RoundWork
 from p2pnode_protocols.rounds.events import Aggregate
@@ -51,3 +53,29 @@ async def test_a_newer_aggregation_of_the_same_proposer_and_round_supersedes_a_q
     assert submitted == [] and work.stale_skipped == 1
     await work._aggregate(second, 2)
     assert len(submitted) == 1 and not work._latest  # it ran, and left nothing behind
+
+
+class _SlowBlobs:
+    """A blob service whose fetches wait until released (then fail: nothing is stored)."""
+
+    def __init__(self) -> None:
+        self.release = trio.Event()
+
+    async def fetch(self, key: str, **_: Any) -> Any:
+        await self.release.wait()
+        raise LookupError(key)
+
+
+async def test_aggregations_shows_the_one_in_progress_and_those_waiting() -> None:
+    submitted: list[Any] = []
+    work = _work({("j", 3): True}, submitted)
+    blobs = work.blobs = _SlowBlobs()
+    async with trio.open_nursery() as n:
+        for base in ("k1", "k2"):
+            n.start_soon(work._aggregate, Aggregate(job="j", round=3, base_key=base, updates=()))
+        await trio.testing.wait_all_tasks_blocked()
+        (row,) = work.aggregations()
+        assert (row["job"], row["round"], row["stage"], row["queued"]) == ("j", 3, "base model", 1)
+        assert row["check_of"] is None and row["seconds"] >= 0
+        blobs.release.set()
+    assert work.aggregations() == [] and len(submitted) == 2  # both answered, nothing left

@@ -50,6 +50,7 @@ from p2pnode.training.data import Dataset, load_digits, train_test_split
 from p2pnode.training.local import local_sgd, local_train, model_delta
 from p2pnode.training.models import Model, make_model, softmax_cross_entropy
 from p2pnode.training.optimizers import SGD, Adam, Optimizer, make_optimizer
+from p2pnode.training.redundancy import near_duplicate_pairs
 from p2pnode.training.schedules import make_schedule
 from p2pnode.training.screening import ScreenedRule, validation_loss_fn
 from p2pnode.training.sharding import dirichlet_shards, iid_shards
@@ -331,6 +332,10 @@ class JobCompute:
                 continue
             _, alone = self.evaluate(unflatten(flat + delta, self.pspec))
             s = _round6(base_loss - alone)
+            if node in flagged:
+                # Not the work it was given (it failed a re-run): what it does to the loss is
+                # credit it claims for data it did not train on, so it counts against it.
+                s = -abs(s)
             scores[node] = min(scores.get(node, s), s)
         scores.update(screened)
         for node in broken:
@@ -400,6 +405,14 @@ class JobCompute:
                 near = dist <= COPY_TOLERANCE * max(norms[a], norms[b])
                 if near or tops[a] == tops[b]:
                     parent[root(b)] = root(a)
+        if can_rerun and len(cids) >= 3:
+            # Near-duplicates relative to the round's spread (crafted attacks, mimics) are
+            # re-run too: only members that do not recompute are flagged, so an honest update
+            # that resembles another costs a re-run, never a flag. Only pairs that can both be
+            # re-run (their shards known): a resemblance alone is no evidence.
+            for i, j in near_duplicate_pairs(np.stack([deltas[c] for c in cids])):
+                if names[cids[i]] in shards and names[cids[j]] in shards:
+                    parent[root(cids[j])] = root(cids[i])
         groups: dict[str, list[bytes]] = {}
         for c in cids:
             groups.setdefault(root(c), []).append(names[c])

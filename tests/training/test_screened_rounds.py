@@ -40,6 +40,9 @@ def test_the_screen_is_on_by_default_for_robust_rules_only() -> None:
     assert isinstance(job_rule({**fed.spec.learning, "screen": True}), ScreenedRule)
 
 
+SHARDS = {n: i for i, n in enumerate(NODES)}
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("attack", ["alie", "ipm"])
 def test_node_attackers_are_screened_out_scored_lowest_and_validators_agree(attack: str) -> None:
@@ -51,7 +54,9 @@ def test_node_attackers_are_screened_out_scored_lowest_and_validators_agree(atta
         for i, n in enumerate(NODES)
     ]
     assert ups[6] != ups[7]  # each attacker crafts from its own recomputed honest updates
+    # Shards unknown (nothing can be re-run): the screen alone.
     tensors, r = c.aggregate(base, "b", 1, _refs(ups))
+    assert r.flags == ()
     assert len(set(BAD) & set(r.contributors)) <= 1  # the screen drops at least one of them
     scores = dict(r.scores)
     honest = sorted(scores[n] for n in NODES[:6])
@@ -63,3 +68,35 @@ def test_node_attackers_are_screened_out_scored_lowest_and_validators_agree(atta
     again, r2 = c.aggregate(base, "b", 1, list(reversed(_refs(ups))))
     assert r2 == r
     assert all(tensors[k].tobytes() == again[k].tobytes() for k in tensors)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("attack", ["alie", "ipm"])
+def test_crafted_near_duplicates_are_re_run_flagged_and_scored_lowest(attack: str) -> None:
+    """As validators run it (shards known): the two attackers' crafted updates are far closer
+    to each other than honest updates are, so both are re-run, neither recomputes, both are
+    flagged, and their scores count what they did to the loss against them."""
+    c, base = _job()
+    ups = [
+        c.train_task(
+            base, 1, i, node_seed(n), attack if n in BAD else "", 0.5 if attack == "ipm" else 10
+        ).update
+        for i, n in enumerate(NODES)
+    ]
+    tensors, r = c.aggregate(base, "b", 1, _refs(ups), SHARDS, ())
+    assert [(f.node, f.kind) for f in r.flags] == [(n, "spot_check") for n in BAD]
+    assert not set(BAD) & set(r.contributors) and set(BAD) <= set(r.outliers)
+    scores = dict(r.scores)
+    assert max(scores[n] for n in BAD) < min(0.0, *(scores[n] for n in NODES[:6])), scores
+    again, r2 = c.aggregate(base, "b", 1, list(reversed(_refs(ups))), SHARDS, ())
+    assert r2 == r
+    assert all(tensors[k].tobytes() == again[k].tobytes() for k in tensors)
+
+
+@pytest.mark.timeout(120)
+def test_a_clean_round_re_runs_nothing_it_need_not_and_flags_no_one() -> None:
+    c, base = _job()
+    ups = [c.train_task(base, 1, i, node_seed(n)).update for i, n in enumerate(NODES)]
+    _, with_shards = c.aggregate(base, "b", 1, _refs(ups), SHARDS, ())
+    _, without = c.aggregate(base, "b", 1, _refs(ups))
+    assert with_shards.flags == () and with_shards == without

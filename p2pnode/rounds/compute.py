@@ -13,7 +13,13 @@ rule sees them: the spot-checked trainers' tasks are re-run (the trainer's seed 
 node id, so the task is deterministic given the base model, shard, round and spec) and compared
 bit for bit; near-duplicate updates (the same top-1% index set, or a relative L2 distance below
 ``COPY_TOLERANCE``) are copies, and of a group of copies only the one that recomputes is kept.
-Flagged updates stay in the result's update set but out of the aggregate (they are outliers).
+Where tasks are re-run (``spot_check > 0``, no error feedback), updates far closer to each other
+than the round's updates are to their nearest neighbours
+(:func:`p2pnode.training.redundancy.near_duplicate_pairs`: the crafted vector that ALIE, IPM and
+the min-attacks all send, a mimic's copy) are grouped the same way, so every member is re-run and
+those that do not recompute are flagged. Flagged updates stay in the result's update set but out
+of the aggregate (they are outliers), and their contribution score is minus the size of what they
+alone do to the validation loss (a cheat never earns credit, and a bigger claim costs more).
 Neither check can re-run a task under error feedback (the residual is the trainer's own state):
 such jobs get copy detection by the lowest node id only, and no spot-checks.
 
@@ -405,11 +411,12 @@ class JobCompute:
                 near = dist <= COPY_TOLERANCE * max(norms[a], norms[b])
                 if near or tops[a] == tops[b]:
                     parent[root(b)] = root(a)
-        if can_rerun and len(cids) >= 3:
+        if can_rerun and self.spec.spot_check > 0 and len(cids) >= 3:
             # Near-duplicates relative to the round's spread (crafted attacks, mimics) are
             # re-run too: only members that do not recompute are flagged, so an honest update
-            # that resembles another costs a re-run, never a flag. Only pairs that can both be
-            # re-run (their shards known): a resemblance alone is no evidence.
+            # that resembles another costs a re-run, never a flag. Only where tasks are re-run
+            # at all (spot_check 0 is for external trainers, whose updates do not recompute)
+            # and both shards are known: a resemblance alone is no evidence.
             for i, j in near_duplicate_pairs(np.stack([deltas[c] for c in cids])):
                 if names[cids[i]] in shards and names[cids[j]] in shards:
                     parent[root(cids[j])] = root(cids[i])

@@ -9,9 +9,11 @@ aggregated by JobCompute.aggregate with the shards known and the spot-checks the
 draw (25%). Node ids come from the seed; each round gives the shards out in a seeded order. For
 each attack and seed it prints the attackers' ranks (0 = lowest) by score in every round and by
 the sum over rounds (the ledger's), how many rounds each attacker was flagged, how many honest
-flags there were (0 is the only right answer), the smallest honest and largest attacker
-nearest-neighbour ratio (p2pnode.training.redundancy) and the final accuracy against the same
-job with no attacker. ``none`` runs the job with no attacker (the honest ratios, and flags).
+flags there were (0 is the only right answer), how many honest updates were re-run for
+resembling another (nearest-neighbour ratio below DUPLICATE_RATIO: a cost, not a flag), the
+smallest honest and largest attacker nearest-neighbour ratio (p2pnode.training.redundancy)
+and the final accuracy against the same job with no attacker. ``none`` runs the job with no
+attacker (the honest ratios, and flags).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from p2pnode.demo import DemoOptions, job_spec  # noqa: E402
 from p2pnode.jobs.spec import parse_spec  # noqa: E402
 from p2pnode.rounds.compute import JobCompute, node_seed  # noqa: E402
 from p2pnode.training.compression import decode  # noqa: E402
-from p2pnode.training.redundancy import pairwise_sq_distances  # noqa: E402
+from p2pnode.training.redundancy import DUPLICATE_RATIO, pairwise_sq_distances  # noqa: E402
 from p2pnode_protocols.rounds import UpdateRef  # noqa: E402
 from p2pnode_protocols.rounds.verify import spot_checked  # noqa: E402
 
@@ -90,6 +92,7 @@ def run(attack: str, seed: int, rounds: int) -> dict[str, object]:
         "attacker_flags": [flagged[n] for n in nodes if n in bad],
         "honest_flags": sum(flagged[n] for n in nodes if n not in bad),
         "honest_min_ratio": min(ratios["honest"]),
+        "honest_reruns": sum(1 for x in ratios["honest"] if x < DUPLICATE_RATIO),
         "attacker_max_ratio": max(ratios["attacker"], default=float("nan")),
         "accuracy": acc,
     }
@@ -106,9 +109,10 @@ def main() -> int:
     t0 = time.perf_counter()
     print(
         "| attack | seed | attacker ranks per round | summed: ranks | attackers flagged "
-        "(rounds) | honest flags | honest min ratio | attacker max ratio | accuracy (clean) |"
+        "(rounds) | honest flags | honest re-runs | honest min ratio | attacker max ratio "
+        "| accuracy (clean) |"
     )
-    print("|---|---:|---|---|---|---:|---:|---:|---|")
+    print("|---|---:|---|---|---|---:|---:|---:|---:|---|")
     clean: dict[int, float] = {}
     for attack in a.attacks:
         for seed in a.seeds:
@@ -118,7 +122,7 @@ def main() -> int:
             per = " ".join("".join(str(x) for x in rk) or "-" for rk in r["ranks"])  # type: ignore[union-attr]
             print(
                 f"| {attack} | {seed} | {per} | {r['total_ranks']} | {r['attacker_flags']} "
-                f"| {r['honest_flags']} | {r['honest_min_ratio']:.3f} "
+                f"| {r['honest_flags']} | {r['honest_reruns']} | {r['honest_min_ratio']:.3f} "
                 f"| {r['attacker_max_ratio']:.3f} | {r['accuracy']:.4f} ({clean[seed]:.4f}) |",
                 flush=True,
             )

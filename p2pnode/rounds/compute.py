@@ -13,7 +13,13 @@ rule sees them: the spot-checked trainers' tasks are re-run (the trainer's seed 
 node id, so the task is deterministic given the base model, shard, round and spec) and compared
 bit for bit; near-duplicate updates (the same top-1% index set, or a relative L2 distance below
 ``COPY_TOLERANCE``) are copies, and of a group of copies only the one that recomputes is kept.
-Flagged updates stay in the result's update set but out of the aggregate (they are outliers).
+Where tasks are re-run (``spot_check > 0``, no error feedback), updates far closer to each other
+than the round's updates are to their nearest neighbours
+(:func:`p2pnode.training.redundancy.near_duplicate_pairs`: the crafted vector that ALIE, IPM and
+the min-attacks all send, a mimic's copy) are grouped the same way, so every member is re-run and
+those that do not recompute are flagged. Flagged updates stay in the result's update set but out
+of the aggregate (they are outliers), and their contribution score is minus the size of what they
+alone do to the validation loss (a cheat never earns credit, and a bigger claim costs more).
 Neither check can re-run a task under error feedback (the residual is the trainer's own state):
 such jobs get copy detection by the lowest node id only, and no spot-checks.
 
@@ -50,6 +56,7 @@ from p2pnode.training.data import Dataset, load_digits, train_test_split
 from p2pnode.training.local import local_sgd, local_train, model_delta
 from p2pnode.training.models import Model, make_model, softmax_cross_entropy
 from p2pnode.training.optimizers import SGD, Adam, Optimizer, make_optimizer
+from p2pnode.training.redundancy import near_duplicate_pairs
 from p2pnode.training.schedules import make_schedule
 from p2pnode.training.screening import ScreenedRule, validation_loss_fn
 from p2pnode.training.sharding import dirichlet_shards, iid_shards
@@ -331,6 +338,10 @@ class JobCompute:
                 continue
             _, alone = self.evaluate(unflatten(flat + delta, self.pspec))
             s = _round6(base_loss - alone)
+            if node in flagged:
+                # Not the work it was given (it failed a re-run): what it does to the loss is
+                # credit it claims for data it did not train on, so it counts against it.
+                s = -abs(s)
             scores[node] = min(scores.get(node, s), s)
         scores.update(screened)
         for node in broken:
@@ -400,6 +411,15 @@ class JobCompute:
                 near = dist <= COPY_TOLERANCE * max(norms[a], norms[b])
                 if near or tops[a] == tops[b]:
                     parent[root(b)] = root(a)
+        if can_rerun and self.spec.spot_check > 0 and len(cids) >= 3:
+            # Near-duplicates relative to the round's spread (crafted attacks, mimics) are
+            # re-run too: only members that do not recompute are flagged, so an honest update
+            # that resembles another costs a re-run, never a flag. Only where tasks are re-run
+            # at all (spot_check 0 is for external trainers, whose updates do not recompute)
+            # and both shards are known: a resemblance alone is no evidence.
+            for i, j in near_duplicate_pairs(np.stack([deltas[c] for c in cids])):
+                if names[cids[i]] in shards and names[cids[j]] in shards:
+                    parent[root(cids[j])] = root(cids[i])
         groups: dict[str, list[bytes]] = {}
         for c in cids:
             groups.setdefault(root(c), []).append(names[c])

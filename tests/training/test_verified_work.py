@@ -52,6 +52,8 @@ def test_an_update_not_computed_fails_its_spot_check_and_stays_out(job) -> None:
     _, r = c.aggregate(base, "b", 1, _refs(bad), SHARDS, (NODES[1],))
     assert [(f.node, f.kind) for f in r.flags] == [(NODES[1], "spot_check")]
     assert NODES[1] not in r.contributors and NODES[1] in r.outliers
+    # Its score counts what it does to the loss against it, whichever way that goes.
+    assert dict(r.scores)[NODES[1]] == -abs(dict(unchecked.scores)[NODES[1]])
     # The same verdict on a second run: validators agree bit for bit.
     _, again = c.aggregate(base, "b", 1, _refs(bad), SHARDS, (NODES[1],))
     assert again.flags == r.flags

@@ -46,16 +46,20 @@ def test_the_screen_is_on_by_default_for_robust_rules_only() -> None:
 SHARDS = {n: i for i, n in enumerate(NODES)}
 
 
+def _round_one(c: JobCompute, base: dict[str, np.ndarray], attack: str) -> list[bytes]:
+    """Round 1's updates of every node, the two in BAD crafting ``attack``."""
+    scale = 0.5 if attack == "ipm" else 10
+    return [
+        c.train_task(base, 1, i, node_seed(n), attack if n in BAD else "", scale).update
+        for i, n in enumerate(NODES)
+    ]
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("attack", ["alie", "ipm"])
 def test_node_attackers_are_screened_out_scored_lowest_and_validators_agree(attack: str) -> None:
     c, base = _job()
-    ups = [
-        c.train_task(
-            base, 1, i, node_seed(n), attack if n in BAD else "", 0.5 if attack == "ipm" else 10
-        ).update
-        for i, n in enumerate(NODES)
-    ]
+    ups = _round_one(c, base, attack)
     assert ups[6] != ups[7]  # each attacker crafts from its own recomputed honest updates
     # Shards unknown (nothing can be re-run): the screen alone.
     tensors, r = c.aggregate(base, "b", 1, _refs(ups))
@@ -80,12 +84,7 @@ def test_crafted_near_duplicates_are_re_run_flagged_and_scored_lowest(attack: st
     to each other than honest updates are, so both are re-run, neither recomputes, both are
     flagged, and their scores count what they did to the loss against them."""
     c, base = _job()
-    ups = [
-        c.train_task(
-            base, 1, i, node_seed(n), attack if n in BAD else "", 0.5 if attack == "ipm" else 10
-        ).update
-        for i, n in enumerate(NODES)
-    ]
+    ups = _round_one(c, base, attack)
     tensors, r = c.aggregate(base, "b", 1, _refs(ups), SHARDS, ())
     assert [(f.node, f.kind) for f in r.flags] == [(n, "spot_check") for n in BAD]
     assert not set(BAD) & set(r.contributors) and set(BAD) <= set(r.outliers)

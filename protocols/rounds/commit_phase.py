@@ -169,6 +169,11 @@ class CommitPhase:
             # an update revealed before (see _notice).
             self._count("commitment_late_stale")
             self._late.add((c.job, c.round, c.node))
+        elif key in self._reopened:
+            # The same holds in a commit phase a reassignment reopened: the first phase's keys
+            # are out, and a copier that saw them must not get one in now.
+            self._count("commitment_reopened")
+            self._late.add((c.job, c.round, c.node))
         return out + self._maybe_close_commit(job, c.round, now)
 
     def _maybe_close_commit(self, job: JobState, rnd: int, now: float) -> list[Effect]:

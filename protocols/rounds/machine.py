@@ -125,6 +125,9 @@ class RoundsMachine(CommitPhase, Collection):
         self._commits: dict[tuple[str, int], dict[bytes, bytes]] = {}
         #: (job, round) whose commit phase closed here (later commitments are refused).
         self._commit_closed: set[tuple[str, int]] = set()
+        #: (job, round) whose commit phase a reassignment reopened after it had closed: keys
+        #: were revealed by then, so a commitment taken now must not reveal one of them.
+        self._reopened: set[tuple[str, int]] = set()
         #: (job, round) -> when its tasks committed here (the commit window starts).
         self._commit_started: dict[tuple[str, int], float] = {}
         #: this trainer's reveals waiting for the commit phase to close.
@@ -337,6 +340,7 @@ class RoundsMachine(CommitPhase, Collection):
             for k in [k for k in d if k[0] == job.id and k[1] < lo]:
                 del d[k]
         self._commit_closed = {k for k in self._commit_closed if k[0] != job.id or k[1] >= lo}
+        self._reopened = {k for k in self._reopened if k[0] != job.id or k[1] >= lo}
         self._late = {k for k in self._late if k[0] != job.id or k[1] >= lo}
         if job.status != "running":
             self._revealed.pop(job.id, None)
@@ -437,7 +441,9 @@ class RoundsMachine(CommitPhase, Collection):
         out: list[Effect] = [RoundPhase(job=job.id, round=tx.round, phase="training")]
         if job.spec.commit_reveal:
             # A reassignment reopens the commit phase for the new trainers.
-            self._commit_closed.discard(key)
+            if key in self._commit_closed:
+                self._commit_closed.discard(key)
+                self._reopened.add(key)
             self._commit_started[key] = now
             if self.is_validator:
                 window = job.spec.commit_window * job.spec.round_deadline

@@ -14,6 +14,7 @@ from p2pnode_protocols.rounds import (
     JobSpec,
     MembersSeen,
     Proposal,
+    TrainingDone,
     Unsolicited,
     UpdateNotice,
     UpdateRef,
@@ -417,3 +418,31 @@ def test_open_rounds_shows_what_a_validator_holds() -> None:
     assert all(1 <= u["holders"] <= len(VALIDATORS) for u in held)
     w.settle(timers=True)
     assert w.ref.jobs[job].status == "completed" and v.open_rounds(w.now) == []
+
+
+def test_a_copier_cannot_use_a_reopened_commit_phase() -> None:
+    """T2 holds back until T0 and T1 revealed, then commits to T0's key: too late. The round
+    cannot close (min_updates 3) and is reassigned to the same nodes, which reopens the commit
+    phase and has T2 commit again. Its commitment is taken, but its reveal of a key another node
+    revealed first is refused: the reopened phase lets no copy in."""
+    spec = JobSpec(rounds=1, max_participants=3, min_updates=3, round_deadline=5.0)
+    w, job = _world(spec)
+    _open_round(w, job)
+    held = [t for t in w.trainings if t[0] == T2]
+    w.trainings = [t for t in w.trainings if t[0] != T2]
+    assert held
+    w.settle(timers=True, steps=300)  # the phase closes without T2; T0 and T1 reveal
+    v = w.machines[VALIDATORS[0]]
+    revealed = {u.node: u for u in v.collected(job)}
+    assert set(revealed) == {T0, T1}
+    w.handle(T2, TrainingDone(job=job, round=1, key=revealed[T0].key, size=10, samples=5))
+    w.settle(timers=True, steps=3000)
+    assert any(m.counters.get("round_reassigned") for m in w.machines.values())
+    assert any(m.counters.get("commitment_reopened") for m in w.machines.values())
+    assert all(
+        m.counters.get("reveal_copies_a_revealed_key")
+        for m in w.machines.values()
+        if m.is_validator
+    )
+    assert all(T2 not in {u.node for u in w.machines[x].collected(job)} for x in VALIDATORS)
+    assert not w.committed

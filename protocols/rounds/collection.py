@@ -118,6 +118,7 @@ class Collection:
             if self._commits.get((job.id, u.round), {}).get(u.node) != digest:
                 self._count("reveal_without_commitment")
                 return []
+            self._reveal_seen.add((job.id, u.round))
             revealed = self._revealed.setdefault(job.id, {})
             if (job.id, u.round, u.node) in self._late and revealed.get(u.key, u.node) != u.node:
                 self._count("reveal_copies_a_revealed_key")

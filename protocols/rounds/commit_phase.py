@@ -169,10 +169,12 @@ class CommitPhase:
             # an update revealed before (see _notice).
             self._count("commitment_late_stale")
             self._late.add((c.job, c.round, c.node))
-        elif key in self._reopened:
-            # The same holds in a commit phase a reassignment reopened: the first phase's keys
-            # are out, and a copier that saw them must not get one in now.
-            self._count("commitment_reopened")
+        elif key in self._reopened or key in self._reveal_seen:
+            # The same holds once keys of the round are out while this validator's phase is
+            # open: a phase a reassignment reopened, or a validator whose window started late
+            # (its log applied the round's tasks after another's). A copier that saw the
+            # reveals must not get a copied key in through it.
+            self._count("commitment_after_reveals")
             self._late.add((c.job, c.round, c.node))
         return out + self._maybe_close_commit(job, c.round, now)
 

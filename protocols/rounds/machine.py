@@ -128,6 +128,9 @@ class RoundsMachine(CommitPhase, Collection):
         #: (job, round) whose commit phase a reassignment reopened after it had closed: keys
         #: were revealed by then, so a commitment taken now must not reveal one of them.
         self._reopened: set[tuple[str, int]] = set()
+        #: (job, round) for which this validator took a reveal: keys are out, whatever its
+        #: own commit phase says (its clock, or its log, may lag another validator's).
+        self._reveal_seen: set[tuple[str, int]] = set()
         #: (job, round) -> when its tasks committed here (the commit window starts).
         self._commit_started: dict[tuple[str, int], float] = {}
         #: this trainer's reveals waiting for the commit phase to close.
@@ -341,6 +344,7 @@ class RoundsMachine(CommitPhase, Collection):
                 del d[k]
         self._commit_closed = {k for k in self._commit_closed if k[0] != job.id or k[1] >= lo}
         self._reopened = {k for k in self._reopened if k[0] != job.id or k[1] >= lo}
+        self._reveal_seen = {k for k in self._reveal_seen if k[0] != job.id or k[1] >= lo}
         self._late = {k for k in self._late if k[0] != job.id or k[1] >= lo}
         if job.status != "running":
             self._revealed.pop(job.id, None)

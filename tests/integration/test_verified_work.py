@@ -195,7 +195,8 @@ def test_a_copier_is_flagged_and_commit_then_reveal_keeps_it_out(tmp_path: Path)
     for r, p, _, detail in flags:
         assert bytes.fromhex(detail) and p not in st["history"][r - 1]["contributors"]
     # With it, the copier could only commit once the others revealed: too late, every round.
-    assert all(copier not in [s for s, _ in h["sources"]] for h in sealed["history"])
+    let_in = [(h["round"], h["sources"]) for h in sealed["history"] if copier in dict(h["sources"])]
+    assert not let_in, (let_in, counters)
     assert all(set(h["contributors"]) <= honest for h in sealed["history"])
     assert counters.get("commitment_late", 0) + counters.get("reveal_without_commitment", 0) > 0
     clean = clean_accuracy(open_spec, 4, rounds)

@@ -438,7 +438,7 @@ def test_a_copier_cannot_use_a_reopened_commit_phase() -> None:
     w.handle(T2, TrainingDone(job=job, round=1, key=revealed[T0].key, size=10, samples=5))
     w.settle(timers=True, steps=3000)
     assert any(m.counters.get("round_reassigned") for m in w.machines.values())
-    assert any(m.counters.get("commitment_reopened") for m in w.machines.values())
+    assert any(m.counters.get("commitment_after_reveals") for m in w.machines.values())
     assert all(
         m.counters.get("reveal_copies_a_revealed_key")
         for m in w.machines.values()
@@ -446,3 +446,39 @@ def test_a_copier_cannot_use_a_reopened_commit_phase() -> None:
     )
     assert all(T2 not in {u.node for u in w.machines[x].collected(job)} for x in VALIDATORS)
     assert not w.committed
+
+
+def test_a_copier_cannot_use_a_validator_whose_commit_phase_is_still_open() -> None:
+    """Validator 0 closes its commit phase, T0 and T1 reveal to every validator; validator 3's
+    window is still open (its log applied the tasks later). T2 commits to T0's key there: the
+    commitment is taken (the phase is open) but its reveal, a key T0 revealed first, is not."""
+    w, job = _world(JobSpec(rounds=1, max_participants=3, round_deadline=5.0))
+    _open_round(w, job)
+    held = [t for t in w.trainings if t[0] == T2]
+    w.trainings = [t for t in w.trainings if t[0] != T2]
+    assert held
+    while w.trainings:
+        w.train()
+    while w.net:
+        w.deliver()  # T0's and T1's commitments reach every validator
+    first, late = VALIDATORS[0], VALIDATORS[3]
+    w.fire((first, ("commit", job, 1)))  # only validator 0's window ends
+    while w.net or w.pending:
+        w.settle(steps=1)  # CommitClosed to T0 and T1; their reveals reach every validator
+        if any(x != late and w.machines[x]._rounds[job].closed_at for x in VALIDATORS):
+            break
+    lagging = w.machines[late]
+    assert (job, 1) not in lagging._commit_closed
+    t0 = {u.node: u for u in lagging.collected(job)}[T0]
+    w.handle(T2, TrainingDone(job=job, round=1, key=t0.key, size=10, samples=5))
+    while w.net:
+        w.deliver()  # T2's commitment: late at the others, taken by the lagging validator
+    assert lagging.counters.get("commitment_after_reveals") == 1
+    w.fire((T2, ("reveal", job, 1)))
+    while w.net:
+        w.deliver()
+    assert lagging.counters.get("reveal_copies_a_revealed_key") == 1
+    assert T2 not in {u.node for u in lagging.collected(job)}
+    w.settle(timers=True, steps=3000)
+    (r,) = w.committed
+    assert T2 not in {u.node for u in r.updates}
